@@ -1,0 +1,162 @@
+"""The ``goodhart`` command.
+
+Plain ``argparse`` rather than typer/click: no extra dependency, sub-commands with their own
+help, and the ``key=value`` overrides of ``goodhart run`` are ordinary positional arguments.
+Heavy imports (torch, transformers) happen inside the sub-commands so ``goodhart --help`` is
+instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+# Nothing in goodhart-lab reaches a model hub: defaults a user can still override.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,5"`` -> [0, 2, 5]."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds: expected e.g. 0-4 or 0,2,5, got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("--seeds: expected at least one seed")
+    return out
+
+
+def _testbed(args):
+    from goodhartlab.testbeds import get_testbed
+
+    return get_testbed(args.testbed, cache_dir=args.cache_dir)
+
+
+def cmd_testbed(args) -> int:
+    tb = _testbed(args)
+    tb.policy_path  # noqa: B018 - builds (or verifies) the tokenizer and base policy
+    for size in args.backbones:
+        tb.backbone_path(size)
+    print(json.dumps({"cache": str(tb.root), "policy": str(tb.policy_path),
+                      "train_prompts": len(tb.train_prompts), "eval_prompts": len(tb.eval_prompts),
+                      "gold_version": tb.gold_version}, indent=2))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from goodhartlab.data import label_with_gold, sample_pairs, write_pairs
+
+    tb = _testbed(args)
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed)
+    prompts = [tb.train_prompts[i] for i in rng.integers(len(tb.train_prompts), size=args.pairs)]
+    policy = tb.load_policy(args.device)
+    pairs = sample_pairs(policy, tb.tokenizer, prompts, max_new_tokens=tb.max_new_tokens,
+                         temperature=args.temperature, seed=args.seed, device=args.device)
+    labelled = label_with_gold(pairs, tb.gold, rule=args.rule, noise=args.noise, seed=args.seed)
+    write_pairs(labelled, args.out)
+    flipped = sum(bool((p.meta or {}).get("flipped")) for p in labelled)
+    print(f"wrote {len(labelled)} pairs to {args.out} ({flipped} labels flipped, noise={args.noise})")
+    return 0
+
+
+def cmd_train_rm(args) -> int:
+    from goodhartlab.data import read_pairs
+    from goodhartlab.train.rm import RMTrainConfig, train_ensemble
+
+    pairs = read_pairs(args.data)
+    if args.backbone is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.backbone, trust_remote_code=False)
+        backbones = [args.backbone] * len(args.seeds)
+    else:
+        tb = _testbed(args)
+        tokenizer = tb.tokenizer
+        if args.pretrain_seeds:
+            backbones = [str(tb.backbone_path(args.size, seed=s)) for s in args.seeds]
+        else:
+            backbones = [str(tb.backbone_path(args.size))] * len(args.seeds)
+    config = RMTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device=args.device)
+    result = train_ensemble(pairs, tokenizer, backbones, args.seeds, config, args.out)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_run(args) -> int:
+    print("goodhart run: the default study (toy_text, 25% label noise, a small proxy and a")
+    print("5-member ensemble, best-of-n over every aggregator, RL with KL control) is not")
+    print("wired up yet. Available now: `goodhart testbed`, `goodhart data`, `goodhart train-rm`.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="goodhart", description="Measure and mitigate reward hacking.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp):
+        sp.add_argument("--testbed", default="toy_text", help="testbed name (default: toy_text)")
+        sp.add_argument("--cache-dir", default=None, help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)")
+        sp.add_argument("--device", default="cpu", help="cpu or cuda")
+
+    r = sub.add_parser("run", help="run a study end to end (the default study without arguments)")
+    r.add_argument("config", nargs="?", help="study config YAML")
+    r.add_argument("overrides", nargs="*", help="key=value overrides")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("testbed", help="build (or verify) a testbed's cached tokenizer, policy and backbones")
+    common(t)
+    t.add_argument("--backbones", nargs="*", default=[], help="also build these reward-model backbone sizes")
+    t.set_defaults(func=cmd_testbed)
+
+    d = sub.add_parser("data", help="sample preference pairs from the base policy and label them with gold")
+    common(d)
+    d.add_argument("--pairs", type=int, default=5000)
+    d.add_argument("--noise", type=float, default=0.25, help="fraction of labels flipped")
+    d.add_argument("--rule", choices=["argmax", "bradley_terry"], default="argmax")
+    d.add_argument("--temperature", type=float, default=1.0)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", required=True, help="pairs file (.jsonl or .parquet)")
+    d.set_defaults(func=cmd_data)
+
+    m = sub.add_parser("train-rm", help="train proxy reward models (Bradley-Terry) on preference pairs")
+    common(m)
+    m.add_argument("--data", required=True, help="pairs file (.jsonl or .parquet)")
+    m.add_argument("--size", default="small", help="testbed backbone size: small | medium | large")
+    m.add_argument("--backbone", default=None, help="local path or hub name of a backbone instead of --size")
+    m.add_argument("--seeds", type=_parse_seeds, default=[0], help="e.g. 0-4 for a 5-member ensemble")
+    m.add_argument("--pretrain-seeds", action="store_true", help="members also start from differently-seeded backbones")
+    m.add_argument("--epochs", type=int, default=2)
+    m.add_argument("--lr", type=float, default=1e-3)
+    m.add_argument("--batch-size", type=int, default=32)
+    m.add_argument("--out", required=True, help="output directory")
+    m.set_defaults(func=cmd_train_rm)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"goodhart {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Aggregate the rewards of an ensemble of reward models into one reward per item.
+
+Every aggregator maps r_members of shape (M, B) to (B,) and is NaN-aware: a member whose
+reward for an item is NaN is left out for that item; an item with no finite member gets NaN.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "AGGREGATORS",
+    "get_aggregator",
+    "mean",
+    "mean_minus_std",
+    "median",
+    "uwo",
+    "wco",
+]
+
+
+def _as_members(r_members: torch.Tensor | np.ndarray) -> torch.Tensor:
+    r = torch.as_tensor(r_members)
+    if r.ndim != 2:
+        raise ValueError(f"r_members must have shape (M, B); got {tuple(r.shape)}")
+    if r.shape[0] == 0:
+        raise ValueError("r_members has no members (M = 0)")
+    if not r.is_floating_point():
+        r = r.to(torch.float64)
+    return r
+
+
+def _nan_variance(r: torch.Tensor) -> torch.Tensor:
+    """Population variance over dim 0, ignoring NaN. Shape: (M, B) -> (B,)."""
+    mu = torch.nanmean(r, dim=0)
+    return torch.nanmean((r - mu).square(), dim=0)
+
+
+def mean(r_members: torch.Tensor) -> torch.Tensor:
+    """Mean over members: R = (1/M) Σ_i R_i.
+
+    (Coste et al. 2023, "Reward model ensembles help mitigate overoptimization",
+    arXiv 2310.02743.)
+
+    Args:
+        r_members: reward of each member for each item. Shape: (M, B).
+
+    Returns:
+        Shape: (B,).
+    """
+    return torch.nanmean(_as_members(r_members), dim=0)
+
+
+def wco(r_members: torch.Tensor) -> torch.Tensor:
+    """Worst-case optimization: the minimum over members, R = min_i R_i.
+
+    (Coste et al. 2023, arXiv 2310.02743.)
+
+    Args:
+        r_members: reward of each member for each item. Shape: (M, B).
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_members(r_members)
+    nan = torch.isnan(r)
+    low = torch.where(nan, torch.full_like(r, float("inf")), r).amin(dim=0)
+    return torch.where(nan.all(dim=0), torch.full_like(low, float("nan")), low)
+
+
+def uwo(r_members: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
+    """Uncertainty-weighted optimization: mean minus λ times the variance over members.
+
+        R = (1/M) Σ_i R_i − λ · (1/M) Σ_i (R_i − R̄)²
+
+    with the population variance (Coste et al. 2023, arXiv 2310.02743, who use λ = 0.5 for
+    best-of-n and 0.1 for PPO). ``lam`` is λ.
+
+    Args:
+        r_members: reward of each member for each item. Shape: (M, B).
+        lam: weight λ of the variance penalty.
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_members(r_members)
+    return torch.nanmean(r, dim=0) - lam * _nan_variance(r)
+
+
+def median(r_members: torch.Tensor) -> torch.Tensor:
+    """Median over members; for an even count, the mean of the two middle values.
+
+    (Eisenstein et al. 2023, "Helping or Herding? Reward model ensembles mitigate but do not
+    eliminate reward hacking", arXiv 2312.09244.) Unlike ``torch.median``, which returns the
+    lower middle value, this is the usual median (as ``numpy.nanmedian``).
+
+    Args:
+        r_members: reward of each member for each item. Shape: (M, B).
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_members(r_members)
+    nan = torch.isnan(r)
+    # NaN becomes +inf and sorts last; the first `count` sorted values are the valid ones.
+    ordered = torch.where(nan, torch.full_like(r, float("inf")), r).sort(dim=0).values
+    count = (~nan).sum(dim=0)
+    lo = ((count - 1).clamp(min=0) // 2).unsqueeze(0)
+    hi = (count // 2).clamp(max=r.shape[0] - 1).unsqueeze(0)
+    mid = 0.5 * (ordered.gather(0, lo) + ordered.gather(0, hi)).squeeze(0)
+    return torch.where(count == 0, torch.full_like(mid, float("nan")), mid)
+
+
+def mean_minus_std(r_members: torch.Tensor, k: float = 1.0) -> torch.Tensor:
+    """Mean minus k standard deviations over members: R = R̄ − k · σ.
+
+    (Eisenstein et al. 2023, arXiv 2312.09244.) σ is the population standard deviation
+    (ddof = 0), as in ``uwo``, so one member gives σ = 0 and R = R_1.
+
+    Args:
+        r_members: reward of each member for each item. Shape: (M, B).
+        k: number of standard deviations subtracted.
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_members(r_members)
+    return torch.nanmean(r, dim=0) - k * _nan_variance(r).sqrt()
+
+
+AGGREGATORS: dict[str, Callable[..., torch.Tensor]] = {
+    "mean": mean,
+    "wco": wco,
+    "uwo": uwo,
+    "median": median,
+    "mean_minus_std": mean_minus_std,
+}
+"""Aggregator name -> function ``f(r_members, **params)``; Shape: (M, B) -> (B,)."""
+
+
+def get_aggregator(name: str, **params: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The aggregator called ``name`` with its parameters bound, e.g. ``get_aggregator("uwo", lam=0.1)``.
+
+    Args:
+        name: a key of ``AGGREGATORS``.
+        **params: keyword parameters of that aggregator (``lam`` for uwo, ``k`` for
+            mean_minus_std).
+
+    Returns:
+        A callable ``r_members -> reward``; Shape: (M, B) -> (B,).
+
+    Raises:
+        ValueError: unknown name, or a parameter the aggregator does not take.
+    """
+    if name not in AGGREGATORS:
+        raise ValueError(f"unknown aggregator {name!r}; valid names: {sorted(AGGREGATORS)}")
+    fn = AGGREGATORS[name]
+    accepted = [p for p in inspect.signature(fn).parameters if p != "r_members"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"aggregator {name!r} does not take parameter(s) {unknown}; it takes {accepted}"
+        )
+    return functools.partial(fn, **params) if params else fn

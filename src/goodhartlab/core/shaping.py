@@ -1,0 +1,270 @@
+"""Reward shaping: transform a proxy reward before it is optimized.
+
+Fu et al. 2025, "Reward shaping to mitigate reward hacking in RLHF" (PAR), arXiv 2502.18770;
+reference code PorUna-byte/PAR, ``trainers/reward_shaper.py``. ``par`` is their method; the
+others are the baselines they compare against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "RunningMoments",
+    "ceil",
+    "centered",
+    "clip_to_band",
+    "log_sigmoid_centered",
+    "meanstd",
+    "minmax",
+    "par",
+]
+
+TensorLike = torch.Tensor | np.ndarray | float
+
+
+def _as_rewards(r: TensorLike, name: str = "r") -> torch.Tensor:
+    r = torch.as_tensor(r)
+    if r.ndim != 1:
+        raise ValueError(f"{name} must have shape (B,); got {tuple(r.shape)}")
+    if not r.is_floating_point():
+        r = r.to(torch.float64)
+    return r
+
+
+def _as_references(r: torch.Tensor, r_ref: TensorLike) -> torch.Tensor:
+    r_ref = torch.as_tensor(r_ref)
+    if r_ref.ndim != 2:
+        raise ValueError(f"r_ref must have shape (B, M); got {tuple(r_ref.shape)}")
+    if r_ref.shape[0] != r.shape[0]:
+        raise ValueError(
+            f"r_ref must have one row per reward: r has B = {r.shape[0]}, "
+            f"r_ref has shape {tuple(r_ref.shape)}"
+        )
+    if r_ref.shape[1] == 0:
+        raise ValueError("r_ref has no reference rewards (M = 0)")
+    if not r_ref.is_floating_point():
+        r_ref = r_ref.to(torch.float64)
+    return r_ref
+
+
+def par(r: TensorLike, r_ref: TensorLike) -> torch.Tensor:
+    """Preference-as-reward (PAR): mean sigmoid of the reward relative to reference rewards.
+
+        r_RL = (1/M) Σ_{m=1..M} σ(r − r_ref^m)
+
+    with r_ref^m the proxy reward of the m-th reference response (sampled from the SFT
+    policy) to the same prompt (Fu et al. 2025, arXiv 2502.18770; M = 10 by default there,
+    M = 1 already works). Bounded in (0, 1), increasing in r, and a function of the centered
+    reward, the three properties the paper asks of a shaped reward.
+
+    Args:
+        r: proxy reward of each response. Shape: (B,).
+        r_ref: proxy rewards of M reference responses to the same prompt. Shape: (B, M).
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_rewards(r)
+    r_ref = _as_references(r, r_ref)
+    return torch.sigmoid(r.unsqueeze(1) - r_ref).mean(dim=1)
+
+
+def centered(r: TensorLike, r_ref: TensorLike) -> torch.Tensor:
+    """Reward minus the mean reference reward: r − (1/M) Σ_m r_ref^m.
+
+    (Baseline "centered" in Fu et al. 2025, arXiv 2502.18770.)
+
+    Args:
+        r: proxy reward of each response. Shape: (B,).
+        r_ref: proxy rewards of M reference responses to the same prompt. Shape: (B, M).
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_rewards(r)
+    r_ref = _as_references(r, r_ref)
+    return r - r_ref.mean(dim=1)
+
+
+def log_sigmoid_centered(r: TensorLike, r_ref: TensorLike, quantile: float = 0.85) -> torch.Tensor:
+    """Log-sigmoid centered (LSC) reward: log σ(r − q), q a quantile of the reference rewards.
+
+        q = μ_ref + Φ⁻¹(quantile) · σ_ref,    r_RL = log σ(r − q)
+
+    q is the ``quantile`` of a normal distribution fitted to each prompt's M reference
+    rewards (baseline "LSC" in Fu et al. 2025, arXiv 2502.18770, from Wang et al. 2024,
+    "Transforming and combining rewards for aligning large language models",
+    arXiv 2402.00742). The fit is maximum likelihood: σ_ref is the population standard
+    deviation (ddof = 0). The reference code adds 1e-5 to σ; we do not.
+
+    Args:
+        r: proxy reward of each response. Shape: (B,).
+        r_ref: proxy rewards of M reference responses to the same prompt. Shape: (B, M).
+        quantile: level of the quantile, in (0, 1).
+
+    Returns:
+        Shape: (B,), ≤ 0.
+    """
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1); got {quantile!r}")
+    r = _as_rewards(r)
+    r_ref = _as_references(r, r_ref)
+    z = torch.special.ndtri(torch.tensor(quantile, dtype=torch.float64)).to(r.dtype)
+    q = r_ref.mean(dim=1) + z * r_ref.std(dim=1, correction=0)
+    return torch.nn.functional.logsigmoid(r - q)
+
+
+def ceil(r: TensorLike, c: TensorLike) -> torch.Tensor:
+    """Reward capped from above: min(r, c).
+
+    (Baseline "ceil" in Fu et al. 2025, arXiv 2502.18770.)
+
+    Args:
+        r: proxy reward. Shape: (B,).
+        c: the cap. Shape: () or (B,).
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_rewards(r)
+    c = torch.as_tensor(c, dtype=r.dtype)
+    if c.ndim > 1 or (c.ndim == 1 and c.shape != r.shape):
+        raise ValueError(f"c must be a scalar or have shape (B,) = {tuple(r.shape)}; got {tuple(c.shape)}")
+    return torch.minimum(r, c)
+
+
+def clip_to_band(r: TensorLike, mu: TensorLike, sigma: TensorLike) -> torch.Tensor:
+    """Reward clipped to one standard deviation around a mean: clip(r, μ − σ, μ + σ).
+
+    (Baseline "clip" in Fu et al. 2025, arXiv 2502.18770, where μ and σ are running
+    statistics of the reward: pass ``state.mean`` and ``state.std`` of a ``RunningMoments``.)
+
+    Args:
+        r: proxy reward. Shape: (B,).
+        mu: centre μ. Shape: () or (B,).
+        sigma: half-width σ ≥ 0. Shape: () or (B,).
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_rewards(r)
+    mu = torch.as_tensor(mu, dtype=r.dtype)
+    sigma = torch.as_tensor(sigma, dtype=r.dtype)
+    for name, v in (("mu", mu), ("sigma", sigma)):
+        if v.ndim > 1 or (v.ndim == 1 and v.shape != r.shape):
+            raise ValueError(
+                f"{name} must be a scalar or have shape (B,) = {tuple(r.shape)}; got {tuple(v.shape)}"
+            )
+    if bool((sigma < 0).any()):
+        raise ValueError(f"sigma must be ≥ 0; got {sigma.tolist()}")
+    return torch.clamp(r, mu - sigma, mu + sigma)
+
+
+def minmax(r: TensorLike, lo: TensorLike, hi: TensorLike) -> torch.Tensor:
+    """Reward rescaled so that ``lo`` maps to 0 and ``hi`` to 1: (r − lo) / (hi − lo).
+
+    (Baseline "minmax" in Fu et al. 2025, arXiv 2502.18770, with lo, hi the running minimum
+    and maximum: ``state.min`` and ``state.max`` of a ``RunningMoments``.) Not clipped:
+    rewards outside [lo, hi] map outside [0, 1].
+
+    Args:
+        r: proxy reward. Shape: (B,).
+        lo: the value mapped to 0. Shape: () or (B,).
+        hi: the value mapped to 1, > lo. Shape: () or (B,).
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_rewards(r)
+    lo = torch.as_tensor(lo, dtype=r.dtype)
+    hi = torch.as_tensor(hi, dtype=r.dtype)
+    for name, v in (("lo", lo), ("hi", hi)):
+        if v.ndim > 1 or (v.ndim == 1 and v.shape != r.shape):
+            raise ValueError(
+                f"{name} must be a scalar or have shape (B,) = {tuple(r.shape)}; got {tuple(v.shape)}"
+            )
+    if not bool((hi > lo).all()):
+        raise ValueError(f"hi must be > lo; got lo={lo.tolist()}, hi={hi.tolist()}")
+    return (r - lo) / (hi - lo)
+
+
+@dataclass(frozen=True)
+class RunningMoments:
+    """Running count, mean, sum of squared deviations (M2), minimum and maximum of rewards.
+
+    Immutable: ``update`` returns a new state, so the caller owns it (no hidden globals).
+    Batches are merged with the parallel update of Chan, Golub, LeVeque 1979 ("Updating
+    formulae and a pairwise algorithm for computing sample variances"):
+
+        δ = μ_b − μ,  n' = n + n_b,  μ' = μ + δ n_b / n',  M2' = M2 + M2_b + δ² n n_b / n'
+    """
+
+    count: int = 0
+    """Number of rewards seen."""
+    mean: float = 0.0
+    """Their mean (0 when count = 0)."""
+    m2: float = 0.0
+    """Σ (r − mean)² over the rewards seen."""
+    min: float = math.inf
+    """Smallest reward seen (+inf when count = 0)."""
+    max: float = -math.inf
+    """Largest reward seen (−inf when count = 0)."""
+
+    @property
+    def var(self) -> float:
+        """Population variance M2 / count (0 when count < 2)."""
+        return self.m2 / self.count if self.count > 1 else 0.0
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation."""
+        return math.sqrt(self.var)
+
+    def update(self, r: TensorLike) -> RunningMoments:
+        """The state after also seeing the batch ``r``. Shape of ``r``: (B,)."""
+        r = _as_rewards(r).to(torch.float64)
+        if r.numel() == 0:
+            return self
+        if bool(torch.isnan(r).any()):
+            raise ValueError("r contains NaN")
+        n_b = r.numel()
+        mean_b = float(r.mean())
+        m2_b = float((r - mean_b).square().sum())
+        n_new = self.count + n_b
+        delta = mean_b - self.mean
+        return RunningMoments(
+            count=n_new,
+            mean=self.mean + delta * n_b / n_new,
+            m2=self.m2 + m2_b + delta * delta * self.count * n_b / n_new,
+            min=min(self.min, float(r.min())),
+            max=max(self.max, float(r.max())),
+        )
+
+
+def meanstd(r: TensorLike, state: RunningMoments) -> torch.Tensor:
+    """Reward standardized with running statistics: (r − μ) / σ.
+
+    (Baseline "meanstd" in Fu et al. 2025, arXiv 2502.18770.) As in the reference code,
+    update the state with the batch first, then standardize:
+    ``state = state.update(r); r_rl = meanstd(r, state)``; and σ = 0 (fewer than two
+    rewards seen, or all equal) divides by 1 instead.
+
+    Args:
+        r: proxy reward. Shape: (B,).
+        state: running statistics, with count ≥ 1.
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_rewards(r)
+    if not isinstance(state, RunningMoments):
+        raise ValueError(f"state must be a RunningMoments; got {type(state).__name__}")
+    if state.count == 0:
+        raise ValueError("state has seen no rewards (count = 0); call state.update(r) first")
+    std = state.std
+    return (r - state.mean) / (std if std > 0 else 1.0)

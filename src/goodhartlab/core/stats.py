@@ -1,0 +1,57 @@
+"""Confidence intervals over prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["bootstrap_ci"]
+
+
+def bootstrap_ci(
+    per_prompt: torch.Tensor | np.ndarray,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile bootstrap confidence interval of the mean over prompts, per column.
+
+    Draw ``n_boot`` resamples of the P rows with replacement; for each, take the column means
+    m*_b = (1/P) Σ_p c_bp · x_p (c_bp the number of times row p was drawn); the interval is
+    the (α/2, 1 − α/2) quantiles of m*_b (Efron & Tibshirani 1993, "An Introduction to the
+    Bootstrap", ch. 13). Rows are prompts: rewards of samples of one prompt are correlated,
+    so prompts are the unit of resampling. Deterministic given ``seed``.
+
+    Args:
+        per_prompt: one row per prompt, one column per statistic (e.g.
+            ``BonCurve.gold_per_prompt``). Shape: (P, K), P ≥ 2.
+        n_boot: number of bootstrap resamples, ≥ 1.
+        alpha: 1 − coverage, in (0, 1).
+        seed: seed of the resampling generator.
+
+    Returns:
+        ``(low, high)``, float64. Shape: (K,) each.
+    """
+    x = torch.as_tensor(per_prompt)
+    if x.ndim != 2:
+        raise ValueError(f"per_prompt must have shape (P, K); got {tuple(x.shape)}")
+    n_prompts = x.shape[0]
+    if n_prompts < 2:
+        raise ValueError(f"per_prompt needs at least 2 rows (prompts) to resample; got {n_prompts}")
+    x = x.to(torch.float64)
+    if bool(torch.isnan(x).any()):
+        raise ValueError("per_prompt contains NaN")
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot must be an integer ≥ 1; got {n_boot!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1); got {alpha!r}")
+
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randint(0, n_prompts, (int(n_boot), n_prompts), generator=gen)
+    # Counts instead of gathered copies: memory n_boot × P rather than n_boot × P × K.
+    counts = torch.zeros(int(n_boot), n_prompts, dtype=torch.float64)
+    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+    boot_means = counts @ x / n_prompts  # (n_boot, K)
+    q = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)
+    low, high = torch.quantile(boot_means, q, dim=0)
+    return low, high

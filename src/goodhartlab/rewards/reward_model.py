@@ -1,0 +1,264 @@
+"""Learned reward models: the one RM tokenization, batching, and the ``RewardModel`` scorer.
+
+The text a reward model reads is ``prompt + completion`` tokenized without special tokens,
+followed by one ``eos`` token; the reward is the score head applied to the hidden state of
+that last token. Training (``goodhartlab.train.rm``) and scoring both go through
+:func:`rm_batch_input_ids`, :func:`collate_rm_inputs` and :func:`reward_at_last_token`, so
+the two can never disagree about what a pair looks like.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+def rm_batch_input_ids(
+    tokenizer, prompts: Sequence[str], completions: Sequence[str], max_length: int
+) -> list[list[int]]:
+    """Token ids a reward model reads, for each (prompt, completion).
+
+    ids = tokenizer(prompt + completion, add_special_tokens=False).input_ids + [eos].
+    Sequences longer than ``max_length`` are truncated from the left: the first tokens
+    (the start of the prompt) are dropped, so the end of the completion and the eos, which
+    the reward is read from, are always kept. A completion longer than ``max_length - 1``
+    tokens loses its own beginning too.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(
+            f"prompts and completions: expected the same length, got {len(prompts)} "
+            f"and {len(completions)}"
+        )
+    if max_length < 2:
+        raise ValueError(f"max_length: expected >= 2 (text + eos), got {max_length}")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("tokenizer: expected an eos_token; reward models read the score there")
+    if not prompts:
+        return []
+    texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    keep = max_length - 1
+    return [[*ids[-keep:], eos] if len(ids) > keep else [*ids, eos] for ids in encoded]
+
+
+def rm_input_ids(tokenizer, prompt: str, completion: str, max_length: int) -> list[int]:
+    """Token ids a reward model reads for one pair; see :func:`rm_batch_input_ids`."""
+    return rm_batch_input_ids(tokenizer, [prompt], [completion], max_length)[0]
+
+
+def collate_rm_inputs(
+    batch_ids: Sequence[Sequence[int]], pad_token_id: int
+) -> tuple[Tensor, Tensor]:
+    """Right-pad token id lists into ``(input_ids, attention_mask)``, both Shape: (B, T)."""
+    if not batch_ids:
+        raise ValueError("batch_ids: expected at least one sequence")
+    width = max(len(ids) for ids in batch_ids)
+    input_ids = torch.full((len(batch_ids), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
+    for i, ids in enumerate(batch_ids):
+        input_ids[i, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        attention_mask[i, : len(ids)] = 1
+    return input_ids, attention_mask
+
+
+def reward_at_last_token(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Reward of each sequence: the score head at the last position where the mask is 1.
+
+    For decoder reward models with a per-token ``score`` head (Llama, Qwen, Mistral, GPT-2,
+    ... ``*ForSequenceClassification``), the base model runs once and the head is applied to
+    the hidden state picked with ``attention_mask``; the model's own pooling, which guesses
+    the last token from the pad id, is bypassed. Other models (encoders with a pooled
+    classifier) are called as they are and their single logit is returned.
+
+    Args:
+        model: a sequence-classification model with one label.
+        input_ids: Shape: (B, T).
+        attention_mask: 1 for real tokens, 0 for padding. Shape: (B, T).
+
+    Returns:
+        Rewards. Shape: (B,)
+    """
+    assert input_ids.ndim == 2 and attention_mask.shape == input_ids.shape, (
+        input_ids.shape,
+        attention_mask.shape,
+    )
+    head = getattr(model, "score", None)
+    base = getattr(model, "base_model", None)
+    if isinstance(head, nn.Module) and base is not None and base is not model:
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        last = (positions * attention_mask.to(positions.dtype)).argmax(dim=1)
+        h_last = hidden[torch.arange(input_ids.shape[0], device=hidden.device), last]
+        rewards = head(h_last)
+    else:
+        rewards = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    if rewards.shape[-1] != 1:
+        raise ValueError(
+            f"reward model: expected one output (num_labels=1), got {rewards.shape[-1]}"
+        )
+    return rewards[:, 0]
+
+
+def embedding_rows(model: nn.Module) -> int | None:
+    """Number of rows of the model's input embedding, or None if it has none."""
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    return getattr(emb, "num_embeddings", None)
+
+
+def check_vocabulary(tokenizer, model: nn.Module) -> None:
+    """Raise ValueError if the tokenizer can emit ids the model's embedding does not have."""
+    rows = embedding_rows(model)
+    if rows is not None and len(tokenizer) > rows:
+        raise ValueError(
+            f"vocabulary mismatch: the tokenizer has {len(tokenizer)} tokens but the model's "
+            f"embedding has {rows} rows; use the tokenizer the model was trained with"
+        )
+
+
+def default_max_length(tokenizer, model: nn.Module) -> int:
+    """The longest input both the model's positions and the tokenizer allow."""
+    limits = [
+        getattr(getattr(model, "config", None), "max_position_embeddings", None),
+        getattr(tokenizer, "model_max_length", None),
+    ]
+    limits = [x for x in limits if isinstance(x, int) and 2 <= x < 10**9]
+    return min(limits) if limits else 512
+
+
+class RewardModel:
+    """A learned reward: ``score(prompts, completions) -> Tensor[B]``.
+
+    Wraps an ``AutoModelForSequenceClassification`` with ``num_labels=1`` and its tokenizer.
+    Inputs are tokenized with :func:`rm_batch_input_ids`, sorted by length into batches,
+    right-padded, and scored at the last real token (:func:`reward_at_last_token`) under
+    ``torch.inference_mode``; scores come back in input order, float32 on CPU.
+
+    Args:
+        model: the sequence-classification model (moved to ``device``).
+        tokenizer: its tokenizer; must not have more tokens than the model's embedding.
+        max_length: longest input in tokens (text + eos); longer inputs lose their start.
+            Defaults to the model's ``max_position_embeddings`` (and the tokenizer's limit).
+        device: where to run; defaults to the model's current device.
+        name: a label for logs and reports.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        *,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+        name: str | None = None,
+    ):
+        check_vocabulary(tokenizer, model)
+        if tokenizer.eos_token_id is None:
+            raise ValueError("tokenizer: expected an eos_token; reward models read the score there")
+        self.model = model if device is None else model.to(device)
+        self.tokenizer = tokenizer
+        self.max_length = (
+            max_length if max_length is not None else default_max_length(tokenizer, model)
+        )
+        self.name = name or type(model).__name__
+        # Padding never reaches the score (the attention mask picks the last token), so eos
+        # serves as padding for tokenizers that have no pad token.
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_name: str | os.PathLike,
+        *,
+        device: str | torch.device = "cpu",
+        trust_remote_code: bool = False,
+        max_length: int | None = None,
+    ) -> RewardModel:
+        """Load a reward model and its tokenizer from a directory or a hub name.
+
+        If the directory has a ``goodhart_rm.json`` (written by ``train_reward_model``),
+        its ``max_length`` is used unless ``max_length`` is given.
+        """
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(
+            path_or_hub_name, trust_remote_code=trust_remote_code
+        )
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path_or_hub_name, trust_remote_code=trust_remote_code
+        )
+        if model.config.num_labels != 1:
+            raise ValueError(
+                f"{path_or_hub_name}: expected a reward model with num_labels=1, "
+                f"got num_labels={model.config.num_labels}"
+            )
+        if max_length is None:
+            max_length = _saved_max_length(path_or_hub_name)
+        return cls(
+            model, tokenizer, max_length=max_length, device=device, name=str(path_or_hub_name)
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def input_ids(self, prompts: Sequence[str], completions: Sequence[str]) -> list[list[int]]:
+        """The token ids this model reads for each (prompt, completion)."""
+        return rm_batch_input_ids(self.tokenizer, prompts, completions, self.max_length)
+
+    def score(
+        self, prompts: Sequence[str], completions: Sequence[str], *, batch_size: int = 64
+    ) -> Tensor:
+        """Rewards of ``prompt + completion`` for each pair. Shape: (B,), float32, CPU."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        ids = self.input_ids(prompts, completions)
+        return score_token_ids(self.model, ids, self.pad_token_id, batch_size=batch_size)
+
+    __call__ = score
+
+    def __repr__(self) -> str:
+        return f"RewardModel(name={self.name!r}, max_length={self.max_length})"
+
+
+def score_token_ids(
+    model: nn.Module, batch_ids: Sequence[Sequence[int]], pad_token_id: int, *, batch_size: int
+) -> Tensor:
+    """Rewards for pre-tokenized sequences, batched longest-first. Shape: (B,), float32, CPU.
+
+    Sorting by length keeps padding small; the scores are put back in input order.
+    """
+    n = len(batch_ids)
+    scores = torch.empty(n, dtype=torch.float32)
+    if n == 0:
+        return scores
+    order = sorted(range(n), key=lambda i: len(batch_ids[i]), reverse=True)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                input_ids, mask = collate_rm_inputs([batch_ids[i] for i in idx], pad_token_id)
+                r = reward_at_last_token(model, input_ids.to(device), mask.to(device))
+                scores[torch.as_tensor(idx)] = r.float().cpu()
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def _saved_max_length(path: str | os.PathLike) -> int | None:
+    meta = Path(path) / "goodhart_rm.json"
+    if not meta.is_file():
+        return None
+    value = json.loads(meta.read_text()).get("max_length")
+    return int(value) if value is not None else None

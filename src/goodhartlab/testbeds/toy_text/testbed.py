@@ -1,0 +1,155 @@
+"""The ``toy_text`` testbed: tokenizer, base policy, reward-model backbones, prompts and gold.
+
+Everything is built on first use from this package alone (no download) and cached under
+``cache_dir`` (default ``$GOODHART_CACHE`` or ``~/.cache/goodhart-lab``). Each cached artifact
+is a directory sealed with a checksum manifest; one that is partial or corrupt is detected on
+load and rebuilt, never silently used. A build is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from goodhartlab.artifacts import building, read_info, verify
+from goodhartlab.testbeds.toy_text.build import generate_corpus, pretrain_causal_lm, train_tokenizer
+from goodhartlab.testbeds.toy_text.gold import GOLD_VERSION, ToyTextGold
+from goodhartlab.testbeds.toy_text.language import split_prompts
+
+log = logging.getLogger(__name__)
+
+#: Bump on any change to the grammar, generator or tokenizer training (invalidates caches).
+LANGUAGE_VERSION = "toy_text-language-v1"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GOODHART_CACHE", Path.home() / ".cache" / "goodhart-lab"))
+
+
+@dataclass(frozen=True)
+class ToyTextConfig:
+    """How the toy_text world is built."""
+
+    seed: int = 0
+    """Seed of the tokenizer corpus, the base policy and the default backbones."""
+    policy_size: str = "medium"
+    """Size (``models.tiny.SIZES``) of the base policy."""
+    pretrain_steps: dict[str, int] = field(
+        default_factory=lambda: {"small": 600, "medium": 600, "large": 600}
+    )
+    """Pretraining steps (batches of ``pretrain_batch_size`` fresh sequences) per size."""
+    pretrain_batch_size: int = 64
+    tokenizer_corpus: int = 20_000
+    """Generated (prompt, completion) pairs the BPE tokenizer is trained on."""
+    eval_fraction: float = 0.25
+    """Fraction of the 800 distinct prompts held out for evaluation (never in preference data)."""
+    max_new_tokens: int = 64
+    """Completion budget when sampling from the policy."""
+
+    def key(self) -> str:
+        blob = json.dumps({**asdict(self), "language": LANGUAGE_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class ToyText:
+    """The default testbed. Artifacts are built lazily and cached.
+
+    >>> tb = ToyText()                         # doctest: +SKIP
+    >>> policy = tb.load_policy()              # a LlamaForCausalLM
+    >>> tb.gold.score(tb.eval_prompts[:2], [" the screen is great .", ""])
+    """
+
+    name = "toy_text"
+
+    def __init__(self, config: ToyTextConfig | None = None, cache_dir: str | Path | None = None,
+                 progress: bool = True):
+        self.config = config or ToyTextConfig()
+        self.root = Path(cache_dir or default_cache_dir()) / "toy_text" / self.config.key()
+        self.progress = progress
+        self.gold = ToyTextGold()
+        train, evaluation = split_prompts(self.config.seed, self.config.eval_fraction)
+        self.train_prompts: list[str] = [p.text for p in train]
+        self.eval_prompts: list[str] = [p.text for p in evaluation]
+        self._tokenizer = None
+
+    @property
+    def gold_version(self) -> str:
+        return GOLD_VERSION
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.max_new_tokens
+
+    def _ensure(self, name: str, build) -> Path:
+        path = self.root / name
+        problem = verify(path)
+        if problem is None:
+            return path
+        if problem != "missing":
+            log.warning("cached %s is invalid (%s); rebuilding", path, problem)
+        t0 = time.perf_counter()
+        with building(path) as tmp:
+            info = build(tmp) or {}
+            info["build_seconds"] = time.perf_counter() - t0
+            (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+        return path
+
+    @property
+    def tokenizer_path(self) -> Path:
+        def build(tmp: Path):
+            corpus = generate_corpus(self.config.tokenizer_corpus, seed=self.config.seed)
+            train_tokenizer(corpus).save_pretrained(tmp)
+            return {"language": LANGUAGE_VERSION}
+
+        return self._ensure("tokenizer", build)
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import PreTrainedTokenizerFast
+
+            self._tokenizer = PreTrainedTokenizerFast.from_pretrained(self.tokenizer_path)
+        return self._tokenizer
+
+    def lm_path(self, size: str, seed: int | None = None) -> Path:
+        """A causal LM of ``size`` pretrained on the language (built and cached on first use)."""
+        seed = self.config.seed if seed is None else seed
+        steps = self.config.pretrain_steps[size]
+
+        def build(tmp: Path):
+            model, stats = pretrain_causal_lm(
+                size, self.tokenizer, seed=seed, steps=steps,
+                batch_size=self.config.pretrain_batch_size, progress=self.progress,
+                desc=f"pretraining {size} LM (seed {seed})",
+            )
+            model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            return stats
+
+        return self._ensure(f"lm-{size}-seed{seed}", build)
+
+    @property
+    def policy_path(self) -> Path:
+        """The base policy π0 (the pretrained LM of ``policy_size``)."""
+        return self.lm_path(self.config.policy_size)
+
+    def backbone_path(self, size: str, seed: int | None = None) -> Path:
+        """Reward-model backbone of ``size``: a causal LM of that size pretrained on the language,
+        as real reward models start from pretrained LMs. Different seeds give the "pretrain-seed"
+        ensembles of Eisenstein et al. (2023)."""
+        return self.lm_path(size, seed)
+
+    def load_policy(self, device: str = "cpu"):
+        from transformers import LlamaForCausalLM
+
+        model = LlamaForCausalLM.from_pretrained(self.policy_path).to(device)
+        model.eval()
+        return model
+
+    def build_info(self, name: str) -> dict:
+        return json.loads((self.root / name / "build_info.json").read_text()) | {"manifest": read_info(self.root / name)}

@@ -1,0 +1,507 @@
+"""Reward-model training with the Bradley-Terry loss, ensembles of such models, evaluation.
+
+A reward model is a sequence-classification model (one output) read at the last token
+(``goodhartlab.rewards.reward_model``); training tokenizes pairs with the same function the
+scorer uses, so a trained model scores exactly the ids it was trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from tqdm.auto import tqdm
+
+from goodhartlab.core.losses import bradley_terry_loss
+from goodhartlab.data.schema import PreferencePair
+from goodhartlab.rewards.ensemble import Ensemble
+from goodhartlab.rewards.reward_model import (
+    RewardModel,
+    check_vocabulary,
+    collate_rm_inputs,
+    reward_at_last_token,
+    rm_batch_input_ids,
+)
+
+#: Name of the metadata file written next to a trained reward model.
+RM_INFO_FILE = "goodhart_rm.json"
+
+
+class RMTrainConfig(BaseModel):
+    """Settings of one reward-model training run (Bradley-Terry, AdamW)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
+    lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "linear", description="'linear': decay to 0 over training; 'constant': fixed."
+    )
+    epochs: int = Field(1, gt=0, description="Passes over the training pairs.")
+    seed: int = Field(0, description="Seeds the score-head init and the data order.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="Clip the global gradient norm to this; None: no clipping."
+    )
+    margin: bool = Field(
+        False,
+        description="Use each pair's `margin` field m in −log σ(r_c − r_r − m) (Llama 2); "
+        "every training pair must then have a margin.",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="ε: weight of the loss of the reversed preference."
+    )
+    center_coef: float = Field(
+        0.0,
+        ge=0,
+        description="c of the reward-centering penalty c·(r_c + r_r)² (Eisenstein et al.).",
+    )
+    max_length: int = Field(
+        128,
+        ge=2,
+        description="Longest RM input in tokens (text + eos); longer inputs lose their start.",
+    )
+    reinit_head: bool = Field(
+        True,
+        description="Re-initialise the score head from `seed` (also for a module backbone); "
+        "False keeps the head a module backbone already has.",
+    )
+    eval_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Held-out fraction of `pairs` when no eval pairs are given; 0: no eval.",
+    )
+    split_seed: int = Field(
+        0,
+        description="Seeds the train / held-out split (kept apart from `seed`, so ensemble "
+        "members share a split).",
+    )
+    eval_batch_size: int = Field(64, gt=0, description="Sequences per scoring batch in eval.")
+    device: str = Field("cpu", description="torch device to train on, e.g. 'cpu', 'cuda'.")
+
+
+@dataclass
+class RMTrainResult:
+    """What ``train_reward_model`` returns."""
+
+    reward_model: RewardModel
+    """The trained model, ready to score (on ``config.device``)."""
+    history: list[dict[str, float]]
+    """One entry per epoch (epoch 0 = before training): train_loss, eval_loss, eval_accuracy,
+    eval_clean_accuracy when available."""
+    metrics: dict[str, Any]
+    """Final held-out evaluation (see ``evaluate_reward_model``); empty without eval pairs."""
+    num_parameters: int
+    path: Path | None = None
+    """Directory the model was saved to, if ``out_dir`` was given."""
+
+
+@dataclass
+class EnsembleTrainResult:
+    """What ``train_ensemble`` returns: one entry per member, in seed order."""
+
+    paths: list[Path]
+    metrics: list[dict[str, Any]]
+    histories: list[list[dict[str, float]]] = field(default_factory=list)
+
+
+def evaluate_reward_model(
+    rm, pairs: Sequence[PreferencePair], *, batch_size: int = 64
+) -> dict[str, Any]:
+    """Pairwise metrics of a reward source on labelled pairs.
+
+    A pair is correct iff score(chosen) > score(rejected), strictly (RewardBench); ties are
+    wrong.
+
+    Args:
+        rm: any ``score(prompts, completions) -> Tensor[B]`` (RewardModel, Ensemble, gold).
+        pairs: labelled pairs.
+
+    Returns:
+        ``n``; ``accuracy``; ``loss`` = mean −log σ(r_c − r_r); ``margin_mean`` = mean
+        r_c − r_r; ``clean_accuracy``, the accuracy against the noise-free labels (flipped
+        pairs counted the other way round), when every pair records ``meta["flipped"]``;
+        ``accuracy_by_subset`` when pairs have a ``subset``.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs: expected at least one pair to evaluate")
+    n = len(pairs)
+    prompts = [p.prompt for p in pairs]
+    completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    kwargs = {"batch_size": batch_size} if isinstance(rm, RewardModel | Ensemble) else {}
+    r = torch.as_tensor(rm(prompts + prompts, completions, **kwargs)).detach().double().cpu()
+    if r.shape != (2 * n,):
+        raise ValueError(f"reward: expected shape ({2 * n},), got {tuple(r.shape)}")
+    gap = r[:n] - r[n:]
+    correct = gap > 0
+    out: dict[str, Any] = {
+        "n": n,
+        "accuracy": correct.double().mean().item(),
+        "loss": F.softplus(-gap).mean().item(),
+        "margin_mean": gap.mean().item(),
+    }
+    flips = [p.flipped for p in pairs]
+    if all(f is not None for f in flips):
+        flipped = torch.tensor(flips)
+        clean_correct = torch.where(flipped, gap < 0, gap > 0)
+        out["clean_accuracy"] = clean_correct.double().mean().item()
+    subsets = [p.subset for p in pairs]
+    if any(s is not None for s in subsets):
+        by_subset: dict[str, list[bool]] = {}
+        for s, c in zip(subsets, correct.tolist(), strict=True):
+            by_subset.setdefault(str(s), []).append(c)
+        out["accuracy_by_subset"] = {s: sum(v) / len(v) for s, v in sorted(by_subset.items())}
+    return out
+
+
+def _load_backbone(backbone: str | os.PathLike | nn.Module) -> nn.Module:
+    if isinstance(backbone, nn.Module):
+        return copy.deepcopy(backbone)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        backbone, num_labels=1, trust_remote_code=False
+    )
+
+
+def _reinit_score_head(model: nn.Module, seed: int) -> None:
+    """Draw the score head afresh from ``seed``: N(0, initializer_range²) weights, zero bias."""
+    head = getattr(model, "score", None)
+    if head is None:
+        head = getattr(model, "classifier", None)
+    if not isinstance(head, nn.Linear):
+        raise ValueError(
+            f"backbone: cannot find a linear score head on {type(model).__name__} to "
+            "re-initialise; pass reinit_head=False"
+        )
+    std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * std)
+        if head.bias is not None:
+            head.bias.zero_()
+
+
+def _split(
+    pairs: list[PreferencePair], fraction: float, seed: int
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    if fraction == 0:
+        return pairs, []
+    n_eval = max(1, round(fraction * len(pairs)))
+    if n_eval >= len(pairs):
+        raise ValueError(
+            f"eval_fraction: {fraction} of {len(pairs)} pairs leaves nothing to train on"
+        )
+    perm = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [pairs[i] for i in perm[n_eval:]], [pairs[i] for i in perm[:n_eval]]
+
+
+def train_reward_model(
+    pairs: Sequence[PreferencePair],
+    tokenizer,
+    backbone: str | os.PathLike | nn.Module,
+    config: RMTrainConfig | None = None,
+    *,
+    eval_pairs: Sequence[PreferencePair] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> RMTrainResult:
+    """Train a Bradley-Terry reward model on preference pairs.
+
+    Each step scores the chosen and the rejected completions of ``batch_size`` pairs in one
+    forward pass and minimises :func:`goodhartlab.core.losses.bradley_terry_loss` with
+    AdamW. Held-out loss and accuracy are computed before training (epoch 0) and after
+    every epoch.
+
+    Args:
+        pairs: labelled training pairs (all of them, if ``eval_pairs`` is given; otherwise
+            ``config.eval_fraction`` of them is held out).
+        tokenizer: the tokenizer of the backbone; saved with the model.
+        backbone: a local path or hub name of a causal LM or a reward model (loaded as
+            ``AutoModelForSequenceClassification`` with ``num_labels=1``,
+            ``trust_remote_code=False``), or a built ``nn.Module`` (a sequence-classification
+            model; it is copied, never modified).
+        config: training settings; defaults to ``RMTrainConfig()``.
+        eval_pairs: held-out pairs; overrides ``config.eval_fraction``.
+        out_dir: if given, the model, tokenizer and ``goodhart_rm.json`` are saved there
+            atomically (an existing reward-model directory is replaced).
+        progress: show a tqdm progress bar.
+    """
+    config = config or RMTrainConfig()
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs: expected at least one training pair")
+    if eval_pairs is None:
+        train_pairs, eval_pairs = _split(pairs, config.eval_fraction, config.split_seed)
+    else:
+        train_pairs, eval_pairs = pairs, list(eval_pairs)
+    margins = None
+    if config.margin:
+        missing = [i for i, p in enumerate(train_pairs) if p.margin is None]
+        if missing:
+            raise ValueError(
+                f"config.margin=True: expected every training pair to have a margin; "
+                f"{len(missing)} do not (e.g. id {train_pairs[missing[0]].id!r})"
+            )
+        margins = torch.tensor([p.margin for p in train_pairs], dtype=torch.float32)
+
+    torch.manual_seed(config.seed)
+    model = _load_backbone(backbone)
+    check_vocabulary(tokenizer, model)
+    if config.reinit_head:
+        _reinit_score_head(model, config.seed)
+    model.to(config.device)
+    reward_model = RewardModel(
+        model, tokenizer, max_length=config.max_length, name=_backbone_name(backbone)
+    )
+    pad_id = reward_model.pad_token_id
+
+    prompts = [p.prompt for p in train_pairs]
+    ids_chosen = rm_batch_input_ids(
+        tokenizer, prompts, [p.chosen for p in train_pairs], config.max_length
+    )
+    ids_rejected = rm_batch_input_ids(
+        tokenizer, prompts, [p.rejected for p in train_pairs], config.max_length
+    )
+
+    n = len(train_pairs)
+    steps_per_epoch = -(-n // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    if config.lr_schedule == "linear":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 1.0 - step / total_steps
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def evaluate() -> dict[str, Any]:
+        return (
+            evaluate_reward_model(reward_model, eval_pairs, batch_size=config.eval_batch_size)
+            if eval_pairs
+            else {}
+        )
+
+    last_eval = evaluate()
+    history = [_epoch_record(0, None, last_eval)]
+    order_gen = torch.Generator().manual_seed(config.seed)
+    bar = tqdm(total=total_steps, desc="train rm", disable=not progress, leave=False)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=order_gen).tolist()
+        loss_sum = 0.0
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            input_ids, mask = collate_rm_inputs(
+                [ids_chosen[i] for i in idx] + [ids_rejected[i] for i in idx], pad_id
+            )
+            rewards = reward_at_last_token(
+                model, input_ids.to(config.device), mask.to(config.device)
+            )
+            r_chosen, r_rejected = rewards[: len(idx)], rewards[len(idx) :]
+            loss, stats = bradley_terry_loss(
+                r_chosen,
+                r_rejected,
+                margin=None if margins is None else margins[idx].to(config.device),
+                label_smoothing=config.label_smoothing,
+                center_coef=config.center_coef,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(idx)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats['accuracy'].item():.2f}")
+        last_eval = evaluate()
+        history.append(_epoch_record(epoch, loss_sum / n, last_eval))
+    bar.close()
+    model.eval()
+
+    result = RMTrainResult(
+        reward_model=reward_model,
+        history=history,
+        metrics=last_eval,
+        num_parameters=_count_parameters(model),
+    )
+    if out_dir is not None:
+        info = {
+            "format_version": 1,
+            "backbone": _backbone_name(backbone),
+            "config": config.model_dump(),
+            "max_length": config.max_length,
+            "num_parameters": result.num_parameters,
+            "num_train_pairs": n,
+            "num_eval_pairs": len(eval_pairs),
+            "metrics": last_eval,
+            "history": history,
+            "versions": _versions(),
+        }
+        result.path = save_reward_model(model, tokenizer, out_dir, info)
+    return result
+
+
+def _epoch_record(epoch: int, train_loss: float | None, ev: dict[str, Any]) -> dict[str, Any]:
+    rec: dict[str, Any] = {"epoch": epoch}
+    if train_loss is not None:
+        rec["train_loss"] = train_loss
+    for key in ("loss", "accuracy", "clean_accuracy", "margin_mean"):
+        if key in ev:
+            rec[f"eval_{key}"] = ev[key]
+    if "accuracy_by_subset" in ev:
+        rec["eval_accuracy_by_subset"] = ev["accuracy_by_subset"]
+    return rec
+
+
+def _backbone_name(backbone: str | os.PathLike | nn.Module) -> str:
+    if isinstance(backbone, nn.Module):
+        name = getattr(getattr(backbone, "config", None), "_name_or_path", "") or ""
+        return name or f"<{type(backbone).__name__}>"
+    return str(backbone)
+
+
+def _count_parameters(model: nn.Module) -> int:
+    from goodhartlab.models.tiny import count_parameters
+
+    return count_parameters(model)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    import goodhartlab
+
+    return {
+        "goodhartlab": goodhartlab.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def save_reward_model(
+    model: nn.Module, tokenizer, out_dir: str | os.PathLike, info: dict[str, Any]
+) -> Path:
+    """Save model (safetensors), tokenizer and ``goodhart_rm.json`` atomically.
+
+    Everything is written to a temporary sibling directory, which is then renamed to
+    ``out_dir``. An existing ``out_dir`` is replaced only if it is empty or a reward-model
+    directory (has ``goodhart_rm.json``); anything else raises ValueError.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ValueError(f"out_dir: {out_dir} exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / RM_INFO_FILE).exists():
+            raise ValueError(
+                f"out_dir: {out_dir} exists and is not a reward-model directory "
+                f"(no {RM_INFO_FILE}); refusing to replace it"
+            )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / RM_INFO_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def train_ensemble(
+    pairs: Sequence[PreferencePair],
+    tokenizer,
+    backbones: str | os.PathLike | nn.Module | Sequence[str | os.PathLike | nn.Module],
+    seeds: Sequence[int],
+    config: RMTrainConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    eval_pairs: Sequence[PreferencePair] | None = None,
+    progress: bool = True,
+) -> EnsembleTrainResult:
+    """Train one reward model per seed; members are saved to ``out_dir/member_<i>``.
+
+    With one backbone, members differ only by seed (head init and data order): the
+    fine-tune-seed ensembles of Coste et al. 2023. With a list of backbones, one per seed
+    (e.g. causal LMs pretrained from different seeds), they are the pretrain-seed ensembles
+    of Eisenstein et al. 2023. All members share the train / held-out split
+    (``config.split_seed``). ``out_dir/ensemble.json`` lists the members and their metrics.
+    Load the result with ``Ensemble.from_dirs(result.paths)``.
+    """
+    config = config or RMTrainConfig()
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected distinct seeds, got {seeds}")
+    if isinstance(backbones, str | os.PathLike | nn.Module):
+        backbones = [backbones] * len(seeds)
+    backbones = list(backbones)
+    if len(backbones) != len(seeds):
+        raise ValueError(
+            f"backbones: expected one backbone or one per seed ({len(seeds)}), got {len(backbones)}"
+        )
+    if out_dir is None:
+        raise ValueError("out_dir: expected a directory to save the ensemble members in")
+    out_dir = Path(out_dir)
+    result = EnsembleTrainResult(paths=[], metrics=[], histories=[])
+    for i, (seed, backbone) in enumerate(zip(seeds, backbones, strict=True)):
+        member = train_reward_model(
+            pairs,
+            tokenizer,
+            backbone,
+            config.model_copy(update={"seed": seed}),
+            eval_pairs=eval_pairs,
+            out_dir=out_dir / f"member_{i}",
+            progress=progress,
+        )
+        assert member.path is not None
+        result.paths.append(member.path)
+        result.metrics.append(member.metrics)
+        result.histories.append(member.history)
+        del member
+    index = {
+        "members": [
+            {"path": p.name, "seed": s, "backbone": _backbone_name(b), "metrics": m}
+            for p, s, b, m in zip(result.paths, seeds, backbones, result.metrics, strict=True)
+        ]
+    }
+    _write_json_atomic(out_dir / "ensemble.json", index)
+    return result
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
