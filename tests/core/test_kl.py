@@ -36,7 +36,9 @@ def test_k3_accurate_for_tiny_log_ratio():
     # Series and expm1 branches agree where they meet.
     edge = torch.tensor([0.0099999, 0.0100001], dtype=torch.float64)
     exact = torch.expm1(edge) - edge
-    torch.testing.assert_close(token_kl(torch.zeros_like(edge), edge, "k3"), exact, rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        token_kl(torch.zeros_like(edge), edge, "k3"), exact, rtol=1e-12, atol=0
+    )
 
 
 def test_k1_and_k3_unbiased_for_true_kl():
@@ -55,8 +57,12 @@ def test_sequence_kl_sums_masked_tokens():
     logp = torch.tensor([[9.0, 0.3, 0.5], [1.0, -math.inf, -math.inf]], dtype=torch.float64)
     logp_ref = torch.tensor([[0.0, 0.1, 0.2], [0.0, 0.0, 0.0]], dtype=torch.float64)
     mask = torch.tensor([[0, 1, 1], [1, 0, 0]])
-    torch.testing.assert_close(sequence_kl(logp, logp_ref, mask), torch.tensor([0.5, 1.0], dtype=torch.float64))
-    torch.testing.assert_close(sequence_kl(logp, logp_ref, mask.bool()), torch.tensor([0.5, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        sequence_kl(logp, logp_ref, mask), torch.tensor([0.5, 1.0], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        sequence_kl(logp, logp_ref, mask.bool()), torch.tensor([0.5, 1.0], dtype=torch.float64)
+    )
 
 
 def test_sequence_kl_matches_token_sum_for_each_estimator():
@@ -64,7 +70,9 @@ def test_sequence_kl_matches_token_sum_for_each_estimator():
     logp, logp_ref = torch.randn(3, 5, generator=gen), torch.randn(3, 5, generator=gen)
     mask = torch.ones(3, 5)
     for est in ("k1", "k2", "k3"):
-        torch.testing.assert_close(sequence_kl(logp, logp_ref, mask, est), token_kl(logp, logp_ref, est).sum(-1))
+        torch.testing.assert_close(
+            sequence_kl(logp, logp_ref, mask, est), token_kl(logp, logp_ref, est).sum(-1)
+        )
 
 
 def test_bon_kl_hand_computed_and_vectorized():
@@ -84,7 +92,10 @@ def test_bon_kl_hand_computed_and_vectorized():
         (lambda: token_kl(torch.zeros(2), torch.zeros(2), "k4"), "estimator"),
         (lambda: sequence_kl(torch.zeros(3), torch.zeros(3), torch.ones(3)), "logp"),
         (lambda: sequence_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 2)), "mask"),
-        (lambda: sequence_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.full((2, 3), 0.5)), "mask"),
+        (
+            lambda: sequence_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.full((2, 3), 0.5)),
+            "mask",
+        ),
         (lambda: bon_kl(0), "n"),
         (lambda: bon_kl([1, 2, -3]), "n"),
         (lambda: bon_kl(2.5), "n"),

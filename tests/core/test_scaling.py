@@ -18,8 +18,12 @@ from goodhartlab.core.scaling import (
 def test_laws_hand_computed():
     # bon: d = 2, α = 1, β = 0.25 -> 2 (1 - 0.5) = 1.
     # rl:  d = e, α = 1, β = 0.5  -> e (1 - 0.5) = e/2;  d = 0 -> 0 (d log d -> 0).
-    torch.testing.assert_close(bon_law([0.0, 2.0], 1.0, 0.25), torch.tensor([0.0, 1.0], dtype=torch.float64))
-    torch.testing.assert_close(rl_law([0.0, math.e], 1.0, 0.5), torch.tensor([0.0, math.e / 2], dtype=torch.float64))
+    torch.testing.assert_close(
+        bon_law([0.0, 2.0], 1.0, 0.25), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        rl_law([0.0, math.e], 1.0, 0.5), torch.tensor([0.0, math.e / 2], dtype=torch.float64)
+    )
 
 
 def test_fit_bon_law_recovers_parameters_and_peak():

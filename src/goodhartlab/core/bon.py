@@ -65,9 +65,9 @@ def bon_weights(ns: int | list[int] | np.ndarray | torch.Tensor, pool_size: int)
 
     the probability that the maximum of a uniformly random n_k-subset of the pool is the
     i-th smallest (Coste et al. 2023, arXiv 2310.02743). Computed in log space from one
-    table of log m! = lgamma(m + 1), m = 0..N, in float64 (``scipy.special.gammaln``); each row is then divided by its
-    sum, which is 1 in exact arithmetic (Σ_{i=n}^{N} C(i−1, n−1) = C(N, n)), to cancel the
-    rounding shared by a row.
+    table of log m! = lgamma(m + 1), m = 0..N, in float64 (``scipy.special.gammaln``); each
+    row is then divided by its sum, which is 1 in exact arithmetic
+    (Σ_{i=n}^{N} C(i−1, n−1) = C(N, n)), to cancel the rounding shared by a row.
 
     Args:
         ns: values of n, each an integer in 1..N. Shape: () or (K,).
@@ -98,7 +98,8 @@ def _bon_weights_np(ns: list[int], pool_size: int) -> np.ndarray:
 
 
 def _as_pool(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
-    x = torch.as_tensor(x)
+    # Lists go through NumPy so that Python floats stay float64 (torch would make float32).
+    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (P, N); got {tuple(x.shape)}")
     if x.numel() == 0:

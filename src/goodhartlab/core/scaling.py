@@ -29,7 +29,8 @@ MIN_FIT_POINTS = 3
 
 
 def _as_curve(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
-    x = torch.as_tensor(x)
+    # Lists go through NumPy so that Python floats stay float64 (torch would make float32).
+    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if x.ndim != 1:
         raise ValueError(f"{name} must have shape (K,); got {tuple(x.shape)}")
     x = x.to(torch.float64)
@@ -52,7 +53,7 @@ def _d_log_d(d: torch.Tensor) -> torch.Tensor:
 def bon_law(d: torch.Tensor | np.ndarray, alpha: float, beta: float) -> torch.Tensor:
     """Gold reward of best-of-n as a function of d = sqrt(KL): R_bon(d) = d (α − β d).
 
-    (Gao, Schulman, Hilton 2023, arXiv 2210.10760, eq. 1.)
+    (Gao, Schulman, Hilton 2023, arXiv 2210.10760.)
 
     Args:
         d: sqrt of the KL to the initial policy, nats^½, ≥ 0. Shape: (K,).
@@ -69,7 +70,7 @@ def bon_law(d: torch.Tensor | np.ndarray, alpha: float, beta: float) -> torch.Te
 def rl_law(d: torch.Tensor | np.ndarray, alpha: float, beta: float) -> torch.Tensor:
     """Gold reward of RL as a function of d = sqrt(KL): R_RL(d) = d (α − β log d).
 
-    (Gao, Schulman, Hilton 2023, arXiv 2210.10760, eq. 2.) At d = 0 the value is the limit,
+    (Gao, Schulman, Hilton 2023, arXiv 2210.10760.) At d = 0 the value is the limit,
     0.
 
     Args:

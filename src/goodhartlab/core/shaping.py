@@ -134,7 +134,9 @@ def ceil(r: TensorLike, c: TensorLike) -> torch.Tensor:
     r = _as_rewards(r)
     c = torch.as_tensor(c, dtype=r.dtype)
     if c.ndim > 1 or (c.ndim == 1 and c.shape != r.shape):
-        raise ValueError(f"c must be a scalar or have shape (B,) = {tuple(r.shape)}; got {tuple(c.shape)}")
+        raise ValueError(
+            f"c must be a scalar or have shape (B,) = {tuple(r.shape)}; got {tuple(c.shape)}"
+        )
     return torch.minimum(r, c)
 
 

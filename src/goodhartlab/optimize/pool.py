@@ -1,0 +1,608 @@
+"""Sample pools for best-of-n: N completions per prompt from the base policy, stored resumably.
+
+Two parts:
+
+* :func:`sample_token_ids`, a plain sampling loop with a KV cache: each distinct prompt of a
+  batch is prefilled once (left-padded, position ids from the attention mask, as
+  ``generate`` computes them), its cache is copied to the rows that sample from it, then
+  one token per step is drawn for every unfinished row; rows that hit EOS are dropped from
+  the batch as they finish. Temperature 0 is greedy decoding and gives ``generate``'s greedy
+  tokens.
+* :func:`build_pool` / :func:`load_pool`, the pool on disk. Row r of the pool is sample
+  ``r % N`` of prompt ``r // N``; rows are sampled and written in chunks of ``chunk_size``
+  rows, each chunk with its own random stream seeded from ``(seed, chunk index)``, so an
+  interrupted build resumes at the first missing chunk and ends with the pool an
+  uninterrupted build would have written. Layout::
+
+      pool_dir/
+        samples/
+          pool.json                 what the pool is (policy and tokenizer fingerprints,
+                                    prompts, sampling settings): a resume must match it
+          chunks/00000.jsonl ...    one JSON object per row, then a footer line with the
+                                    row count and the SHA-256 of the rows (a truncated or
+                                    edited chunk is detected and resampled)
+          goodhart_artifact.json    the checksum manifest, written last: the pool is
+                                    complete (``goodhartlab.artifacts.verify``)
+        scores/                     reward caches (``goodhartlab.optimize.bon.score_pool``)
+
+Every file is written atomically; a pool without a valid manifest is never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from goodhartlab.artifacts import MANIFEST, atomic_write_json, atomic_write_text, seal, verify
+from goodhartlab.optimize.sampling import _decode_completion
+
+__all__ = [
+    "POOL_FORMAT",
+    "Pool",
+    "PoolError",
+    "SampledBatch",
+    "build_pool",
+    "fingerprint_files",
+    "fingerprint_module",
+    "fingerprint_tokenizer",
+    "load_pool",
+    "pool_status",
+    "sample_token_ids",
+]
+
+log = logging.getLogger(__name__)
+
+#: Bump on any change of the pool files' meaning or layout.
+POOL_FORMAT = "goodhart-pool/v1"
+SAMPLES_DIR = "samples"
+POOL_FILE = "pool.json"
+CHUNKS_DIR = "chunks"
+
+
+class PoolError(ValueError):
+    """A pool directory that is incomplete, corrupt, or was built with other settings."""
+
+
+# --------------------------------------------------------------------------------------
+# Sampling loop
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampledBatch:
+    """Completions sampled for one batch of rows."""
+
+    tokens: Tensor
+    """Generated ids, ``pad`` after EOS (EOS itself kept). Shape: (B, T), T ≤ max_new_tokens."""
+    num_tokens: Tensor
+    """Tokens before EOS (the completion's length), int64. Shape: (B,)."""
+    eos: Tensor
+    """True where the row generated EOS, False where it stopped at max_new_tokens. Shape: (B,)."""
+
+
+def _left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
+    width = max(len(ids) for ids in prompt_ids)
+    input_ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for i, ids in enumerate(prompt_ids):
+        if len(ids):
+            input_ids[i, width - len(ids) :] = torch.as_tensor(list(ids), dtype=torch.long)
+            mask[i, width - len(ids) :] = 1
+    return input_ids, mask
+
+
+def _top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    # As transformers' TopPLogitsWarper: drop the tokens whose ascending cumulative
+    # probability stays ≤ 1 − top_p, always keeping the most likely one.
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
+    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cum <= (1 - top_p)
+    remove_sorted[:, -1] = False
+    remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def _next_tokens(
+    logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> Tensor:
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_p < 1.0:
+        logits = _top_p_filter(logits, top_p)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+@torch.inference_mode()
+def sample_token_ids(
+    policy: nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    row_prompt: Sequence[int],
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> SampledBatch:
+    """Sample one completion per row from a causal LM with a KV cache.
+
+    Each distinct prompt is prefilled once and its cache copied to its rows, so N samples
+    of one prompt cost one prefill. Rows that generate EOS are removed from the batch
+    (their cache rows dropped) once a quarter of the batch has finished.
+
+    Args:
+        policy: a causal LM (``transformers`` ``*ForCausalLM``), in eval mode.
+        prompt_ids: token ids of each distinct prompt (no padding).
+        row_prompt: for each output row, the index of its prompt. Shape: (B,).
+        max_new_tokens: most tokens generated per row (EOS included).
+        eos_token_id: stops a row.
+        pad_token_id: fills prompt padding and the positions after EOS.
+        temperature: softmax temperature; 0 is greedy decoding (argmax).
+        top_p: nucleus sampling threshold in (0, 1]; 1 keeps the whole distribution.
+        generator: random generator on the policy's device (None: torch's global one).
+
+    Returns:
+        ``SampledBatch(tokens (B, T), num_tokens (B,), eos (B,))`` on the CPU.
+    """
+    if not prompt_ids:
+        raise ValueError("prompt_ids: expected at least one prompt")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: expected >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature: expected >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p: expected in (0, 1], got {top_p}")
+    device = next(policy.parameters()).device
+    rows = torch.as_tensor(list(row_prompt), dtype=torch.long)
+    n_rows = rows.numel()
+    if n_rows == 0:
+        raise ValueError("row_prompt: expected at least one row")
+
+    from transformers import DynamicCache
+
+    input_ids, mask = _left_pad(prompt_ids, pad_token_id)
+    width = input_ids.shape[1]
+    # As generate: positions count real tokens; padding gets position 0 (it is masked).
+    position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache()
+    out = policy(
+        input_ids=input_ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=position_ids.to(device),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    rows_dev = rows.to(device)
+    cache = out.past_key_values
+    cache.batch_select_indices(rows_dev)
+    logits = out.logits[:, -1, :][rows_dev]
+
+    # Full-length attention mask, filled in as tokens are generated.
+    full_mask = torch.ones((n_rows, width + max_new_tokens), dtype=torch.long, device=device)
+    full_mask[:, :width] = mask.to(device)[rows_dev]
+    next_pos = position_ids[:, -1].to(device)[rows_dev] + 1
+
+    tokens = torch.full((n_rows, max_new_tokens), pad_token_id, dtype=torch.long)
+    num_tokens = torch.full((n_rows,), max_new_tokens, dtype=torch.long)
+    eos = torch.zeros(n_rows, dtype=torch.bool)
+    active = torch.arange(n_rows, device=device)  # output row of each batch row
+    live = torch.ones(n_rows, dtype=torch.bool, device=device)  # batch row still generating
+    steps = 0
+    for t in range(max_new_tokens):
+        nxt = _next_tokens(logits, temperature, top_p, generator)
+        nxt = torch.where(live, nxt, torch.full_like(nxt, pad_token_id))
+        tokens[active.cpu(), t] = nxt.cpu()
+        hit = live & (nxt == eos_token_id)
+        if bool(hit.any()):
+            done_rows = active[hit].cpu()
+            num_tokens[done_rows] = t
+            eos[done_rows] = True
+            live = live & ~hit
+        steps = t + 1
+        n_live = int(live.sum())
+        if n_live == 0 or t == max_new_tokens - 1:
+            break
+        if n_live <= 0.75 * live.numel():
+            keep = live.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            active, nxt, next_pos, live = active[keep], nxt[keep], next_pos[keep], live[keep]
+        out = policy(
+            input_ids=nxt.unsqueeze(1),
+            attention_mask=full_mask[active, : width + t + 1],
+            position_ids=next_pos.unsqueeze(1),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1, :]
+        next_pos = next_pos + 1
+    return SampledBatch(tokens=tokens[:, :steps], num_tokens=num_tokens, eos=eos)
+
+
+# --------------------------------------------------------------------------------------
+# Fingerprints: what a pool or a score was computed from
+# --------------------------------------------------------------------------------------
+
+
+def fingerprint_files(path: str | os.PathLike) -> str:
+    """SHA-256 over a directory's files (relative path + content), hidden files skipped.
+
+    A changed weight, config or tokenizer file changes the fingerprint.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: expected a model directory")
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path)
+        if not p.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        h.update(str(rel).encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def fingerprint_module(model: nn.Module) -> str:
+    """SHA-256 over a model's parameters and buffers (names, dtypes, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def fingerprint_tokenizer(tokenizer) -> str:
+    """SHA-256 of a tokenizer's vocabulary and special tokens."""
+    blob = {
+        "vocab": sorted(tokenizer.get_vocab().items()),
+        "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# The pool on disk
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A complete pool: N completions for each of P prompts."""
+
+    path: Path
+    prompts: list[str]
+    """The P prompts."""
+    completions: list[list[str]]
+    """completions[p][j]: sample j of prompt p. Shape: (P, N)."""
+    num_tokens: np.ndarray
+    """Tokens before EOS of each completion, int64. Shape: (P, N)."""
+    eos: np.ndarray
+    """Whether each completion ended with EOS (False: cut at max_new_tokens). Shape: (P, N)."""
+    config: dict[str, Any]
+    """The contents of pool.json."""
+    digest: str
+    """SHA-256 identifying the pool's contents (pool.json and every chunk)."""
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def pool_size(self) -> int:
+        return int(self.config["pool_size"])
+
+    def flat(self) -> tuple[list[str], list[str]]:
+        """(prompts, completions) of every row, prompt-major. Length P·N each."""
+        n = self.pool_size
+        prompts = [p for p in self.prompts for _ in range(n)]
+        completions = [c for row in self.completions for c in row]
+        return prompts, completions
+
+
+def _chunk_path(samples: Path, k: int) -> Path:
+    return samples / CHUNKS_DIR / f"{k:05d}.jsonl"
+
+
+def _num_chunks(config: dict[str, Any]) -> int:
+    rows = len(config["prompts"]) * int(config["pool_size"])
+    return -(-rows // int(config["chunk_size"]))
+
+
+def _chunk_rows(config: dict[str, Any], k: int) -> range:
+    rows = len(config["prompts"]) * int(config["pool_size"])
+    c = int(config["chunk_size"])
+    return range(k * c, min((k + 1) * c, rows))
+
+
+def _chunk_seed(seed: int, k: int) -> int:
+    # Independent streams per chunk: a resumed build draws exactly what an uninterrupted one
+    # would have, whatever chunks were written before the interruption.
+    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0])
+
+
+def _read_chunk(path: Path, expected_rows: range) -> tuple[list[dict[str, Any]], str]:
+    """The rows of a chunk file and its digest; PoolError when truncated, edited or misplaced."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PoolError(f"{path}: unreadable ({e})") from None
+    body, sep, footer_line = data.rstrip(b"\n").rpartition(b"\n")
+    if not sep:
+        raise PoolError(f"{path}: truncated (no footer line)")
+    try:
+        footer = json.loads(footer_line)
+    except ValueError:
+        raise PoolError(f"{path}: truncated or corrupt (last line is not a footer)") from None
+    if not isinstance(footer, dict) or "sha256" not in footer or "rows" not in footer:
+        raise PoolError(f"{path}: truncated or corrupt (last line is not a footer)")
+    body += b"\n"
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != footer["sha256"]:
+        raise PoolError(f"{path}: corrupt (rows do not match the footer's SHA-256)")
+    rows = [json.loads(line) for line in body.decode("utf-8").splitlines()]
+    if len(rows) != footer["rows"] or [r["row"] for r in rows] != list(expected_rows):
+        raise PoolError(
+            f"{path}: expected rows {expected_rows.start}..{expected_rows.stop - 1}, "
+            f"got {len(rows)} rows"
+        )
+    return rows, digest
+
+
+def _write_chunk(path: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    body = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    footer = {"rows": len(rows), "sha256": digest, **info}
+    atomic_write_text(path, body + json.dumps(footer, sort_keys=True) + "\n")
+
+
+def _pool_digest(config: dict[str, Any], chunk_digests: list[str]) -> str:
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for d in chunk_digests:
+        h.update(d.encode())
+    return h.hexdigest()
+
+
+def pool_status(pool_dir: str | os.PathLike) -> str | None:
+    """``None`` if ``pool_dir`` holds a complete, uncorrupted pool, else why it does not."""
+    samples = Path(pool_dir) / SAMPLES_DIR
+    if not (samples / POOL_FILE).is_file():
+        return "missing" if not samples.exists() else f"no {SAMPLES_DIR}/{POOL_FILE}"
+    return verify(samples)
+
+
+def load_pool(pool_dir: str | os.PathLike) -> Pool:
+    """Load a complete pool.
+
+    Raises:
+        PoolError: the directory is not a complete pool (interrupted build, a missing,
+            truncated or edited file); the message names the file. ``build_pool`` with the
+            same settings resumes or repairs it.
+    """
+    pool_dir = Path(pool_dir)
+    problem = pool_status(pool_dir)
+    if problem is not None:
+        raise PoolError(
+            f"pool {pool_dir} is not complete: {problem}; run the build again with the same "
+            "settings to resume or repair it"
+        )
+    samples = pool_dir / SAMPLES_DIR
+    config = json.loads((samples / POOL_FILE).read_text())
+    if config.get("format") != POOL_FORMAT:
+        raise PoolError(
+            f"{samples / POOL_FILE}: expected format {POOL_FORMAT}, got {config.get('format')!r}"
+        )
+    n_prompts, n = len(config["prompts"]), int(config["pool_size"])
+    completions: list[str] = []
+    num_tokens = np.empty(n_prompts * n, dtype=np.int64)
+    eos = np.empty(n_prompts * n, dtype=bool)
+    digests = []
+    for k in range(_num_chunks(config)):
+        rows, digest = _read_chunk(_chunk_path(samples, k), _chunk_rows(config, k))
+        digests.append(digest)
+        for r in rows:
+            completions.append(r["completion"])
+            num_tokens[r["row"]] = r["num_tokens"]
+            eos[r["row"]] = r["eos"]
+    return Pool(
+        path=pool_dir,
+        prompts=list(config["prompts"]),
+        completions=[completions[p * n : (p + 1) * n] for p in range(n_prompts)],
+        num_tokens=num_tokens.reshape(n_prompts, n),
+        eos=eos.reshape(n_prompts, n),
+        config=config,
+        digest=_pool_digest(config, digests),
+    )
+
+
+def _identity_mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            if key == "prompts":
+                diffs.append(f"prompts ({len(old.get(key) or [])} vs {len(new.get(key) or [])}, or their text)")
+            else:
+                diffs.append(f"{key} ({old.get(key)!r} vs {new.get(key)!r})")
+    return diffs
+
+
+def build_pool(
+    pool_dir: str | os.PathLike,
+    policy: nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    pool_size: int,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    chunk_size: int = 512,
+    batch_size: int = 128,
+    add_special_tokens: bool = False,
+    policy_fingerprint: str | None = None,
+    progress: bool = False,
+    max_chunks: int | None = None,
+) -> Pool:
+    """Sample ``pool_size`` completions for each prompt into ``pool_dir``, resuming if possible.
+
+    An existing pool directory is reused when its ``pool.json`` matches these settings
+    (policy and tokenizer fingerprints, prompts, sampling settings, seed, chunk size):
+    valid chunks are kept, missing, truncated or corrupt ones are (re)sampled, and the
+    manifest is written last. A complete pool is loaded as it is. Settings that differ
+    raise :class:`PoolError` rather than mixing samples of two configurations.
+
+    Args:
+        pool_dir: the pool directory (created if missing).
+        policy: the base policy π0, a causal LM on the device to sample on.
+        tokenizer: its tokenizer (pad token used for padding; eos ends a completion; a
+            tokenizer without a pad token pads with eos).
+        prompts: the P prompts, P ≥ 1.
+        pool_size: N ≥ 1 completions per prompt.
+        max_new_tokens: most tokens per completion.
+        temperature: sampling temperature (0: greedy, every sample equal).
+        top_p: nucleus threshold in (0, 1].
+        seed: the pool is a deterministic function of the settings and the seed (on one
+            device type).
+        chunk_size: rows per chunk file (the unit of resumption).
+        batch_size: rows sampled together. It sets how a chunk's random stream is consumed,
+            so it is part of the pool's identity: a resume must use the same value.
+        add_special_tokens: tokenize prompts with the tokenizer's special tokens (e.g. BOS).
+        policy_fingerprint: identifies the policy; default: a hash of its parameters.
+        progress: show a progress bar.
+        max_chunks: stop after sampling this many chunks (leaves the pool incomplete; for
+            tests and time-boxed runs). None: sample every missing chunk.
+
+    Returns:
+        The :class:`Pool` (when complete; after ``max_chunks`` stops early, PoolError is
+        raised from the final load instead, naming the missing chunks).
+    """
+    pool_dir = Path(pool_dir)
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts: expected at least one prompt, got none")
+    if int(pool_size) != pool_size or pool_size < 1:
+        raise ValueError(f"pool_size: expected an integer >= 1, got {pool_size!r}")
+    if chunk_size < 1 or batch_size < 1:
+        raise ValueError(f"chunk_size and batch_size: expected >= 1, got {chunk_size}, {batch_size}")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer: expected an eos token (it ends a completion)")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    config = {
+        "format": POOL_FORMAT,
+        "policy": policy_fingerprint or fingerprint_module(policy),
+        "tokenizer": fingerprint_tokenizer(tokenizer),
+        "prompts": prompts,
+        "pool_size": int(pool_size),
+        "max_new_tokens": int(max_new_tokens),
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "seed": int(seed),
+        "chunk_size": int(chunk_size),
+        "batch_size": int(batch_size),
+        "add_special_tokens": bool(add_special_tokens),
+    }
+    samples = pool_dir / SAMPLES_DIR
+    config_path = samples / POOL_FILE
+    if config_path.is_file():
+        try:
+            old = json.loads(config_path.read_text())
+        except ValueError as e:
+            raise PoolError(f"{config_path}: unreadable ({e}); delete the pool directory") from None
+        diffs = _identity_mismatch(old, config)
+        if diffs:
+            raise PoolError(
+                f"pool {pool_dir} was built with other settings: {'; '.join(diffs)}. "
+                "Use another pool directory (or delete this one)"
+            )
+        if pool_status(pool_dir) is None:
+            return load_pool(pool_dir)
+    elif samples.exists() and any(samples.iterdir()):
+        raise PoolError(f"{samples} exists, is not empty, and has no {POOL_FILE}: not a pool")
+    else:
+        atomic_write_json(config_path, config)
+    # An incomplete pool loses its (stale) manifest before anything else changes, and the
+    # temp files of writes that a kill interrupted go.
+    (samples / MANIFEST).unlink(missing_ok=True)
+    for stale in samples.rglob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+    missing = []
+    for k in range(_num_chunks(config)):
+        path = _chunk_path(samples, k)
+        if path.is_file():
+            try:
+                _read_chunk(path, _chunk_rows(config, k))
+                continue
+            except PoolError as e:
+                log.warning("%s; resampling it", e)
+        missing.append(k)
+
+    prompt_ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+    device = next(policy.parameters()).device
+    was_training = policy.training
+    policy.eval()
+    try:
+        for done, k in enumerate(tqdm(missing, desc="pool", disable=not progress)):
+            if max_chunks is not None and done >= max_chunks:
+                break
+            gen = torch.Generator(device=device).manual_seed(_chunk_seed(seed, k))
+            rows: list[dict[str, Any]] = []
+            chunk = _chunk_rows(config, k)
+            for lo in range(chunk.start, chunk.stop, batch_size):
+                batch = range(lo, min(lo + batch_size, chunk.stop))
+                row_p = [r // pool_size for r in batch]
+                uniq = sorted(set(row_p))
+                local = {p: i for i, p in enumerate(uniq)}
+                out = sample_token_ids(
+                    policy,
+                    [prompt_ids[p] for p in uniq],
+                    [local[p] for p in row_p],
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=pad,
+                    temperature=temperature,
+                    top_p=top_p,
+                    generator=gen,
+                )
+                for b, r in enumerate(batch):
+                    n_tok = int(out.num_tokens[b])
+                    ids = out.tokens[b, :n_tok].tolist()
+                    rows.append(
+                        {
+                            "row": r,
+                            "completion": _decode_completion(tokenizer, ids),
+                            "num_tokens": n_tok,
+                            "eos": bool(out.eos[b]),
+                        }
+                    )
+            _write_chunk(_chunk_path(samples, k), rows, {"device": device.type})
+    finally:
+        policy.train(was_training)
+
+    remaining = [k for k in range(_num_chunks(config)) if not _chunk_path(samples, k).is_file()]
+    if remaining:
+        raise PoolError(
+            f"pool {pool_dir} is incomplete: {len(remaining)} of {_num_chunks(config)} chunks "
+            f"missing (first: {_chunk_path(samples, remaining[0]).name}); build again to resume"
+        )
+    seal(samples, {"format": POOL_FORMAT})
+    return load_pool(pool_dir)
