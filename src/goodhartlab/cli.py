@@ -36,6 +36,14 @@ def _parse_seeds(text: str) -> list[int]:
     return out
 
 
+def _parse_ns(text: str) -> list[int]:
+    """``"1,2,4"`` -> [1, 2, 4]."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ns: expected e.g. 1,2,4,8, got {text!r}") from None
+
+
 def _testbed(args):
     from goodhartlab.testbeds import get_testbed
 
@@ -94,6 +102,69 @@ def cmd_train_rm(args) -> int:
     return 0
 
 
+def _read_prompts(path: str) -> list[str]:
+    """Prompts from a .jsonl file (a "prompt" field per line), a .json list, or a text file
+    (one prompt per non-empty line)."""
+    from pathlib import Path
+
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".jsonl"):
+        prompts = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                prompts.append(str(json.loads(line)["prompt"]))
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{path}:{i}: expected a JSON object with a \"prompt\" field") from None
+    elif path.endswith(".json"):
+        prompts = json.loads(text)
+        if not isinstance(prompts, list) or not all(isinstance(x, str) for x in prompts):
+            raise ValueError(f"{path}: expected a JSON list of prompt strings")
+    else:
+        prompts = [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts in the file")
+    return prompts
+
+
+def cmd_bon(args) -> int:
+    from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
+
+    testbed = args.testbed or ("toy_text" if args.policy is None else None)
+    tb = _testbed(argparse.Namespace(testbed=testbed, cache_dir=args.cache_dir)) if testbed else None
+    if tb is None and (args.prompts is None or args.gold is None):
+        raise ValueError("--policy without --testbed needs --prompts FILE and --gold RM_DIR")
+    policy = args.policy or str(tb.policy_path)
+    tokenizer = tb.tokenizer if tb is not None and args.policy is None else None
+    prompts = _read_prompts(args.prompts) if args.prompts else tb.eval_prompts
+    gold = args.gold or tb.gold
+    ensembles = {}
+    for i, dirs in enumerate(args.ensemble or []):
+        from pathlib import Path
+
+        name = Path(dirs[0]).name if len(dirs) == 1 else f"ensemble{i}"
+        ensembles[name if name not in ensembles else f"{name}#{i}"] = dirs[0] if len(dirs) == 1 else dirs
+    config = BonStudyConfig(
+        pool_size=args.pool_size, prompts_count=args.prompts_count, ns=args.ns,
+        max_new_tokens=args.max_new_tokens or (tb.max_new_tokens if tb is not None else None),
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
+        n_boot=args.n_boot, device=args.device,
+    )
+    result = run_bon_study(args.out, policy=policy, tokenizer=tokenizer, prompts=prompts, gold=gold,
+                           proxies=args.proxies or [], ensembles=ensembles, config=config,
+                           pool_dir=args.pool, progress=True)
+    print(f"{'method':<28} {'n_peak':>6} {'gold_peak':>9} {'gold@N':>8} {'drop [95% CI]':>24} {'alpha':>7} {'beta':>7} {'r2':>5}")
+    for m, s in result.summary["methods"].items():
+        if s["kind"] == "member":
+            continue
+        ci = f"{s['drop']:.3f} [{s.get('drop_lo', float('nan')):.3f}, {s.get('drop_hi', float('nan')):.3f}]"
+        print(f"{m:<28} {s['n_peak']:>6} {s['gold_peak']:>9.3f} {s['gold_final']:>8.3f} {ci:>24} "
+              f"{s['alpha']:>7.3f} {s['beta']:>7.3f} {s['r2']:>5.2f}")
+    print(f"wrote {args.out}/metrics.jsonl, summary.json, plots/bon.png")
+    return 0
+
+
 def cmd_run(args) -> int:
     print("goodhart run: the default study (toy_text, 25% label noise, a small proxy and a")
     print("5-member ensemble, best-of-n over every aggregator, RL with KL control) is not")
@@ -142,6 +213,29 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--out", required=True, help="output directory")
     m.set_defaults(func=cmd_train_rm)
+
+    b = sub.add_parser("bon", help="best-of-n study: sample a pool, score it, gold and proxy curves against KL")
+    b.add_argument("--testbed", default=None, help="testbed name (default: toy_text unless --policy is given)")
+    b.add_argument("--cache-dir", default=None, help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)")
+    b.add_argument("--device", default="cpu", help="cpu or cuda")
+    b.add_argument("--policy", default=None, help="base policy: local path or hub name (instead of the testbed's)")
+    b.add_argument("--prompts", default=None, help="prompts file: .jsonl (field 'prompt'), .json list, or one per line")
+    b.add_argument("--gold", default=None, help="reward-model directory used as gold (instead of the testbed's gold)")
+    b.add_argument("--proxies", nargs="+", default=[], metavar="DIR", help="single proxy reward models")
+    b.add_argument("--ensemble", nargs="+", action="append", metavar="DIR",
+                   help="one ensemble: an ensemble directory (ensemble.json) or its member directories; repeatable")
+    b.add_argument("--pool-size", type=int, default=512, help="N: completions per prompt")
+    b.add_argument("--prompts-count", type=int, default=None, help="P: use the first P prompts (default: all)")
+    b.add_argument("--ns", type=_parse_ns, default=None, help="values of n, e.g. 1,2,4,8 (default: powers of 2 up to N, and N)")
+    b.add_argument("--max-new-tokens", type=int, default=None)
+    b.add_argument("--temperature", type=float, default=1.0)
+    b.add_argument("--top-p", type=float, default=1.0)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--batch-size", type=int, default=128, help="rows sampled together")
+    b.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over prompts")
+    b.add_argument("--pool", default=None, help="pool directory to reuse across runs (default: OUT/pool)")
+    b.add_argument("--out", required=True, help="run directory")
+    b.set_defaults(func=cmd_bon)
     return p
 
 

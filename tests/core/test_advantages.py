@@ -114,7 +114,10 @@ def test_gae_output_is_detached():
         ({"mask": torch.full((2, 3), 2)}, "only 0 and 1"),
         ({"gamma": 1.5}, "gamma"),
         ({"lam": -0.1}, "lam"),
-        ({"rewards": torch.tensor([[0.0, math.nan, 0.0], [0.0, 0.0, 0.0]])}, "rewards must be finite"),
+        (
+            {"rewards": torch.tensor([[0.0, math.nan, 0.0], [0.0, 0.0, 0.0]])},
+            "rewards must be finite",
+        ),
     ],
 )
 def test_gae_bad_input(kwargs, match):
@@ -145,7 +148,10 @@ def test_group_normalized_groups_are_independent():
     shifted = r.clone()
     shifted[4:8] += 100.0
     torch.testing.assert_close(
-        group_normalized_advantages(r, 4), group_normalized_advantages(shifted, 4), rtol=0, atol=1e-9
+        group_normalized_advantages(r, 4),
+        group_normalized_advantages(shifted, 4),
+        rtol=0,
+        atol=1e-9,
     )
 
 
@@ -238,9 +244,7 @@ def test_adaptive_kl_controller_state_round_trips():
     assert restored.update(4.0, 5) == ctl.update(4.0, 5)
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"coef": 0.0}, {"target": 0.0}, {"horizon": 0}, {"coef": -1.0}]
-)
+@pytest.mark.parametrize("kwargs", [{"coef": 0.0}, {"target": 0.0}, {"horizon": 0}, {"coef": -1.0}])
 def test_adaptive_kl_controller_bad_config(kwargs):
     args = {"coef": 0.1, "target": 6.0, "horizon": 100}
     args.update(kwargs)

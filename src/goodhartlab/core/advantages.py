@@ -191,7 +191,7 @@ def leave_one_out_advantages(rewards: Tensor, group_size: int) -> Tensor:
         A_i = r_i − 1/(G − 1) Σ_{j≠i} r_j  =  G/(G − 1) · (r_i − mean_g(r))
 
     Ahmadian et al. 2024, "Back to basics: revisiting REINFORCE style optimization for
-    learning from human feedback in LLMs", arXiv 2402.14740, eq. 6 (after Kool, van Hoof,
+    learning from human feedback in LLMs", arXiv 2402.14740 (after Kool, van Hoof,
     Welling 2019, "Buy 4 REINFORCE samples, get a baseline for free!"). The advantages of a
     group sum to 0.
 
@@ -215,7 +215,7 @@ def kl_penalized_rewards(r: Tensor, kl: Tensor, coef: float) -> Tensor:
         R(x, y) = r(x, y) − β · KL(x, y),   KL = Σ_t log π(y_t | ·) − log π_ref(y_t | ·)
 
     Ziegler et al. 2019, "Fine-tuning language models from human preferences",
-    arXiv 1909.08593, §2.2 (β = ``coef``). The paper's KL is the sampled log-ratio, i.e. the
+    arXiv 1909.08593 (β = ``coef``). The paper's KL is the sampled log-ratio, i.e. the
     k1 estimator summed over the completion: ``core.kl.sequence_kl(..., estimator="k1")``,
     as TRL 1.16's RLOOTrainer computes it; any (B,) KL estimate is accepted.
 
@@ -246,7 +246,7 @@ class AdaptiveKLController:
         β_{t+1} = β_t · (1 + e_t · n_steps / horizon)
 
     Ziegler et al. 2019, "Fine-tuning language models from human preferences",
-    arXiv 1909.08593, §2.2 (their K_β = n_steps / horizon, as in the reference code
+    arXiv 1909.08593 (their K_β = n_steps / horizon, as in the reference code
     openai/lm-human-preferences, ``AdaptiveKLController``). The state is ``coef``; save and
     restore it with the rest of a checkpoint (``dataclasses.asdict``).
     """

@@ -317,7 +317,7 @@ def grpo_loss(
         "dapo":  L = Σ_{i,t} m_{i,t} ℓ_{i,t} / num_tokens
 
     Shao et al. 2024, "DeepSeekMath", arXiv 2402.03300, eq. 3 ("grpo", ε = ``clip_coef``,
-    β = ``kl_coef``); DAPO: Yu et al. 2025, arXiv 2503.14476, eq. 8 (token-level
+    β = ``kl_coef``); DAPO: Yu et al. 2025, arXiv 2503.14476 (token-level
     normalization and the decoupled upper clip ε_high = ``clip_coef_high``). The KL term is
     ``core.kl.token_kl(logp, logp_ref, "k3")``, added to the loss rather than to the reward.
     Definitions as in TRL 1.16's ``GRPOTrainer._compute_loss`` with
@@ -416,7 +416,7 @@ def rloo_loss(
         L = 1/B Σ_i max(−A_i · ratio_i, −A_i · clip(ratio_i, 1 − ε, 1 + ε_high))
 
     Ahmadian et al. 2024, "Back to basics: revisiting REINFORCE style optimization for
-    learning from human feedback in LLMs", arXiv 2402.14740, eq. 6: each whole completion is
+    learning from human feedback in LLMs", arXiv 2402.14740: each whole completion is
     one action and A_i the leave-one-out advantage (``core.advantages.
     leave_one_out_advantages``, KL penalty in the reward via ``kl_penalized_rewards``). At
     ratio 1 (one on-policy step) the gradient is the paper's −1/B Σ_i A_i ∇log π(y_i). The
@@ -464,7 +464,7 @@ def rloo_loss(
 #
 # With the implicit reward ρ(y) = log π(y) − log π_ref(y) (a sequence log-ratio) and
 # h = ρ(y_w) − ρ(y_l), Rafailov et al. 2024, "Scaling laws for reward model overoptimization
-# in direct alignment algorithms", arXiv 2406.02900, §2, write DPO, IPO and SLiC as
+# in direct alignment algorithms", arXiv 2406.02900, write DPO, IPO and SLiC as
 # E[g(β h)] for a convex g. Each loss is averaged over the batch of pairs.
 # ---------------------------------------------------------------------------------------------
 
@@ -608,12 +608,12 @@ def slic_loss(
         L = max(0, 1 − β h),   h = ρ(y_w) − ρ(y_l)
 
     The form of Rafailov et al. 2024, arXiv 2406.02900, and of TRL 1.16's
-    ``loss_type="hinge"`` (identical). It differs from SLiC-HF as published (Zhao et al.
-    2023, "SLiC-HF: sequence likelihood calibration with human feedback", arXiv 2305.10425,
-    eq. 1: max(0, δ − log π(y_w) + log π(y_l)) − λ log π(y_ref)) in three ways: the margin
-    is over log-ratios to π_ref rather than raw log-probabilities; δ = 1/β and the whole
-    hinge is scaled by β (β · max(0, 1/β − h)); and the paper's regularizer −λ log π(y_ref)
-    is not included (add it with ``rpo_loss``'s NLL if wanted).
+    ``loss_type="hinge"`` (identical). SLiC-HF as published (Zhao et al. 2023, "SLiC-HF:
+    sequence likelihood calibration with human feedback", arXiv 2305.10425) minimizes
+    max(0, δ − log π(y_w) + log π(y_l)) − λ log π(y_ref); this differs in three ways: the
+    margin is over log-ratios to π_ref rather than raw log-probabilities; δ = 1/β and the
+    hinge is scaled by β (β · max(0, 1/β − h)); and the regularizer −λ log π(y_ref) is left
+    to the caller.
 
     Args:
         policy_chosen_logps: log π(y_w | x), summed over the chosen completion's tokens

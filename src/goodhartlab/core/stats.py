@@ -33,7 +33,11 @@ def bootstrap_ci(
         ``(low, high)``, float64. Shape: (K,) each.
     """
     # Lists go through NumPy so that Python floats stay float64 (torch would make float32).
-    x = per_prompt if isinstance(per_prompt, torch.Tensor) else torch.as_tensor(np.asarray(per_prompt))
+    x = (
+        per_prompt
+        if isinstance(per_prompt, torch.Tensor)
+        else torch.as_tensor(np.asarray(per_prompt))
+    )
     if x.ndim != 2:
         raise ValueError(f"per_prompt must have shape (P, K); got {tuple(x.shape)}")
     n_prompts = x.shape[0]

@@ -438,7 +438,9 @@ def _identity_mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
             if key == "prompts":
-                diffs.append(f"prompts ({len(old.get(key) or [])} vs {len(new.get(key) or [])}, or their text)")
+                diffs.append(
+                    f"prompts ({len(old.get(key) or [])} vs {len(new.get(key) or [])}, or their text)"
+                )
             else:
                 diffs.append(f"{key} ({old.get(key)!r} vs {new.get(key)!r})")
     return diffs
@@ -502,7 +504,9 @@ def build_pool(
     if int(pool_size) != pool_size or pool_size < 1:
         raise ValueError(f"pool_size: expected an integer >= 1, got {pool_size!r}")
     if chunk_size < 1 or batch_size < 1:
-        raise ValueError(f"chunk_size and batch_size: expected >= 1, got {chunk_size}, {batch_size}")
+        raise ValueError(
+            f"chunk_size and batch_size: expected >= 1, got {chunk_size}, {batch_size}"
+        )
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer: expected an eos token (it ends a completion)")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -1,0 +1,343 @@
+"""The best-of-n study (optimize/bon.py): score cache, curves, the run directory, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from goodhartlab.core.stats import bootstrap_ci
+from goodhartlab.models.tiny import build_causal_lm, build_reward_model
+from goodhartlab.optimize.bon import (
+    DEFAULT_AGGREGATORS,
+    BonStudyConfig,
+    _bootstrap_means,
+    _score_path,
+    bon_curves,
+    default_ns,
+    reward_model_source,
+    run_bon_study,
+    score_pool,
+    scorer_source,
+)
+from goodhartlab.optimize.pool import build_pool
+from goodhartlab.rewards import ProgrammaticReward
+
+PROMPTS = ["review of a phone:", "review of a book: the", "review of a song: very", "a"]
+P, N = 4, 16
+
+
+def words(prompt: str, completion: str) -> float:
+    return float(len(completion.split()))
+
+
+GOLD = ProgrammaticReward(words, name="words", version="1")
+
+
+class CountingScorer:
+    """A gold-like scorer that counts the items it scored."""
+
+    name = "counting"
+    version = "1"
+
+    def __init__(self):
+        self.items = 0
+
+    def score(self, prompts, completions):
+        self.items += len(completions)
+        return torch.tensor([len(c) % 7 for c in completions], dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_tokenizer):
+    model = build_causal_lm("small", tiny_tokenizer, seed=0).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0.0, 0.5, generator=gen)
+        model.model.embed_tokens.weight[tiny_tokenizer.eos_token_id] *= 1.5
+    return model
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory, policy, tiny_tokenizer):
+    path = tmp_path_factory.mktemp("policy")
+    policy.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rm_dirs(tmp_path_factory, tiny_tokenizer):
+    """Four tiny reward models (seeds 0-3) saved with their tokenizer."""
+    root = tmp_path_factory.mktemp("rms")
+    dirs = []
+    for seed in range(4):
+        d = root / f"rm{seed}"
+        build_reward_model("small", tiny_tokenizer, seed=seed).save_pretrained(d)
+        tiny_tokenizer.save_pretrained(d)
+        dirs.append(d)
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory, policy, tiny_tokenizer):
+    path = tmp_path_factory.mktemp("pool")
+    return build_pool(path, policy, tiny_tokenizer, PROMPTS, N, max_new_tokens=10, seed=0)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def test_score_cache_reused(tmp_path, policy, tiny_tokenizer):
+    pool = build_pool(tmp_path / "pool", policy, tiny_tokenizer, PROMPTS, N, max_new_tokens=10)
+    scorer = CountingScorer()
+    first = score_pool(pool, scorer)
+    assert first.shape == (P, N) and scorer.items == P * N
+    again = score_pool(pool, scorer)
+    assert scorer.items == P * N  # from the cache, not rescored
+    assert torch.equal(first, again)
+    # A new version of the scorer is a new key: rescored.
+    scorer.version = "2"
+    score_pool(pool, scorer)
+    assert scorer.items == 2 * P * N
+    # A cache file cut short is detected and recomputed, never used.
+    cache = _score_path(pool, scorer_source(scorer))
+    cache.write_bytes(cache.read_bytes()[:-10])
+    assert torch.equal(score_pool(pool, scorer), first)  # same function of the text
+    assert scorer.items == 3 * P * N
+
+
+def test_changed_reward_model_is_rescored(tmp_path, pool, tiny_tokenizer):
+    d = tmp_path / "rm"
+    build_reward_model("small", tiny_tokenizer, seed=0).save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    s1 = reward_model_source(d)
+    r1 = score_pool(pool, s1)
+    build_reward_model("small", tiny_tokenizer, seed=1).save_pretrained(d)  # retrained
+    s2 = reward_model_source(d)
+    assert s1.key != s2.key
+    r2 = score_pool(pool, s2)
+    assert not torch.equal(r1, r2)
+
+
+def test_vocabulary_mismatch_is_a_clear_error(tmp_path, pool, tiny_tokenizer):
+    from transformers import PreTrainedTokenizerFast
+
+    d = tmp_path / "rm_bad"
+    build_reward_model("small", tiny_tokenizer, seed=0).save_pretrained(d)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tiny_tokenizer.backend_tokenizer, pad_token="<pad>", eos_token="<eos>"
+    )
+    tok.add_tokens([f"extra{i}" for i in range(50)])  # more ids than the model has rows
+    tok.save_pretrained(d)
+    with pytest.raises(ValueError, match=r"rm_bad.*vocabulary mismatch"):
+        score_pool(pool, reward_model_source(d))
+    assert not (pool.path / "scores").exists() or not any(
+        "rm_bad" in p.name for p in (pool.path / "scores").iterdir()
+    )
+
+
+# ---------------------------------------------------------------- curves
+
+
+def test_default_ns():
+    assert default_ns(16) == [1, 2, 4, 8, 16]
+    assert default_ns(20) == [1, 2, 4, 8, 16, 20]
+    assert default_ns(1) == [1]
+
+
+def test_curves_for_every_aggregator_start_at_zero():
+    gen = torch.Generator().manual_seed(0)
+    r_gold = torch.randn(P, N, generator=gen, dtype=torch.float64) + 3.0
+    r_members = torch.randn(3, P, N, generator=gen, dtype=torch.float64)
+    curves = bon_curves(r_gold, {"single": r_members[0]}, {"ens": r_members}, n_boot=200)
+    names = [c.method for c in curves]
+    assert names == (
+        ["single"]
+        + [f"ens/{a}" for a in DEFAULT_AGGREGATORS]
+        + ["ens/member0", "ens/member1", "ens/member2", "oracle"]
+    )
+    for c in curves:
+        assert c.n.tolist() == [1, 2, 4, 8, 16]
+        assert c.gold[0] == 0 and c.proxy[0] == 0  # relative to the base policy
+        assert c.gold_lo[0] == 0 and c.gold_hi[0] == 0
+        assert math.isclose(c.summary["base_gold"], float(r_gold.mean()), rel_tol=1e-12)
+        np.testing.assert_allclose(c.gold_abs - c.gold, float(r_gold.mean()), rtol=1e-12)
+        assert (c.gold_lo <= c.gold + 1e-12).all() and (c.gold <= c.gold_hi + 1e-12).all()
+        # KL_bon(16) = log 16 − 15/16.
+        assert math.isclose(c.kl[-1], math.log(16) - 15 / 16) and math.isclose(
+            c.d[-1] ** 2, c.kl[-1]
+        )
+        assert np.all(np.diff(c.proxy) >= -1e-12)  # a pick's own score never falls with n
+    # Member 0 picked alone is the single proxy; the oracle is the ceiling of every method.
+    by = {c.method: c for c in curves}
+    np.testing.assert_allclose(by["ens/member0"].gold, by["single"].gold)
+    for c in curves:
+        assert np.all(c.gold <= by["oracle"].gold + 1e-12)
+    # UWO with its λ = 0.5: member mean minus half the member variance, picked as one proxy.
+    uwo = r_members.mean(0) - 0.5 * r_members.var(0, unbiased=False)
+    np.testing.assert_allclose(
+        bon_curves(r_gold, {"u": uwo}, oracle=False)[0].gold, by["ens/uwo"].gold
+    )
+
+
+def test_drop_resamples_are_those_of_core_bootstrap_ci():
+    # The drop's interval uses the bootstrap means of core.stats.bootstrap_ci's resamples;
+    # if the two drift apart, the drop and the point intervals disagree.
+    x = torch.randn(30, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    lo, hi = bootstrap_ci(x, n_boot=300, alpha=0.1, seed=4)
+    boot = _bootstrap_means(x.numpy(), 300, 4)
+    np.testing.assert_allclose(np.quantile(boot, [0.05, 0.95], axis=0), np.stack([lo, hi]))
+
+
+def test_overoptimized_proxy_shows_a_significant_hump():
+    # Proxy x ~ N(0, 1); gold = x − 0.4 x² + noise. Picking by x, gold rises while the pick
+    # is moderate, then falls as n pushes x into the region where −0.4 x² dominates
+    # (gold is largest at x = 1.25, which best-of-n passes near n ≈ 8).
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 512, generator=gen, dtype=torch.float64)
+    gold = x - 0.4 * x**2 + 0.3 * torch.randn(64, 512, generator=gen, dtype=torch.float64)
+    (c,) = bon_curves(gold, {"proxy": x}, oracle=False, n_boot=500)
+    s = c.summary
+    assert 2 <= s["n_peak"] <= 64 < s["n_final"]
+    assert s["gold_peak"] > 0.2 and s["gold_final"] < s["gold_peak"] - 0.3
+    assert s["drop_lo"] > 0 and s["drop_paired_lo"] > 0  # significant
+    assert np.all(np.diff(c.proxy) > 0)  # while the proxy keeps rising
+    assert s["beta"] > 0 and s["r2"] > 0.8
+    assert math.isclose(s["drop"], s["gold_peak"] - s["gold_final"])
+
+
+def test_curve_bad_input():
+    r = torch.zeros(P, N)
+    with pytest.raises(ValueError, match=r"n must be in 1\.\.N = 16"):
+        bon_curves(r, {"p": r}, ns=[1, 32])
+    with pytest.raises(ValueError, match=r"proxies\['p'\]"):
+        bon_curves(r, {"p": torch.zeros(P, N + 1)})
+    with pytest.raises(ValueError, match="ns"):
+        BonStudyConfig(pool_size=16, ns=[1, 4, 32])
+    with pytest.raises(ValueError, match="pool_size"):
+        BonStudyConfig(pool_size=0)
+    with pytest.raises(ValueError, match="unknown aggregator"):
+        BonStudyConfig(aggregators={"max": {}})
+
+
+# ---------------------------------------------------------------- the study
+
+
+def _config(**kw):
+    return BonStudyConfig(pool_size=N, max_new_tokens=10, n_boot=200, chunk_size=32, **kw)
+
+
+def test_run_bon_study_writes_the_run_directory(tmp_path, policy_dir, rm_dirs, monkeypatch):
+    ens_dir = tmp_path / "ens"
+    ens_dir.mkdir()
+    (ens_dir / "ensemble.json").write_text(
+        json.dumps({"members": [{"path": str(d)} for d in rm_dirs[1:]]})
+    )
+    out = tmp_path / "run"
+    kw = dict(
+        policy=policy_dir, prompts=PROMPTS, gold=GOLD, proxies=[rm_dirs[0]], ensembles=[ens_dir]
+    )
+    result = run_bon_study(out, config=_config(), **kw)
+
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    methods = {x["method"] for x in lines}
+    assert methods == (
+        {"rm0", "oracle"}
+        | {f"ens/{a}" for a in DEFAULT_AGGREGATORS}
+        | {f"ens/member{i}" for i in range(3)}
+    )
+    assert len(lines) == len(methods) * 5
+    for x in lines:
+        assert {"method", "n", "kl", "d", "gold", "gold_lo", "gold_hi", "proxy", "length"} <= set(x)
+        if x["n"] == 1:
+            assert x["gold"] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for m in methods:
+        s = summary["methods"][m]
+        for key in (
+            "gold_peak",
+            "n_peak",
+            "d_peak",
+            "gold_final",
+            "drop",
+            "drop_lo",
+            "drop_hi",
+            "alpha",
+            "beta",
+            "r2",
+        ):
+            assert key in s, (m, key)
+    assert (out / "plots" / "bon.png").stat().st_size > 0 and (out / "plots" / "bon.svg").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert (out / "config.yaml").is_file() and (out / "samples.jsonl").is_file()
+    assert result.pool.pool_size == N
+
+    # A rerun (e.g. after an interruption, or to refresh plots) resamples and rescores
+    # nothing: the pool and every score come from disk.
+    def fail(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr("goodhartlab.optimize.pool.sample_token_ids", fail)
+    monkeypatch.setattr("goodhartlab.rewards.RewardModel.score", fail)
+    again = run_bon_study(out, config=_config(), **kw)
+    assert again.summary == result.summary
+
+
+def test_run_bon_study_bad_input(tmp_path, policy_dir, rm_dirs):
+    kw = dict(policy=policy_dir, gold=GOLD, proxies=[rm_dirs[0]])
+    with pytest.raises(ValueError, match="at least one prompt"):
+        run_bon_study(tmp_path / "r", prompts=[], config=_config(), **kw)
+    with pytest.raises(ValueError, match="prompts_count"):
+        run_bon_study(tmp_path / "r", prompts=PROMPTS, config=_config(prompts_count=9), **kw)
+    with pytest.raises(ValueError, match="at least one proxy"):
+        run_bon_study(
+            tmp_path / "r", prompts=PROMPTS, policy=policy_dir, gold=GOLD, config=_config()
+        )
+
+
+def test_cli_bon(tmp_path, policy_dir, rm_dirs, capsys):
+    from goodhartlab.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    out = tmp_path / "run"
+    args = [
+        "bon",
+        "--policy",
+        str(policy_dir),
+        "--prompts",
+        str(prompts),
+        "--gold",
+        str(rm_dirs[3]),
+        "--proxies",
+        str(rm_dirs[0]),
+        "--ensemble",
+        str(rm_dirs[1]),
+        str(rm_dirs[2]),
+        "--pool-size",
+        "8",
+        "--max-new-tokens",
+        "8",
+        "--n-boot",
+        "100",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"rm0", "ensemble0/wco", "ensemble0/uwo", "oracle"} <= set(summary["methods"])
+    assert "n_peak" in capsys.readouterr().out
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    assert main([*args[:3], "--prompts", str(empty), *args[5:-1], str(tmp_path / "r2")]) == 2
+    assert "no prompts" in capsys.readouterr().err
+    assert main([*args[:-4], "--ns", "1,64", "--out", str(tmp_path / "r3")]) == 2
+    assert "larger than pool_size" in capsys.readouterr().err
