@@ -94,7 +94,9 @@ def building(directory: str | Path, info: dict | None = None) -> Iterator[Path]:
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".building"))
+    tmp = Path(
+        tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".building")
+    )
     try:
         yield tmp
         seal(tmp, info)

@@ -154,13 +154,16 @@ def cmd_bon(args) -> int:
     result = run_bon_study(args.out, policy=policy, tokenizer=tokenizer, prompts=prompts, gold=gold,
                            proxies=args.proxies or [], ensembles=ensembles, config=config,
                            pool_dir=args.pool, progress=True)
-    print(f"{'method':<28} {'n_peak':>6} {'gold_peak':>9} {'gold@N':>8} {'drop [95% CI]':>24} {'alpha':>7} {'beta':>7} {'r2':>5}")
+    def num(x, width: int = 7, digits: int = 3) -> str:  # summary.json writes undefined values as null
+        return f"{x:>{width}.{digits}f}" if x is not None else f"{'-':>{width}}"
+
+    print(f"{'method':<28} {'n_peak':>6} {'gold_peak':>9} {'gold@N':>8} {'drop [95% CI]':>26} {'alpha':>7} {'beta':>7} {'r2':>5}")
     for m, s in result.summary["methods"].items():
         if s["kind"] == "member":
             continue
-        ci = f"{s['drop']:.3f} [{s.get('drop_lo', float('nan')):.3f}, {s.get('drop_hi', float('nan')):.3f}]"
-        print(f"{m:<28} {s['n_peak']:>6} {s['gold_peak']:>9.3f} {s['gold_final']:>8.3f} {ci:>24} "
-              f"{s['alpha']:>7.3f} {s['beta']:>7.3f} {s['r2']:>5.2f}")
+        ci = f"{num(s['drop'], 0)} [{num(s.get('drop_lo'), 0)}, {num(s.get('drop_hi'), 0)}]"
+        print(f"{m:<28} {s['n_peak']:>6} {num(s['gold_peak'], 9)} {num(s['gold_final'], 8)} {ci:>26} "
+              f"{num(s['alpha'])} {num(s['beta'])} {num(s['r2'], 5, 2)}")
     print(f"wrote {args.out}/metrics.jsonl, summary.json, plots/bon.png")
     return 0
 
@@ -231,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--temperature", type=float, default=1.0)
     b.add_argument("--top-p", type=float, default=1.0)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--batch-size", type=int, default=128, help="rows sampled together")
+    b.add_argument("--batch-size", type=int, default=256, help="rows sampled together")
     b.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over prompts")
     b.add_argument("--pool", default=None, help="pool directory to reuse across runs (default: OUT/pool)")
     b.add_argument("--out", required=True, help="run directory")

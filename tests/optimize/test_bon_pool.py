@@ -44,6 +44,35 @@ def varied_policy(tokenizer):
     return model
 
 
+def varied_gpt2(tokenizer):
+    """As ``varied_policy`` for GPT-2, whose learned absolute positions (unlike Llama's
+    rotary ones, which only see offsets) expose wrong position ids under left padding."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0.0, 0.5, generator=gen)
+        model.transformer.wte.weight[tokenizer.eos_token_id] *= 2.0
+    return model
+
+
 @pytest.fixture(scope="module")
 def policy(tiny_tokenizer):
     return varied_policy(tiny_tokenizer)
@@ -66,8 +95,11 @@ def _generate_greedy(policy, tokenizer, prompts, max_new_tokens):
     return seq[:, enc["input_ids"].shape[1] :]
 
 
-def test_greedy_equals_generate(policy, tiny_tokenizer):
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_greedy_equals_generate(arch, policy, tiny_tokenizer):
     tok = tiny_tokenizer
+    if arch == "gpt2":
+        policy = varied_gpt2(tok)
     rows = [0, 1, 1, 2, 3, 3, 0]
     ids = tok(PROMPTS, add_special_tokens=False)["input_ids"]
     ours = sample_token_ids(
@@ -230,4 +262,8 @@ def test_bad_input(tmp_path, policy, tiny_tokenizer):
         build_pool(tmp_path / "e", policy, tiny_tokenizer, [], 16)
     with pytest.raises(ValueError, match="pool_size"):
         build_pool(tmp_path / "e", policy, tiny_tokenizer, PROMPTS, 0)
+    with pytest.raises(ValueError, match=r"prompts\[1\]: empty"):
+        build_pool(tmp_path / "e", policy, tiny_tokenizer, ["a", ""], 4)
+    with pytest.raises(ValueError, match="max_position_embeddings=128"):
+        build_pool(tmp_path / "e", policy, tiny_tokenizer, ["a " * 100], 4, max_new_tokens=64)
     assert not (tmp_path / "e").exists()

@@ -125,6 +125,19 @@ def test_changed_reward_model_is_rescored(tmp_path, pool, tiny_tokenizer):
     assert not torch.equal(r1, r2)
 
 
+def test_one_model_under_two_names_is_scored_once(tmp_path, pool, rm_dirs, monkeypatch):
+    from goodhartlab.rewards import RewardModel
+
+    calls = []
+    score = RewardModel.score
+    monkeypatch.setattr(
+        RewardModel, "score", lambda self, *a, **k: calls.append(1) or score(self, *a, **k)
+    )
+    a = score_pool(pool, reward_model_source(rm_dirs[2], name="single"), batch_size=P * N)
+    b = score_pool(pool, reward_model_source(rm_dirs[2], name="ens.member0"), batch_size=P * N)
+    assert len(calls) == 1 and torch.equal(a, b)
+
+
 def test_vocabulary_mismatch_is_a_clear_error(tmp_path, pool, tiny_tokenizer):
     from transformers import PreTrainedTokenizerFast
 

@@ -65,20 +65,20 @@ def test_plausibility_table_fits_about_three_quarters():
 def test_gold_of_one_fitting_sentence_is_hand_computed():
     assert fits("screen", "great")
     # U = 1 on-topic noun, S = +1, no penalty:
-    # 1.5 (1 - e^(-1/1.5)) + 2 tanh(1/2) = 0.729874 + 0.924234 = 1.654109
+    # 1.5 (1 - e^(-1/1.5)) + 1.5 tanh(1/2) = 0.729874 + 0.693176 = 1.423050
     f = gold_features(PHONE, " the screen is great .")
     assert (f.coverage, f.sentiment, f.broken, f.rep) == (1, 1.0, 0, 0)
-    assert f.gold == pytest.approx(1.5 * (1 - math.exp(-1 / 1.5)) + 2 * math.tanh(0.5), abs=1e-9)
-    assert f.gold == pytest.approx(1.654109, abs=1e-6)
+    assert f.gold == pytest.approx(1.5 * (1 - math.exp(-1 / 1.5)) + 1.5 * math.tanh(0.5), abs=1e-9)
+    assert f.gold == pytest.approx(1.423050, abs=1e-6)
 
 
 def test_repetition_is_penalized_even_though_sentiment_grows():
     # Repeating the sentence: U = 1, S = 2, rep = 1:
-    # 0.729874 + 2 tanh(1) - 1.2 = 0.729874 + 1.523188 - 1.2 = 1.053063
+    # 0.729874 + 1.5 tanh(1) - 1.2 = 0.729874 + 1.142391 - 1.2 = 0.672266
     once = gold_features(PHONE, " the screen is great .").gold
     twice = gold_features(PHONE, " the screen is great . the screen is great .")
     assert twice.rep == 1
-    assert twice.gold == pytest.approx(1.053063, abs=1e-6)
+    assert twice.gold == pytest.approx(0.672266, abs=1e-6)
     assert twice.gold < once
 
 
@@ -89,14 +89,22 @@ def test_gold_penalizes_what_optimization_produces():
     stacked = gold_features(PHONE, " the screen is very very great .")
     assert single > base
     assert stacked.stack == 1 and stacked.gold == pytest.approx(single - 0.5)
-    stuffed = gold_features(PHONE, " the screen is great . the screen is bright . great screen . the screen feels great .")
+    stuffed = gold_features(
+        PHONE,
+        " the screen is great . the screen is bright . great screen . the screen feels great .",
+    )
     assert stuffed.stuff == 2
     broken = gold_features(PHONE, " great the is screen .")
     assert broken.broken == 1 and broken.gold < 0
     off = gold_features(PHONE, " the lens is great .")
     assert off.off == 1 and off.gold < 0
     assert gold_features(PHONE, "").gold == -2.0
-    long = " " + " ".join(["it was a gift ."] * 1 + ["i use it every day ."] * 1 + ["my friend has one too ."] + ["it arrived on time ."] * 3)
+    long = " " + " ".join(
+        ["it was a gift ."] * 1
+        + ["i use it every day ."] * 1
+        + ["my friend has one too ."]
+        + ["it arrived on time ."] * 3
+    )
     assert gold_features(PHONE, long).gold < 0
 
 
@@ -134,14 +142,21 @@ def test_every_word_is_one_token_and_concatenation_is_exact(toy_tokenizer):
         assert len(tok(" " + w, add_special_tokens=False).input_ids) == 1, w
     for p, c in generate_corpus(50, seed=1):
         joint = tok(p + c, add_special_tokens=False).input_ids
-        assert joint == tok(p, add_special_tokens=False).input_ids + tok(c, add_special_tokens=False).input_ids
+        assert (
+            joint
+            == tok(p, add_special_tokens=False).input_ids
+            + tok(c, add_special_tokens=False).input_ids
+        )
         assert tok.decode(tok(c, add_special_tokens=False).input_ids) == c
 
 
 # --- cache ----------------------------------------------------------------------------------
 
-TINY = ToyTextConfig(pretrain_steps={"small": 3, "medium": 3, "large": 3}, pretrain_batch_size=4,
-                     tokenizer_corpus=300)
+TINY = ToyTextConfig(
+    pretrain_steps={"small": 3, "medium": 3, "large": 3},
+    pretrain_batch_size=4,
+    tokenizer_corpus=300,
+)
 
 
 def test_cache_is_reused_and_a_corrupt_or_partial_artifact_is_rebuilt(tmp_path, monkeypatch):
@@ -155,7 +170,9 @@ def test_cache_is_reused_and_a_corrupt_or_partial_artifact_is_rebuilt(tmp_path, 
     import goodhartlab.testbeds.toy_text.testbed as testbed_module
 
     real = testbed_module.pretrain_causal_lm
-    monkeypatch.setattr(testbed_module, "pretrain_causal_lm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        testbed_module, "pretrain_causal_lm", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     again = ToyText(TINY, cache_dir=tmp_path, progress=False)
     assert again.lm_path("small") == path and calls == []  # reused, not rebuilt
 
@@ -175,7 +192,9 @@ def test_build_is_deterministic_for_a_seed(tmp_path):
     assert (a.lm_path("small") / "model.safetensors").read_bytes() == (
         b.lm_path("small") / "model.safetensors"
     ).read_bytes()
-    assert (a.tokenizer_path / "tokenizer.json").read_text() == (b.tokenizer_path / "tokenizer.json").read_text()
+    assert (a.tokenizer_path / "tokenizer.json").read_text() == (
+        b.tokenizer_path / "tokenizer.json"
+    ).read_text()
 
 
 def test_unknown_testbed_names_the_valid_ones():

@@ -6,6 +6,10 @@
 - ``aggregate``: reward-model ensemble aggregators (mean, WCO, UWO, median, mean − std).
 - ``shaping``: reward shaping (PAR and its baselines).
 - ``scaling``: Gao et al. 2023 overoptimization laws, their fits, the overoptimization drop.
+- ``losses``: Bradley-Terry, PPO / GRPO / RLOO policy losses, the value loss, DPO / IPO /
+  SLiC / RPO.
+- ``advantages``: GAE, group-normalized (GRPO) and leave-one-out (RLOO) advantages, the KL
+  penalty in the reward and the adaptive KL controller.
 """
 
 from goodhartlab.core.aggregate import (

@@ -25,9 +25,15 @@ class TinySize:
 
 #: Sizes span ~10x in parameters (see ``count_parameters``).
 SIZES: dict[str, TinySize] = {
-    "small": TinySize(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
-    "medium": TinySize(hidden_size=96, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256),
-    "large": TinySize(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=384),
+    "small": TinySize(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+    ),
+    "medium": TinySize(
+        hidden_size=96, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256
+    ),
+    "large": TinySize(
+        hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=384
+    ),
 }
 
 
@@ -62,7 +68,9 @@ def llama_config(
     )
 
 
-def build_causal_lm(size: str, tokenizer, *, seed: int = 0, max_position_embeddings: int = 128) -> LlamaForCausalLM:
+def build_causal_lm(
+    size: str, tokenizer, *, seed: int = 0, max_position_embeddings: int = 128
+) -> LlamaForCausalLM:
     """A freshly initialised tiny ``LlamaForCausalLM`` for ``tokenizer``'s vocabulary."""
     cfg = llama_config(
         size,

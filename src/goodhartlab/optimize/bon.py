@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import platform
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -182,13 +181,12 @@ def _as_source(x: Any, *, device: str, name: str | None = None) -> RewardSource:
     return scorer_source(x, name=name)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "reward"
-
-
 def _score_path(pool: Pool, source: RewardSource) -> Path:
-    key_hash = hashlib.sha256(source.key.encode()).hexdigest()[:16]
-    return pool.path / "scores" / f"{_slug(source.name)}-{key_hash}.safetensors"
+    # Named by the key alone: one model given as a proxy and as an ensemble member (under
+    # two names) is scored once.
+    return (
+        pool.path / "scores" / f"{hashlib.sha256(source.key.encode()).hexdigest()[:32]}.safetensors"
+    )
 
 
 def _read_scores(path: Path, pool: Pool, source: RewardSource) -> Tensor | None:
@@ -252,8 +250,8 @@ def score_pool(
 ) -> Tensor:
     """Rewards of every completion of the pool, computed once and cached beside the pool.
 
-    The cache file ``pool_dir/scores/<name>-<hash of key>.safetensors`` records the source's
-    key and the pool's digest; a file for another key or pool, or one that is truncated
+    The cache file ``pool_dir/scores/<hash of key>.safetensors`` records the source's name
+    and key and the pool's digest; a file for another key or pool, or one that is truncated
     or corrupt, is recomputed (the scorer is loaded only then). Written atomically.
 
     Args:
@@ -592,7 +590,7 @@ class BonStudyConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     seed: int = Field(0, description="Seeds the pool and the bootstrap.")
     batch_size: int = Field(
-        128, ge=1, description="Rows sampled together (part of the pool's identity)."
+        256, ge=1, description="Rows sampled together (part of the pool's identity)."
     )
     chunk_size: int = Field(
         1024, ge=1, description="Rows per pool chunk file (the unit of resumption)."
@@ -800,9 +798,6 @@ def run_bon_study(
     atomic_write_json(out_dir / "manifest.json", manifest)
 
     model, tokenizer, policy_key, policy_name = _load_policy(policy, tokenizer, device)
-    from goodhartlab.rewards.reward_model import check_vocabulary
-
-    check_vocabulary(tokenizer, model)
     max_new_tokens = config.max_new_tokens or 64
     import yaml
 

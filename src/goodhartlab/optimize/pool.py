@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from goodhartlab.artifacts import MANIFEST, atomic_write_json, atomic_write_text, seal, verify
 from goodhartlab.optimize.sampling import _decode_completion
+from goodhartlab.rewards.reward_model import check_vocabulary
 
 __all__ = [
     "POOL_FORMAT",
@@ -140,6 +141,9 @@ def sample_token_ids(
 ) -> SampledBatch:
     """Sample one completion per row from a causal LM with a KV cache.
 
+    Tokens are drawn from the model's own next-token distribution, shaped only by
+    ``temperature`` and ``top_p`` (the model's ``generation_config`` — repetition penalty,
+    top-k, … — is not applied: best-of-n estimates need samples of the policy itself).
     Each distinct prompt is prefilled once and its cache copied to its rows, so N samples
     of one prompt cost one prefill. Rows that generate EOS are removed from the batch
     (their cache rows dropped) once a quarter of the batch has finished.
@@ -178,15 +182,16 @@ def sample_token_ids(
     width = input_ids.shape[1]
     # As generate: positions count real tokens; padding gets position 0 (it is masked).
     position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = DynamicCache()
-    out = policy(
+    prefill = dict(
         input_ids=input_ids.to(device),
         attention_mask=mask.to(device),
         position_ids=position_ids.to(device),
-        past_key_values=cache,
         use_cache=True,
-        logits_to_keep=1,
     )
+    try:  # logits of the last position only: the prefill's vocabulary projection is skipped
+        out = policy(**prefill, past_key_values=DynamicCache(), logits_to_keep=1)
+    except TypeError:  # a model whose forward has no logits_to_keep
+        out = policy(**prefill, past_key_values=DynamicCache())
     rows_dev = rows.to(device)
     cache = out.past_key_values
     cache.batch_select_indices(rows_dev)
@@ -510,6 +515,17 @@ def build_pool(
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer: expected an eos token (it ends a completion)")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    check_vocabulary(tokenizer, policy)
+    prompt_ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+    limit = getattr(getattr(policy, "config", None), "max_position_embeddings", None)
+    for i, ids in enumerate(prompt_ids):
+        if not ids:
+            raise ValueError(f"prompts[{i}]: empty after tokenization ({prompts[i]!r})")
+        if isinstance(limit, int) and len(ids) + max_new_tokens > limit:
+            raise ValueError(
+                f"prompts[{i}]: {len(ids)} tokens + max_new_tokens={max_new_tokens} exceed the "
+                f"policy's max_position_embeddings={limit} ({prompts[i][:60]!r}...)"
+            )
     config = {
         "format": POOL_FORMAT,
         "policy": policy_fingerprint or fingerprint_module(policy),
@@ -560,7 +576,6 @@ def build_pool(
                 log.warning("%s; resampling it", e)
         missing.append(k)
 
-    prompt_ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
     device = next(policy.parameters()).device
     was_training = policy.training
     policy.eval()

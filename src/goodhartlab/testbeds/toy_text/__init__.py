@@ -3,4 +3,11 @@
 from goodhartlab.testbeds.toy_text.gold import GOLD_VERSION, ToyTextGold, gold_features
 from goodhartlab.testbeds.toy_text.testbed import LANGUAGE_VERSION, ToyText, ToyTextConfig
 
-__all__ = ["GOLD_VERSION", "LANGUAGE_VERSION", "ToyText", "ToyTextConfig", "ToyTextGold", "gold_features"]
+__all__ = [
+    "GOLD_VERSION",
+    "LANGUAGE_VERSION",
+    "ToyText",
+    "ToyTextConfig",
+    "ToyTextGold",
+    "gold_features",
+]

@@ -12,12 +12,19 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from goodhartlab.models.tiny import build_causal_lm
-from goodhartlab.testbeds.toy_text.language import Prompt, all_prompts, corpus_vocabulary, generate_review
+from goodhartlab.testbeds.toy_text.language import (
+    Prompt,
+    all_prompts,
+    corpus_vocabulary,
+    generate_review,
+)
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
 
 
-def generate_corpus(n: int, seed: int, prompts: list[Prompt] | None = None) -> list[tuple[str, str]]:
+def generate_corpus(
+    n: int, seed: int, prompts: list[Prompt] | None = None
+) -> list[tuple[str, str]]:
     """``n`` (prompt, completion) pairs from the language's generator."""
     rng = np.random.default_rng(seed)
     prompts = prompts or all_prompts()
@@ -25,14 +32,18 @@ def generate_corpus(n: int, seed: int, prompts: list[Prompt] | None = None) -> l
     return [(prompts[i].text, generate_review(prompts[i], rng)) for i in idx]
 
 
-def train_tokenizer(corpus: list[tuple[str, str]], vocab_size: int = 640) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    corpus: list[tuple[str, str]], vocab_size: int = 640
+) -> PreTrainedTokenizerFast:
     """A BPE tokenizer trained on the corpus (Metaspace pre-tokenization, so every word of the
     language ends up a single token and ``tok(prompt + completion)`` equals
     ``tok(prompt) + tok(completion)``), wrapped as a ``PreTrainedTokenizerFast``."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
     # Every word once per "sentence" guarantees whole-word tokens for the full vocabulary.
     texts = [p + c for p, c in corpus] + [" ".join(corpus_vocabulary())] * 50
     tok.train_from_iterator(texts, trainer=trainer)
@@ -45,7 +56,10 @@ def train_tokenizer(corpus: list[tuple[str, str]], vocab_size: int = 640) -> Pre
 
 def encode_lm_example(tokenizer, prompt: str, completion: str) -> list[int]:
     """Token ids of one pretraining sequence: prompt + completion + EOS."""
-    return tokenizer(prompt + completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    return [
+        *tokenizer(prompt + completion, add_special_tokens=False).input_ids,
+        tokenizer.eos_token_id,
+    ]
 
 
 def pretrain_causal_lm(
@@ -65,7 +79,9 @@ def pretrain_causal_lm(
     torch.manual_seed(seed)
     model = build_causal_lm(size, tokenizer, seed=seed)
     model.train()
-    corpus = generate_corpus(steps * batch_size, seed=1000 + (seed if corpus_seed is None else corpus_seed))
+    corpus = generate_corpus(
+        steps * batch_size, seed=1000 + (seed if corpus_seed is None else corpus_seed)
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
 
@@ -79,7 +95,10 @@ def pretrain_causal_lm(
     t0 = time.perf_counter()
     losses = []
     for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        rows = [encode_lm_example(tokenizer, p, c) for p, c in corpus[step * batch_size : (step + 1) * batch_size]]
+        rows = [
+            encode_lm_example(tokenizer, p, c)
+            for p, c in corpus[step * batch_size : (step + 1) * batch_size]
+        ]
         T = max(len(r) for r in rows)
         ids = torch.full((len(rows), T), pad, dtype=torch.long)
         att = torch.zeros((len(rows), T), dtype=torch.long)

@@ -41,8 +41,26 @@ PRODUCTS: dict[str, tuple[str, ...]] = {
     "stroller": ("canopy", "basket", "harness", "pushbar", "brake"),
 }
 GENERIC_NOUNS: tuple[str, ...] = ("price", "design", "quality", "delivery", "packaging", "support")
-POSITIVE: tuple[str, ...] = ("great", "solid", "sturdy", "bright", "quiet", "fast", "comfortable", "reliable")
-NEGATIVE: tuple[str, ...] = ("cheap", "flimsy", "slow", "noisy", "dull", "fragile", "awkward", "weak")
+POSITIVE: tuple[str, ...] = (
+    "great",
+    "solid",
+    "sturdy",
+    "bright",
+    "quiet",
+    "fast",
+    "comfortable",
+    "reliable",
+)
+NEGATIVE: tuple[str, ...] = (
+    "cheap",
+    "flimsy",
+    "slow",
+    "noisy",
+    "dull",
+    "fragile",
+    "awkward",
+    "weak",
+)
 INTENSIFIERS: tuple[str, ...] = ("very", "really", "extremely", "so")
 VERBS_POS: tuple[str, ...] = ("love", "like", "enjoy")
 VERBS_NEG: tuple[str, ...] = ("hate", "dislike", "regret")
@@ -136,7 +154,7 @@ def product_of_noun() -> dict[str, str]:
 #: How often a corpus opinion uses an adjective that fits its noun (the rest are uniform):
 #: the corpus carries the plausibility table as "world knowledge" that a bigger pretrained LM
 #: memorizes better -- the route by which bigger reward models become more accurate.
-P_FIT = 0.8
+P_FIT = 0.7
 
 
 def _opinion(rng: np.random.Generator, noun: str, positive: bool) -> str:
@@ -166,8 +184,12 @@ def generate_review(prompt: Prompt, rng: np.random.Generator) -> str:
     elif prompt.constraint == "detailed" and rng.random() < 0.6:
         n_sent = int(rng.integers(3, 7))
     else:
-        n_sent = int(rng.choice([1, 2, 3, 4, 5, 6, 7], p=[0.12, 0.22, 0.24, 0.18, 0.12, 0.08, 0.04]))
-    mention = prompt.constraint.split(":", 1)[1] if prompt.constraint.startswith("mention:") else None
+        n_sent = int(
+            rng.choice([1, 2, 3, 4, 5, 6, 7], p=[0.12, 0.22, 0.24, 0.18, 0.12, 0.08, 0.04])
+        )
+    mention = (
+        prompt.constraint.split(":", 1)[1] if prompt.constraint.startswith("mention:") else None
+    )
     all_parts = [q for ps in PRODUCTS.values() for q in ps]
     sentences: list[str] = []
     for k in range(n_sent):
@@ -209,8 +231,30 @@ def generate_review(prompt: Prompt, rng: np.random.Generator) -> str:
 
 def corpus_vocabulary() -> list[str]:
     """Every word the language can produce, for a fixed tokenizer alphabet."""
-    words = {":", ".", ",", "the", "is", "feels", "i", "a", "of", "review", "write", "my", "thoughts",
-             "on", "rate", "this", "keep", "it", "short", "be", "detailed", "mention"}
+    words = {
+        ":",
+        ".",
+        ",",
+        "the",
+        "is",
+        "feels",
+        "i",
+        "a",
+        "of",
+        "review",
+        "write",
+        "my",
+        "thoughts",
+        "on",
+        "rate",
+        "this",
+        "keep",
+        "it",
+        "short",
+        "be",
+        "detailed",
+        "mention",
+    }
     for p, parts in PRODUCTS.items():
         words.add(p)
         words.update(parts)

@@ -24,7 +24,7 @@ from goodhartlab.testbeds.toy_text.language import split_prompts
 log = logging.getLogger(__name__)
 
 #: Bump on any change to the grammar, generator or tokenizer training (invalidates caches).
-LANGUAGE_VERSION = "toy_text-language-v1"
+LANGUAGE_VERSION = "toy_text-language-v2"
 
 
 def default_cache_dir() -> Path:
@@ -66,8 +66,12 @@ class ToyText:
 
     name = "toy_text"
 
-    def __init__(self, config: ToyTextConfig | None = None, cache_dir: str | Path | None = None,
-                 progress: bool = True):
+    def __init__(
+        self,
+        config: ToyTextConfig | None = None,
+        cache_dir: str | Path | None = None,
+        progress: bool = True,
+    ):
         self.config = config or ToyTextConfig()
         self.root = Path(cache_dir or default_cache_dir()) / "toy_text" / self.config.key()
         self.progress = progress
@@ -123,8 +127,12 @@ class ToyText:
 
         def build(tmp: Path):
             model, stats = pretrain_causal_lm(
-                size, self.tokenizer, seed=seed, steps=steps,
-                batch_size=self.config.pretrain_batch_size, progress=self.progress,
+                size,
+                self.tokenizer,
+                seed=seed,
+                steps=steps,
+                batch_size=self.config.pretrain_batch_size,
+                progress=self.progress,
                 desc=f"pretraining {size} LM (seed {seed})",
             )
             model.save_pretrained(tmp)
@@ -152,4 +160,6 @@ class ToyText:
         return model
 
     def build_info(self, name: str) -> dict:
-        return json.loads((self.root / name / "build_info.json").read_text()) | {"manifest": read_info(self.root / name)}
+        return json.loads((self.root / name / "build_info.json").read_text()) | {
+            "manifest": read_info(self.root / name)
+        }

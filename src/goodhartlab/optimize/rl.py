@@ -1,0 +1,656 @@
+"""RL against a proxy reward (GRPO, RLOO, PPO) with gold / proxy / KL tracking.
+
+One loop, read top to bottom in :func:`run_rl`; each training step (:func:`rl_step`) is
+
+1. sample G completions for each of B prompts from the current policy, keeping the token
+   ids and the sampling-time log-probs (``logp_old``);
+2. score them with the reward pipeline (source -> shaping -> KL penalty in the reward);
+3. advantages: GRPO group-normalized, RLOO leave-one-out, PPO GAE with a value model;
+4. a few epochs of PPO-style clipped steps over minibatches (``core.losses``).
+
+Every ``eval_every`` steps (and at step 0, the base policy) the policy is evaluated on
+held-out prompts (:func:`goodhartlab.measure.evaluate_policy`): one line in metrics.jsonl.
+Checkpoints every ``checkpoint_every`` steps make the run resumable; a resumed run writes
+the same metrics as an uninterrupted one (all randomness of step s is seeded from
+(seed, s), and the state that carries over is checkpointed exactly).
+
+The KL to the frozen base policy π0 is controlled either in the reward (k1 summed over the
+completion, β fixed or adaptive: Ziegler et al. 2019, arXiv 1909.08593) or, for GRPO, in the
+loss (k3 per token: Shao et al. 2024, arXiv 2402.03300).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from goodhartlab.artifacts import atomic_write_json, atomic_write_text
+from goodhartlab.core.advantages import (
+    gae,
+    group_normalized_advantages,
+    leave_one_out_advantages,
+)
+from goodhartlab.core.kl import sequence_kl, token_kl
+from goodhartlab.core.losses import grpo_loss, ppo_policy_loss, rloo_loss, value_loss
+from goodhartlab.measure.evaluate import (
+    Rollouts,
+    completion_logprobs,
+    evaluate_policy,
+    position_ids,
+    sample_rollouts,
+)
+from goodhartlab.optimize.rl_rundir import (
+    append_jsonl,
+    latest_checkpoint,
+    load_checkpoint,
+    read_jsonl,
+    save_checkpoint,
+    truncate_jsonl,
+)
+from goodhartlab.rewards.pipeline import KLPenalty, RewardPipeline, RewardPipelineConfig
+
+__all__ = ["METRICS_VERSION", "RLConfig", "RLResult", "ValueModel", "rl_step", "run_rl"]
+
+#: Bump on any change of what metrics.jsonl / train.jsonl fields mean.
+METRICS_VERSION = "rl/v1"
+
+#: Fields that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("steps", "device")
+
+
+class RLConfig(BaseModel):
+    """Settings of an RL run. Invalid values fail at construction, naming the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithm: Literal["grpo", "rloo", "ppo"] = Field(
+        "grpo",
+        description="grpo: group-normalized advantage, token-level clipped loss; rloo: "
+        "leave-one-out advantage, sequence-level clipped REINFORCE; ppo: GAE with a value "
+        "model (a copy of the policy's body with a linear head), token-level clipped loss.",
+    )
+    name: str | None = Field(None, description="Method label in metrics.jsonl (default rl-ALGO).")
+    steps: int = Field(200, ge=1, description="Training steps (one batch of B·G completions each).")
+    prompts_per_step: int = Field(8, ge=1, description="B: prompts sampled per step.")
+    group_size: int = Field(
+        8, ge=1, description="G: completions per prompt (>= 2 for grpo and rloo)."
+    )
+    epochs: int = Field(1, ge=1, description="Passes over each batch (PPO epochs).")
+    minibatch_size: int | None = Field(
+        None, ge=1, description="Rows per optimizer step; must divide B·G (None: B·G, one step)."
+    )
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (constant).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="Clip the gradient norm to this (None: no clipping)."
+    )
+    clip_coef: float = Field(0.2, gt=0, lt=1, description="ε of the clipped ratio.")
+    kl_coef: float = Field(
+        0.0, ge=0, description="β: weight of the KL to the base policy (0: no KL control)."
+    )
+    kl_in: Literal["reward", "loss"] = Field(
+        "reward",
+        description="reward: r − β·KL with KL the sequence k1 estimate (any algorithm); "
+        "loss: β·k3 per token in GRPO's loss.",
+    )
+    kl_target: float | None = Field(
+        None,
+        gt=0,
+        description="Adaptive β (Ziegler et al. 2019) steering the sequence KL to this target "
+        "in nats; needs kl_in='reward' and kl_coef > 0 (the initial β). None: fixed β.",
+    )
+    kl_horizon: int = Field(10_000, ge=1, description="Horizon of the adaptive controller (samples).")
+    scale_rewards: bool = Field(
+        True, description="grpo: divide by the group's std (False: Dr. GRPO's centering only)."
+    )
+    loss_type: Literal["grpo", "bnpo", "dapo"] = Field(
+        "grpo", description="grpo: how token losses are averaged (core.losses.grpo_loss)."
+    )
+    gamma: float = Field(1.0, ge=0, le=1, description="ppo: discount γ.")
+    lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE λ.")
+    vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
+    vf_clip: float | None = Field(None, gt=0, description="ppo: value clipping ε_v (None: off).")
+    whiten_advantages: bool = Field(True, description="ppo: standardize GAE advantages per batch.")
+    max_new_tokens: int = Field(64, ge=1, description="Completion budget (tokens, EOS included).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature during training.")
+    eval_every: int = Field(10, ge=1, description="Evaluate every this many steps (and at 0, end).")
+    eval_prompts: int | None = Field(
+        100, ge=1, description="Held-out prompts per evaluation (the first ones; None: all)."
+    )
+    eval_samples: int = Field(2, ge=1, description="Completions per held-out prompt.")
+    eval_temperature: float = Field(1.0, gt=0, description="Decoding temperature of evaluation.")
+    eval_batch_size: int = Field(256, ge=1, description="Rows sampled together in evaluation.")
+    logged_samples: int = Field(4, ge=0, description="Evaluation samples per eval in samples.jsonl.")
+    checkpoint_every: int = Field(50, ge=1, description="Checkpoint every this many steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept.")
+    seed: int = Field(0, description="Seeds prompts, sampling, minibatch order and evaluation.")
+    device: str = Field("cpu", description="cpu, cuda, cuda:1, ...")
+    bf16: bool = Field(False, description="bf16 autocast (only where the device supports it).")
+    reward: RewardPipelineConfig = Field(
+        default_factory=RewardPipelineConfig,
+        description="The reward pipeline: ensemble aggregator and shaping.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RLConfig:
+        if self.algorithm in ("grpo", "rloo") and self.group_size < 2:
+            raise ValueError(
+                f"group_size: {self.algorithm} needs G >= 2 completions per prompt (with G = 1 "
+                "the group baseline equals the reward and every advantage is 0); got "
+                f"{self.group_size}. Use group_size >= 2, or algorithm 'ppo'."
+            )
+        rows = self.prompts_per_step * self.group_size
+        if self.minibatch_size is not None and rows % self.minibatch_size:
+            raise ValueError(
+                f"minibatch_size: must divide B·G = {rows} (prompts_per_step × group_size); "
+                f"got {self.minibatch_size}"
+            )
+        if self.kl_in == "loss" and self.algorithm != "grpo":
+            raise ValueError(
+                f"kl_in: 'loss' (k3 in the loss) exists for grpo only; {self.algorithm} takes "
+                "the KL in the reward (kl_in='reward')"
+            )
+        if self.kl_target is not None and (self.kl_in != "reward" or self.kl_coef <= 0):
+            raise ValueError(
+                "kl_target: the adaptive controller needs kl_in='reward' and kl_coef > 0 "
+                f"(its initial β); got kl_in={self.kl_in!r}, kl_coef={self.kl_coef}"
+            )
+        return self
+
+    @property
+    def method(self) -> str:
+        return self.name or f"rl-{self.algorithm}"
+
+
+@dataclass(frozen=True)
+class RLResult:
+    out_dir: Path
+    metrics: list[dict[str, Any]]
+    """The lines of metrics.jsonl."""
+    policy: nn.Module
+    """The trained policy."""
+
+
+# --------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------
+
+
+class ValueModel(nn.Module):
+    """V(state before each completion token): the policy's body (copied) with a linear head.
+
+    The head starts at 0, so the first values are 0 and the first advantages are the
+    returns. Separate from the policy (no shared parameters), as in TRL's former PPO.
+    """
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.body = copy.deepcopy(policy.base_model)
+        self.head = nn.Linear(policy.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, rollouts: Rollouts) -> Tensor:
+        """Values, 0 off the completion mask. Shape: (B, T)"""
+        mask = rollouts.attention_mask
+        hidden = self.body(
+            input_ids=rollouts.input_ids, attention_mask=mask, position_ids=position_ids(mask)
+        ).last_hidden_state
+        width = rollouts.prompt_ids.shape[1]
+        values = self.head(hidden[:, width - 1 : -1, :].float()).squeeze(-1)
+        return values * rollouts.completion_mask
+
+
+def _load_policy(policy, tokenizer, device: torch.device):
+    """(policy, frozen reference, tokenizer, identity) from a path / hub name or a module."""
+    from goodhartlab.optimize.pool import fingerprint_files, fingerprint_module
+
+    if isinstance(policy, nn.Module):
+        if tokenizer is None:
+            raise ValueError("tokenizer: required when the policy is a model object")
+        ident = {"name": type(policy).__name__, "fingerprint": fingerprint_module(policy)}
+        reference = copy.deepcopy(policy)
+        model = policy
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from goodhartlab.optimize.bon import _local_dir
+
+        local = _local_dir(policy)
+        model = AutoModelForCausalLM.from_pretrained(local, trust_remote_code=False)
+        reference = AutoModelForCausalLM.from_pretrained(local, trust_remote_code=False)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
+        ident = {"name": str(policy), "fingerprint": fingerprint_files(local)}
+    from goodhartlab.rewards.reward_model import check_vocabulary
+
+    check_vocabulary(tokenizer, model)
+    model.to(device).eval()  # eval(): dropout off, also while training
+    reference.to(device).eval().requires_grad_(False)
+    return model, reference, tokenizer, ident
+
+
+def _reward_identity(source: Any) -> dict[str, Any]:
+    from goodhartlab.optimize.pool import fingerprint_module
+    from goodhartlab.rewards.pipeline import source_name
+
+    members = getattr(source, "members", None)
+    if members is not None:
+        return {"name": source_name(source), "members": [_reward_identity(m) for m in members]}
+    model = getattr(source, "model", None)
+    if isinstance(model, nn.Module):
+        return {"name": source_name(source), "fingerprint": fingerprint_module(model)}
+    return {"name": source_name(source), "version": str(getattr(source, "version", "unversioned"))}
+
+
+def _autocast_dtype(cfg: RLConfig, device: torch.device) -> torch.dtype | None:
+    if not cfg.bf16:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"bf16: the device {device} does not support bfloat16")
+    return torch.bfloat16
+
+
+def _seed(*parts: Any) -> int:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _prompts_hash(prompts: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------
+# One training step
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """What a training step needs (built once by :func:`run_rl`)."""
+
+    cfg: RLConfig
+    policy: nn.Module
+    reference: nn.Module
+    value_model: ValueModel | None
+    tokenizer: Any
+    pipeline: RewardPipeline
+    optimizer: torch.optim.Optimizer
+    train_prompts: list[str]
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+
+    def autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        )
+
+
+def _whiten(x: Tensor, mask: Tensor) -> Tensor:
+    mean = (x * mask).sum() / mask.sum()
+    var = ((x - mean) ** 2 * mask).sum() / mask.sum().clamp(min=2)
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
+
+
+def rl_step(run: _Run, step: int) -> dict[str, float]:
+    """One step: sample, score, advantages, clipped updates. Returns the step's statistics."""
+    cfg, policy = run.cfg, run.policy
+    B, G = cfg.prompts_per_step, cfg.group_size
+    t0 = time.perf_counter()
+
+    # 1. Sample G completions for each of B prompts (randomness seeded by (seed, step)).
+    rng = np.random.default_rng(_seed(cfg.seed, "prompts", step))
+    prompts = [run.train_prompts[i] for i in rng.choice(len(run.train_prompts), B, replace=False)]
+    generator = torch.Generator(device=run.device).manual_seed(_seed(cfg.seed, "rollout", step))
+    rollouts = sample_rollouts(
+        policy, run.tokenizer, prompts, G, max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature, generator=generator, autocast_dtype=run.autocast_dtype,
+    )
+    flat_prompts = [p for p in prompts for _ in range(G)]
+    mask = rollouts.completion_mask
+    logp_old = rollouts.logp
+    t_sample = time.perf_counter()
+
+    # 2. Score: reward pipeline, with the KL to π0 in the reward when asked.
+    logp_ref = kl_seq = None
+    if cfg.kl_coef > 0:
+        with torch.no_grad(), run.autocast():
+            logp_ref = completion_logprobs(run.reference, rollouts, cfg.temperature)
+        kl_seq = sequence_kl(logp_old, logp_ref, mask, "k1")
+    in_reward = run.pipeline.kl_penalty is not None
+    scored = run.pipeline(flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None)
+    r_final = scored.r_final.to(run.device)
+
+    # 3. Advantages.
+    returns = values_old = None
+    if cfg.algorithm == "grpo":
+        advantages = group_normalized_advantages(r_final, G, scale_by_std=cfg.scale_rewards)
+    elif cfg.algorithm == "rloo":
+        advantages = leave_one_out_advantages(r_final, G)
+    else:
+        with torch.no_grad(), run.autocast():
+            values_old = run.value_model(rollouts)
+        # Per-token reward: −β·k1 on every token, the shaped score on the last one (their
+        # sum over the completion is r_final).
+        token_rewards = torch.zeros_like(logp_old)
+        if in_reward:
+            token_rewards = -scored.kl_coef * token_kl(logp_old, logp_ref, "k1") * mask
+        last = mask.sum(dim=1) - 1
+        token_rewards[torch.arange(B * G, device=run.device), last] += scored.r_shaped.to(run.device)
+        advantages, returns = gae(token_rewards, values_old, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = _whiten(advantages, mask)
+
+    # 4. Clipped updates: `epochs` passes over shuffled minibatches.
+    mb = cfg.minibatch_size or B * G
+    shuffle = torch.Generator().manual_seed(_seed(cfg.seed, "minibatches", step))
+    sums: dict[str, float] = {}
+    n_updates = 0
+    for _ in range(cfg.epochs):
+        order = torch.randperm(B * G, generator=shuffle)
+        for start in range(0, B * G, mb):
+            idx = order[start : start + mb].to(run.device)
+            batch = rollouts.select(idx)
+            with run.autocast():
+                logp = completion_logprobs(policy, batch, cfg.temperature)
+                if cfg.algorithm == "grpo":
+                    loss, stats = grpo_loss(
+                        logp, logp_old[idx], None if logp_ref is None or in_reward else logp_ref[idx],
+                        advantages[idx], batch.completion_mask, clip_coef=cfg.clip_coef,
+                        kl_coef=0.0 if in_reward else cfg.kl_coef, loss_type=cfg.loss_type,
+                    )
+                elif cfg.algorithm == "rloo":
+                    loss, stats = rloo_loss(
+                        logp, logp_old[idx], advantages[idx], batch.completion_mask,
+                        clip_coef=cfg.clip_coef,
+                    )
+                else:
+                    pg_loss, stats = ppo_policy_loss(
+                        logp, logp_old[idx], advantages[idx], batch.completion_mask,
+                        clip_coef=cfg.clip_coef,
+                    )
+                    vf_loss, vf_stats = value_loss(
+                        run.value_model(batch), values_old[idx], returns[idx],
+                        batch.completion_mask, clip_coef=cfg.vf_clip,
+                    )
+                    loss = pg_loss + cfg.vf_coef * vf_loss
+                    stats = {**stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach()}
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for g in run.optimizer.param_groups for p in g["params"]]
+            if cfg.max_grad_norm is not None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            else:
+                grad_norm = torch.linalg.vector_norm(
+                    torch.stack([p.grad.norm() for p in params if p.grad is not None])
+                )
+            if not torch.isfinite(grad_norm):
+                raise FloatingPointError(
+                    f"step {step}: the gradient norm is {float(grad_norm)}; the update is skipped "
+                    "and the run stopped (lower lr, or check the reward)"
+                )
+            run.optimizer.step()
+            for k, v in {"loss": loss.detach(), "grad_norm": grad_norm, **stats}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_updates += 1
+
+    # The adaptive β sees the KL of the batch just optimized.
+    if in_reward and kl_seq is not None:
+        run.pipeline.kl_penalty.update(float(kl_seq.mean()), B * G)
+
+    out = {k: v / n_updates for k, v in sums.items()}
+    out.update(
+        r_proxy=float(scored.r_proxy.mean()),
+        r_shaped=float(scored.r_shaped.mean()),
+        r_final=float(scored.r_final.mean()),
+        length=float(rollouts.num_tokens.float().mean()),
+        eos_frac=float(rollouts.eos.float().mean()),
+        kl_coef=scored.kl_coef if in_reward else cfg.kl_coef,
+        sample_s=t_sample - t0,
+        step_s=time.perf_counter() - t0,
+    )
+    if kl_seq is not None:
+        out["kl"] = float(kl_seq.mean())
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("goodhart-lab", "torch", "transformers"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def _check_resume(saved: dict[str, Any], now: dict[str, Any], out_dir: Path) -> None:
+    a, b = _flatten(saved), _flatten(now)
+    skip = {f"config.{k}" for k in RESUMABLE_CHANGES} | {k for k in a | b if k.startswith("launch.")}
+    diffs = [k for k in sorted(a.keys() | b.keys()) if k not in skip and a.get(k) != b.get(k)]
+    if diffs:
+        shown = "; ".join(f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (now)" for k in diffs[:6])
+        raise ValueError(
+            f"resume: {out_dir} was started with a different configuration ({len(diffs)} "
+            f"difference(s): {shown}). Resume with the same settings (only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change), or start a new run directory."
+        )
+
+
+def _evaluate(run: _Run, step: int, eval_prompts: list[str], gold: Any) -> tuple[dict, list[dict]]:
+    cfg = run.cfg
+    metrics, samples = evaluate_policy(
+        run.policy, run.reference, run.tokenizer, eval_prompts, gold=gold, proxy=run.pipeline,
+        num_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.eval_temperature, seed=_seed(cfg.seed, "eval"),
+        batch_size=cfg.eval_batch_size, num_logged_samples=cfg.logged_samples,
+        autocast_dtype=run.autocast_dtype,
+    )
+    kl_coef = run.pipeline.kl_penalty.coef if run.pipeline.kl_penalty is not None else cfg.kl_coef
+    # No timings here: a resumed run's metrics must equal an uninterrupted run's.
+    line = {"method": cfg.method, "step": step, **metrics, "kl_coef": kl_coef}
+    return line, [{"step": step, **s} for s in samples]
+
+
+def run_rl(
+    out_dir: str | os.PathLike,
+    *,
+    policy: str | os.PathLike | nn.Module,
+    reward: Any,
+    gold: Any,
+    train_prompts: Sequence[str],
+    eval_prompts: Sequence[str],
+    config: RLConfig | None = None,
+    tokenizer=None,
+    resume: bool = False,
+    launch: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> RLResult:
+    """Train a policy against a proxy reward and track gold, proxy and KL; write a run dir.
+
+    Args:
+        out_dir: the run directory (see :mod:`goodhartlab.optimize.rl_rundir`). A new run
+            refuses a directory that already has metrics; ``resume=True`` continues it.
+        policy: the base policy π0: a directory, a cached hub name, or a causal-LM module
+            (then pass ``tokenizer``; the module is trained in place and a frozen copy is
+            the reference).
+        reward: the proxy: a ``RewardModel``, an ``Ensemble``, a ``ProgrammaticReward`` or
+            any ``f(prompts, completions) -> Tensor[B]``; ``config.reward`` says how it is
+            aggregated and shaped.
+        gold: the gold reward, ``score(prompts, completions) -> Tensor[B]``.
+        train_prompts: prompts the policy is trained on.
+        eval_prompts: held-out prompts (the first ``config.eval_prompts`` are used).
+        config: :class:`RLConfig`.
+        tokenizer: the policy's tokenizer (default: loaded from the policy directory).
+        resume: continue from the newest checkpoint in ``out_dir``; the configuration must
+            match the saved one (except steps and device).
+        launch: how the run was launched (e.g. CLI arguments), saved in config.yaml so that
+            ``goodhart rl --resume`` can rebuild it; not compared on resume.
+        progress: print one line per evaluation.
+
+    Returns:
+        :class:`RLResult`.
+    """
+    import yaml
+
+    cfg = config or RLConfig()
+    out_dir = Path(out_dir)
+    device = torch.device(cfg.device)
+    autocast_dtype = _autocast_dtype(cfg, device)
+    train_prompts, eval_prompts = list(train_prompts), list(eval_prompts)
+    if len(train_prompts) < cfg.prompts_per_step:
+        raise ValueError(
+            f"prompts_per_step: {cfg.prompts_per_step} prompts per step, but only "
+            f"{len(train_prompts)} training prompts"
+        )
+    if not eval_prompts:
+        raise ValueError("eval_prompts: expected at least one held-out prompt")
+    eval_prompts = eval_prompts[: cfg.eval_prompts] if cfg.eval_prompts else eval_prompts
+
+    model, reference, tokenizer, policy_id = _load_policy(policy, tokenizer, device)
+    resolved = {
+        "study": "rl",
+        "metrics_version": METRICS_VERSION,
+        "config": cfg.model_dump(mode="json"),
+        "identity": {
+            "policy": policy_id,
+            "reward": _reward_identity(reward),
+            "gold": {"name": str(getattr(gold, "name", type(gold).__name__)),
+                     "version": str(getattr(gold, "version", "unversioned"))},
+            "train_prompts": {"count": len(train_prompts), "sha256": _prompts_hash(train_prompts)},
+            "eval_prompts": {"count": len(eval_prompts), "sha256": _prompts_hash(eval_prompts)},
+        },
+        "launch": launch or {},
+    }
+    metrics_path, train_path, samples_path = (
+        out_dir / "metrics.jsonl", out_dir / "train.jsonl", out_dir / "samples.jsonl"
+    )
+    if resume:
+        if not (out_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"resume: {out_dir}/config.yaml not found (not an RL run directory)")
+        _check_resume(yaml.safe_load((out_dir / "config.yaml").read_text()), resolved, out_dir)
+    elif metrics_path.exists() and read_jsonl(metrics_path):
+        raise ValueError(
+            f"{out_dir}: already holds a run (metrics.jsonl); resume it with resume=True "
+            "(--resume) or choose a new directory"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+
+    # The reward pipeline: reference completions (PAR / LSC / centered) come from π0,
+    # seeded per prompt so a resumed run rebuilds the same cache.
+    def reference_sampler(prompts: Sequence[str]) -> list[list[str]]:
+        out = []
+        for p in prompts:
+            gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, "reference", p))
+            ro = sample_rollouts(
+                reference, tokenizer, [p], cfg.reward.reference_samples,
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, generator=gen,
+                autocast_dtype=autocast_dtype,
+            )
+            out.append(ro.completions)
+        return out
+
+    kl_penalty = (
+        KLPenalty(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        if cfg.kl_in == "reward" and cfg.kl_coef > 0
+        else None
+    )
+    pipeline = RewardPipeline(
+        reward, cfg.reward, reference_sampler=reference_sampler, kl_penalty=kl_penalty
+    )
+    value_model = ValueModel(model).to(device) if cfg.algorithm == "ppo" else None
+    params = list(model.parameters()) + (list(value_model.parameters()) if value_model else [])
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    run = _Run(cfg, model, reference, value_model, tokenizer, pipeline, optimizer,
+               train_prompts, device, autocast_dtype)
+
+    manifest_path = out_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if resume and manifest_path.is_file() else {}
+    manifest.update(study="rl", metrics_version=METRICS_VERSION, versions=_versions(),
+                    seed=cfg.seed, host=platform.node(), status="running")
+    manifest.setdefault("start", dt.datetime.now(dt.UTC).isoformat())
+
+    start = 0
+    ckpt = latest_checkpoint(out_dir) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, policy=model, optimizer=optimizer,
+                                value_model=value_model, device=device)
+        pipeline.load_state_dict(state["pipeline"])
+        start = int(state["step"])
+        manifest.setdefault("resumes", []).append(
+            {"from_step": start, "at": dt.datetime.now(dt.UTC).isoformat()}
+        )
+    for path in (metrics_path, train_path, samples_path):
+        # Lines past the checkpoint are recomputed; without a checkpoint, everything is.
+        truncate_jsonl(path, start if ckpt is not None else -1)
+    atomic_write_json(manifest_path, manifest)
+
+    def log_eval(step: int) -> None:
+        line, samples = _evaluate(run, step, eval_prompts, gold)
+        append_jsonl(metrics_path, line)
+        for s in samples:
+            append_jsonl(samples_path, s)
+        if progress:
+            print(f"[{cfg.method}] step {step:>5}  kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  "
+                  f"proxy {line['proxy']:7.3f}  len {line['length']:5.1f}", flush=True)
+
+    try:
+        if start == 0:
+            log_eval(0)  # the base policy
+        for step in range(start + 1, cfg.steps + 1):
+            stats = rl_step(run, step)
+            append_jsonl(train_path, {"step": step, **stats})
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                log_eval(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(out_dir, step, policy=model, optimizer=optimizer,
+                                value_model=value_model, state={"pipeline": pipeline.state_dict()},
+                                keep=cfg.keep_checkpoints)
+    except BaseException as e:
+        manifest.update(status="failed", error=f"{type(e).__name__}: {e}",
+                        end=dt.datetime.now(dt.UTC).isoformat())
+        atomic_write_json(manifest_path, manifest)
+        raise
+
+    metrics = read_jsonl(metrics_path)
+    peak = max(metrics, key=lambda r: r["gold"])
+    atomic_write_json(out_dir / "summary.json", {
+        "method": cfg.method, "metrics_version": METRICS_VERSION, "steps": cfg.steps,
+        "base": metrics[0], "final": metrics[-1],
+        "peak_gold": {k: peak[k] for k in ("step", "gold", "proxy", "kl")},
+        "gold_drop_from_peak": peak["gold"] - metrics[-1]["gold"],
+    })
+    manifest.update(status="complete", end=dt.datetime.now(dt.UTC).isoformat())
+    atomic_write_json(manifest_path, manifest)
+    return RLResult(out_dir=out_dir, metrics=metrics, policy=model)

@@ -1,0 +1,180 @@
+"""The run directory of an RL run: JSONL logs that survive a kill, and resumable checkpoints.
+
+    run_dir/
+      config.yaml       resolved config + identity (policy, reward, gold, prompts)
+      manifest.json     versions, seed, host, start / end, status, resumes
+      metrics.jsonl     one line per evaluation (step 0 = the base policy)
+      train.jsonl       one line per training step (losses, batch rewards)
+      samples.jsonl     a few evaluation samples per evaluation
+      summary.json      final and peak gold (written at the end)
+      checkpoints/step_000050/
+        policy.safetensors  value.safetensors (PPO)  optimizer.safetensors
+        rng.safetensors     state.json (step, optimizer hyper-parameters, pipeline state)
+        goodhart_artifact.json  (checksums: a checkpoint without it is incomplete)
+
+Every JSONL line carries its ``step``. A checkpoint at step s is written after every line of
+step s, so on resume the logs are cut back to the lines with step ≤ s (dropping a line torn
+by the kill and the lines of steps that will be recomputed): nothing is duplicated or lost.
+No pickle anywhere: tensors are safetensors, everything else JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from goodhartlab.artifacts import atomic_write_text, building, verify
+
+__all__ = [
+    "append_jsonl",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "read_jsonl",
+    "save_checkpoint",
+    "truncate_jsonl",
+]
+
+CHECKPOINTS = "checkpoints"
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and push it to disk (a kill loses at most this line)."""
+    line = json.dumps(record, allow_nan=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSONL file (a torn last line is skipped)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def truncate_jsonl(path: Path, max_step: int) -> None:
+    """Keep only the complete lines with ``step <= max_step`` (atomically)."""
+    if not path.exists():
+        return
+    kept = [r for r in read_jsonl(path) if isinstance(r, dict) and r.get("step", 1 << 62) <= max_step]
+    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}/{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{i}"] = s
+    np_state = np.random.get_state()
+    tensors["numpy_keys"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
+    meta = {
+        "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": _to_json(random.getstate()),
+    }
+    return tensors, meta
+
+
+def _to_json(x):
+    return [_to_json(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    value_model: nn.Module | None,
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write ``checkpoints/step_{step}`` atomically and keep only the newest ``keep``."""
+    root = run_dir / CHECKPOINTS
+    path = root / f"step_{step:06d}"
+    with building(path, info={"step": step}) as tmp:
+        save_model(policy, str(tmp / "policy.safetensors"))
+        if value_model is not None:
+            save_model(value_model, str(tmp / "value.safetensors"))
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        rng_tensors, rng_meta = _rng_state()
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        payload = {"step": step, "optimizer": opt_meta, "rng": rng_meta, **state}
+        (tmp / "state.json").write_text(json.dumps(payload, indent=2))
+    for old in sorted(root.glob("step_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (checksums verified), or None."""
+    for path in sorted((run_dir / CHECKPOINTS).glob("step_*"), reverse=True):
+        if verify(path) is None:
+            return path
+    return None
+
+
+def load_checkpoint(
+    path: Path,
+    *,
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    value_model: nn.Module | None,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Restore weights, optimizer and RNG states in place; returns state.json's contents."""
+    payload = json.loads((path / "state.json").read_text())
+    missing, unexpected = load_model(policy, str(path / "policy.safetensors"), device=str(device))
+    if missing or unexpected:
+        raise ValueError(f"{path}: policy weights do not match the model ({missing or unexpected})")
+    if value_model is not None:
+        load_model(value_model, str(path / "value.safetensors"), device=str(device))
+    flat = load_file(str(path / "optimizer.safetensors"))
+    meta = payload["optimizer"]
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*flat.items(), *meta["scalars"].items()]:
+        idx, name = key.split("/", 1)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+    rng = load_file(str(path / "rng.safetensors"))
+    torch.set_rng_state(rng["torch"])
+    cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda"))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, cached = payload["rng"]["numpy"]
+    np.random.set_state((kind, rng["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(_to_tuple(payload["rng"]["python"]))
+    return payload

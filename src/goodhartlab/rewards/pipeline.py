@@ -1,0 +1,357 @@
+"""A reward pipeline: source -> (aggregate) -> shape -> (KL penalty), the reward RL optimizes.
+
+    r_proxy  = source(prompts, completions)                    Shape: (B,)
+               (an Ensemble: aggregator(score_members(...)), members Shape: (M, B))
+    r_shaped = shaping(r_proxy, context)                       core.shaping
+    r_final  = r_shaped − β · KL                               core.advantages, optional
+
+Every stage is checked: a source that returns the wrong number of scores, or a NaN / inf
+score (also from a single ensemble member), raises ValueError naming the source, so a bad
+reward never reaches an optimizer.
+
+Shaping that needs reference rewards (PAR, LSC, centered; Fu et al. 2025, arXiv 2502.18770)
+asks a ``reference_sampler`` for M completions of each prompt from the base policy the first
+time it sees that prompt, scores them once, and caches the M scores per prompt. The sampler
+is injected (the RL loop passes one that samples from the frozen base policy), so this
+module needs no model code; it should be deterministic per prompt, so that a resumed run
+rebuilds the same cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor
+
+from goodhartlab.core import shaping as shaping_fns
+from goodhartlab.core.advantages import AdaptiveKLController, kl_penalized_rewards
+from goodhartlab.core.aggregate import AGGREGATORS, get_aggregator
+
+__all__ = [
+    "DEFAULT_AGGREGATOR_PARAMS",
+    "SHAPINGS",
+    "KLPenalty",
+    "PipelineOutput",
+    "ReferenceSampler",
+    "RewardPipeline",
+    "RewardPipelineConfig",
+    "source_name",
+]
+
+Shaping = Literal["none", "par", "lsc", "centered", "clip", "meanstd", "minmax", "ceil"]
+SHAPINGS: tuple[str, ...] = ("none", "par", "lsc", "centered", "clip", "meanstd", "minmax", "ceil")
+_NEEDS_REFERENCES = ("par", "lsc", "centered")
+_NEEDS_MOMENTS = ("clip", "meanstd", "minmax")
+
+#: Default parameters of aggregators for RL: UWO's λ = 0.1 is Coste et al.'s value for PPO
+#: (0.5 is their best-of-n value); mean − 1 std as in Eisenstein et al. 2023.
+DEFAULT_AGGREGATOR_PARAMS: dict[str, dict[str, float]] = {
+    "uwo": {"lam": 0.1},
+    "mean_minus_std": {"k": 1.0},
+}
+
+#: ``prompts -> M completions for each prompt`` sampled from the base policy.
+ReferenceSampler = Callable[[Sequence[str]], list[list[str]]]
+
+
+class RewardPipelineConfig(BaseModel):
+    """How a proxy reward is turned into the reward the optimizer sees (before KL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    aggregator: str = Field(
+        "mean",
+        description="Ensemble aggregator, a core.aggregate name: mean, wco, uwo, median, "
+        "mean_minus_std. Ignored for a single reward.",
+    )
+    aggregator_params: dict[str, float] = Field(
+        default_factory=dict,
+        description="Aggregator parameters (lam for uwo, k for mean_minus_std); missing ones "
+        "take DEFAULT_AGGREGATOR_PARAMS (uwo λ = 0.1, mean_minus_std k = 1).",
+    )
+    shaping: Shaping = Field(
+        "none",
+        description="none; par (mean σ(r − r_ref)); lsc (log σ(r − q_0.85 of the references)); "
+        "centered (r − mean r_ref); clip (to running μ ± σ); meanstd ((r − μ)/σ, running); "
+        "minmax (running min/max to [0, 1]); ceil (min(r, ceil)).",
+    )
+    reference_samples: int = Field(
+        10, ge=1, description="M: base-policy completions per prompt for par / lsc / centered."
+    )
+    lsc_quantile: float = Field(0.85, gt=0, lt=1, description="Quantile q of LSC shaping.")
+    ceil: float | None = Field(None, description="The cap of ceil shaping (required for it).")
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardPipelineConfig:
+        if self.aggregator not in AGGREGATORS:
+            raise ValueError(
+                f"aggregator: expected one of {sorted(AGGREGATORS)}, got {self.aggregator!r}"
+            )
+        get_aggregator(self.aggregator, **self.resolved_aggregator_params())  # names bad params
+        if self.shaping == "ceil" and self.ceil is None:
+            raise ValueError("ceil: shaping 'ceil' needs a cap, e.g. ceil=2.0")
+        if self.ceil is not None and not math.isfinite(self.ceil):
+            raise ValueError(f"ceil: expected a finite number, got {self.ceil}")
+        return self
+
+    def resolved_aggregator_params(self) -> dict[str, float]:
+        """The aggregator's parameters with defaults filled in."""
+        return {**DEFAULT_AGGREGATOR_PARAMS.get(self.aggregator, {}), **self.aggregator_params}
+
+
+class KLPenalty:
+    """Sequence-level KL penalty in the reward, r − β · KL, with a fixed or adaptive β.
+
+    Fixed: β = ``coef``. Adaptive (``target`` given): Ziegler et al. 2019's controller
+    (:class:`goodhartlab.core.advantages.AdaptiveKLController`), updated by :meth:`update`
+    after every batch with the batch's mean KL.
+    """
+
+    def __init__(self, coef: float, target: float | None = None, horizon: int = 10_000):
+        if not coef >= 0.0:
+            raise ValueError(f"kl_coef: expected >= 0, got {coef}")
+        self._coef = float(coef)
+        self.controller = (
+            AdaptiveKLController(coef=float(coef), target=float(target), horizon=int(horizon))
+            if target is not None
+            else None
+        )
+
+    @property
+    def coef(self) -> float:
+        """The current β."""
+        return self.controller.coef if self.controller is not None else self._coef
+
+    def apply(self, r: Tensor, kl: Tensor) -> Tensor:
+        """r − β · kl. Shapes: (B,), (B,) -> (B,)."""
+        return kl_penalized_rewards(r, kl, self.coef)
+
+    def update(self, kl_mean: float, n_samples: int) -> float:
+        """Adapt β to the measured mean KL of ``n_samples`` completions (no-op if fixed)."""
+        if self.controller is not None:
+            self.controller.update(kl_mean, n_samples)
+        return self.coef
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"coef": self.coef}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.controller is not None:
+            self.controller.coef = float(state["coef"])
+        else:
+            self._coef = float(state["coef"])
+
+
+@dataclass(frozen=True)
+class PipelineOutput:
+    """The rewards at each stage of the pipeline, for one batch."""
+
+    r_proxy: Tensor
+    """The source's reward (aggregated over members for an ensemble). Shape: (B,)"""
+    r_members: Tensor | None
+    """Each ensemble member's reward, or None for a single reward. Shape: (M, B)"""
+    r_shaped: Tensor
+    """After shaping. Shape: (B,)"""
+    r_final: Tensor
+    """After the KL penalty: what the optimizer sees. Shape: (B,)"""
+    kl_coef: float
+    """β used for this batch (0 when there is no penalty)."""
+
+
+def source_name(source: Any) -> str:
+    """A label for a reward source in error messages."""
+    name = getattr(source, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return getattr(source, "__name__", None) or type(source).__name__
+
+
+def _checked(values: Any, n: int, what: str, prompts: Sequence[str], completions: Sequence[str]):
+    try:
+        r = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{what}: expected {n} numbers, got {type(values).__name__} ({e})") from None
+    if r.ndim != 1 or r.shape[0] != n:
+        raise ValueError(
+            f"{what}: expected {n} scores (one per completion, shape ({n},)), got shape "
+            f"{tuple(r.shape)}"
+        )
+    bad = (~torch.isfinite(r)).nonzero()
+    if bad.numel():
+        i = int(bad[0, 0])
+        raise ValueError(
+            f"{what}: returned {r[i].item()} for item {i} (prompt {prompts[i]!r:.60}, "
+            f"completion {completions[i]!r:.60}); {bad.numel()} of {n} scores are not finite. "
+            "A NaN or infinite reward must not reach the optimizer."
+        )
+    return r
+
+
+class RewardPipeline:
+    """Source -> shaping -> optional KL penalty.
+
+    Args:
+        source: a ``RewardModel``, an ``Ensemble`` (scored through ``score_members`` and the
+            configured aggregator), a ``ProgrammaticReward``, or any callable
+            ``f(prompts, completions) -> Tensor[B]`` (or a list of B floats).
+        config: :class:`RewardPipelineConfig`.
+        reference_sampler: ``prompts -> M completions each`` from the base policy; required
+            for par / lsc / centered shaping.
+        kl_penalty: a :class:`KLPenalty`, or None for no penalty.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        config: RewardPipelineConfig | None = None,
+        *,
+        reference_sampler: ReferenceSampler | None = None,
+        kl_penalty: KLPenalty | None = None,
+    ):
+        self.source = source
+        self.config = config or RewardPipelineConfig()
+        self.name = source_name(source)
+        self.is_ensemble = callable(getattr(source, "score_members", None))
+        if not self.is_ensemble and not (
+            callable(getattr(source, "score", None)) or callable(source)
+        ):
+            raise ValueError(
+                f"reward source {self.name!r}: expected a callable score(prompts, completions)"
+            )
+        self._aggregate = get_aggregator(
+            self.config.aggregator, **self.config.resolved_aggregator_params()
+        )
+        if self.config.shaping in _NEEDS_REFERENCES and reference_sampler is None:
+            raise ValueError(
+                f"shaping {self.config.shaping!r} needs a reference_sampler (M base-policy "
+                "completions per prompt)"
+            )
+        self.reference_sampler = reference_sampler
+        self.kl_penalty = kl_penalty
+        self.moments = shaping_fns.RunningMoments()
+        self._references: dict[str, Tensor] = {}
+
+    # -- the source -----------------------------------------------------------------------
+
+    def score_source(
+        self, prompts: Sequence[str], completions: Sequence[str]
+    ) -> tuple[Tensor, Tensor | None]:
+        """The proxy reward and, for an ensemble, every member's. Shapes: (B,), (M, B) | None.
+
+        Pure: no pipeline state changes (use it for evaluation).
+        """
+        prompts, completions = list(prompts), list(completions)
+        n = len(prompts)
+        if len(completions) != n:
+            raise ValueError(
+                f"prompts and completions: expected the same length, got {n} and {len(completions)}"
+            )
+        if self.is_ensemble:
+            members = self.source.score_members(prompts, completions)
+            members = torch.as_tensor(members, dtype=torch.float32).detach().cpu()
+            if members.ndim != 2 or members.shape[1] != n:
+                raise ValueError(
+                    f"reward source {self.name!r}: score_members returned shape "
+                    f"{tuple(members.shape)}, expected (M, {n})"
+                )
+            for m in range(members.shape[0]):
+                _checked(members[m], n, f"reward source {self.name!r} member {m}", prompts, completions)
+            r = _checked(
+                self._aggregate(members), n, f"reward source {self.name!r} ({self.config.aggregator})",
+                prompts, completions,
+            )
+            return r, members
+        fn = self.source.score if callable(getattr(self.source, "score", None)) else self.source
+        return _checked(fn(prompts, completions), n, f"reward source {self.name!r}", prompts, completions), None
+
+    # -- shaping --------------------------------------------------------------------------
+
+    def reference_rewards(self, prompts: Sequence[str]) -> Tensor:
+        """The M cached reference rewards of each prompt (sampled and scored on first use).
+
+        Each prompt's references are scored in their own call, so a score never depends on
+        which other prompts were new in the same batch. Shape: (B, M)
+        """
+        if self.reference_sampler is None:
+            raise ValueError("reference rewards need a reference_sampler")
+        new = list(dict.fromkeys(p for p in prompts if p not in self._references))
+        if new:
+            refs = self.reference_sampler(new)
+            m = self.config.reference_samples
+            if len(refs) != len(new) or any(len(c) != m for c in refs):
+                raise ValueError(
+                    f"reference_sampler: expected {m} completions for each of {len(new)} prompts"
+                )
+            for p, cs in zip(new, refs, strict=True):
+                self._references[p], _ = self.score_source([p] * m, cs)
+        return torch.stack([self._references[p] for p in prompts])
+
+    def shape(self, prompts: Sequence[str], r: Tensor) -> Tensor:
+        """Apply the configured shaping (updating running statistics). Shape: (B,) -> (B,)."""
+        kind = self.config.shaping
+        if kind == "none":
+            return r
+        if kind in _NEEDS_REFERENCES:
+            r_ref = self.reference_rewards(prompts)
+            if kind == "par":
+                return shaping_fns.par(r, r_ref)
+            if kind == "centered":
+                return shaping_fns.centered(r, r_ref)
+            return shaping_fns.log_sigmoid_centered(r, r_ref, self.config.lsc_quantile)
+        if kind == "ceil":
+            return shaping_fns.ceil(r, self.config.ceil)
+        # As the PAR reference code: update the running statistics with the batch first.
+        self.moments = self.moments.update(r)
+        if kind == "clip":
+            return shaping_fns.clip_to_band(r, self.moments.mean, self.moments.std)
+        if kind == "meanstd":
+            return shaping_fns.meanstd(r, self.moments)
+        lo, hi = self.moments.min, self.moments.max
+        return shaping_fns.minmax(r, lo, hi) if hi > lo else r - lo
+
+    # -- all stages -----------------------------------------------------------------------
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str], *, kl: Tensor | None = None
+    ) -> PipelineOutput:
+        """Score, shape and penalize one batch.
+
+        Args:
+            prompts: Shape: (B,)
+            completions: Shape: (B,)
+            kl: sequence KL(π ‖ π_ref) of each completion in nats (k1 on the sampled
+                tokens), required when there is a KL penalty. Shape: (B,)
+        """
+        r_proxy, r_members = self.score_source(prompts, completions)
+        r_shaped = self.shape(prompts, r_proxy)
+        _checked(r_shaped, len(prompts), f"shaped reward ({self.config.shaping})", prompts, completions)
+        coef = 0.0
+        r_final = r_shaped
+        if self.kl_penalty is not None:
+            if kl is None:
+                raise ValueError("kl: required when the pipeline has a KL penalty")
+            coef = self.kl_penalty.coef
+            r_final = self.kl_penalty.apply(r_shaped, torch.as_tensor(kl).detach().cpu().to(r_shaped.dtype))
+        return PipelineOutput(r_proxy, r_members, r_shaped, r_final, coef)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state a resumed run needs (running moments, the adaptive β), JSON-able."""
+        state: dict[str, Any] = {"moments": dataclasses.asdict(self.moments)}
+        if self.kl_penalty is not None:
+            state["kl_penalty"] = self.kl_penalty.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.moments = shaping_fns.RunningMoments(**state["moments"])
+        if self.kl_penalty is not None:
+            self.kl_penalty.load_state_dict(state["kl_penalty"])
+
+    def __repr__(self) -> str:
+        agg = f", aggregator={self.config.aggregator}" if self.is_ensemble else ""
+        return f"RewardPipeline({self.name!r}{agg}, shaping={self.config.shaping})"
