@@ -157,14 +157,29 @@ def cmd_bon(args) -> int:
     def num(x, width: int = 7, digits: int = 3) -> str:  # summary.json writes undefined values as null
         return f"{x:>{width}.{digits}f}" if x is not None else f"{'-':>{width}}"
 
-    print(f"{'method':<28} {'n_peak':>6} {'gold_peak':>9} {'gold@N':>8} {'drop [95% CI]':>26} {'alpha':>7} {'beta':>7} {'r2':>5}")
-    for m, s in result.summary["methods"].items():
-        if s["kind"] == "member":
-            continue
+    shown = {m: s for m, s in result.summary["methods"].items() if s["kind"] != "member"}
+    w = max(len(m) for m in shown)
+    print(f"{'method':<{w}} {'n_peak':>6} {'gold_peak':>9} {'gold@N':>8} {'drop [95% CI]':>26} {'alpha':>7} {'beta':>7} {'r2':>5}")
+    for m, s in shown.items():
         ci = f"{num(s['drop'], 0)} [{num(s.get('drop_lo'), 0)}, {num(s.get('drop_hi'), 0)}]"
-        print(f"{m:<28} {s['n_peak']:>6} {num(s['gold_peak'], 9)} {num(s['gold_final'], 8)} {ci:>26} "
+        print(f"{m:<{w}} {s['n_peak']:>6} {num(s['gold_peak'], 9)} {num(s['gold_final'], 8)} {ci:>26} "
               f"{num(s['alpha'])} {num(s['beta'])} {num(s['r2'], 5, 2)}")
     print(f"wrote {args.out}/metrics.jsonl, summary.json, plots/bon.png")
+    return 0
+
+
+def cmd_rl(args) -> int:
+    from goodhartlab.optimize.rl_launch import LAUNCH_DEFAULTS, launch_rl
+
+    given = {k: v for k, v in vars(args).items() if k in LAUNCH_DEFAULTS}
+    result = launch_rl(given, out=getattr(args, "out", None), resume=getattr(args, "resume", None),
+                       read_prompts=_read_prompts)
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    base, final, peak = summary["base"], summary["final"], summary["peak_gold"]
+    print(f"{'':<6} {'step':>6} {'kl':>8} {'gold':>8} {'proxy':>8}")
+    for label, r in (("base", base), ("peak", peak), ("final", final)):
+        print(f"{label:<6} {r['step']:>6} {r['kl']:>8.3f} {r['gold']:>8.3f} {r['proxy']:>8.3f}")
+    print(f"wrote {result.out_dir}/metrics.jsonl, samples.jsonl, summary.json, checkpoints/")
     return 0
 
 
@@ -239,6 +254,45 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pool", default=None, help="pool directory to reuse across runs (default: OUT/pool)")
     b.add_argument("--out", required=True, help="run directory")
     b.set_defaults(func=cmd_bon)
+
+    # Only the options given are set (SUPPRESS), so --resume can tell them from defaults;
+    # the defaults live in optimize.rl_launch.LAUNCH_DEFAULTS.
+    rl = sub.add_parser("rl", argument_default=argparse.SUPPRESS,
+                        help="RL (GRPO / RLOO / PPO) against a proxy; gold, proxy and KL every few steps")
+    rl.add_argument("--testbed", help="testbed name (default: toy_text unless --policy is given)")
+    rl.add_argument("--cache-dir", help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)")
+    rl.add_argument("--policy", help="base policy: local path or hub name (instead of the testbed's)")
+    rl.add_argument("--prompts", help="training prompts file: .jsonl (field 'prompt'), .json list, or one per line")
+    rl.add_argument("--eval-prompts-file", help="held-out prompts file (with --prompts)")
+    rl.add_argument("--gold", help="reward-model directory used as gold (instead of the testbed's)")
+    rl.add_argument("--proxy", metavar="DIR", help="the proxy reward model")
+    rl.add_argument("--ensemble", nargs="+", metavar="DIR", help="ensemble member directories, or one ensemble directory")
+    rl.add_argument("--aggregator", choices=["mean", "wco", "uwo", "median", "mean_minus_std"], help="ensemble aggregator (default mean)")
+    rl.add_argument("--lam", type=float, help="UWO's λ (default 0.1)")
+    rl.add_argument("--shaping", choices=["none", "par", "lsc", "centered", "clip", "meanstd", "minmax"], help="reward shaping (default none)")
+    rl.add_argument("--reference-samples", type=int, help="M base-policy completions per prompt for par/lsc/centered (default 10)")
+    rl.add_argument("--algorithm", choices=["grpo", "rloo", "ppo"], help="default grpo")
+    rl.add_argument("--kl-coef", type=float, help="β of the KL to the base policy (default 0)")
+    rl.add_argument("--kl-in", choices=["reward", "loss"], help="KL penalty in the reward (k1) or in GRPO's loss (k3)")
+    rl.add_argument("--kl-target", type=float, help="adaptive β steering the KL to this target (nats)")
+    rl.add_argument("--steps", type=int, help="training steps (default 200)")
+    rl.add_argument("--prompts-per-step", type=int, help="B (default 8)")
+    rl.add_argument("--group-size", type=int, help="G completions per prompt (default 8)")
+    rl.add_argument("--epochs", type=int, help="passes over each batch (default 1)")
+    rl.add_argument("--minibatch-size", type=int, help="rows per optimizer step (default B·G)")
+    rl.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
+    rl.add_argument("--max-new-tokens", type=int, help="completion budget (default: the testbed's, else 64)")
+    rl.add_argument("--temperature", type=float, help="sampling temperature (default 1)")
+    rl.add_argument("--eval-every", type=int, help="evaluate every k steps (default 10)")
+    rl.add_argument("--eval-prompts", type=int, help="held-out prompts per evaluation (default 100)")
+    rl.add_argument("--eval-samples", type=int, help="completions per held-out prompt (default 2)")
+    rl.add_argument("--checkpoint-every", type=int, help="checkpoint every m steps (default 50)")
+    rl.add_argument("--seed", type=int, help="default 0")
+    rl.add_argument("--device", help="cpu or cuda (default cpu)")
+    rl.add_argument("--bf16", action="store_true", help="bf16 autocast where supported")
+    rl.add_argument("--out", help="a new run directory")
+    rl.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    rl.set_defaults(func=cmd_rl)
     return p
 
 

@@ -304,9 +304,7 @@ def _scores(source: Any, prompts: list[str], completions: list[str]) -> Tensor:
     fn = source.score if callable(getattr(source, "score", None)) else source
     r = torch.as_tensor(fn(prompts, completions), dtype=torch.float32).cpu()
     if r.shape != (len(prompts),):
-        raise ValueError(
-            f"gold: expected {len(prompts)} scores, got shape {tuple(r.shape)}"
-        )
+        raise ValueError(f"gold: expected {len(prompts)} scores, got shape {tuple(r.shape)}")
     return r
 
 
@@ -373,15 +371,23 @@ def evaluate_policy(
     for start in range(0, len(prompts), rows_per_batch):
         batch = list(prompts[start : start + rows_per_batch])
         ro = sample_rollouts(
-            policy, tokenizer, batch, num_samples, max_new_tokens=max_new_tokens,
-            temperature=temperature, generator=generator, autocast_dtype=autocast_dtype,
+            policy,
+            tokenizer,
+            batch,
+            num_samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            generator=generator,
+            autocast_dtype=autocast_dtype,
         )
         flat_prompts += [p for p in batch for _ in range(num_samples)]
         completions += ro.completions
         lengths.append(ro.num_tokens.float())
         eos.append(ro.eos.float())
         if reference is not None:
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            with torch.autocast(
+                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+            ):
                 logp_ref = completion_logprobs(reference, ro, temperature)
             kl_k1.append(sequence_kl(ro.logp, logp_ref, ro.completion_mask, "k1").cpu())
             kl_k3.append(sequence_kl(ro.logp, logp_ref, ro.completion_mask, "k3").cpu())

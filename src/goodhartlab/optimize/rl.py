@@ -25,6 +25,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -113,7 +114,9 @@ class RLConfig(BaseModel):
         description="Adaptive β (Ziegler et al. 2019) steering the sequence KL to this target "
         "in nats; needs kl_in='reward' and kl_coef > 0 (the initial β). None: fixed β.",
     )
-    kl_horizon: int = Field(10_000, ge=1, description="Horizon of the adaptive controller (samples).")
+    kl_horizon: int = Field(
+        10_000, ge=1, description="Horizon of the adaptive controller (samples)."
+    )
     scale_rewards: bool = Field(
         True, description="grpo: divide by the group's std (False: Dr. GRPO's centering only)."
     )
@@ -134,8 +137,12 @@ class RLConfig(BaseModel):
     eval_samples: int = Field(2, ge=1, description="Completions per held-out prompt.")
     eval_temperature: float = Field(1.0, gt=0, description="Decoding temperature of evaluation.")
     eval_batch_size: int = Field(256, ge=1, description="Rows sampled together in evaluation.")
-    logged_samples: int = Field(4, ge=0, description="Evaluation samples per eval in samples.jsonl.")
-    checkpoint_every: int = Field(50, ge=1, description="Checkpoint every this many steps (and at the end).")
+    logged_samples: int = Field(
+        4, ge=0, description="Evaluation samples per eval in samples.jsonl."
+    )
+    checkpoint_every: int = Field(
+        50, ge=1, description="Checkpoint every this many steps (and at the end)."
+    )
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept.")
     seed: int = Field(0, description="Seeds prompts, sampling, minibatch order and evaluation.")
     device: str = Field("cpu", description="cpu, cuda, cuda:1, ...")
@@ -306,6 +313,49 @@ def _whiten(x: Tensor, mask: Tensor) -> Tensor:
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
+@dataclass(frozen=True)
+class _Experience:
+    """One batch of rollouts with what the losses need, row-aligned."""
+
+    rollouts: Rollouts
+    logp_old: Tensor  # (B, T) sampling-time log-probs
+    logp_ref: Tensor | None  # (B, T) for GRPO's k3 term in the loss, else None
+    advantages: Tensor  # (B,) per sequence, or (B, T) per token (PPO)
+    returns: Tensor | None  # (B, T) value targets (PPO)
+    values_old: Tensor | None  # (B, T) (PPO)
+
+    def select(self, idx: Tensor) -> _Experience:
+        idx = idx.to(self.logp_old.device)
+        pick = lambda x: None if x is None else x[idx]  # noqa: E731
+        return _Experience(
+            self.rollouts.select(idx), self.logp_old[idx], pick(self.logp_ref),
+            self.advantages[idx], pick(self.returns), pick(self.values_old),
+        )  # fmt: skip
+
+
+def _loss(run: _Run, exp: _Experience) -> tuple[Tensor, dict[str, Tensor]]:
+    """The algorithm's loss on a minibatch (core.losses), and its statistics."""
+    cfg, mask = run.cfg, exp.rollouts.completion_mask
+    with run.autocast():
+        logp = completion_logprobs(run.policy, exp.rollouts, cfg.temperature)
+        if cfg.algorithm == "grpo":
+            return grpo_loss(
+                logp, exp.logp_old, exp.logp_ref, exp.advantages, mask,
+                clip_coef=cfg.clip_coef, loss_type=cfg.loss_type,
+                kl_coef=cfg.kl_coef if exp.logp_ref is not None else 0.0,
+            )  # fmt: skip
+        if cfg.algorithm == "rloo":
+            return rloo_loss(logp, exp.logp_old, exp.advantages, mask, clip_coef=cfg.clip_coef)
+        pg_loss, stats = ppo_policy_loss(
+            logp, exp.logp_old, exp.advantages, mask, clip_coef=cfg.clip_coef
+        )
+        vf_loss, vf_stats = value_loss(
+            run.value_model(exp.rollouts), exp.values_old, exp.returns, mask, clip_coef=cfg.vf_clip
+        )
+    stats = {**stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach()}
+    return pg_loss + cfg.vf_coef * vf_loss, stats
+
+
 def rl_step(run: _Run, step: int) -> dict[str, float]:
     """One step: sample, score, advantages, clipped updates. Returns the step's statistics."""
     cfg, policy = run.cfg, run.policy
@@ -317,8 +367,14 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     prompts = [run.train_prompts[i] for i in rng.choice(len(run.train_prompts), B, replace=False)]
     generator = torch.Generator(device=run.device).manual_seed(_seed(cfg.seed, "rollout", step))
     rollouts = sample_rollouts(
-        policy, run.tokenizer, prompts, G, max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature, generator=generator, autocast_dtype=run.autocast_dtype,
+        policy,
+        run.tokenizer,
+        prompts,
+        G,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        generator=generator,
+        autocast_dtype=run.autocast_dtype,
     )
     flat_prompts = [p for p in prompts for _ in range(G)]
     mask = rollouts.completion_mask
@@ -350,58 +406,33 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
         if in_reward:
             token_rewards = -scored.kl_coef * token_kl(logp_old, logp_ref, "k1") * mask
         last = mask.sum(dim=1) - 1
-        token_rewards[torch.arange(B * G, device=run.device), last] += scored.r_shaped.to(run.device)
+        token_rewards[torch.arange(B * G, device=run.device), last] += scored.r_shaped.to(
+            run.device
+        )
         advantages, returns = gae(token_rewards, values_old, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = _whiten(advantages, mask)
 
     # 4. Clipped updates: `epochs` passes over shuffled minibatches.
+    experience = _Experience(
+        rollouts, logp_old, None if in_reward else logp_ref, advantages, returns, values_old
+    )
     mb = cfg.minibatch_size or B * G
     shuffle = torch.Generator().manual_seed(_seed(cfg.seed, "minibatches", step))
+    params = [p for g in run.optimizer.param_groups for p in g["params"]]
     sums: dict[str, float] = {}
     n_updates = 0
     for _ in range(cfg.epochs):
         order = torch.randperm(B * G, generator=shuffle)
         for start in range(0, B * G, mb):
-            idx = order[start : start + mb].to(run.device)
-            batch = rollouts.select(idx)
-            with run.autocast():
-                logp = completion_logprobs(policy, batch, cfg.temperature)
-                if cfg.algorithm == "grpo":
-                    loss, stats = grpo_loss(
-                        logp, logp_old[idx], None if logp_ref is None or in_reward else logp_ref[idx],
-                        advantages[idx], batch.completion_mask, clip_coef=cfg.clip_coef,
-                        kl_coef=0.0 if in_reward else cfg.kl_coef, loss_type=cfg.loss_type,
-                    )
-                elif cfg.algorithm == "rloo":
-                    loss, stats = rloo_loss(
-                        logp, logp_old[idx], advantages[idx], batch.completion_mask,
-                        clip_coef=cfg.clip_coef,
-                    )
-                else:
-                    pg_loss, stats = ppo_policy_loss(
-                        logp, logp_old[idx], advantages[idx], batch.completion_mask,
-                        clip_coef=cfg.clip_coef,
-                    )
-                    vf_loss, vf_stats = value_loss(
-                        run.value_model(batch), values_old[idx], returns[idx],
-                        batch.completion_mask, clip_coef=cfg.vf_clip,
-                    )
-                    loss = pg_loss + cfg.vf_coef * vf_loss
-                    stats = {**stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach()}
+            loss, stats = _loss(run, experience.select(order[start : start + mb]))
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            params = [p for g in run.optimizer.param_groups for p in g["params"]]
-            if cfg.max_grad_norm is not None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            else:
-                grad_norm = torch.linalg.vector_norm(
-                    torch.stack([p.grad.norm() for p in params if p.grad is not None])
-                )
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
             if not torch.isfinite(grad_norm):
                 raise FloatingPointError(
-                    f"step {step}: the gradient norm is {float(grad_norm)}; the update is skipped "
-                    "and the run stopped (lower lr, or check the reward)"
+                    f"step {step}: the gradient norm is {float(grad_norm)}; the run stopped "
+                    "before this update (lower lr, or check the reward)"
                 )
             run.optimizer.step()
             for k, v in {"loss": loss.detach(), "grad_norm": grad_norm, **stats}.items():
@@ -456,7 +487,9 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _check_resume(saved: dict[str, Any], now: dict[str, Any], out_dir: Path) -> None:
     a, b = _flatten(saved), _flatten(now)
-    skip = {f"config.{k}" for k in RESUMABLE_CHANGES} | {k for k in a | b if k.startswith("launch.")}
+    skip = {f"config.{k}" for k in RESUMABLE_CHANGES} | {
+        k for k in a | b if k.startswith("launch.")
+    }
     diffs = [k for k in sorted(a.keys() | b.keys()) if k not in skip and a.get(k) != b.get(k)]
     if diffs:
         shown = "; ".join(f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (now)" for k in diffs[:6])
@@ -470,10 +503,18 @@ def _check_resume(saved: dict[str, Any], now: dict[str, Any], out_dir: Path) -> 
 def _evaluate(run: _Run, step: int, eval_prompts: list[str], gold: Any) -> tuple[dict, list[dict]]:
     cfg = run.cfg
     metrics, samples = evaluate_policy(
-        run.policy, run.reference, run.tokenizer, eval_prompts, gold=gold, proxy=run.pipeline,
-        num_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.eval_temperature, seed=_seed(cfg.seed, "eval"),
-        batch_size=cfg.eval_batch_size, num_logged_samples=cfg.logged_samples,
+        run.policy,
+        run.reference,
+        run.tokenizer,
+        eval_prompts,
+        gold=gold,
+        proxy=run.pipeline,
+        num_samples=cfg.eval_samples,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.eval_temperature,
+        seed=_seed(cfg.seed, "eval"),
+        batch_size=cfg.eval_batch_size,
+        num_logged_samples=cfg.logged_samples,
         autocast_dtype=run.autocast_dtype,
     )
     kl_coef = run.pipeline.kl_penalty.coef if run.pipeline.kl_penalty is not None else cfg.kl_coef
@@ -545,19 +586,25 @@ def run_rl(
         "identity": {
             "policy": policy_id,
             "reward": _reward_identity(reward),
-            "gold": {"name": str(getattr(gold, "name", type(gold).__name__)),
-                     "version": str(getattr(gold, "version", "unversioned"))},
+            "gold": {
+                "name": str(getattr(gold, "name", type(gold).__name__)),
+                "version": str(getattr(gold, "version", "unversioned")),
+            },
             "train_prompts": {"count": len(train_prompts), "sha256": _prompts_hash(train_prompts)},
             "eval_prompts": {"count": len(eval_prompts), "sha256": _prompts_hash(eval_prompts)},
         },
         "launch": launch or {},
     }
     metrics_path, train_path, samples_path = (
-        out_dir / "metrics.jsonl", out_dir / "train.jsonl", out_dir / "samples.jsonl"
+        out_dir / "metrics.jsonl",
+        out_dir / "train.jsonl",
+        out_dir / "samples.jsonl",
     )
     if resume:
         if not (out_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"resume: {out_dir}/config.yaml not found (not an RL run directory)")
+            raise FileNotFoundError(
+                f"resume: {out_dir}/config.yaml not found (not an RL run directory)"
+            )
         _check_resume(yaml.safe_load((out_dir / "config.yaml").read_text()), resolved, out_dir)
     elif metrics_path.exists() and read_jsonl(metrics_path):
         raise ValueError(
@@ -574,8 +621,13 @@ def run_rl(
         for p in prompts:
             gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, "reference", p))
             ro = sample_rollouts(
-                reference, tokenizer, [p], cfg.reward.reference_samples,
-                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, generator=gen,
+                reference,
+                tokenizer,
+                [p],
+                cfg.reward.reference_samples,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                generator=gen,
                 autocast_dtype=autocast_dtype,
             )
             out.append(ro.completions)
@@ -592,20 +644,37 @@ def run_rl(
     value_model = ValueModel(model).to(device) if cfg.algorithm == "ppo" else None
     params = list(model.parameters()) + (list(value_model.parameters()) if value_model else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    run = _Run(cfg, model, reference, value_model, tokenizer, pipeline, optimizer,
-               train_prompts, device, autocast_dtype)
+    run = _Run(
+        cfg,
+        model,
+        reference,
+        value_model,
+        tokenizer,
+        pipeline,
+        optimizer,
+        train_prompts,
+        device,
+        autocast_dtype,
+    )
 
     manifest_path = out_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if resume and manifest_path.is_file() else {}
-    manifest.update(study="rl", metrics_version=METRICS_VERSION, versions=_versions(),
-                    seed=cfg.seed, host=platform.node(), status="running")
+    manifest.update(
+        study="rl",
+        metrics_version=METRICS_VERSION,
+        versions=_versions(),
+        seed=cfg.seed,
+        host=platform.node(),
+        status="running",
+    )
     manifest.setdefault("start", dt.datetime.now(dt.UTC).isoformat())
 
     start = 0
     ckpt = latest_checkpoint(out_dir) if resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, policy=model, optimizer=optimizer,
-                                value_model=value_model, device=device)
+        state = load_checkpoint(
+            ckpt, policy=model, optimizer=optimizer, value_model=value_model, device=device
+        )
         pipeline.load_state_dict(state["pipeline"])
         start = int(state["step"])
         manifest.setdefault("resumes", []).append(
@@ -622,8 +691,11 @@ def run_rl(
         for s in samples:
             append_jsonl(samples_path, s)
         if progress:
-            print(f"[{cfg.method}] step {step:>5}  kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  "
-                  f"proxy {line['proxy']:7.3f}  len {line['length']:5.1f}", flush=True)
+            print(
+                f"[{cfg.method}] step {step:>5}  kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  "
+                f"proxy {line['proxy']:7.3f}  len {line['length']:5.1f}",
+                flush=True,
+            )
 
     try:
         if start == 0:
@@ -634,23 +706,38 @@ def run_rl(
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 log_eval(step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_checkpoint(out_dir, step, policy=model, optimizer=optimizer,
-                                value_model=value_model, state={"pipeline": pipeline.state_dict()},
-                                keep=cfg.keep_checkpoints)
+                save_checkpoint(
+                    out_dir,
+                    step,
+                    policy=model,
+                    optimizer=optimizer,
+                    value_model=value_model,
+                    state={"pipeline": pipeline.state_dict()},
+                    keep=cfg.keep_checkpoints,
+                )
     except BaseException as e:
-        manifest.update(status="failed", error=f"{type(e).__name__}: {e}",
-                        end=dt.datetime.now(dt.UTC).isoformat())
+        manifest.update(
+            status="failed",
+            error=f"{type(e).__name__}: {e}",
+            end=dt.datetime.now(dt.UTC).isoformat(),
+        )
         atomic_write_json(manifest_path, manifest)
         raise
 
     metrics = read_jsonl(metrics_path)
     peak = max(metrics, key=lambda r: r["gold"])
-    atomic_write_json(out_dir / "summary.json", {
-        "method": cfg.method, "metrics_version": METRICS_VERSION, "steps": cfg.steps,
-        "base": metrics[0], "final": metrics[-1],
-        "peak_gold": {k: peak[k] for k in ("step", "gold", "proxy", "kl")},
-        "gold_drop_from_peak": peak["gold"] - metrics[-1]["gold"],
-    })
+    atomic_write_json(
+        out_dir / "summary.json",
+        {
+            "method": cfg.method,
+            "metrics_version": METRICS_VERSION,
+            "steps": cfg.steps,
+            "base": metrics[0],
+            "final": metrics[-1],
+            "peak_gold": {k: peak[k] for k in ("step", "gold", "proxy", "kl")},
+            "gold_drop_from_peak": peak["gold"] - metrics[-1]["gold"],
+        },
+    )
     manifest.update(status="complete", end=dt.datetime.now(dt.UTC).isoformat())
     atomic_write_json(manifest_path, manifest)
     return RLResult(out_dir=out_dir, metrics=metrics, policy=model)

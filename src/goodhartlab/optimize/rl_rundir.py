@@ -72,7 +72,9 @@ def truncate_jsonl(path: Path, max_step: int) -> None:
     """Keep only the complete lines with ``step <= max_step`` (atomically)."""
     if not path.exists():
         return
-    kept = [r for r in read_jsonl(path) if isinstance(r, dict) and r.get("step", 1 << 62) <= max_step]
+    kept = [
+        r for r in read_jsonl(path) if isinstance(r, dict) and r.get("step", 1 << 62) <= max_step
+    ]
     atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
 
 
@@ -93,7 +95,7 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda{i}"] = s
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 - the legacy global state is what we save
     tensors["numpy_keys"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
     meta = {
         "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -175,6 +177,7 @@ def load_checkpoint(
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     kind, pos, has_gauss, cached = payload["rng"]["numpy"]
-    np.random.set_state((kind, rng["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    keys = rng["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, cached))  # noqa: NPY002
     random.setstate(_to_tuple(payload["rng"]["python"]))
     return payload

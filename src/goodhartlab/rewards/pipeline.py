@@ -176,7 +176,9 @@ def _checked(values: Any, n: int, what: str, prompts: Sequence[str], completions
     try:
         r = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{what}: expected {n} numbers, got {type(values).__name__} ({e})") from None
+        raise ValueError(
+            f"{what}: expected {n} numbers, got {type(values).__name__} ({e})"
+        ) from None
     if r.ndim != 1 or r.shape[0] != n:
         raise ValueError(
             f"{what}: expected {n} scores (one per completion, shape ({n},)), got shape "
@@ -261,14 +263,21 @@ class RewardPipeline:
                     f"{tuple(members.shape)}, expected (M, {n})"
                 )
             for m in range(members.shape[0]):
-                _checked(members[m], n, f"reward source {self.name!r} member {m}", prompts, completions)
+                _checked(
+                    members[m], n, f"reward source {self.name!r} member {m}", prompts, completions
+                )
             r = _checked(
-                self._aggregate(members), n, f"reward source {self.name!r} ({self.config.aggregator})",
-                prompts, completions,
+                self._aggregate(members),
+                n,
+                f"reward source {self.name!r} ({self.config.aggregator})",
+                prompts,
+                completions,
             )
             return r, members
         fn = self.source.score if callable(getattr(self.source, "score", None)) else self.source
-        return _checked(fn(prompts, completions), n, f"reward source {self.name!r}", prompts, completions), None
+        return _checked(
+            fn(prompts, completions), n, f"reward source {self.name!r}", prompts, completions
+        ), None
 
     # -- shaping --------------------------------------------------------------------------
 
@@ -330,14 +339,18 @@ class RewardPipeline:
         """
         r_proxy, r_members = self.score_source(prompts, completions)
         r_shaped = self.shape(prompts, r_proxy)
-        _checked(r_shaped, len(prompts), f"shaped reward ({self.config.shaping})", prompts, completions)
+        _checked(
+            r_shaped, len(prompts), f"shaped reward ({self.config.shaping})", prompts, completions
+        )
         coef = 0.0
         r_final = r_shaped
         if self.kl_penalty is not None:
             if kl is None:
                 raise ValueError("kl: required when the pipeline has a KL penalty")
             coef = self.kl_penalty.coef
-            r_final = self.kl_penalty.apply(r_shaped, torch.as_tensor(kl).detach().cpu().to(r_shaped.dtype))
+            r_final = self.kl_penalty.apply(
+                r_shaped, torch.as_tensor(kl).detach().cpu().to(r_shaped.dtype)
+            )
         return PipelineOutput(r_proxy, r_members, r_shaped, r_final, coef)
 
     def state_dict(self) -> dict[str, Any]:
