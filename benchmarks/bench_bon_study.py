@@ -179,72 +179,16 @@ def bench_study(args, tb) -> None:
     )
 
 
-def toy_text_proxies(
-    root: Path,
-    tb,
-    *,
-    pairs: int = 5000,
-    noise: float = 0.25,
-    size: str = "small",
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
-    epochs: int = 2,
-    lr: float = 1e-3,
-    seed: int = 0,
-    device: str = "cpu",
-) -> list[Path]:
-    """Reward-model members trained as in Coste et al. 2023 on toy_text (cached in ``root``).
-
-    ``pairs`` base-policy pairs on training prompts, labelled by gold with ``noise`` label
-    noise, then one Bradley-Terry reward model per seed on the ``size`` backbone. Returns the
-    member directories (member 0 doubles as the single proxy). A helper for the slow hump
-    test and for ``--hump``; it belongs in experiments/ once that exists.
-    """
-    import json
-
-    import numpy as np
-
-    from goodhartlab.data import label_with_gold, read_pairs, sample_pairs, write_pairs
-    from goodhartlab.train.rm import RMTrainConfig, train_ensemble
-
-    root.mkdir(parents=True, exist_ok=True)
-    ens = root / f"rm-{size}-noise{noise}-pairs{pairs}"
-    if (ens / "ensemble.json").is_file():
-        members = json.loads((ens / "ensemble.json").read_text())["members"]
-        return [ens / m["path"] for m in members]
-    data = root / f"pairs-{pairs}-noise{noise}-seed{seed}.jsonl"
-    if not data.is_file():
-        rng = np.random.default_rng(seed)
-        prompts = [tb.train_prompts[i] for i in rng.integers(len(tb.train_prompts), size=pairs)]
-        unlabelled = sample_pairs(
-            tb.load_policy(device),
-            tb.tokenizer,
-            prompts,
-            max_new_tokens=tb.max_new_tokens,
-            seed=seed,
-            device=device,
-            progress=True,
-        )
-        write_pairs(label_with_gold(unlabelled, tb.gold, noise=noise, seed=seed), data)
-    config = RMTrainConfig(epochs=epochs, lr=lr, device=device)
-    result = train_ensemble(
-        read_pairs(data), tb.tokenizer, str(tb.backbone_path(size)), list(seeds), config, ens
-    )
-    for i, m in enumerate(result.metrics):
-        print(
-            f"  member {i}: "
-            + ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float))
-        )
-    return result.paths
-
-
 def bench_hump(args, tb) -> None:
     from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
 
     root = Path(args.hump_dir)
     t0 = time.perf_counter()
-    members = toy_text_proxies(
-        root, tb, pairs=args.hump_pairs, size=args.hump_size, device=args.device
-    )
+    from goodhartlab.experiments.proxies import train_proxies
+
+    members = train_proxies(
+        tb, root, pairs=args.hump_pairs, size=args.hump_size, device=args.device
+    ).paths
     t_proxies = time.perf_counter() - t0
     config = BonStudyConfig(
         pool_size=args.study_pool,

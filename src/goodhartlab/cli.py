@@ -192,6 +192,14 @@ def cmd_run(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="goodhart", description="Measure and mitigate reward hacking.")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("GOODHART_THREADS", "1")),
+        help="torch intra-op threads (default 1, or $GOODHART_THREADS): the tiny models of the "
+        "built-in testbeds run fastest on one thread, and a second thread on a busy 2-core "
+        "machine made each step ~20x slower (BENCHMARKS.md)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp):
@@ -302,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

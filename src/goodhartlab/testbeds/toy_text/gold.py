@@ -49,7 +49,15 @@ from goodhartlab.testbeds.toy_text.language import (
     parse_prompt,
 )
 
-GOLD_VERSION = "toy_text-gold-v2"
+GOLD_VERSION = "toy_text-gold-v3"
+
+#: The weights of the formula above (part of ``GOLD_VERSION``: change one, bump the version).
+WEIGHTS: dict[str, float] = {
+    "coverage": 2.0, "coverage_scale": 3.0, "sentiment": 1.5, "sentiment_scale": 3.0,
+    "misfit": 0.5, "contra": 0.5, "rep": 1.5, "stuff": 0.8, "stack": 0.7, "off": 0.5,
+    "broken": 1.0, "long": 1.0, "max_sentences": 5, "wordy": 0.05, "max_words": 40,
+    "gush": 0.0, "gush_threshold": 3.0,
+}
 
 _FILLER_SET = {tuple(f.split()) for f in FILLERS}
 _POS, _NEG = set(POSITIVE), set(NEGATIVE)
@@ -170,20 +178,22 @@ def gold_features(prompt: str, completion: str) -> GoldFeatures:
         f.constraint = 0.5 if f.coverage >= 3 else 0.0
     elif target is not None:
         f.constraint = 0.8 if mention_ok else -0.4
+    w = WEIGHTS
     penalty = (
-        1.0 * f.misfit
-        + 0.8 * f.contra
-        + 1.2 * f.rep
-        + 0.6 * f.stuff
-        + 0.5 * f.stack
-        + 0.7 * f.off
-        + 1.2 * f.broken
-        + 0.8 * max(0, f.sentences - 4)
-        + 0.05 * max(0, f.words - 36)
+        w["misfit"] * f.misfit
+        + w["contra"] * f.contra
+        + w["rep"] * f.rep
+        + w["stuff"] * f.stuff
+        + w["stack"] * f.stack
+        + w["off"] * f.off
+        + w["broken"] * f.broken
+        + w["long"] * max(0, f.sentences - w["max_sentences"]) ** 2
+        + w["wordy"] * max(0, f.words - w["max_words"])
     )
     f.gold = (
-        1.5 * (1 - math.exp(-f.coverage / 1.5))
-        + 1.5 * math.tanh(s_total / 2)
+        w["coverage"] * (1 - math.exp(-f.coverage / w["coverage_scale"]))
+        + w["sentiment"] * math.tanh(s_total / w["sentiment_scale"])
+        - w["gush"] * max(0.0, abs(s_total) - w["gush_threshold"]) ** 2
         + f.constraint
         - penalty
     )

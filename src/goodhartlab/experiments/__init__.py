@@ -1,0 +1,1 @@
+"""Studies: what each stage needs, built once and reused across methods."""
