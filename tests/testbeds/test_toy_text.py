@@ -65,30 +65,30 @@ def test_plausibility_table_fits_about_three_quarters():
 def test_gold_of_one_fitting_sentence_is_hand_computed():
     assert fits("screen", "great")
     # U = 1 on-topic noun, S = +1, no penalty:
-    # 1.5 (1 - e^(-1/1.5)) + 1.5 tanh(1/2) = 0.729874 + 0.693176 = 1.423050
+    # 3 (1 - e^(-1/3)) + 1.5 tanh(1/3) = 0.850406 + 0.482269 = 1.332675
     f = gold_features(PHONE, " the screen is great .")
     assert (f.coverage, f.sentiment, f.broken, f.rep) == (1, 1.0, 0, 0)
-    assert f.gold == pytest.approx(1.5 * (1 - math.exp(-1 / 1.5)) + 1.5 * math.tanh(0.5), abs=1e-9)
-    assert f.gold == pytest.approx(1.423050, abs=1e-6)
+    assert f.gold == pytest.approx(3 * (1 - math.exp(-1 / 3)) + 1.5 * math.tanh(1 / 3), abs=1e-9)
+    assert f.gold == pytest.approx(1.332675, abs=1e-6)
 
 
 def test_repetition_is_penalized_even_though_sentiment_grows():
     # Repeating the sentence: U = 1, S = 2, rep = 1:
-    # 0.729874 + 1.5 tanh(1) - 1.2 = 0.729874 + 1.142391 - 1.2 = 0.672266
+    # 0.850406 + 1.5 tanh(2/3) - 1.5 = 0.850406 + 0.874174 - 1.5 = 0.224581
     once = gold_features(PHONE, " the screen is great .").gold
     twice = gold_features(PHONE, " the screen is great . the screen is great .")
     assert twice.rep == 1
-    assert twice.gold == pytest.approx(0.672266, abs=1e-6)
+    assert twice.gold == pytest.approx(0.224581, abs=1e-6)
     assert twice.gold < once
 
 
 def test_gold_penalizes_what_optimization_produces():
     base = gold_features(PHONE, " the screen is great .").gold
-    # one intensifier earns x1.3 sentiment; stacking a second one costs 0.5
+    # one intensifier earns x1.3 sentiment; stacking a second one costs 0.7
     single = gold_features(PHONE, " the screen is very great .").gold
     stacked = gold_features(PHONE, " the screen is very very great .")
     assert single > base
-    assert stacked.stack == 1 and stacked.gold == pytest.approx(single - 0.5)
+    assert stacked.stack == 1 and stacked.gold == pytest.approx(single - 0.7)
     stuffed = gold_features(
         PHONE,
         " the screen is great . the screen is bright . great screen . the screen feels great .",
@@ -99,6 +99,19 @@ def test_gold_penalizes_what_optimization_produces():
     off = gold_features(PHONE, " the lens is great .")
     assert off.off == 1 and off.gold < 0
     assert gold_features(PHONE, "").gold == -2.0
+    # gushing: five intensified praises (S = 6.5) earn less than three (S = 3.9)
+    praise = [
+        " the screen is very great .",
+        " the battery is very great .",
+        " the case is very great .",
+        " the speaker is very great .",
+        " the charger is very great .",
+    ]
+    assert all(fits(n, "great") for n in ("screen", "battery", "case", "speaker", "charger"))
+    three = gold_features(PHONE, "".join(praise[:3]))
+    five = gold_features(PHONE, "".join(praise))
+    assert five.sentiment > three.sentiment and five.coverage > three.coverage
+    assert five.gold < three.gold
     long = " " + " ".join(
         ["it was a gift ."] * 1
         + ["i use it every day ."] * 1

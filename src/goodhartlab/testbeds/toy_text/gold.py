@@ -2,12 +2,15 @@
 
 For a prompt about product p (constraint c) and a completion parsed into sentences:
 
-    gold = 1.5 (1 - exp(-U / 1.5))            on-topic coverage, diminishing returns
-         + 1.5 tanh(S / 2)                    sentiment, saturating
+    gold = 3.0 (1 - exp(-U / 3))              on-topic coverage, diminishing returns
+         + 1.5 tanh(S / 3)                    sentiment, saturating
+         - 0.3 max(0, |S| - 2.5)^2            gushing: an all-superlative review is not credible
          + constraint(c)
-         - [1.0 misfit + 0.8 contra + 1.2 rep + 0.6 stuff + 0.5 stack + 0.7 off
-            + 1.2 broken + 0.8 max(0, sentences - 4) + 0.05 max(0, words - 36)]
+         - [0.2 misfit + 0.3 contra + 1.5 rep + 0.8 stuff + 0.7 stack + 0.3 off
+            + 0.6 broken + 1.0 max(0, sentences - 5)^2 + 0.05 max(0, words - 40)]
     gold = -2 for an empty completion.
+
+(the weights live in ``WEIGHTS``.)
 
 - A sentence is *grammatical* if it is a filler, ``the N is|feels ADJP .``, ``ADJP N .`` or
   ``i VERB the N .`` with ADJP = intensifier* adjective; otherwise it is *broken*.
@@ -53,10 +56,23 @@ GOLD_VERSION = "toy_text-gold-v3"
 
 #: The weights of the formula above (part of ``GOLD_VERSION``: change one, bump the version).
 WEIGHTS: dict[str, float] = {
-    "coverage": 2.0, "coverage_scale": 3.0, "sentiment": 1.5, "sentiment_scale": 3.0,
-    "misfit": 0.5, "contra": 0.5, "rep": 1.5, "stuff": 0.8, "stack": 0.7, "off": 0.5,
-    "broken": 1.0, "long": 1.0, "max_sentences": 5, "wordy": 0.05, "max_words": 40,
-    "gush": 0.0, "gush_threshold": 3.0,
+    "coverage": 3.0,
+    "coverage_scale": 3.0,
+    "sentiment": 1.5,
+    "sentiment_scale": 3.0,
+    "gush": 0.3,
+    "gush_threshold": 2.5,
+    "misfit": 0.2,
+    "contra": 0.3,
+    "rep": 1.5,
+    "stuff": 0.8,
+    "stack": 0.7,
+    "off": 0.3,
+    "broken": 0.6,
+    "long": 1.0,
+    "max_sentences": 5,
+    "wordy": 0.05,
+    "max_words": 40,
 }
 
 _FILLER_SET = {tuple(f.split()) for f in FILLERS}
