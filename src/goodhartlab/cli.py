@@ -30,7 +30,9 @@ def _parse_seeds(text: str) -> list[int]:
             else:
                 out.append(int(part))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds: expected e.g. 0-4 or 0,2,5, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--seeds: expected e.g. 0-4 or 0,2,5, got {text!r}"
+        ) from None
     if not out:
         raise argparse.ArgumentTypeError("--seeds: expected at least one seed")
     return out
@@ -55,9 +57,18 @@ def cmd_testbed(args) -> int:
     tb.policy_path  # noqa: B018 - builds (or verifies) the tokenizer and base policy
     for size in args.backbones:
         tb.backbone_path(size)
-    print(json.dumps({"cache": str(tb.root), "policy": str(tb.policy_path),
-                      "train_prompts": len(tb.train_prompts), "eval_prompts": len(tb.eval_prompts),
-                      "gold_version": tb.gold_version}, indent=2))
+    print(
+        json.dumps(
+            {
+                "cache": str(tb.root),
+                "policy": str(tb.policy_path),
+                "train_prompts": len(tb.train_prompts),
+                "eval_prompts": len(tb.eval_prompts),
+                "gold_version": tb.gold_version,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -70,12 +81,21 @@ def cmd_data(args) -> int:
     rng = np.random.default_rng(args.seed)
     prompts = [tb.train_prompts[i] for i in rng.integers(len(tb.train_prompts), size=args.pairs)]
     policy = tb.load_policy(args.device)
-    pairs = sample_pairs(policy, tb.tokenizer, prompts, max_new_tokens=tb.max_new_tokens,
-                         temperature=args.temperature, seed=args.seed, device=args.device)
+    pairs = sample_pairs(
+        policy,
+        tb.tokenizer,
+        prompts,
+        max_new_tokens=tb.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        device=args.device,
+    )
     labelled = label_with_gold(pairs, tb.gold, rule=args.rule, noise=args.noise, seed=args.seed)
     write_pairs(labelled, args.out)
     flipped = sum(bool((p.meta or {}).get("flipped")) for p in labelled)
-    print(f"wrote {len(labelled)} pairs to {args.out} ({flipped} labels flipped, noise={args.noise})")
+    print(
+        f"wrote {len(labelled)} pairs to {args.out} ({flipped} labels flipped, noise={args.noise})"
+    )
     return 0
 
 
@@ -96,7 +116,9 @@ def cmd_train_rm(args) -> int:
             backbones = [str(tb.backbone_path(args.size, seed=s)) for s in args.seeds]
         else:
             backbones = [str(tb.backbone_path(args.size))] * len(args.seeds)
-    config = RMTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device=args.device)
+    config = RMTrainConfig(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device=args.device
+    )
     result = train_ensemble(pairs, tokenizer, backbones, args.seeds, config, args.out)
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -116,7 +138,9 @@ def _read_prompts(path: str) -> list[str]:
             try:
                 prompts.append(str(json.loads(line)["prompt"]))
             except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{path}:{i}: expected a JSON object with a \"prompt\" field") from None
+                raise ValueError(
+                    f'{path}:{i}: expected a JSON object with a "prompt" field'
+                ) from None
     elif path.endswith(".json"):
         prompts = json.loads(text)
         if not isinstance(prompts, list) or not all(isinstance(x, str) for x in prompts):
@@ -132,7 +156,9 @@ def cmd_bon(args) -> int:
     from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
 
     testbed = args.testbed or ("toy_text" if args.policy is None else None)
-    tb = _testbed(argparse.Namespace(testbed=testbed, cache_dir=args.cache_dir)) if testbed else None
+    tb = (
+        _testbed(argparse.Namespace(testbed=testbed, cache_dir=args.cache_dir)) if testbed else None
+    )
     if tb is None and (args.prompts is None or args.gold is None):
         raise ValueError("--policy without --testbed needs --prompts FILE and --gold RM_DIR")
     policy = args.policy or str(tb.policy_path)
@@ -144,26 +170,50 @@ def cmd_bon(args) -> int:
         from pathlib import Path
 
         name = Path(dirs[0]).name if len(dirs) == 1 else f"ensemble{i}"
-        ensembles[name if name not in ensembles else f"{name}#{i}"] = dirs[0] if len(dirs) == 1 else dirs
+        ensembles[name if name not in ensembles else f"{name}#{i}"] = (
+            dirs[0] if len(dirs) == 1 else dirs
+        )
     config = BonStudyConfig(
-        pool_size=args.pool_size, prompts_count=args.prompts_count, ns=args.ns,
+        pool_size=args.pool_size,
+        prompts_count=args.prompts_count,
+        ns=args.ns,
         max_new_tokens=args.max_new_tokens or (tb.max_new_tokens if tb is not None else None),
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
-        n_boot=args.n_boot, device=args.device,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        n_boot=args.n_boot,
+        device=args.device,
     )
-    result = run_bon_study(args.out, policy=policy, tokenizer=tokenizer, prompts=prompts, gold=gold,
-                           proxies=args.proxies or [], ensembles=ensembles, config=config,
-                           pool_dir=args.pool, progress=True)
-    def num(x, width: int = 7, digits: int = 3) -> str:  # summary.json writes undefined values as null
+    result = run_bon_study(
+        args.out,
+        policy=policy,
+        tokenizer=tokenizer,
+        prompts=prompts,
+        gold=gold,
+        proxies=args.proxies or [],
+        ensembles=ensembles,
+        config=config,
+        pool_dir=args.pool,
+        progress=True,
+    )
+
+    def num(
+        x, width: int = 7, digits: int = 3
+    ) -> str:  # summary.json writes undefined values as null
         return f"{x:>{width}.{digits}f}" if x is not None else f"{'-':>{width}}"
 
     shown = {m: s for m, s in result.summary["methods"].items() if s["kind"] != "member"}
     w = max(len(m) for m in shown)
-    print(f"{'method':<{w}} {'n_peak':>6} {'gold_peak':>9} {'gold@N':>8} {'drop [95% CI]':>26} {'alpha':>7} {'beta':>7} {'r2':>5}")
+    print(
+        f"{'method':<{w}} {'n_peak':>6} {'gold_peak':>9} {'gold@N':>8} {'drop [95% CI]':>26} {'alpha':>7} {'beta':>7} {'r2':>5}"
+    )
     for m, s in shown.items():
         ci = f"{num(s['drop'], 0)} [{num(s.get('drop_lo'), 0)}, {num(s.get('drop_hi'), 0)}]"
-        print(f"{m:<{w}} {s['n_peak']:>6} {num(s['gold_peak'], 9)} {num(s['gold_final'], 8)} {ci:>26} "
-              f"{num(s['alpha'])} {num(s['beta'])} {num(s['r2'], 5, 2)}")
+        print(
+            f"{m:<{w}} {s['n_peak']:>6} {num(s['gold_peak'], 9)} {num(s['gold_final'], 8)} {ci:>26} "
+            f"{num(s['alpha'])} {num(s['beta'])} {num(s['r2'], 5, 2)}"
+        )
     print(f"wrote {args.out}/metrics.jsonl, summary.json, plots/bon.png")
     return 0
 
@@ -172,8 +222,12 @@ def cmd_rl(args) -> int:
     from goodhartlab.optimize.rl_launch import LAUNCH_DEFAULTS, launch_rl
 
     given = {k: v for k, v in vars(args).items() if k in LAUNCH_DEFAULTS}
-    result = launch_rl(given, out=getattr(args, "out", None), resume=getattr(args, "resume", None),
-                       read_prompts=_read_prompts)
+    result = launch_rl(
+        given,
+        out=getattr(args, "out", None),
+        resume=getattr(args, "resume", None),
+        read_prompts=_read_prompts,
+    )
     summary = json.loads((result.out_dir / "summary.json").read_text())
     base, final, peak = summary["base"], summary["final"], summary["peak_gold"]
     print(f"{'':<6} {'step':>6} {'kl':>8} {'gold':>8} {'proxy':>8}")
@@ -184,9 +238,25 @@ def cmd_rl(args) -> int:
 
 
 def cmd_run(args) -> int:
-    print("goodhart run: the default study (toy_text, 25% label noise, a small proxy and a")
-    print("5-member ensemble, best-of-n over every aggregator, RL with KL control) is not")
-    print("wired up yet. Available now: `goodhart testbed`, `goodhart data`, `goodhart train-rm`.")
+    from goodhartlab.experiments.study import load_config, run_study
+
+    config_path, overrides = args.config, list(args.overrides)
+    if config_path is not None and "=" in config_path and not os.path.isfile(config_path):
+        config_path, overrides = None, [args.config, *overrides]
+    if args.resume:
+        from pathlib import Path
+
+        config = load_config(Path(args.resume) / "config.yaml", overrides)
+        run_dir = run_study(config, args.resume, resume=True)
+    else:
+        config = load_config(config_path, overrides)
+        print(
+            f"goodhart run: study {config.name!r} on {config.testbed} "
+            f"({config.proxies.noise:.0%} label noise, {len(config.proxies.seeds)} {config.proxies.size} "
+            f"proxies, best-of-n over {config.bon.prompts} prompts x {config.bon.pool_size})"
+        )
+        run_dir = run_study(config, args.run_dir)
+    print(f"goodhart run: results in {run_dir} (summary.json, bon/metrics.jsonl, bon/plots/)")
     return 0
 
 
@@ -204,20 +274,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp):
         sp.add_argument("--testbed", default="toy_text", help="testbed name (default: toy_text)")
-        sp.add_argument("--cache-dir", default=None, help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)")
+        sp.add_argument(
+            "--cache-dir",
+            default=None,
+            help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)",
+        )
         sp.add_argument("--device", default="cpu", help="cpu or cuda")
 
     r = sub.add_parser("run", help="run a study end to end (the default study without arguments)")
     r.add_argument("config", nargs="?", help="study config YAML")
-    r.add_argument("overrides", nargs="*", help="key=value overrides")
+    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. bon.pool_size=128")
+    r.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted study")
+    r.add_argument(
+        "--run-dir", default=None, help="run directory (default runs/<name>/<timestamp>)"
+    )
     r.set_defaults(func=cmd_run)
 
-    t = sub.add_parser("testbed", help="build (or verify) a testbed's cached tokenizer, policy and backbones")
+    t = sub.add_parser(
+        "testbed", help="build (or verify) a testbed's cached tokenizer, policy and backbones"
+    )
     common(t)
-    t.add_argument("--backbones", nargs="*", default=[], help="also build these reward-model backbone sizes")
+    t.add_argument(
+        "--backbones", nargs="*", default=[], help="also build these reward-model backbone sizes"
+    )
     t.set_defaults(func=cmd_testbed)
 
-    d = sub.add_parser("data", help="sample preference pairs from the base policy and label them with gold")
+    d = sub.add_parser(
+        "data", help="sample preference pairs from the base policy and label them with gold"
+    )
     common(d)
     d.add_argument("--pairs", type=int, default=5000)
     d.add_argument("--noise", type=float, default=0.25, help="fraction of labels flipped")
@@ -227,79 +311,164 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="pairs file (.jsonl or .parquet)")
     d.set_defaults(func=cmd_data)
 
-    m = sub.add_parser("train-rm", help="train proxy reward models (Bradley-Terry) on preference pairs")
+    m = sub.add_parser(
+        "train-rm", help="train proxy reward models (Bradley-Terry) on preference pairs"
+    )
     common(m)
     m.add_argument("--data", required=True, help="pairs file (.jsonl or .parquet)")
     m.add_argument("--size", default="small", help="testbed backbone size: small | medium | large")
-    m.add_argument("--backbone", default=None, help="local path or hub name of a backbone instead of --size")
-    m.add_argument("--seeds", type=_parse_seeds, default=[0], help="e.g. 0-4 for a 5-member ensemble")
-    m.add_argument("--pretrain-seeds", action="store_true", help="members also start from differently-seeded backbones")
+    m.add_argument(
+        "--backbone", default=None, help="local path or hub name of a backbone instead of --size"
+    )
+    m.add_argument(
+        "--seeds", type=_parse_seeds, default=[0], help="e.g. 0-4 for a 5-member ensemble"
+    )
+    m.add_argument(
+        "--pretrain-seeds",
+        action="store_true",
+        help="members also start from differently-seeded backbones",
+    )
     m.add_argument("--epochs", type=int, default=2)
     m.add_argument("--lr", type=float, default=1e-3)
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--out", required=True, help="output directory")
     m.set_defaults(func=cmd_train_rm)
 
-    b = sub.add_parser("bon", help="best-of-n study: sample a pool, score it, gold and proxy curves against KL")
-    b.add_argument("--testbed", default=None, help="testbed name (default: toy_text unless --policy is given)")
-    b.add_argument("--cache-dir", default=None, help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)")
+    b = sub.add_parser(
+        "bon", help="best-of-n study: sample a pool, score it, gold and proxy curves against KL"
+    )
+    b.add_argument(
+        "--testbed", default=None, help="testbed name (default: toy_text unless --policy is given)"
+    )
+    b.add_argument(
+        "--cache-dir",
+        default=None,
+        help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)",
+    )
     b.add_argument("--device", default="cpu", help="cpu or cuda")
-    b.add_argument("--policy", default=None, help="base policy: local path or hub name (instead of the testbed's)")
-    b.add_argument("--prompts", default=None, help="prompts file: .jsonl (field 'prompt'), .json list, or one per line")
-    b.add_argument("--gold", default=None, help="reward-model directory used as gold (instead of the testbed's gold)")
-    b.add_argument("--proxies", nargs="+", default=[], metavar="DIR", help="single proxy reward models")
-    b.add_argument("--ensemble", nargs="+", action="append", metavar="DIR",
-                   help="one ensemble: an ensemble directory (ensemble.json) or its member directories; repeatable")
+    b.add_argument(
+        "--policy",
+        default=None,
+        help="base policy: local path or hub name (instead of the testbed's)",
+    )
+    b.add_argument(
+        "--prompts",
+        default=None,
+        help="prompts file: .jsonl (field 'prompt'), .json list, or one per line",
+    )
+    b.add_argument(
+        "--gold",
+        default=None,
+        help="reward-model directory used as gold (instead of the testbed's gold)",
+    )
+    b.add_argument(
+        "--proxies", nargs="+", default=[], metavar="DIR", help="single proxy reward models"
+    )
+    b.add_argument(
+        "--ensemble",
+        nargs="+",
+        action="append",
+        metavar="DIR",
+        help="one ensemble: an ensemble directory (ensemble.json) or its member directories; repeatable",
+    )
     b.add_argument("--pool-size", type=int, default=512, help="N: completions per prompt")
-    b.add_argument("--prompts-count", type=int, default=None, help="P: use the first P prompts (default: all)")
-    b.add_argument("--ns", type=_parse_ns, default=None, help="values of n, e.g. 1,2,4,8 (default: powers of 2 up to N, and N)")
+    b.add_argument(
+        "--prompts-count", type=int, default=None, help="P: use the first P prompts (default: all)"
+    )
+    b.add_argument(
+        "--ns",
+        type=_parse_ns,
+        default=None,
+        help="values of n, e.g. 1,2,4,8 (default: powers of 2 up to N, and N)",
+    )
     b.add_argument("--max-new-tokens", type=int, default=None)
     b.add_argument("--temperature", type=float, default=1.0)
     b.add_argument("--top-p", type=float, default=1.0)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--batch-size", type=int, default=256, help="rows sampled together")
     b.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over prompts")
-    b.add_argument("--pool", default=None, help="pool directory to reuse across runs (default: OUT/pool)")
+    b.add_argument(
+        "--pool", default=None, help="pool directory to reuse across runs (default: OUT/pool)"
+    )
     b.add_argument("--out", required=True, help="run directory")
     b.set_defaults(func=cmd_bon)
 
     # Only the options given are set (SUPPRESS), so --resume can tell them from defaults;
     # the defaults live in optimize.rl_launch.LAUNCH_DEFAULTS.
-    rl = sub.add_parser("rl", argument_default=argparse.SUPPRESS,
-                        help="RL (GRPO / RLOO / PPO) against a proxy; gold, proxy and KL every few steps")
+    rl = sub.add_parser(
+        "rl",
+        argument_default=argparse.SUPPRESS,
+        help="RL (GRPO / RLOO / PPO) against a proxy; gold, proxy and KL every few steps",
+    )
     rl.add_argument("--testbed", help="testbed name (default: toy_text unless --policy is given)")
-    rl.add_argument("--cache-dir", help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)")
-    rl.add_argument("--policy", help="base policy: local path or hub name (instead of the testbed's)")
-    rl.add_argument("--prompts", help="training prompts file: .jsonl (field 'prompt'), .json list, or one per line")
+    rl.add_argument(
+        "--cache-dir", help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)"
+    )
+    rl.add_argument(
+        "--policy", help="base policy: local path or hub name (instead of the testbed's)"
+    )
+    rl.add_argument(
+        "--prompts",
+        help="training prompts file: .jsonl (field 'prompt'), .json list, or one per line",
+    )
     rl.add_argument("--eval-prompts-file", help="held-out prompts file (with --prompts)")
     rl.add_argument("--gold", help="reward-model directory used as gold (instead of the testbed's)")
     rl.add_argument("--proxy", metavar="DIR", help="the proxy reward model")
-    rl.add_argument("--ensemble", nargs="+", metavar="DIR", help="ensemble member directories, or one ensemble directory")
-    rl.add_argument("--aggregator", choices=["mean", "wco", "uwo", "median", "mean_minus_std"], help="ensemble aggregator (default mean)")
+    rl.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="DIR",
+        help="ensemble member directories, or one ensemble directory",
+    )
+    rl.add_argument(
+        "--aggregator",
+        choices=["mean", "wco", "uwo", "median", "mean_minus_std"],
+        help="ensemble aggregator (default mean)",
+    )
     rl.add_argument("--lam", type=float, help="UWO's λ (default 0.1)")
-    rl.add_argument("--shaping", choices=["none", "par", "lsc", "centered", "clip", "meanstd", "minmax"], help="reward shaping (default none)")
-    rl.add_argument("--reference-samples", type=int, help="M base-policy completions per prompt for par/lsc/centered (default 10)")
+    rl.add_argument(
+        "--shaping",
+        choices=["none", "par", "lsc", "centered", "clip", "meanstd", "minmax"],
+        help="reward shaping (default none)",
+    )
+    rl.add_argument(
+        "--reference-samples",
+        type=int,
+        help="M base-policy completions per prompt for par/lsc/centered (default 10)",
+    )
     rl.add_argument("--algorithm", choices=["grpo", "rloo", "ppo"], help="default grpo")
     rl.add_argument("--kl-coef", type=float, help="β of the KL to the base policy (default 0)")
-    rl.add_argument("--kl-in", choices=["reward", "loss"], help="KL penalty in the reward (k1) or in GRPO's loss (k3)")
-    rl.add_argument("--kl-target", type=float, help="adaptive β steering the KL to this target (nats)")
+    rl.add_argument(
+        "--kl-in",
+        choices=["reward", "loss"],
+        help="KL penalty in the reward (k1) or in GRPO's loss (k3)",
+    )
+    rl.add_argument(
+        "--kl-target", type=float, help="adaptive β steering the KL to this target (nats)"
+    )
     rl.add_argument("--steps", type=int, help="training steps (default 200)")
     rl.add_argument("--prompts-per-step", type=int, help="B (default 8)")
     rl.add_argument("--group-size", type=int, help="G completions per prompt (default 8)")
     rl.add_argument("--epochs", type=int, help="passes over each batch (default 1)")
     rl.add_argument("--minibatch-size", type=int, help="rows per optimizer step (default B·G)")
     rl.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
-    rl.add_argument("--max-new-tokens", type=int, help="completion budget (default: the testbed's, else 64)")
+    rl.add_argument(
+        "--max-new-tokens", type=int, help="completion budget (default: the testbed's, else 64)"
+    )
     rl.add_argument("--temperature", type=float, help="sampling temperature (default 1)")
     rl.add_argument("--eval-every", type=int, help="evaluate every k steps (default 10)")
-    rl.add_argument("--eval-prompts", type=int, help="held-out prompts per evaluation (default 100)")
+    rl.add_argument(
+        "--eval-prompts", type=int, help="held-out prompts per evaluation (default 100)"
+    )
     rl.add_argument("--eval-samples", type=int, help="completions per held-out prompt (default 2)")
     rl.add_argument("--checkpoint-every", type=int, help="checkpoint every m steps (default 50)")
     rl.add_argument("--seed", type=int, help="default 0")
     rl.add_argument("--device", help="cpu or cuda (default cpu)")
     rl.add_argument("--bf16", action="store_true", help="bf16 autocast where supported")
     rl.add_argument("--out", help="a new run directory")
-    rl.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    rl.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint"
+    )
     rl.set_defaults(func=cmd_rl)
     return p
 

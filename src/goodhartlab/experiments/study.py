@@ -1,0 +1,291 @@
+"""The study runner behind ``goodhart run``: a config, a run directory, resumable stages.
+
+Stages (each skipped on ``--resume`` when already finished):
+1. ``testbed``  build or verify the testbed's tokenizer, base policy and backbones;
+2. ``proxies``  sample gold-labelled noisy pairs and train the proxies (a single proxy and an
+                ensemble whose member 0 is that proxy);
+3. ``bon``      the best-of-n study over every aggregator (``optimize.bon``).
+The RL and direct-alignment stages are not wired in yet (see the issues).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from goodhartlab.artifacts import atomic_write_json, atomic_write_text
+
+
+class ProxyConfig(BaseModel):
+    """How the proxies are made."""
+
+    model_config = ConfigDict(extra="forbid")
+    pairs: int = Field(8000, ge=10, description="Base-policy preference pairs labelled by gold.")
+    noise: float = Field(
+        0.25, ge=0, le=0.5, description="Fraction of labels flipped (Coste et al.: 0.25)."
+    )
+    size: str = Field("small", description="Backbone size of every proxy (models.tiny.SIZES).")
+    seeds: list[int] = Field(
+        [0, 1, 2, 3, 4],
+        min_length=1,
+        description="One ensemble member per seed; member 0 is the single proxy.",
+    )
+    pretrain_seeds: bool = Field(
+        False, description="Members also start from differently-seeded backbones."
+    )
+    epochs: int = Field(2, ge=1, description="Bradley-Terry epochs.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+
+
+class BonStageConfig(BaseModel):
+    """The best-of-n stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, description="Run the best-of-n study.")
+    pool_size: int = Field(512, ge=2, description="N: completions per held-out prompt.")
+    prompts: int = Field(200, ge=1, description="Held-out prompts in the pool.")
+    aggregators: dict[str, dict[str, float]] = Field(
+        {"mean": {}, "wco": {}, "uwo": {"lam": 0.5}, "median": {}, "mean_minus_std": {"k": 1.0}},
+        description="Ensemble aggregators (core.aggregate) and their parameters.",
+    )
+    n_boot: int = Field(1000, ge=1, description="Bootstrap resamples over prompts.")
+
+
+class StudyConfig(BaseModel):
+    """A study. Unknown keys and bad values fail at load time, naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(
+        "default", description="Study name (the run directory is runs/<name>/<run-id>)."
+    )
+    testbed: str = Field("toy_text", description="Testbed name.")
+    testbed_options: dict = Field(
+        {},
+        description="Build settings of the testbed (toy_text: fields of ToyTextConfig, e.g. pretrain_steps).",
+    )
+    seed: int = Field(0, description="Seed of pairs, proxies' data order and pools.")
+    device: str = Field("cpu", description="cpu or cuda.")
+    out_dir: str = Field("runs", description="Where run directories go.")
+    cache_dir: str | None = Field(
+        None, description="Testbed cache (default $GOODHART_CACHE or ~/.cache/goodhart-lab)."
+    )
+    proxies: ProxyConfig = Field(default_factory=ProxyConfig)
+    bon: BonStageConfig = Field(default_factory=BonStageConfig)
+
+
+def default_config_text() -> str:
+    return resources.files("goodhartlab.experiments").joinpath("default.yaml").read_text()
+
+
+def _set_path(d: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ValueError(f"override {dotted!r}: {k!r} is not a section")
+    d[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:
+    """The packaged default (or ``path``) with ``key=value`` overrides (values parsed as YAML)."""
+    if path is None:
+        text, where = default_config_text(), "default.yaml"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config: no such file {path}")
+        text, where = path.read_text(), str(path)
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping of settings at the top level")
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        _set_path(raw, key.strip(), yaml.safe_load(value))
+    from pydantic import ValidationError
+
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{where}: invalid study config:"]
+        for err in e.errors():
+            field = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  {field}: {err['msg']}")
+        raise ValueError("\n".join(lines)) from None
+
+
+def make_testbed(config: StudyConfig, progress: bool = True):
+    from goodhartlab.testbeds import get_testbed
+
+    kwargs = {"cache_dir": config.cache_dir, "progress": progress}
+    if config.testbed_options:
+        from goodhartlab.testbeds.toy_text import ToyTextConfig
+
+        try:
+            kwargs["config"] = ToyTextConfig(**config.testbed_options)
+        except TypeError as e:
+            raise ValueError(f"testbed_options: {e}") from None
+    return get_testbed(config.testbed, **kwargs)
+
+
+def _manifest(run_dir: Path) -> dict:
+    path = run_dir / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    import goodhartlab
+
+    return {
+        "goodhart-lab": goodhartlab.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_study(
+    config: StudyConfig,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run (or resume) a study; returns the run directory."""
+    if run_dir is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(config.out_dir) / config.name / stamp
+    run_dir = Path(run_dir)
+    resolved = yaml.safe_dump(config.model_dump(), sort_keys=False)
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"--resume: {run_dir} has no config.yaml (not a run directory)")
+        if (run_dir / "config.yaml").read_text() != resolved:
+            raise ValueError(
+                f"--resume: {run_dir / 'config.yaml'} differs from the requested config"
+            )
+    else:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ValueError(f"run directory {run_dir} is not empty (use --resume to continue it)")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", resolved)
+    manifest = _manifest(run_dir) or {
+        "study": config.name,
+        "seed": config.seed,
+        "host": platform.node(),
+        "versions": _versions(),
+        "started": datetime.now(UTC).isoformat(),
+        "stages": {},
+    }
+    manifest["status"] = "running"
+    atomic_write_json(run_dir / "manifest.json", manifest)
+    t_start = time.perf_counter()
+
+    def stage(name: str, fn):
+        done = manifest["stages"].get(name, {})
+        if done.get("status") == "done":
+            print(f"[{name}] already done ({done.get('seconds', 0):.0f} s), skipped", flush=True)
+            return done.get("result")
+        print(f"[{name}] ...", flush=True)
+        t0 = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t0
+        manifest["stages"][name] = {"status": "done", "seconds": seconds, "result": result}
+        atomic_write_json(run_dir / "manifest.json", manifest)
+        print(
+            f"[{name}] done in {seconds:.0f} s (total {time.perf_counter() - t_start:.0f} s)",
+            flush=True,
+        )
+        return result
+
+    tb = make_testbed(config, progress=progress)
+    try:
+        stage(
+            "testbed",
+            lambda: {
+                "policy": str(tb.policy_path),
+                "backbone": str(tb.backbone_path(config.proxies.size)),
+                "gold_version": tb.gold_version,
+            },
+        )
+
+        def proxies():
+            from goodhartlab.experiments.proxies import train_proxies
+
+            p = config.proxies
+            ps = train_proxies(
+                tb,
+                pairs=p.pairs,
+                noise=p.noise,
+                size=p.size,
+                seeds=tuple(p.seeds),
+                pretrain_seeds=p.pretrain_seeds,
+                epochs=p.epochs,
+                lr=p.lr,
+                seed=config.seed,
+                device=config.device,
+                progress=progress,
+            )
+            return {
+                "members": [str(x) for x in ps.paths],
+                "metrics": ps.metrics,
+                "pairs": str(ps.pairs_path),
+            }
+
+        proxy_info = stage("proxies", proxies)
+
+        if config.bon.enabled:
+
+            def bon():
+                from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
+
+                members = proxy_info["members"]
+                b = config.bon
+                result = run_bon_study(
+                    run_dir / "bon",
+                    policy=tb.policy_path,
+                    tokenizer=tb.tokenizer,
+                    prompts=tb.eval_prompts,
+                    gold=tb.gold,
+                    proxies={"single": members[0]},
+                    ensembles={"ensemble": members} if len(members) > 1 else None,
+                    config=BonStudyConfig(
+                        pool_size=b.pool_size,
+                        prompts_count=b.prompts,
+                        max_new_tokens=tb.max_new_tokens,
+                        aggregators=b.aggregators,
+                        n_boot=b.n_boot,
+                        seed=config.seed,
+                        device=config.device,
+                    ),
+                    progress=progress,
+                )
+                return result.summary
+
+            bon_summary = stage("bon", bon)
+            atomic_write_json(
+                run_dir / "summary.json", {"bon": bon_summary, "gold_version": tb.gold_version}
+            )
+    except BaseException:
+        manifest["status"] = "failed"
+        atomic_write_json(run_dir / "manifest.json", manifest)
+        raise
+    manifest["status"] = "done"
+    manifest["finished"] = datetime.now(UTC).isoformat()
+    manifest["seconds"] = sum(s.get("seconds", 0) for s in manifest["stages"].values())
+    atomic_write_json(run_dir / "manifest.json", manifest)
+    return run_dir
