@@ -39,9 +39,9 @@ def test_bad_config_names_the_field(override, field):
 def test_bad_yaml_file_names_the_file(tmp_path):
     bad = tmp_path / "study.yaml"
     bad.write_text("bon: [unclosed\n")
-    with pytest.raises(ValueError, match="study.yaml"):
+    with pytest.raises(ValueError, match=r"study\.yaml"):
         load_config(bad)
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
         load_config(tmp_path / "nope.yaml")
 
 
