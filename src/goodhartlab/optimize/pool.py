@@ -45,7 +45,6 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from goodhartlab.artifacts import MANIFEST, atomic_write_json, atomic_write_text, seal, verify
-from goodhartlab.optimize.sampling import _decode_completion
 from goodhartlab.rewards.reward_model import check_vocabulary
 
 __all__ = [
@@ -90,6 +89,11 @@ class SampledBatch:
     """Tokens before EOS (the completion's length), int64. Shape: (B,)."""
     eos: Tensor
     """True where the row generated EOS, False where it stopped at max_new_tokens. Shape: (B,)."""
+
+
+def decode_completion(tokenizer, ids: Sequence[int]) -> str:
+    """The text of a completion's token ids (before EOS; special tokens dropped)."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
 def _left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
@@ -608,7 +612,7 @@ def build_pool(
                     rows.append(
                         {
                             "row": r,
-                            "completion": _decode_completion(tokenizer, ids),
+                            "completion": decode_completion(tokenizer, ids),
                             "num_tokens": n_tok,
                             "eos": bool(out.eos[b]),
                         }

@@ -1,22 +1,14 @@
-"""Sampling completions from a causal LM, batched, with a KV cache.
+"""Sampling completions (as text) from a causal LM.
 
-Prompts are left-padded so every row's next token sits in the last column; completions are
-decoded without special tokens and always begin with the text that followed the prompt.
+A thin text interface over ``optimize.pool.sample_token_ids``, the one sampler of the package
+(a KV cache, each distinct prompt prefilled once, finished rows leaving the batch).
+Completions are decoded without special tokens and are the text that followed the prompt.
 """
 
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
-
-
-def _decode_completion(tokenizer, ids: list[int]) -> str:
-    eos = tokenizer.eos_token_id
-    if eos in ids:
-        ids = ids[: ids.index(eos)]
-    pad = tokenizer.pad_token_id
-    ids = [i for i in ids if i != pad]
-    return tokenizer.decode(ids, skip_special_tokens=True)
 
 
 @torch.inference_mode()
@@ -30,15 +22,17 @@ def sample_completions(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = 256,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> list[list[str]]:
     """``num_samples`` completions for each prompt, sampled from ``policy``.
 
     Returns a list (one per prompt) of lists of completion strings. Deterministic for a seed
-    on a given device and thread count.
+    on a given device; rows of one prompt share one prefill.
     """
+    from goodhartlab.optimize.pool import decode_completion, sample_token_ids
+
     if num_samples < 1:
         raise ValueError(f"num_samples: expected >= 1, got {num_samples}")
     if not prompts:
@@ -46,32 +40,29 @@ def sample_completions(
     if temperature <= 0:
         raise ValueError(f"temperature: expected > 0, got {temperature}")
     policy.eval()
-    flat = [p for p in prompts for _ in range(num_samples)]
+    policy_device = next(policy.parameters()).device
+    gen = torch.Generator(device=policy_device).manual_seed(seed)
+    ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    rows = [i for i in range(len(prompts)) for _ in range(num_samples)]
     out: list[str] = []
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        it = range(0, len(flat), batch_size)
-        for start in tqdm(it, desc="sampling", disable=not progress, leave=False):
-            batch = flat[start : start + batch_size]
-            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            # A per-batch seed drawn from one generator keeps results independent of batch
-            # scheduling elsewhere in the process.
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            seq = policy.generate(
-                **enc,
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            new = seq[:, enc["input_ids"].shape[1] :].tolist()
-            out.extend(_decode_completion(tokenizer, ids) for ids in new)
-    finally:
-        tokenizer.padding_side = old_side
+    for start in tqdm(
+        range(0, len(rows), batch_size), desc="sampling", disable=not progress, leave=False
+    ):
+        chunk = rows[start : start + batch_size]
+        distinct = sorted(set(chunk))
+        local = {p: k for k, p in enumerate(distinct)}
+        batch = sample_token_ids(
+            policy,
+            [ids[p] for p in distinct],
+            [local[p] for p in chunk],
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=temperature,
+            top_p=top_p,
+            generator=gen,
+        )
+        for r in range(len(chunk)):
+            n = int(batch.num_tokens[r])
+            out.append(decode_completion(tokenizer, batch.tokens[r, :n].tolist()))
     return [out[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
