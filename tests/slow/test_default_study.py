@@ -49,3 +49,44 @@ def test_best_of_n_curves(default_run):
     oracle = {r["n"]: r["gold"] for r in rows if r["method"] == "oracle"}
     assert all(r["gold"] <= oracle[r["n"]] + 1e-9 for r in single)
     assert methods["oracle"]["gold_final"] > methods["single"]["gold_final"] + 0.5
+
+
+def test_rl_against_a_single_noisy_proxy_hacks(default_run, tmp_path):
+    """GRPO against the single 25 %-noise proxy with no KL penalty: the proxy keeps rising
+    while gold rises, peaks and falls far below its peak (issue 5's hump)."""
+    from goodhartlab.experiments.study import make_testbed
+    from goodhartlab.optimize.rl import RLConfig, run_rl
+    from goodhartlab.rewards import RewardModel
+
+    manifest = json.loads((default_run / "manifest.json").read_text())
+    single = manifest["stages"]["proxies"]["result"]["members"][0]
+    tb = make_testbed(load_config(), progress=False)
+    config = RLConfig(
+        algorithm="grpo",
+        steps=120,
+        prompts_per_step=8,
+        group_size=8,
+        lr=1e-4,
+        kl_coef=0.0,
+        eval_every=10,
+        eval_prompts=100,
+        eval_samples=2,
+        seed=0,
+    )
+    result = run_rl(
+        tmp_path / "rl",
+        policy=tb.policy_path,
+        reward=RewardModel.from_pretrained(single),
+        gold=tb.gold,
+        train_prompts=tb.train_prompts,
+        eval_prompts=tb.eval_prompts,
+        config=config,
+    )
+    m = sorted(result.metrics, key=lambda r: r["step"])
+    assert m[0]["step"] == 0 and len(m) == 13
+    gold = [r["gold"] for r in m]
+    peak = max(range(len(gold)), key=gold.__getitem__)
+    assert 0 < peak < len(gold) - 1, gold  # gold rises first, then falls
+    assert gold[peak] - gold[-1] > 1.0, gold  # far below the peak at the end
+    assert m[-1]["proxy"] > m[peak]["proxy"] > m[0]["proxy"], [r["proxy"] for r in m]
+    assert m[-1]["kl"] > m[peak]["kl"] > 0
