@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from goodhartlab.optimize.pool import sample_token_ids
+from goodhartlab.models.generation import sample_token_ids
 
 
 def tiny_policy(tokenizer):

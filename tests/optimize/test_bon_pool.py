@@ -8,15 +8,9 @@ import pytest
 import torch
 
 from goodhartlab.artifacts import MANIFEST
+from goodhartlab.models.generation import _top_p_filter, sample_token_ids
 from goodhartlab.models.tiny import build_causal_lm
-from goodhartlab.optimize.pool import (
-    PoolError,
-    _top_p_filter,
-    build_pool,
-    load_pool,
-    pool_status,
-    sample_token_ids,
-)
+from goodhartlab.optimize.pool import PoolError, build_pool, load_pool, pool_status
 
 PROMPTS = [
     "review of a phone:",

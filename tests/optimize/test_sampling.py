@@ -32,7 +32,7 @@ def test_shapes_determinism_and_variety(policy, tiny_tokenizer):
 
 
 def test_completions_are_the_decoded_tokens_before_eos(policy, tiny_tokenizer):
-    from goodhartlab.optimize.pool import sample_token_ids
+    from goodhartlab.models.generation import sample_token_ids
 
     prompt = "review of a phone:"
     (row,) = sample_completions(policy, tiny_tokenizer, [prompt], 3, max_new_tokens=6, seed=0)

@@ -22,6 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from goodhartlab.core.kl import sequence_kl
+from goodhartlab.models.generation import (
+    decode_completion,
+    left_pad,
+    position_ids,
+    sample_token_ids,
+)
 
 __all__ = [
     "Rollouts",
@@ -80,26 +86,6 @@ class Rollouts:
         )
 
 
-def _left_pad(ids: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        if len(x):
-            input_ids[i, width - len(x) :] = torch.as_tensor(list(x), dtype=torch.long)
-            mask[i, width - len(x) :] = 1
-    return input_ids, mask
-
-
-def position_ids(mask: Tensor) -> Tensor:
-    """Position ids as ``generate`` computes them: real tokens count from 0, padding gets 0.
-
-    Shape: (B, T) -> (B, T)
-    """
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-@torch.no_grad()
 def sample_rollouts(
     policy: nn.Module,
     tokenizer,
@@ -146,93 +132,38 @@ def sample_rollouts(
         raise ValueError("tokenizer: expected an eos_token to end completions")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     device = next(policy.parameters()).device
-    from transformers import DynamicCache
-
     prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     if any(len(x) == 0 for x in prompt_ids):
         raise ValueError("prompts: an empty prompt has no token to condition on")
-    input_ids, mask = _left_pad(prompt_ids, pad_id)
-    width = input_ids.shape[1]
     rows = torch.arange(len(prompts)).repeat_interleave(num_samples)
-    n_rows = rows.numel()
-    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
-
-    with autocast:
-        out = policy(
-            input_ids=input_ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=position_ids(mask).to(device),
-            past_key_values=DynamicCache(),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-    rows_dev = rows.to(device)
-    cache = out.past_key_values
-    cache.batch_select_indices(rows_dev)
-    logits = out.logits[:, -1, :][rows_dev]
-    full_mask = torch.ones((n_rows, width + max_new_tokens), dtype=torch.long, device=device)
-    full_mask[:, :width] = mask.to(device)[rows_dev]
-    next_pos = (mask.sum(-1).to(device)[rows_dev]).long()
-
-    tokens = torch.full((n_rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logp = torch.zeros((n_rows, max_new_tokens), dtype=torch.float32, device=device)
-    num_tokens = torch.full((n_rows,), max_new_tokens, dtype=torch.long)
-    eos = torch.zeros(n_rows, dtype=torch.bool)
-    active = torch.arange(n_rows, device=device)  # output row of each batch row
-    live = torch.ones(n_rows, dtype=torch.bool, device=device)
-    steps = 0
-    for t in range(max_new_tokens):
-        logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
-        nxt = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(1)
-        nxt = torch.where(live, nxt, torch.full_like(nxt, pad_id))
-        tokens[active, t] = nxt
-        logp[active, t] = torch.where(
-            live, logprobs.gather(1, nxt.unsqueeze(1)).squeeze(1), torch.zeros_like(logp[active, t])
-        )
-        hit = live & (nxt == eos_id)
-        if bool(hit.any()):
-            done = active[hit].cpu()
-            num_tokens[done] = t
-            eos[done] = True
-            live = live & ~hit
-        steps = t + 1
-        n_live = int(live.sum())
-        if n_live == 0 or t == max_new_tokens - 1:
-            break
-        if n_live <= 0.75 * live.numel():
-            keep = live.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            active, nxt, next_pos, live = active[keep], nxt[keep], next_pos[keep], live[keep]
-        with autocast:
-            out = policy(
-                input_ids=nxt.unsqueeze(1),
-                attention_mask=full_mask[active, : width + t + 1],
-                position_ids=next_pos.unsqueeze(1),
-                past_key_values=cache,
-                use_cache=True,
-            )
-        cache = out.past_key_values
-        logits = out.logits[:, -1, :]
-        next_pos = next_pos + 1
-
-    tokens, logp = tokens[:, :steps], logp[:, :steps]
-    positions = torch.arange(steps)
+    batch = sample_token_ids(
+        policy,
+        prompt_ids,
+        rows.tolist(),
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        temperature=temperature,
+        generator=generator,
+        return_logprobs=True,
+        autocast_dtype=autocast_dtype,
+    )
+    input_ids, mask = left_pad(prompt_ids, pad_id)
+    steps = batch.tokens.shape[1]
     # Actions: every token up to and including the first EOS.
-    completion_mask = (positions.unsqueeze(0) <= num_tokens.unsqueeze(1)).long()
-    completion_mask = completion_mask & (positions.unsqueeze(0) < steps)
-    cpu_tokens = tokens.cpu()
+    completion_mask = (torch.arange(steps).unsqueeze(0) <= batch.num_tokens.unsqueeze(1)).long()
     completions = [
-        tokenizer.decode(cpu_tokens[i, : int(num_tokens[i])].tolist(), skip_special_tokens=True)
-        for i in range(n_rows)
+        decode_completion(tokenizer, batch.tokens[i, : int(batch.num_tokens[i])].tolist())
+        for i in range(rows.numel())
     ]
     return Rollouts(
-        prompt_ids=input_ids.to(device)[rows_dev],
-        prompt_mask=mask.to(device)[rows_dev],
-        completion_ids=tokens,
+        prompt_ids=input_ids[rows].to(device),
+        prompt_mask=mask[rows].to(device),
+        completion_ids=batch.tokens.to(device),
         completion_mask=completion_mask.to(device),
-        logp=logp * completion_mask.to(device),
-        num_tokens=num_tokens,
-        eos=eos,
+        logp=(batch.logp * completion_mask).to(device),
+        num_tokens=batch.num_tokens,
+        eos=batch.eos,
         completions=completions,
     )
 

@@ -41,10 +41,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from goodhartlab.artifacts import MANIFEST, atomic_write_json, atomic_write_text, seal, verify
+from goodhartlab.models.generation import SampledBatch, decode_completion, sample_token_ids
 from goodhartlab.rewards.reward_model import check_vocabulary
 
 __all__ = [
@@ -72,175 +73,6 @@ CHUNKS_DIR = "chunks"
 
 class PoolError(ValueError):
     """A pool directory that is incomplete, corrupt, or was built with other settings."""
-
-
-# --------------------------------------------------------------------------------------
-# Sampling loop
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SampledBatch:
-    """Completions sampled for one batch of rows."""
-
-    tokens: Tensor
-    """Generated ids, ``pad`` after EOS (EOS itself kept). Shape: (B, T), T ≤ max_new_tokens."""
-    num_tokens: Tensor
-    """Tokens before EOS (the completion's length), int64. Shape: (B,)."""
-    eos: Tensor
-    """True where the row generated EOS, False where it stopped at max_new_tokens. Shape: (B,)."""
-
-
-def decode_completion(tokenizer, ids: Sequence[int]) -> str:
-    """The text of a completion's token ids (before EOS; special tokens dropped)."""
-    return tokenizer.decode(list(ids), skip_special_tokens=True)
-
-
-def _left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
-    width = max(len(ids) for ids in prompt_ids)
-    input_ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for i, ids in enumerate(prompt_ids):
-        if len(ids):
-            input_ids[i, width - len(ids) :] = torch.as_tensor(list(ids), dtype=torch.long)
-            mask[i, width - len(ids) :] = 1
-    return input_ids, mask
-
-
-def _top_p_filter(logits: Tensor, top_p: float) -> Tensor:
-    # As transformers' TopPLogitsWarper: drop the tokens whose ascending cumulative
-    # probability stays ≤ 1 − top_p, always keeping the most likely one.
-    sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
-    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-    remove_sorted = cum <= (1 - top_p)
-    remove_sorted[:, -1] = False
-    remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
-    return logits.masked_fill(remove, float("-inf"))
-
-
-def _next_tokens(
-    logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None
-) -> Tensor:
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_p < 1.0:
-        logits = _top_p_filter(logits, top_p)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-
-@torch.inference_mode()
-def sample_token_ids(
-    policy: nn.Module,
-    prompt_ids: Sequence[Sequence[int]],
-    row_prompt: Sequence[int],
-    *,
-    max_new_tokens: int,
-    eos_token_id: int,
-    pad_token_id: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> SampledBatch:
-    """Sample one completion per row from a causal LM with a KV cache.
-
-    Tokens are drawn from the model's own next-token distribution, shaped only by
-    ``temperature`` and ``top_p`` (the model's ``generation_config`` — repetition penalty,
-    top-k, … — is not applied: best-of-n estimates need samples of the policy itself).
-    Each distinct prompt is prefilled once and its cache copied to its rows, so N samples
-    of one prompt cost one prefill. Rows that generate EOS are removed from the batch
-    (their cache rows dropped) once a quarter of the batch has finished.
-
-    Args:
-        policy: a causal LM (``transformers`` ``*ForCausalLM``), in eval mode.
-        prompt_ids: token ids of each distinct prompt (no padding).
-        row_prompt: for each output row, the index of its prompt. Shape: (B,).
-        max_new_tokens: most tokens generated per row (EOS included).
-        eos_token_id: stops a row.
-        pad_token_id: fills prompt padding and the positions after EOS.
-        temperature: softmax temperature; 0 is greedy decoding (argmax).
-        top_p: nucleus sampling threshold in (0, 1]; 1 keeps the whole distribution.
-        generator: random generator on the policy's device (None: torch's global one).
-
-    Returns:
-        ``SampledBatch(tokens (B, T), num_tokens (B,), eos (B,))`` on the CPU.
-    """
-    if not prompt_ids:
-        raise ValueError("prompt_ids: expected at least one prompt")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens: expected >= 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature: expected >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p: expected in (0, 1], got {top_p}")
-    device = next(policy.parameters()).device
-    rows = torch.as_tensor(list(row_prompt), dtype=torch.long)
-    n_rows = rows.numel()
-    if n_rows == 0:
-        raise ValueError("row_prompt: expected at least one row")
-
-    from transformers import DynamicCache
-
-    input_ids, mask = _left_pad(prompt_ids, pad_token_id)
-    width = input_ids.shape[1]
-    # As generate: positions count real tokens; padding gets position 0 (it is masked).
-    position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    prefill = dict(
-        input_ids=input_ids.to(device),
-        attention_mask=mask.to(device),
-        position_ids=position_ids.to(device),
-        use_cache=True,
-    )
-    try:  # logits of the last position only: the prefill's vocabulary projection is skipped
-        out = policy(**prefill, past_key_values=DynamicCache(), logits_to_keep=1)
-    except TypeError:  # a model whose forward has no logits_to_keep
-        out = policy(**prefill, past_key_values=DynamicCache())
-    rows_dev = rows.to(device)
-    cache = out.past_key_values
-    cache.batch_select_indices(rows_dev)
-    logits = out.logits[:, -1, :][rows_dev]
-
-    # Full-length attention mask, filled in as tokens are generated.
-    full_mask = torch.ones((n_rows, width + max_new_tokens), dtype=torch.long, device=device)
-    full_mask[:, :width] = mask.to(device)[rows_dev]
-    next_pos = position_ids[:, -1].to(device)[rows_dev] + 1
-
-    tokens = torch.full((n_rows, max_new_tokens), pad_token_id, dtype=torch.long)
-    num_tokens = torch.full((n_rows,), max_new_tokens, dtype=torch.long)
-    eos = torch.zeros(n_rows, dtype=torch.bool)
-    active = torch.arange(n_rows, device=device)  # output row of each batch row
-    live = torch.ones(n_rows, dtype=torch.bool, device=device)  # batch row still generating
-    steps = 0
-    for t in range(max_new_tokens):
-        nxt = _next_tokens(logits, temperature, top_p, generator)
-        nxt = torch.where(live, nxt, torch.full_like(nxt, pad_token_id))
-        tokens[active.cpu(), t] = nxt.cpu()
-        hit = live & (nxt == eos_token_id)
-        if bool(hit.any()):
-            done_rows = active[hit].cpu()
-            num_tokens[done_rows] = t
-            eos[done_rows] = True
-            live = live & ~hit
-        steps = t + 1
-        n_live = int(live.sum())
-        if n_live == 0 or t == max_new_tokens - 1:
-            break
-        if n_live <= 0.75 * live.numel():
-            keep = live.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            active, nxt, next_pos, live = active[keep], nxt[keep], next_pos[keep], live[keep]
-        out = policy(
-            input_ids=nxt.unsqueeze(1),
-            attention_mask=full_mask[active, : width + t + 1],
-            position_ids=next_pos.unsqueeze(1),
-            past_key_values=cache,
-            use_cache=True,
-        )
-        cache = out.past_key_values
-        logits = out.logits[:, -1, :]
-        next_pos = next_pos + 1
-    return SampledBatch(tokens=tokens[:, :steps], num_tokens=num_tokens, eos=eos)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Sampling completions (as text) from a causal LM.
 
-A thin text interface over ``optimize.pool.sample_token_ids``, the one sampler of the package
+A thin text interface over ``models.generation.sample_token_ids``, the one sampler of the package
 (a KV cache, each distinct prompt prefilled once, finished rows leaving the batch).
 Completions are decoded without special tokens and are the text that followed the prompt.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
+
+from goodhartlab.models.generation import decode_completion, sample_token_ids
 
 
 @torch.inference_mode()
@@ -31,7 +33,6 @@ def sample_completions(
     Returns a list (one per prompt) of lists of completion strings. Deterministic for a seed
     on a given device; rows of one prompt share one prefill.
     """
-    from goodhartlab.optimize.pool import decode_completion, sample_token_ids
 
     if num_samples < 1:
         raise ValueError(f"num_samples: expected >= 1, got {num_samples}")
