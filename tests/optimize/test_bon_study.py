@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from goodhartlab.core.stats import bootstrap_ci
+from goodhartlab.core.stats import bootstrap_ci, bootstrap_means
 from goodhartlab.models.tiny import build_causal_lm, build_reward_model
 from goodhartlab.optimize.bon import (
     DEFAULT_AGGREGATORS,
     BonStudyConfig,
-    _bootstrap_means,
     _score_path,
     bon_curves,
     default_ns,
@@ -204,7 +203,7 @@ def test_drop_resamples_are_those_of_core_bootstrap_ci():
     # if the two drift apart, the drop and the point intervals disagree.
     x = torch.randn(30, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     lo, hi = bootstrap_ci(x, n_boot=300, alpha=0.1, seed=4)
-    boot = _bootstrap_means(x.numpy(), 300, 4)
+    boot = bootstrap_means(x.numpy(), 300, 4).numpy()
     np.testing.assert_allclose(np.quantile(boot, [0.05, 0.95], axis=0), np.stack([lo, hi]))
 
 

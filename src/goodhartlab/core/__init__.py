@@ -42,7 +42,7 @@ from goodhartlab.core.shaping import (
     minmax,
     par,
 )
-from goodhartlab.core.stats import bootstrap_ci
+from goodhartlab.core.stats import bootstrap_ci, bootstrap_means
 
 __all__ = [
     "AGGREGATORS",
@@ -54,6 +54,7 @@ __all__ = [
     "bon_law",
     "bon_weights",
     "bootstrap_ci",
+    "bootstrap_means",
     "ceil",
     "centered",
     "clip_to_band",

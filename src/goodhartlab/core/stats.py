@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["bootstrap_ci"]
+__all__ = ["bootstrap_ci", "bootstrap_means"]
 
 
 def bootstrap_ci(
@@ -51,12 +51,39 @@ def bootstrap_ci(
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1); got {alpha!r}")
 
+    boot_means = bootstrap_means(x, n_boot, seed)  # (n_boot, K)
+    q = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)
+    low, high = torch.quantile(boot_means, q, dim=0)
+    return low, high
+
+
+def bootstrap_means(
+    per_prompt: torch.Tensor | np.ndarray, n_boot: int, seed: int = 0
+) -> torch.Tensor:
+    """The column means of ``n_boot`` bootstrap resamples of the rows (prompts).
+
+    m*_b = (1/P) Σ_p c_bp · x_p, c_bp the number of times row p was drawn in resample b: the
+    resamples behind :func:`bootstrap_ci`, exposed for statistics that are not a mean over
+    prompts (e.g. the drop of a best-of-n curve from its peak, computed per resample).
+    Deterministic given ``seed`` (the same rows as ``bootstrap_ci`` with that seed).
+
+    Args:
+        per_prompt: Shape: (P, K).
+        n_boot: number of resamples, ≥ 1.
+        seed: seed of the resampling generator.
+
+    Returns:
+        float64. Shape: (n_boot, K).
+    """
+    x = torch.as_tensor(
+        np.asarray(per_prompt) if not isinstance(per_prompt, torch.Tensor) else per_prompt
+    )
+    if x.ndim != 2:
+        raise ValueError(f"per_prompt must have shape (P, K); got {tuple(x.shape)}")
+    n_prompts = x.shape[0]
     gen = torch.Generator().manual_seed(int(seed))
     idx = torch.randint(0, n_prompts, (int(n_boot), n_prompts), generator=gen)
     # Counts instead of gathered copies: memory n_boot × P rather than n_boot × P × K.
     counts = torch.zeros(int(n_boot), n_prompts, dtype=torch.float64)
     counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
-    boot_means = counts @ x / n_prompts  # (n_boot, K)
-    q = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)
-    low, high = torch.quantile(boot_means, q, dim=0)
-    return low, high
+    return counts @ x.to(torch.float64) / n_prompts

@@ -42,7 +42,7 @@ from goodhartlab.core.aggregate import get_aggregator
 from goodhartlab.core.bon import expected_best_of_n
 from goodhartlab.core.kl import bon_kl
 from goodhartlab.core.scaling import fit_bon_law, overoptimization
-from goodhartlab.core.stats import bootstrap_ci
+from goodhartlab.core.stats import bootstrap_ci, bootstrap_means
 from goodhartlab.optimize.pool import (
     Pool,
     PoolError,
@@ -320,18 +320,6 @@ def default_ns(pool_size: int) -> list[int]:
     return ns if ns[-1] == pool_size else [*ns, pool_size]
 
 
-def _bootstrap_means(per_prompt: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    # The resamples of core.stats.bootstrap_ci (same generator calls, so the same rows are
-    # drawn for the same seed): the means per resample, for statistics that are not a mean
-    # over prompts, such as the drop from the peak. Shape: (P, K) -> (n_boot, K).
-    n_prompts = per_prompt.shape[0]
-    gen = torch.Generator().manual_seed(int(seed))
-    idx = torch.randint(0, n_prompts, (int(n_boot), n_prompts), generator=gen)
-    counts = torch.zeros(int(n_boot), n_prompts, dtype=torch.float64)
-    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
-    return (counts @ torch.as_tensor(per_prompt, dtype=torch.float64) / n_prompts).numpy()
-
-
 @dataclass(frozen=True)
 class MethodCurve:
     """Best-of-n gold and proxy of one way of picking, for every n of the grid.
@@ -445,7 +433,7 @@ def _method_curve(
         q = [alpha / 2, 1 - alpha / 2]
         # The peak is found again in every resample, so the interval includes the
         # uncertainty of where the peak is (this statistic is >= 0 by construction).
-        boot = _bootstrap_means(gold_rel, n_boot, seed)
+        boot = bootstrap_means(gold_rel, n_boot, seed).numpy()
         drops = boot.max(axis=1) - boot[:, -1]
         summary["drop_lo"], summary["drop_hi"] = (float(x) for x in np.quantile(drops, q))
         # With the peak's n fixed at the observed one: a paired difference over prompts,
