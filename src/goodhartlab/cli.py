@@ -237,6 +237,69 @@ def cmd_rl(args) -> int:
     return 0
 
 
+def cmd_dpo(args) -> int:
+    from goodhartlab.data import PreferencePair, read_pairs
+    from goodhartlab.optimize.daa import DAAConfig, run_daa
+    from goodhartlab.optimize.rl_launch import _reward_source
+    from goodhartlab.rewards.pipeline import RewardPipelineConfig
+
+    tb = _testbed(args)
+    proxy = None
+    if args.proxy or args.ensemble:
+        proxy = _reward_source({"proxy": args.proxy, "ensemble": args.ensemble}, args.device)
+    if args.pairs:
+        pairs = read_pairs(args.pairs)
+    elif args.online:
+        # Online mode only needs prompts; the labels come from the proxy each round.
+        pairs = [PreferencePair(prompt=p, chosen="", rejected="") for p in tb.train_prompts]
+    else:
+        raise ValueError("--pairs FILE is required (offline training needs preference pairs)")
+    config = DAAConfig(
+        loss=args.loss,
+        beta=args.beta,
+        eta=args.eta,
+        label_smoothing=args.label_smoothing,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_pairs=args.max_pairs,
+        eval_points_in_first_epoch=tuple(args.eval_points),
+        eval_prompts=args.eval_prompts,
+        eval_samples=args.eval_samples,
+        max_new_tokens=tb.max_new_tokens,
+        seed=args.seed,
+        device=args.device,
+        bf16=args.bf16,
+        online=args.online,
+        rounds=args.rounds,
+        pairs_per_round=args.pairs_per_round,
+        reward=RewardPipelineConfig(aggregator=args.aggregator),
+    )
+    result = run_daa(
+        args.out,
+        policy=str(tb.policy_path),
+        tokenizer=tb.tokenizer,
+        pairs=pairs,
+        gold=tb.gold,
+        eval_prompts=tb.eval_prompts,
+        config=config,
+        proxy=proxy,
+        resume=args.resume,
+        progress=True,
+    )
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    base, final, peak = summary["base"], summary["final"], summary["peak_gold"]
+    print(f"{'':<6} {'step':>6} {'epoch':>6} {'kl':>8} {'gold':>8} {'win':>6} {'len':>6}")
+    for label, r in (("base", base), ("peak", peak), ("final", final)):
+        print(
+            f"{label:<6} {r['step']:>6} {r['epoch_fraction']:>6.2f} {r['kl']:>8.3f} "
+            f"{r['gold']:>8.3f} {r['win_rate']:>6.3f} {r['length']:>6.1f}"
+        )
+    print(f"skipped pairs: {summary['skipped']}")
+    print(f"wrote {result.out_dir}/metrics.jsonl, summary.json, checkpoints/")
+    return 0
+
+
 def cmd_run(args) -> int:
     from goodhartlab.experiments.study import load_config, run_study
 
@@ -256,7 +319,16 @@ def cmd_run(args) -> int:
             f"proxies, best-of-n over {config.bon.prompts} prompts x {config.bon.pool_size})"
         )
         run_dir = run_study(config, args.run_dir)
-    print(f"goodhart run: results in {run_dir} (summary.json, bon/metrics.jsonl, bon/plots/)")
+    print(f"goodhart run: results in {run_dir} (report.html, summary.json, metrics.jsonl, plots/)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from goodhartlab.report import build_report
+
+    report = build_report(args.run_dir)
+    print(report["verdict"])
+    print(f"wrote {args.run_dir}/report.html, summary.json, metrics.jsonl, plots/")
     return 0
 
 
@@ -470,6 +542,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint"
     )
     rl.set_defaults(func=cmd_rl)
+
+    rep = sub.add_parser(
+        "report", help="(re)build a study's report: plots, table, verdict, report.html"
+    )
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a study")
+    rep.set_defaults(func=cmd_report)
+    dpo = sub.add_parser(
+        "dpo",
+        help="direct alignment (DPO / IPO / SLiC / RPO) on preference pairs, offline or online",
+    )
+    common(dpo)
+    dpo.add_argument("--loss", choices=["dpo", "ipo", "slic", "rpo"], default="dpo")
+    dpo.add_argument("--beta", type=float, default=0.1, help="β, the KL strength (default 0.1)")
+    dpo.add_argument("--eta", type=float, default=1.0, help="rpo: weight of the chosen NLL")
+    dpo.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="dpo: ε of conservative DPO"
+    )
+    dpo.add_argument("--pairs", help="preference pairs file (.jsonl or .parquet)")
+    dpo.add_argument("--max-pairs", type=int, default=None, help="use the first N usable pairs")
+    dpo.add_argument("--epochs", type=int, default=1)
+    dpo.add_argument("--batch-size", type=int, default=32)
+    dpo.add_argument("--lr", type=float, default=1e-4)
+    dpo.add_argument(
+        "--eval-points",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[0.1, 0.25, 0.5],
+        help="fractions of the first epoch to evaluate at (default 0.1,0.25,0.5; epoch ends "
+        "always)",
+    )
+    dpo.add_argument("--eval-prompts", type=int, default=100, help="held-out prompts per eval")
+    dpo.add_argument("--eval-samples", type=int, default=2, help="completions per eval prompt")
+    dpo.add_argument("--seed", type=int, default=0)
+    dpo.add_argument("--bf16", action="store_true", help="bf16 autocast where supported")
+    dpo.add_argument(
+        "--online", action="store_true", help="online iterative mode (needs --proxy/--ensemble)"
+    )
+    dpo.add_argument("--rounds", type=int, default=3, help="online: K rounds")
+    dpo.add_argument("--pairs-per-round", type=int, default=256, help="online: pairs per round")
+    dpo.add_argument("--proxy", metavar="DIR", help="proxy reward model (logged; online labeller)")
+    dpo.add_argument("--ensemble", nargs="+", metavar="DIR", help="ensemble member directories")
+    dpo.add_argument(
+        "--aggregator",
+        choices=["mean", "wco", "uwo", "median", "mean_minus_std"],
+        default="mean",
+        help="ensemble aggregator of the proxy",
+    )
+    dpo.add_argument("--out", required=True, help="run directory")
+    dpo.add_argument("--resume", action="store_true", help="continue --out from its checkpoint")
+    dpo.set_defaults(func=cmd_dpo)
     return p
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -54,7 +55,34 @@ TINY = {
     },
     "proxies": {"pairs": 120, "seeds": [0, 1], "epochs": 1},
     "bon": {"pool_size": 8, "prompts": 6, "n_boot": 50},
+    "rl": {
+        "steps": 4,
+        "eval_every": 2,
+        "prompts_per_step": 2,
+        "group_size": 2,
+        "eval_prompts": 4,
+        "lr": 1e-3,
+        "methods": [{"name": "single"}, {"name": "mean", "aggregator": "mean"}],
+    },
 }
+
+
+def test_default_rl_stage_is_the_issue_six_set():
+    c = load_config()
+    assert c.rl.enabled and c.rl.algorithm == "grpo"
+    methods = {m.name: m for m in c.rl.methods}
+    assert set(methods) == {"single", "mean", "wco", "uwo", "par", "single-nokl"}
+    assert methods["single"].aggregator is None and methods["single"].kl_coef == 0.01
+    assert methods["uwo"].aggregator_params == {"lam": 0.1}
+    assert methods["par"].shaping == "par" and methods["single-nokl"].kl_coef == 0.0
+    with pytest.raises(ValueError, match=r"rl\.methods"):
+        load_config(None, ["rl.methods=[{name: a}, {name: a}]"])
+    with pytest.raises(ValueError, match=r"rl\.methods\.0\.shaping"):
+        load_config(None, ["rl.methods=[{name: a, shaping: wiggle}]"])
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_path, monkeypatch):
@@ -64,29 +92,92 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_pa
         "config.yaml",
         "manifest.json",
         "summary.json",
+        "metrics.jsonl",
+        "report.html",
+        "plots/curves.png",
+        "plots/curves.svg",
+        "plots/disagreement.png",
+        "plots/disagreement.svg",
         "bon/metrics.jsonl",
         "bon/plots/bon.png",
+        "rl/single/metrics.jsonl",
+        "rl/single/samples.jsonl",
+        "rl/mean/metrics.jsonl",
     ):
         assert (run_dir / name).is_file(), name
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done"
-    assert set(manifest["stages"]) == {"testbed", "proxies", "bon"}
-    methods = {
-        json.loads(line)["method"]
-        for line in (run_dir / "bon/metrics.jsonl").read_text().splitlines()
-    }
+    assert set(manifest["stages"]) == {"testbed", "proxies", "bon", "rl/single", "rl/mean"}
+    methods = {line["method"] for line in _lines(run_dir / "bon/metrics.jsonl")}
     aggregators = {"mean", "wco", "uwo", "median", "mean_minus_std"}
     assert methods == {"single", "oracle", "ensemble/member0", "ensemble/member1"} | {
         f"ensemble/{a}" for a in aggregators
     }
+
+    # Every method has complete metrics in the study's metrics.jsonl, each line once.
+    points = _lines(run_dir / "metrics.jsonl")
+    assert {p["kind"] for p in points} == {"bon", "rl"}
+    for p in points:
+        assert all(p.get(k) is not None for k in ("method", "d", "kl", "gold", "proxy")), p
+    rl_steps = {}
+    for p in points:
+        if p["kind"] == "rl":
+            rl_steps.setdefault(p["method"], []).append(p["step"])
+    assert rl_steps == {"single": [0, 2, 4], "mean": [0, 2, 4]}
+    assert len(points) == len(_lines(run_dir / "bon/metrics.jsonl")) + 6
     summary = json.loads((run_dir / "summary.json").read_text())
+    table = {(r["kind"], r["method"]) for r in summary["report"]["table"]}
+    assert {("rl", "single"), ("rl", "mean"), ("bon", "single"), ("bon", "ensemble/wco")} <= table
+    assert summary["report"]["verdict"] and set(summary["rl"]) == {"single", "mean"}
+
+    # A model-written <script> is escaped in the rebuilt report.
+    from goodhartlab.report import build_report
+
+    samples = run_dir / "rl/single/samples.jsonl"
+    original = samples.read_text()
+    evil = {"step": 0, "prompt": "p", "completion": "<script>alert(1)</script>", "gold": 0.0}
+    samples.write_text(json.dumps(evil) + "\n" + original)
+    build_report(run_dir)
+    page = (run_dir / "report.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script" not in page.lower() and "http://" not in page and "https://" not in page
+    assert "data:image/png;base64," in page
+    samples.write_text(original)
+    build_report(run_dir)
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+
+    # A run killed after its first stages (the BoN stage and one RL run lost, another RL
+    # run half-written) resumes to the same summary and the same metrics.
+    killed = tmp_path / "killed"
+    shutil.copytree(run_dir, killed)
+    m = json.loads((killed / "manifest.json").read_text())
+    m["stages"] = {k: v for k, v in m["stages"].items() if k in ("testbed", "proxies")}
+    m["status"] = "failed"
+    (killed / "manifest.json").write_text(json.dumps(m))
+    for name in ("bon", "rl/single", "plots"):
+        shutil.rmtree(killed / name)
+    for name in ("summary.json", "metrics.jsonl", "report.html"):
+        (killed / name).unlink()
+    # rl/mean was killed after its first evaluation, before any checkpoint: the study
+    # resumes that run directory instead of refusing it.
+    shutil.rmtree(killed / "rl/mean/checkpoints")
+    for name in ("metrics.jsonl", "train.jsonl", "samples.jsonl"):
+        path = killed / "rl/mean" / name
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:1]))
+    (killed / "rl/mean/summary.json").unlink()
+    run_study(config, killed, resume=True, progress=False)
+    assert json.loads((killed / "summary.json").read_text()) == summary
+    assert _lines(killed / "metrics.jsonl") == points
 
     # A resumed finished study recomputes nothing and keeps the same summary.
     import goodhartlab.experiments.proxies as proxies_module
+    import goodhartlab.optimize.rl as rl_module
 
     monkeypatch.setattr(proxies_module, "train_proxies", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(rl_module, "run_rl", lambda *a, **k: pytest.fail("recomputed"))
     again = run_study(config, run_dir, resume=True, progress=False)
     assert json.loads((again / "summary.json").read_text()) == summary
+    assert _lines(again / "metrics.jsonl") == points
 
     with pytest.raises(ValueError, match="differs"):
         run_study(config.model_copy(update={"seed": 1}), run_dir, resume=True, progress=False)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    config = load_config(None, ["bon.pool_size=256", "bon.n_boot=300"])
+    config = load_config(None, ["bon.pool_size=256", "bon.n_boot=300", "rl.enabled=false"])
     run_dir = tmp_path_factory.mktemp("study") / "run"
     return run_study(config, run_dir, progress=False)
 

@@ -4,8 +4,12 @@ Stages (each skipped on ``--resume`` when already finished):
 1. ``testbed``  build or verify the testbed's tokenizer, base policy and backbones;
 2. ``proxies``  sample gold-labelled noisy pairs and train the proxies (a single proxy and an
                 ensemble whose member 0 is that proxy);
-3. ``bon``      the best-of-n study over every aggregator (``optimize.bon``).
-The RL and direct-alignment stages are not wired in yet (see the issues).
+3. ``bon``      the best-of-n study over every aggregator (``optimize.bon``);
+4. ``rl/<name>`` one RL run per method (``optimize.rl``) in ``rl/<name>/``: a finished run is
+                not redone, a killed one resumes from its last checkpoint;
+then ``metrics.jsonl`` (every BoN and RL evaluation point, rebuilt from the stages' own
+files so never duplicated), ``summary.json`` and the report (``report.build_report``).
+The direct-alignment stage is not wired in yet (see the issues).
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from goodhartlab.artifacts import atomic_write_json, atomic_write_text
 
@@ -58,6 +63,66 @@ class BonStageConfig(BaseModel):
     n_boot: int = Field(1000, ge=1, description="Bootstrap resamples over prompts.")
 
 
+class RLMethodConfig(BaseModel):
+    """One RL run of the study: a reward pipeline and a KL penalty."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(
+        ..., pattern=r"^[A-Za-z0-9_.-]+$", description="Method label and run subdirectory."
+    )
+    aggregator: str | None = Field(
+        None,
+        description="None: the single proxy (ensemble member 0); else a core.aggregate name "
+        "(mean, wco, uwo, median, mean_minus_std) over the whole ensemble.",
+    )
+    aggregator_params: dict[str, float] = Field(
+        {}, description="Aggregator parameters (uwo: lam, default 0.1; mean_minus_std: k)."
+    )
+    shaping: Literal["none", "par", "lsc", "centered", "clip", "meanstd", "minmax", "ceil"] = Field(
+        "none", description="Reward shaping (rewards.pipeline): none, par, lsc, ..."
+    )
+    kl_coef: float = Field(0.01, ge=0, description="β of the KL penalty in the reward.")
+
+
+def _default_rl_methods() -> list[RLMethodConfig]:
+    m = RLMethodConfig
+    return [
+        m(name="single"),
+        m(name="mean", aggregator="mean"),
+        m(name="wco", aggregator="wco"),
+        m(name="uwo", aggregator="uwo", aggregator_params={"lam": 0.1}),
+        m(name="par", shaping="par"),
+        m(name="single-nokl", kl_coef=0.0),
+    ]
+
+
+class RLStageConfig(BaseModel):
+    """The RL stage: common settings, and one run per method."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, description="Run the RL stage.")
+    algorithm: Literal["grpo", "rloo", "ppo"] = Field("grpo", description="RL algorithm.")
+    steps: int = Field(60, ge=1, description="Training steps per method.")
+    eval_every: int = Field(10, ge=1, description="Evaluate every this many steps (and 0, end).")
+    prompts_per_step: int = Field(8, ge=1, description="B: prompts per step.")
+    group_size: int = Field(8, ge=2, description="G: completions per prompt.")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate.")
+    eval_prompts: int = Field(100, ge=1, description="Held-out prompts per evaluation.")
+    checkpoint_every: int = Field(20, ge=1, description="Checkpoint every this many steps.")
+    methods: list[RLMethodConfig] = Field(
+        default_factory=_default_rl_methods,
+        description="The runs: single / mean / WCO / UWO / PAR at β = 0.01, single at β = 0.",
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, v: list[RLMethodConfig]) -> list[RLMethodConfig]:
+        names = [m.name for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"method names must be unique; got {names}")
+        return v
+
+
 class StudyConfig(BaseModel):
     """A study. Unknown keys and bad values fail at load time, naming the field."""
 
@@ -78,6 +143,7 @@ class StudyConfig(BaseModel):
     )
     proxies: ProxyConfig = Field(default_factory=ProxyConfig)
     bon: BonStageConfig = Field(default_factory=BonStageConfig)
+    rl: RLStageConfig = Field(default_factory=RLStageConfig)
 
 
 def default_config_text() -> str:
@@ -158,6 +224,55 @@ def _versions() -> dict:
     }
 
 
+def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, run_dir, rewards):
+    """One RL run of the study; a half-done run directory is resumed from its checkpoint."""
+    from goodhartlab.optimize.rl import RLConfig, run_rl
+    from goodhartlab.rewards import Ensemble, RewardModel
+    from goodhartlab.rewards.pipeline import RewardPipelineConfig
+
+    members = proxy_info["members"]
+    key = "single" if method.aggregator is None else "ensemble"
+    if key not in rewards:  # loaded once, shared by the methods
+        rewards[key] = (
+            RewardModel.from_pretrained(members[0], device=config.device)
+            if key == "single"
+            else Ensemble.from_dirs([Path(m) for m in members], device=config.device)
+        )
+    r = config.rl
+    rl_config = RLConfig(
+        algorithm=r.algorithm,
+        name=method.name,
+        steps=r.steps,
+        prompts_per_step=r.prompts_per_step,
+        group_size=r.group_size,
+        lr=r.lr,
+        kl_coef=method.kl_coef,
+        max_new_tokens=tb.max_new_tokens,
+        eval_every=r.eval_every,
+        eval_prompts=r.eval_prompts,
+        checkpoint_every=r.checkpoint_every,
+        seed=config.seed,
+        device=config.device,
+        reward=RewardPipelineConfig(
+            aggregator=method.aggregator or "mean",
+            aggregator_params=method.aggregator_params,
+            shaping=method.shaping,
+        ),
+    )
+    out = Path(run_dir) / "rl" / method.name
+    result = run_rl(
+        out,
+        policy=tb.policy_path,
+        reward=rewards[key],
+        gold=tb.gold,
+        train_prompts=tb.train_prompts,
+        eval_prompts=tb.eval_prompts,
+        config=rl_config,
+        resume=(out / "config.yaml").is_file(),
+    )
+    return json.loads((result.out_dir / "summary.json").read_text())
+
+
 def run_study(
     config: StudyConfig,
     run_dir: str | Path | None = None,
@@ -213,6 +328,7 @@ def run_study(
         return result
 
     tb = make_testbed(config, progress=progress)
+    summary: dict = {"gold_version": tb.gold_version}
     try:
         stage(
             "testbed",
@@ -276,10 +392,21 @@ def run_study(
                 )
                 return result.summary
 
-            bon_summary = stage("bon", bon)
-            atomic_write_json(
-                run_dir / "summary.json", {"bon": bon_summary, "gold_version": tb.gold_version}
-            )
+            summary["bon"] = stage("bon", bon)
+
+        if config.rl.enabled:
+            rewards: dict = {}
+            for method in config.rl.methods:
+                summary.setdefault("rl", {})[method.name] = stage(
+                    f"rl/{method.name}",
+                    lambda method=method: _rl_run(config, tb, proxy_info, method, run_dir, rewards),
+                )
+
+        from goodhartlab.report import build_report, collect_metrics
+
+        collect_metrics(run_dir)
+        atomic_write_json(run_dir / "summary.json", summary)
+        build_report(run_dir)
     except BaseException:
         manifest["status"] = "failed"
         atomic_write_json(run_dir / "manifest.json", manifest)

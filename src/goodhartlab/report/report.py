@@ -1,0 +1,412 @@
+"""The report of a study's run directory: metrics, plots, table, verdict, report.html.
+
+Reads what the stages wrote (``bon/metrics.jsonl``, ``bon/samples.jsonl``,
+``rl/<method>/metrics.jsonl``, ``rl/<method>/samples.jsonl``) and writes
+
+- ``metrics.jsonl``: every evaluation point of every method, one object each, with
+  ``method``, ``kind`` ("bon" | "rl"), ``d``, ``kl``, ``gold``, ``proxy`` (gold and proxy
+  relative to the base policy, as in Gao et al. 2023; ``gold_abs`` / ``proxy_abs`` unshifted),
+  ``curve`` (the BoN curve's own kind: single, ensemble, member, oracle; "rl" for RL);
+- ``plots/curves.{png,svg}``: gold and proxy against d = sqrt(KL), best-of-n and RL side by
+  side, each method's fitted law (``core.scaling``) drawn over its points;
+  ``plots/disagreement.{png,svg}``: the ensemble members' disagreement over RL training;
+- ``summary.json`` (key ``report``): the table and the verdict;
+- ``report.html``: self-contained (plots embedded as base64 PNG), with samples per method.
+
+The metrics file is rebuilt from the stages' files on every call, so it never holds a
+line twice, however often a study was resumed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from goodhartlab.artifacts import atomic_write_json, atomic_write_text
+
+__all__ = ["HACKING_DROP", "build_report", "collect_metrics", "summary_table", "verdict"]
+
+#: A method "hacked" when it lost more than this fraction of its gold gain after the peak.
+HACKING_DROP = 0.2
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _rl_dirs(run_dir: Path) -> list[Path]:
+    rl = run_dir / "rl"
+    return sorted(p for p in rl.iterdir() if (p / "metrics.jsonl").is_file()) if rl.is_dir() else []
+
+
+def collect_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rebuild ``run_dir/metrics.jsonl`` from the stages' metrics; returns its lines.
+
+    Without any stage file (a copied run directory), the existing metrics.jsonl is read.
+    """
+    run_dir = Path(run_dir)
+    lines: list[dict[str, Any]] = []
+    for rec in _read_jsonl(run_dir / "bon" / "metrics.jsonl"):
+        lines.append({**rec, "kind": "bon", "curve": rec.get("kind", "single")})
+    for sub in _rl_dirs(run_dir):
+        recs = sorted(_read_jsonl(sub / "metrics.jsonl"), key=lambda r: r["step"])
+        if not recs:
+            continue
+        base = recs[0]
+        for rec in recs:
+            lines.append(
+                {
+                    **rec,
+                    "method": rec.get("method", sub.name),
+                    "kind": "rl",
+                    "curve": "rl",
+                    "gold": rec["gold"] - base["gold"],
+                    "proxy": rec["proxy"] - base["proxy"],
+                    "gold_abs": rec["gold"],
+                    "proxy_abs": rec["proxy"],
+                }
+            )
+    if not lines:
+        return _read_jsonl(run_dir / "metrics.jsonl")
+    atomic_write_text(
+        run_dir / "metrics.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
+    )
+    return lines
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _curves(points: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in points:
+        if p.get("d") is None or p.get("gold") is None:
+            continue
+        out.setdefault((p["kind"], str(p["method"])), []).append(p)
+    for pts in out.values():
+        pts.sort(key=lambda p: (p["d"], p.get("step", p.get("n", 0))))
+    return out
+
+
+def _fit(kind: str, d: list[float], gold: list[float]):
+    from goodhartlab.core.scaling import fit_bon_law, fit_rl_law
+
+    try:
+        return (fit_bon_law if kind == "bon" else fit_rl_law)(d, gold)
+    except ValueError:
+        return None
+
+
+def summary_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method (ensemble members left out): peak, final, drop, fitted law.
+
+    Gold is relative to the base policy. ``drop`` is ``core.scaling.overoptimization``'s
+    fraction of the gain lost after the peak; α, β, R² the fit of Gao et al.'s law of the
+    method's optimizer (best-of-n: d (α − β d); RL: d (α − β log d)). Undefined values are None.
+    """
+    from goodhartlab.core.scaling import overoptimization
+
+    rows = []
+    for (kind, method), pts in _curves(points).items():
+        if pts[0].get("curve") == "member":
+            continue
+        d = [float(p["d"]) for p in pts]
+        gold = [float(p["gold"]) for p in pts]
+        o = overoptimization(d, gold)
+        fit = _fit(kind, d, gold)
+        drop = _finite(o.drop)
+        proxy = [p.get("proxy") for p in pts]
+        rows.append(
+            {
+                "kind": kind,
+                "method": method,
+                "curve": pts[0].get("curve"),
+                "points": len(pts),
+                "peak_gold": o.gold_peak,
+                "d_peak": o.d_peak,
+                "kl_peak": o.d_peak**2,
+                "final_gold": o.gold_final,
+                "final_proxy": _finite(proxy[-1]) if proxy[-1] is not None else None,
+                "d_max": d[-1],
+                "kl_max": d[-1] ** 2,
+                "drop": drop,
+                "hacking": bool(drop is not None and drop > HACKING_DROP),
+                "law": kind,
+                "alpha": _finite(fit.alpha) if fit else None,
+                "beta": _finite(fit.beta) if fit else None,
+                "r2": _finite(fit.r2) if fit else None,
+            }
+        )
+    rows.sort(key=lambda r: (r["kind"], r["method"]))
+    return rows
+
+
+def _describe(r: dict[str, Any]) -> str:
+    what = ("best-of-n with " if r["kind"] == "bon" else "RL with ") + f"'{r['method']}'"
+    if r["hacking"]:
+        return (
+            f"{what} started hacking at KL ≈ {r['kl_peak']:.2g} nats (gold peaked at "
+            f"{r['peak_gold']:+.3g}, then lost {r['drop']:.0%} of that gain by KL ≈ "
+            f"{r['kl_max']:.2g})"
+        )
+    return (
+        f"{what} did not within the budget (KL up to {r['kl_max']:.2g} nats, final gold "
+        f"{r['final_gold']:+.3g})"
+    )
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """A one-paragraph plain-language reading of the table."""
+    if not rows:
+        return "No results yet: the study has no finished stage with metrics."
+    parts = []
+    for kind, label in (("rl", "RL"), ("bon", "Best-of-n")):
+        rs = [r for r in rows if r["kind"] == kind and r["curve"] != "oracle"]
+        if not rs:
+            continue
+        sentences = "; ".join(_describe(r) for r in rs)
+        best = max(rs, key=lambda r: r["final_gold"])
+        hacked = [r["method"] for r in rs if r["hacking"]]
+        parts.append(
+            f"{label}: {sentences}. "
+            f"Highest final gold: '{best['method']}' ({best['final_gold']:+.3g} over the base "
+            f"policy); {len(hacked)} of {len(rs)} methods lost more than "
+            f"{HACKING_DROP:.0%} of their gain after the peak."
+        )
+    return (
+        " ".join(parts) + " Gold is measured relative to the base policy; d = sqrt(KL)."
+        if parts
+        else "No results to judge."
+    )
+
+
+def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from goodhartlab.core.scaling import bon_law, rl_law
+    from goodhartlab.report.plots import _save_png_svg
+
+    curves = _curves(points)
+    kinds = [k for k in ("bon", "rl") if any(kk == k for kk, _ in curves)]
+    if not kinds:
+        return []
+    fig, axes = plt.subplots(
+        2, len(kinds), figsize=(5.5 * len(kinds), 7.5), squeeze=False, sharex="col"
+    )
+    for col, kind in enumerate(kinds):
+        ax_gold, ax_proxy = axes[0][col], axes[1][col]
+        colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
+        for (k, method), pts in curves.items():
+            if k != kind:
+                continue
+            curve = pts[0].get("curve")
+            d = np.array([p["d"] for p in pts], dtype=float)
+            gold = np.array([p["gold"] for p in pts], dtype=float)
+            proxy = np.array([np.nan if p.get("proxy") is None else p["proxy"] for p in pts])
+            if curve == "member":
+                style = {"color": "0.75", "lw": 0.8, "label": None}
+                ax_gold.plot(d, gold, **style)
+                ax_proxy.plot(d, proxy, **style)
+                continue
+            if curve == "oracle":
+                ax_gold.plot(d, gold, color="black", ls="--", lw=1.0, label=method)
+                continue
+            color = next(colors)
+            ax_gold.plot(d, gold, "o", ms=3, color=color, label=method)
+            ax_proxy.plot(d, proxy, "o-", ms=3, lw=1.2, color=color, label=method)
+            fit = _fit(kind, d.tolist(), gold.tolist())
+            if fit is not None:
+                grid = np.linspace(0, float(d.max()), 100)
+                law = bon_law if kind == "bon" else rl_law
+                ax_gold.plot(grid, law(grid, fit.alpha, fit.beta).numpy(), color=color, lw=1.4)
+        name = "best-of-n" if kind == "bon" else "RL"
+        ax_gold.set_title(f"{name}: gold (points) and fitted law (lines)")
+        ax_proxy.set_title(f"{name}: proxy")
+        ax_gold.set_ylabel("gold − base policy's gold")
+        ax_proxy.set_ylabel("proxy − base policy's proxy")
+        ax_proxy.set_xlabel("d = sqrt(KL)  (nats$^{1/2}$)")
+        for ax in (ax_gold, ax_proxy):
+            ax.axhline(0, color="0.5", lw=0.6)
+            ax.grid(alpha=0.25)
+        ax_gold.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    try:
+        return _save_png_svg(fig, out)
+    finally:
+        plt.close(fig)
+
+
+def _plot_disagreement(points: list[dict[str, Any]], out: Path) -> list[Path]:
+    rl = [p for p in points if p.get("kind") == "rl" and p.get("disagreement") is not None]
+    if not rl:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from goodhartlab.report.plots import _save_png_svg
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by: dict[str, list[dict[str, Any]]] = {}
+    for p in rl:
+        by.setdefault(str(p["method"]), []).append(p)
+    for method, pts in by.items():
+        pts.sort(key=lambda p: p["step"])
+        ax.plot(
+            [p["step"] for p in pts], [p["disagreement"] for p in pts], "o-", ms=3, label=method
+        )
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("ensemble disagreement (std over members)")
+    ax.set_title("Ensemble disagreement over RL training")
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    try:
+        return _save_png_svg(fig, out)
+    finally:
+        plt.close(fig)
+
+
+def _samples(run_dir: Path, points: list[dict[str, Any]], per: int = 2) -> list[dict[str, Any]]:
+    """A few samples per method: RL at its first, peak-gold and last evaluation; best-of-n:
+    the base policy's sample and the best-of-N pick."""
+    out = []
+    bon = _read_jsonl(run_dir / "bon" / "samples.jsonl")
+    by: dict[str, list[dict[str, Any]]] = {}
+    for s in bon:
+        by.setdefault(str(s.get("method")), []).append(s)
+    for method, ss in by.items():
+        if method.startswith("ensemble/member"):
+            continue
+        stage = "start (base policy)" if method == "base" else f"best-of-{ss[0].get('n', 'N')}"
+        out.append({"kind": "bon", "method": method, "stage": stage, "samples": ss[:per]})
+    for sub in _rl_dirs(run_dir):
+        samples = _read_jsonl(sub / "samples.jsonl")
+        metrics = _read_jsonl(sub / "metrics.jsonl")
+        if not samples or not metrics:
+            continue
+        first, last = metrics[0]["step"], metrics[-1]["step"]
+        peak = max(metrics, key=lambda m: m["gold"])["step"]
+        for label, step in (("start", first), ("peak gold", peak), ("end", last)):
+            ss = [s for s in samples if s.get("step") == step][:per]
+            out.append(
+                {"kind": "rl", "method": sub.name, "stage": f"{label} (step {step})", "samples": ss}
+            )
+    return out
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1100px;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 7px;
+text-align:right}th{background:#f3f3f3}td.l{text-align:left}tr.hack td{background:#fff0f0}
+img{max-width:100%}pre{white-space:pre-wrap;background:#f7f7f7;padding:4px 6px;margin:2px 0}
+.verdict{background:#f5f8ff;border-left:4px solid #4a7;padding:0.6em 1em}
+"""
+
+
+def _num(x: Any, fmt: str = "{:.3g}") -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    return fmt.format(x) if isinstance(x, int | float) else html.escape(str(x))
+
+
+def _html(
+    run_dir: Path, rows: list[dict[str, Any]], text: str, plots: list[Path], samples: list[dict]
+) -> str:
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>goodhart-lab report: {esc(run_dir.name)}</title><style>{_CSS}</style></head>",
+        f"<body><h1>goodhart-lab report</h1><p>Run directory: <code>{esc(str(run_dir))}</code></p>",
+        f"<h2>Verdict</h2><p class='verdict'>{esc(text)}</p>",
+        "<h2>Plots</h2>",
+    ]
+    for png in plots:
+        if png.suffix == ".png":
+            data = base64.b64encode(png.read_bytes()).decode("ascii")
+            parts.append(f"<p><img alt='{esc(png.stem)}' src='data:image/png;base64,{data}'></p>")
+    cols = [
+        ("kind", "optimizer"),
+        ("method", "method"),
+        ("peak_gold", "peak gold"),
+        ("d_peak", "d at peak"),
+        ("final_gold", "final gold"),
+        ("final_proxy", "final proxy"),
+        ("d_max", "d max"),
+        ("drop", "overoptimization (drop)"),
+        ("alpha", "α"),
+        ("beta", "β"),
+        ("r2", "R²"),
+        ("hacking", "hacked"),
+    ]
+    parts.append("<h2>Table</h2><table><tr>")
+    parts += [f"<th>{esc(label)}</th>" for _, label in cols]
+    parts.append("</tr>")
+    for r in rows:
+        parts.append(f"<tr class='{'hack' if r['hacking'] else ''}'>")
+        for key, _ in cols:
+            cls = " class='l'" if key in ("kind", "method") else ""
+            parts.append(f"<td{cls}>{_num(r.get(key))}</td>")
+        parts.append("</tr>")
+    parts.append(
+        "</table><p>Gold and proxy relative to the base policy; d = sqrt(KL) in nats<sup>½</sup>;"
+        " α, β, R² of Gao et al. 2023's law (best-of-n: d(α − βd); RL: d(α − β log d)).</p>"
+    )
+    parts.append("<h2>Samples</h2>")
+    for block in samples:
+        kind = "best-of-n" if block["kind"] == "bon" else "RL"
+        parts.append(f"<h3>{esc(kind)} · {esc(block['method'])} · {esc(block['stage'])}</h3>")
+        if not block["samples"]:
+            parts.append("<p>(no samples logged)</p>")
+        for s in block["samples"]:
+            scores = ", ".join(
+                f"{k} {s[k]:.3g}" for k in ("gold", "proxy") if isinstance(s.get(k), int | float)
+            )
+            parts.append(
+                f"<p><b>prompt</b> <pre>{esc(str(s.get('prompt', '')))}</pre>"
+                f"<b>completion</b> ({esc(scores)})<pre>{esc(str(s.get('completion', '')))}</pre></p>"
+            )
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def build_report(run_dir: str | Path) -> dict[str, Any]:
+    """Build (or rebuild) the report of a run directory; returns summary.json's ``report``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"report: no such run directory {run_dir}")
+    points = collect_metrics(run_dir)
+    rows = summary_table(points)
+    text = verdict(rows)
+    plots = _plot_curves(points, run_dir / "plots" / "curves") + _plot_disagreement(
+        points, run_dir / "plots" / "disagreement"
+    )
+    atomic_write_text(
+        run_dir / "report.html", _html(run_dir, rows, text, plots, _samples(run_dir, points))
+    )
+    report = {
+        "table": rows,
+        "verdict": text,
+        "hacking_drop": HACKING_DROP,
+        "plots": [str(p.relative_to(run_dir)) for p in plots],
+    }
+    path = run_dir / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary["report"] = report
+    atomic_write_json(path, summary)
+    return report

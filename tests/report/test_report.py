@@ -1,0 +1,140 @@
+"""The study report: metrics collection, table, verdict, plots and the HTML page."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from goodhartlab.cli import main
+from goodhartlab.report import collect_metrics, summary_table, verdict
+
+
+def _write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _fake_run(tmp_path):
+    run = tmp_path / "run"
+    bon = []
+    for n, d in enumerate([0.0, 0.5, 1.0, 1.5, 2.0], start=1):
+        bon.append(
+            {
+                "method": "single",
+                "kind": "single",
+                "n": n,
+                "d": d,
+                "kl": d * d,
+                "gold": d * (1.0 - 0.5 * d),
+                "proxy": d,
+            }
+        )
+        bon.append(
+            {
+                "method": "oracle",
+                "kind": "oracle",
+                "n": n,
+                "d": d,
+                "kl": d * d,
+                "gold": 2 * d,
+                "proxy": 2 * d,
+            }
+        )
+        bon.append(
+            {
+                "method": "ensemble/member0",
+                "kind": "member",
+                "n": n,
+                "d": d,
+                "kl": d * d,
+                "gold": 0.1 * d,
+                "proxy": d,
+            }
+        )
+    _write_jsonl(run / "bon/metrics.jsonl", bon)
+    _write_jsonl(
+        run / "bon/samples.jsonl",
+        [
+            {"prompt": "p & q", "method": "base", "completion": "plain", "gold": 0.1},
+            {
+                "prompt": "p & q",
+                "method": "single",
+                "n": 8,
+                "completion": "best",
+                "gold": 0.2,
+                "proxy": 1.0,
+            },
+        ],
+    )
+    # RL: "hack" peaks and falls (absolute gold, base 1.0), "safe" keeps rising.
+    for name, golds in (("hack", [1.0, 1.6, 1.8, 1.2, 1.0]), ("safe", [1.0, 1.2, 1.4, 1.5, 1.6])):
+        rows, samples = [], []
+        for k, g in enumerate(golds):
+            d = 0.5 * k
+            rows.append(
+                {
+                    "method": name,
+                    "step": 10 * k,
+                    "kl": d * d,
+                    "d": d,
+                    "gold": g,
+                    "proxy": 2.0 + d,
+                    "disagreement": 0.1 * k,
+                }
+            )
+            samples.append(
+                {
+                    "step": 10 * k,
+                    "prompt": "a",
+                    "completion": f"c{k} <b>",
+                    "gold": g,
+                    "proxy": 2.0 + d,
+                }
+            )
+        _write_jsonl(run / f"rl/{name}/metrics.jsonl", rows)
+        _write_jsonl(run / f"rl/{name}/samples.jsonl", samples)
+    return run
+
+
+def test_collect_metrics_is_idempotent_and_relative_to_the_base(tmp_path):
+    run = _fake_run(tmp_path)
+    first = collect_metrics(run)
+    assert collect_metrics(run) == first
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 15 + 10
+    hack = [p for p in first if p["kind"] == "rl" and p["method"] == "hack"]
+    assert [p["gold"] for p in hack] == [0.0, 0.6000000000000001, 0.8, 0.19999999999999996, 0.0]
+    assert hack[0]["gold_abs"] == 1.0 and hack[0]["curve"] == "rl"
+    assert {p["curve"] for p in first if p["kind"] == "bon"} == {"single", "oracle", "member"}
+
+
+def test_table_and_verdict_name_the_method_that_hacked(tmp_path):
+    rows = {
+        (r["kind"], r["method"]): r for r in summary_table(collect_metrics(_fake_run(tmp_path)))
+    }
+    assert ("bon", "ensemble/member0") not in rows  # members are only drawn
+    hack, safe = rows[("rl", "hack")], rows[("rl", "safe")]
+    assert math.isclose(hack["peak_gold"], 0.8) and hack["d_peak"] == 1.0
+    assert math.isclose(hack["drop"], 1.0) and hack["hacking"] and not safe["hacking"]
+    assert safe["drop"] == 0.0 and math.isclose(safe["final_gold"], 0.6)
+    single = rows[("bon", "single")]
+    assert math.isclose(single["alpha"], 1.0) and math.isclose(single["beta"], 0.5)
+    assert math.isclose(single["r2"], 1.0)
+    text = verdict(list(rows.values()))
+    assert "RL with 'hack' started hacking at KL ≈ 1 nats" in text
+    assert "RL with 'safe' did not within the budget" in text
+    assert verdict([]).startswith("No results")
+
+
+def test_build_report_writes_plots_html_and_summary(tmp_path, capsys):
+    run = _fake_run(tmp_path)
+    (run / "summary.json").write_text(json.dumps({"bon": {"kept": 1}}))
+    assert main(["report", str(run)]) == 0
+    assert "hacking" in capsys.readouterr().out
+    for name in ("curves.png", "curves.svg", "disagreement.png", "disagreement.svg"):
+        assert (run / "plots" / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["bon"] == {"kept": 1} and summary["report"]["table"]
+    page = (run / "report.html").read_text()
+    assert "c4 &lt;b&gt;" in page and "p &amp; q" in page and "<b>" in page
+    assert "start (step 0)" in page and "peak gold (step 20)" in page and "end (step 40)" in page
+    assert "<script" not in page.lower() and "data:image/png;base64," in page
