@@ -64,7 +64,28 @@ TINY = {
         "lr": 1e-3,
         "methods": [{"name": "single"}, {"name": "mean", "aggregator": "mean"}],
     },
+    "daa": {
+        "enabled": True,
+        "max_pairs": 16,
+        "batch_size": 8,
+        "eval_points_in_first_epoch": [0.5],
+        "eval_prompts": 4,
+        "lr": 1e-3,
+        "runs": [{"name": "dpo", "loss": "dpo", "beta": 0.1}],
+    },
 }
+
+
+def test_daa_stage_is_off_by_default_and_validated():
+    c = load_config()
+    assert not c.daa.enabled and [r.name for r in c.daa.runs] == ["dpo"]
+    assert c.daa.runs[0].loss == "dpo" and c.daa.runs[0].beta == 0.05
+    c = load_config(None, ["daa.enabled=true", "daa.runs=[{name: i, loss: ipo, beta: 0.5}]"])
+    assert c.daa.enabled and c.daa.runs[0].loss == "ipo"
+    with pytest.raises(ValueError, match=r"daa\.runs"):
+        load_config(None, ["daa.runs=[{name: a}, {name: a}]"])
+    with pytest.raises(ValueError, match=r"daa\.runs\.0\.loss"):
+        load_config(None, ["daa.runs=[{name: a, loss: kto}]"])
 
 
 def test_default_rl_stage_is_the_issue_six_set():
@@ -103,11 +124,22 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_pa
         "rl/single/metrics.jsonl",
         "rl/single/samples.jsonl",
         "rl/mean/metrics.jsonl",
+        "daa/dpo/metrics.jsonl",
+        "daa/dpo/samples.jsonl",
+        "daa/dpo/base_eval.jsonl",
+        "daa/dpo/summary.json",
     ):
         assert (run_dir / name).is_file(), name
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done"
-    assert set(manifest["stages"]) == {"testbed", "proxies", "bon", "rl/single", "rl/mean"}
+    assert set(manifest["stages"]) == {
+        "testbed",
+        "proxies",
+        "bon",
+        "rl/single",
+        "rl/mean",
+        "daa/dpo",
+    }
     methods = {line["method"] for line in _lines(run_dir / "bon/metrics.jsonl")}
     aggregators = {"mean", "wco", "uwo", "median", "mean_minus_std"}
     assert methods == {"single", "oracle", "ensemble/member0", "ensemble/member1"} | {
@@ -116,7 +148,7 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_pa
 
     # Every method has complete metrics in the study's metrics.jsonl, each line once.
     points = _lines(run_dir / "metrics.jsonl")
-    assert {p["kind"] for p in points} == {"bon", "rl"}
+    assert {p["kind"] for p in points} == {"bon", "rl", "daa"}
     for p in points:
         assert all(p.get(k) is not None for k in ("method", "d", "kl", "gold", "proxy")), p
     rl_steps = {}
@@ -124,11 +156,23 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_pa
         if p["kind"] == "rl":
             rl_steps.setdefault(p["method"], []).append(p["step"])
     assert rl_steps == {"single": [0, 2, 4], "mean": [0, 2, 4]}
-    assert len(points) == len(_lines(run_dir / "bon/metrics.jsonl")) + 6
+    # DAA: 16 pairs in batches of 8, evaluated at step 0, half an epoch and the epoch end.
+    daa = [p for p in points if p["kind"] == "daa"]
+    assert [(p["method"], p["step"], p["epoch_fraction"]) for p in daa] == [
+        ("dpo", 0, 0.0),
+        ("dpo", 1, 0.5),
+        ("dpo", 2, 1.0),
+    ]
+    assert daa[0]["win_rate"] == 0.5 and daa[0]["gold"] == 0.0 and daa[0]["curve"] == "daa"
+    assert all(p.get("length") is not None and p.get("win_rate") is not None for p in daa)
+    assert len(points) == len(_lines(run_dir / "bon/metrics.jsonl")) + 6 + 3
     summary = json.loads((run_dir / "summary.json").read_text())
     table = {(r["kind"], r["method"]) for r in summary["report"]["table"]}
     assert {("rl", "single"), ("rl", "mean"), ("bon", "single"), ("bon", "ensemble/wco")} <= table
+    assert ("daa", "dpo") in table
     assert summary["report"]["verdict"] and set(summary["rl"]) == {"single", "mean"}
+    assert set(summary["daa"]) == {"dpo"} and summary["daa"]["dpo"]["loss"] == "dpo"
+    assert "direct alignment with 'dpo'" in summary["report"]["verdict"]
 
     # A model-written <script> is escaped in the rebuilt report.
     from goodhartlab.report import build_report
@@ -165,16 +209,23 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_pa
         path = killed / "rl/mean" / name
         path.write_text("".join(path.read_text().splitlines(keepends=True)[:1]))
     (killed / "rl/mean/summary.json").unlink()
+    # daa/dpo was killed after its half-epoch checkpoint: it resumes from step 1.
+    shutil.rmtree(killed / "daa/dpo/checkpoints/step_000002")
+    (killed / "daa/dpo/summary.json").unlink()
     run_study(config, killed, resume=True, progress=False)
+    resumes = json.loads((killed / "daa/dpo/manifest.json").read_text())["resumes"]
+    assert [r["from_step"] for r in resumes] == [1]
     assert json.loads((killed / "summary.json").read_text()) == summary
     assert _lines(killed / "metrics.jsonl") == points
 
     # A resumed finished study recomputes nothing and keeps the same summary.
     import goodhartlab.experiments.proxies as proxies_module
+    import goodhartlab.optimize.daa as daa_module
     import goodhartlab.optimize.rl as rl_module
 
     monkeypatch.setattr(proxies_module, "train_proxies", lambda *a, **k: pytest.fail("recomputed"))
     monkeypatch.setattr(rl_module, "run_rl", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(daa_module, "run_daa", lambda *a, **k: pytest.fail("recomputed"))
     again = run_study(config, run_dir, resume=True, progress=False)
     assert json.loads((again / "summary.json").read_text()) == summary
     assert _lines(again / "metrics.jsonl") == points

@@ -138,3 +138,19 @@ def test_build_report_writes_plots_html_and_summary(tmp_path, capsys):
     assert "c4 &lt;b&gt;" in page and "p &amp; q" in page and "<b>" in page
     assert "start (step 0)" in page and "peak gold (step 20)" in page and "end (step 40)" in page
     assert "<script" not in page.lower() and "data:image/png;base64," in page
+
+
+def test_daa_runs_are_collected_with_the_rl_law_and_an_optional_proxy(tmp_path):
+    run = tmp_path / "run"
+    rows = [
+        {"method": "dpo", "step": s, "d": d, "kl": d * d, "gold": 1.0 + d * (1 - 0.5 * d)}
+        for s, d in enumerate([0.0, 0.5, 1.0, 1.5, 2.0])
+    ]
+    _write_jsonl(run / "daa/dpo/metrics.jsonl", [{**r, "proxy": None} for r in rows])
+    points = collect_metrics(run)
+    assert [p["kind"] for p in points] == ["daa"] * 5 and points[0]["curve"] == "daa"
+    assert points[0]["gold"] == 0.0 and points[-1]["gold_abs"] == 1.0
+    assert all(p["proxy"] is None for p in points)
+    (row,) = summary_table(points)
+    assert (row["kind"], row["method"], row["law"]) == ("daa", "dpo", "rl")
+    assert "direct alignment with 'dpo'" in verdict([row])

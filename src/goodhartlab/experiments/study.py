@@ -7,9 +7,11 @@ Stages (each skipped on ``--resume`` when already finished):
 3. ``bon``      the best-of-n study over every aggregator (``optimize.bon``);
 4. ``rl/<name>`` one RL run per method (``optimize.rl``) in ``rl/<name>/``: a finished run is
                 not redone, a killed one resumes from its last checkpoint;
-then ``metrics.jsonl`` (every BoN and RL evaluation point, rebuilt from the stages' own
+5. ``daa/<name>`` (off by default) one offline direct-alignment run (``optimize.daa``) per
+                entry of ``daa.runs`` in ``daa/<name>/``, on the proxies stage's gold-labelled
+                noisy pairs, resumed like the RL runs;
+then ``metrics.jsonl`` (every BoN, RL and DAA evaluation point, rebuilt from the stages' own
 files so never duplicated), ``summary.json`` and the report (``report.build_report``).
-The direct-alignment stage is not wired in yet (see the issues).
 """
 
 from __future__ import annotations
@@ -123,6 +125,53 @@ class RLStageConfig(BaseModel):
         return v
 
 
+class DAARunConfig(BaseModel):
+    """One direct-alignment run of the study: a loss and its β."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(
+        ..., pattern=r"^[A-Za-z0-9_.-]+$", description="Method label and run subdirectory."
+    )
+    loss: Literal["dpo", "ipo", "slic", "rpo"] = Field("dpo", description="core.losses loss.")
+    beta: float = Field(0.1, gt=0, description="β: the strength of the implicit KL constraint.")
+    eta: float = Field(1.0, ge=0, description="rpo: η, the weight of the chosen-NLL term.")
+
+
+def _default_daa_runs() -> list[DAARunConfig]:
+    return [DAARunConfig(name="dpo", loss="dpo", beta=0.05)]
+
+
+class DAAStageConfig(BaseModel):
+    """The direct-alignment stage (offline, on the proxies stage's noisy pairs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(
+        False, description="Run the stage (off by default: it exceeds the default time target)."
+    )
+    epochs: int = Field(1, ge=1, description="Passes over the pairs.")
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate.")
+    batch_size: int = Field(32, ge=1, description="Pairs per optimizer step.")
+    max_pairs: int | None = Field(
+        None, ge=1, description="Use only the first this many usable pairs (None: all)."
+    )
+    eval_points_in_first_epoch: list[float] = Field(
+        [0.1, 0.25, 0.5, 0.75],
+        description="Fractions of the first epoch after which to evaluate (and every epoch end).",
+    )
+    eval_prompts: int = Field(100, ge=1, description="Held-out prompts per evaluation.")
+    runs: list[DAARunConfig] = Field(
+        default_factory=_default_daa_runs, description="The runs (default: DPO at β = 0.05)."
+    )
+
+    @field_validator("runs")
+    @classmethod
+    def _unique(cls, v: list[DAARunConfig]) -> list[DAARunConfig]:
+        names = [m.name for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"run names must be unique; got {names}")
+        return v
+
+
 class StudyConfig(BaseModel):
     """A study. Unknown keys and bad values fail at load time, naming the field."""
 
@@ -144,6 +193,7 @@ class StudyConfig(BaseModel):
     proxies: ProxyConfig = Field(default_factory=ProxyConfig)
     bon: BonStageConfig = Field(default_factory=BonStageConfig)
     rl: RLStageConfig = Field(default_factory=RLStageConfig)
+    daa: DAAStageConfig = Field(default_factory=DAAStageConfig)
 
 
 def default_config_text() -> str:
@@ -224,20 +274,63 @@ def _versions() -> dict:
     }
 
 
-def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, run_dir, rewards):
-    """One RL run of the study; a half-done run directory is resumed from its checkpoint."""
-    from goodhartlab.optimize.rl import RLConfig, run_rl
+def _reward(config: StudyConfig, proxy_info: dict, key: str, rewards: dict):
+    """The single proxy (ensemble member 0) or the ensemble, loaded once and shared."""
     from goodhartlab.rewards import Ensemble, RewardModel
-    from goodhartlab.rewards.pipeline import RewardPipelineConfig
 
     members = proxy_info["members"]
-    key = "single" if method.aggregator is None else "ensemble"
-    if key not in rewards:  # loaded once, shared by the methods
+    if key not in rewards:
         rewards[key] = (
             RewardModel.from_pretrained(members[0], device=config.device)
             if key == "single"
             else Ensemble.from_dirs([Path(m) for m in members], device=config.device)
         )
+    return rewards[key]
+
+
+def _daa_run(config: StudyConfig, tb, proxy_info: dict, run: DAARunConfig, run_dir, rewards):
+    """One offline DAA run on the study's noisy pairs (the single proxy is logged, not trained
+    on); a half-done run directory is resumed from its checkpoint."""
+    from goodhartlab.data import read_pairs
+    from goodhartlab.optimize.daa import DAAConfig, run_daa
+
+    d = config.daa
+    daa_config = DAAConfig(
+        loss=run.loss,
+        name=run.name,
+        beta=run.beta,
+        eta=run.eta,
+        lr=d.lr,
+        epochs=d.epochs,
+        batch_size=d.batch_size,
+        max_pairs=d.max_pairs,
+        eval_points_in_first_epoch=tuple(d.eval_points_in_first_epoch),
+        eval_prompts=d.eval_prompts,
+        max_new_tokens=tb.max_new_tokens,
+        seed=config.seed,
+        device=config.device,
+    )
+    out = Path(run_dir) / "daa" / run.name
+    result = run_daa(
+        out,
+        policy=tb.policy_path,
+        pairs=read_pairs(proxy_info["pairs"]),
+        gold=tb.gold,
+        eval_prompts=tb.eval_prompts,
+        config=daa_config,
+        proxy=_reward(config, proxy_info, "single", rewards),
+        resume=(out / "config.yaml").is_file(),
+    )
+    return json.loads((result.out_dir / "summary.json").read_text())
+
+
+def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, run_dir, rewards):
+    """One RL run of the study; a half-done run directory is resumed from its checkpoint."""
+    from goodhartlab.optimize.rl import RLConfig, run_rl
+    from goodhartlab.rewards.pipeline import RewardPipelineConfig
+
+    key = "single" if method.aggregator is None else "ensemble"
+    reward = _reward(config, proxy_info, key, rewards)
     r = config.rl
     rl_config = RLConfig(
         algorithm=r.algorithm,
@@ -263,7 +356,7 @@ def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, r
     result = run_rl(
         out,
         policy=tb.policy_path,
-        reward=rewards[key],
+        reward=reward,
         gold=tb.gold,
         train_prompts=tb.train_prompts,
         eval_prompts=tb.eval_prompts,
@@ -394,12 +487,18 @@ def run_study(
 
             summary["bon"] = stage("bon", bon)
 
+        rewards: dict = {}
         if config.rl.enabled:
-            rewards: dict = {}
             for method in config.rl.methods:
                 summary.setdefault("rl", {})[method.name] = stage(
                     f"rl/{method.name}",
                     lambda method=method: _rl_run(config, tb, proxy_info, method, run_dir, rewards),
+                )
+        if config.daa.enabled:
+            for run in config.daa.runs:
+                summary.setdefault("daa", {})[run.name] = stage(
+                    f"daa/{run.name}",
+                    lambda run=run: _daa_run(config, tb, proxy_info, run, run_dir, rewards),
                 )
 
         from goodhartlab.report import build_report, collect_metrics

@@ -1,14 +1,17 @@
 """The report of a study's run directory: metrics, plots, table, verdict, report.html.
 
 Reads what the stages wrote (``bon/metrics.jsonl``, ``bon/samples.jsonl``,
-``rl/<method>/metrics.jsonl``, ``rl/<method>/samples.jsonl``) and writes
+``rl/<method>/metrics.jsonl``, ``rl/<method>/samples.jsonl``, and the same files under
+``daa/<method>/`` for direct alignment) and writes
 
 - ``metrics.jsonl``: every evaluation point of every method, one object each, with
-  ``method``, ``kind`` ("bon" | "rl"), ``d``, ``kl``, ``gold``, ``proxy`` (gold and proxy
-  relative to the base policy, as in Gao et al. 2023; ``gold_abs`` / ``proxy_abs`` unshifted),
-  ``curve`` (the BoN curve's own kind: single, ensemble, member, oracle; "rl" for RL);
-- ``plots/curves.{png,svg}``: gold and proxy against d = sqrt(KL), best-of-n and RL side by
-  side, each method's fitted law (``core.scaling``) drawn over its points;
+  ``method``, ``kind`` ("bon" | "rl" | "daa"), ``d``, ``kl``, ``gold``, ``proxy`` (gold and
+  proxy relative to the base policy, as in Gao et al. 2023; ``gold_abs`` / ``proxy_abs``
+  unshifted), ``curve`` (the BoN curve's own kind: single, ensemble, member, oracle; "rl" for
+  RL, "daa" for direct alignment);
+- ``plots/curves.{png,svg}``: gold and proxy against d = sqrt(KL), best-of-n, RL and direct
+  alignment side by side, each method's fitted law (``core.scaling``; direct alignment gets
+  the RL law) drawn over its points;
   ``plots/disagreement.{png,svg}``: the ensemble members' disagreement over RL training;
 - ``summary.json`` (key ``report``): the table and the verdict;
 - ``report.html``: self-contained (plots embedded as base64 PNG), with samples per method.
@@ -40,9 +43,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _rl_dirs(run_dir: Path) -> list[Path]:
-    rl = run_dir / "rl"
-    return sorted(p for p in rl.iterdir() if (p / "metrics.jsonl").is_file()) if rl.is_dir() else []
+#: Kinds of training runs, each in ``<kind>/<method>/`` with the RL loop's metrics.jsonl.
+TRAINED = ("rl", "daa")
+_LABELS = {"bon": "best-of-n", "rl": "RL", "daa": "direct alignment"}
+
+
+def _run_dirs(run_dir: Path, kind: str) -> list[Path]:
+    top = run_dir / kind
+    if not top.is_dir():
+        return []
+    return sorted(p for p in top.iterdir() if (p / "metrics.jsonl").is_file())
 
 
 def collect_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -54,24 +64,26 @@ def collect_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     for rec in _read_jsonl(run_dir / "bon" / "metrics.jsonl"):
         lines.append({**rec, "kind": "bon", "curve": rec.get("kind", "single")})
-    for sub in _rl_dirs(run_dir):
-        recs = sorted(_read_jsonl(sub / "metrics.jsonl"), key=lambda r: r["step"])
-        if not recs:
-            continue
-        base = recs[0]
-        for rec in recs:
-            lines.append(
-                {
-                    **rec,
-                    "method": rec.get("method", sub.name),
-                    "kind": "rl",
-                    "curve": "rl",
-                    "gold": rec["gold"] - base["gold"],
-                    "proxy": rec["proxy"] - base["proxy"],
-                    "gold_abs": rec["gold"],
-                    "proxy_abs": rec["proxy"],
-                }
-            )
+    for kind in TRAINED:
+        for sub in _run_dirs(run_dir, kind):
+            recs = sorted(_read_jsonl(sub / "metrics.jsonl"), key=lambda r: r["step"])
+            if not recs:
+                continue
+            base = recs[0]
+            for rec in recs:
+                proxy = rec.get("proxy")  # None: a DAA run without a proxy
+                lines.append(
+                    {
+                        **rec,
+                        "method": rec.get("method", sub.name),
+                        "kind": kind,
+                        "curve": kind,
+                        "gold": rec["gold"] - base["gold"],
+                        "proxy": None if proxy is None else proxy - base["proxy"],
+                        "gold_abs": rec["gold"],
+                        "proxy_abs": proxy,
+                    }
+                )
     if not lines:
         return _read_jsonl(run_dir / "metrics.jsonl")
     atomic_write_text(
@@ -138,7 +150,7 @@ def summary_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "kl_max": d[-1] ** 2,
                 "drop": drop,
                 "hacking": bool(drop is not None and drop > HACKING_DROP),
-                "law": kind,
+                "law": "bon" if kind == "bon" else "rl",
                 "alpha": _finite(fit.alpha) if fit else None,
                 "beta": _finite(fit.beta) if fit else None,
                 "r2": _finite(fit.r2) if fit else None,
@@ -149,7 +161,7 @@ def summary_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _describe(r: dict[str, Any]) -> str:
-    what = ("best-of-n with " if r["kind"] == "bon" else "RL with ") + f"'{r['method']}'"
+    what = f"{_LABELS.get(r['kind'], r['kind'])} with '{r['method']}'"
     if r["hacking"]:
         return (
             f"{what} started hacking at KL ≈ {r['kl_peak']:.2g} nats (gold peaked at "
@@ -167,7 +179,7 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "No results yet: the study has no finished stage with metrics."
     parts = []
-    for kind, label in (("rl", "RL"), ("bon", "Best-of-n")):
+    for kind, label in (("rl", "RL"), ("daa", "Direct alignment"), ("bon", "Best-of-n")):
         rs = [r for r in rows if r["kind"] == kind and r["curve"] != "oracle"]
         if not rs:
             continue
@@ -198,7 +210,7 @@ def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
     from goodhartlab.report.plots import _save_png_svg
 
     curves = _curves(points)
-    kinds = [k for k in ("bon", "rl") if any(kk == k for kk, _ in curves)]
+    kinds = [k for k in ("bon", *TRAINED) if any(kk == k for kk, _ in curves)]
     if not kinds:
         return []
     fig, axes = plt.subplots(
@@ -230,7 +242,7 @@ def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
                 grid = np.linspace(0, float(d.max()), 100)
                 law = bon_law if kind == "bon" else rl_law
                 ax_gold.plot(grid, law(grid, fit.alpha, fit.beta).numpy(), color=color, lw=1.4)
-        name = "best-of-n" if kind == "bon" else "RL"
+        name = _LABELS[kind]
         ax_gold.set_title(f"{name}: gold (points) and fitted law (lines)")
         ax_proxy.set_title(f"{name}: proxy")
         ax_gold.set_ylabel("gold − base policy's gold")
@@ -292,18 +304,18 @@ def _samples(run_dir: Path, points: list[dict[str, Any]], per: int = 2) -> list[
             continue
         stage = "start (base policy)" if method == "base" else f"best-of-{ss[0].get('n', 'N')}"
         out.append({"kind": "bon", "method": method, "stage": stage, "samples": ss[:per]})
-    for sub in _rl_dirs(run_dir):
-        samples = _read_jsonl(sub / "samples.jsonl")
-        metrics = _read_jsonl(sub / "metrics.jsonl")
-        if not samples or not metrics:
-            continue
-        first, last = metrics[0]["step"], metrics[-1]["step"]
-        peak = max(metrics, key=lambda m: m["gold"])["step"]
-        for label, step in (("start", first), ("peak gold", peak), ("end", last)):
-            ss = [s for s in samples if s.get("step") == step][:per]
-            out.append(
-                {"kind": "rl", "method": sub.name, "stage": f"{label} (step {step})", "samples": ss}
-            )
+    for kind in TRAINED:
+        for sub in _run_dirs(run_dir, kind):
+            samples = _read_jsonl(sub / "samples.jsonl")
+            metrics = _read_jsonl(sub / "metrics.jsonl")
+            if not samples or not metrics:
+                continue
+            first, last = metrics[0]["step"], metrics[-1]["step"]
+            peak = max(metrics, key=lambda m: m["gold"])["step"]
+            for label, step in (("start", first), ("peak gold", peak), ("end", last)):
+                ss = [s for s in samples if s.get("step") == step][:per]
+                stage = f"{label} (step {step})"
+                out.append({"kind": kind, "method": sub.name, "stage": stage, "samples": ss})
     return out
 
 
@@ -369,7 +381,7 @@ def _html(
     )
     parts.append("<h2>Samples</h2>")
     for block in samples:
-        kind = "best-of-n" if block["kind"] == "bon" else "RL"
+        kind = _LABELS.get(block["kind"], block["kind"])
         parts.append(f"<h3>{esc(kind)} · {esc(block['method'])} · {esc(block['stage'])}</h3>")
         if not block["samples"]:
             parts.append("<p>(no samples logged)</p>")
