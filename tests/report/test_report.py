@@ -154,3 +154,55 @@ def test_daa_runs_are_collected_with_the_rl_law_and_an_optional_proxy(tmp_path):
     (row,) = summary_table(points)
     assert (row["kind"], row["method"], row["law"]) == ("daa", "dpo", "rl")
     assert "direct alignment with 'dpo'" in verdict([row])
+
+
+def test_daa_frontier_fits_each_loss_across_its_beta_sweep(tmp_path):
+    from goodhartlab.report.report import daa_frontiers
+
+    run = tmp_path / "run"
+    # Two DPO runs (two KL budgets) on one noiseless law, gold = d (1.2 - 0.5 log d), and one
+    # IPO run: the DPO fit pools both runs' points and recovers the law.
+    for name, beta, ds in (
+        ("dpo-a", 0.05, [0.0, 0.8, 1.6, 2.4]),
+        ("dpo-b", 0.5, [0.0, 0.3, 0.6, 0.9]),
+    ):
+        _write_jsonl(
+            run / f"daa/{name}/metrics.jsonl",
+            [
+                {
+                    "method": name,
+                    "loss": "dpo",
+                    "beta": beta,
+                    "step": s,
+                    "d": d,
+                    "kl": d * d,
+                    "gold": 0.2 + (d * (1.2 - 0.5 * math.log(d)) if d > 0 else 0.0),
+                    "proxy": None,
+                }
+                for s, d in enumerate(ds)
+            ],
+        )
+    _write_jsonl(
+        run / "daa/ipo/metrics.jsonl",
+        [
+            {
+                "method": "ipo",
+                "loss": "ipo",
+                "beta": 0.1,
+                "step": s,
+                "d": d,
+                "kl": d * d,
+                "gold": d,
+                "proxy": None,
+            }
+            for s, d in enumerate([0.0, 1.0, 2.0])
+        ],
+    )
+    rows = {r["loss"]: r for r in daa_frontiers(collect_metrics(run))}
+    assert set(rows) == {"dpo", "ipo"}
+    dpo = rows["dpo"]
+    assert (dpo["runs"], dpo["points"], dpo["betas"]) == (2, 8, [0.05, 0.5])
+    assert math.isclose(dpo["alpha"], 1.2, rel_tol=1e-6) and math.isclose(
+        dpo["beta"], 0.5, rel_tol=1e-6
+    )
+    assert rows["ipo"]["runs"] == 1

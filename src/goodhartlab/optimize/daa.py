@@ -670,6 +670,7 @@ def run_daa(
             **({"round": round_} if cfg.online else {}),
             **line_metrics,
             "win_rate": _win_rate(samples, base),
+            "loss": cfg.loss,
             "beta": cfg.beta,
         }
         append_jsonl(metrics_path, line)

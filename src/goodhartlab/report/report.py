@@ -116,6 +116,34 @@ def _fit(kind: str, d: list[float], gold: list[float]):
         return None
 
 
+def daa_frontiers(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gao et al.'s RL law d (α − β log d) fitted, per direct-alignment loss, to the pooled
+    evaluation points of all its runs (its β sweep = its KL budgets), as Rafailov et al.
+    (2024, arXiv 2406.02900) fit gold against d across KL budgets. Gold relative to each
+    run's base policy; one row per loss with at least 3 points.
+    """
+    by_loss: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        if p.get("kind") == "daa" and p.get("d") is not None and p.get("gold") is not None:
+            by_loss.setdefault(str(p.get("loss", p["method"])), []).append(p)
+    rows = []
+    for loss, pts in sorted(by_loss.items()):
+        fit = _fit("daa", [float(p["d"]) for p in pts], [float(p["gold"]) for p in pts])
+        rows.append(
+            {
+                "loss": loss,
+                "runs": len({p["method"] for p in pts}),
+                "betas": sorted({p["beta"] for p in pts if p.get("beta") is not None}),
+                "points": len(pts),
+                "alpha": _finite(fit.alpha) if fit else None,
+                "beta": _finite(fit.beta) if fit else None,
+                "r2": _finite(fit.r2) if fit else None,
+                "d_peak": _finite(fit.d_peak) if fit else None,
+            }
+        )
+    return rows
+
+
 def summary_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per method (ensemble members left out): peak, final, drop, fitted law.
 
@@ -413,6 +441,7 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     )
     report = {
         "table": rows,
+        "daa_frontiers": daa_frontiers(points),
         "verdict": text,
         "hacking_drop": HACKING_DROP,
         "plots": [str(p.relative_to(run_dir)) for p in plots],
