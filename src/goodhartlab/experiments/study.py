@@ -65,6 +65,14 @@ class BonStageConfig(BaseModel):
     n_boot: int = Field(1000, ge=1, description="Bootstrap resamples over prompts.")
 
 
+def _unique_names(items: list, what: str) -> list:
+    """``items`` unchanged if their ``name`` fields are distinct (each names a run directory)."""
+    names = [m.name for m in items]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} names must be unique; got {names}")
+    return items
+
+
 class RLMethodConfig(BaseModel):
     """One RL run of the study: a reward pipeline and a KL penalty."""
 
@@ -119,10 +127,7 @@ class RLStageConfig(BaseModel):
     @field_validator("methods")
     @classmethod
     def _unique(cls, v: list[RLMethodConfig]) -> list[RLMethodConfig]:
-        names = [m.name for m in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"method names must be unique; got {names}")
-        return v
+        return _unique_names(v, "method")
 
 
 class DAARunConfig(BaseModel):
@@ -166,10 +171,7 @@ class DAAStageConfig(BaseModel):
     @field_validator("runs")
     @classmethod
     def _unique(cls, v: list[DAARunConfig]) -> list[DAARunConfig]:
-        names = [m.name for m in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"run names must be unique; got {names}")
-        return v
+        return _unique_names(v, "run")
 
 
 class StudyConfig(BaseModel):
