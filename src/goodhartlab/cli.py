@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from goodhartlab.experiments.dispatch import MissingExtraError
+
 # Nothing in goodhart-lab reaches a model hub: defaults a user can still override.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -306,11 +308,12 @@ def cmd_run(args) -> int:
     config_path, overrides = args.config, list(args.overrides)
     if config_path is not None and "=" in config_path and not os.path.isfile(config_path):
         config_path, overrides = None, [args.config, *overrides]
+    where = {"backend": args.backend, "workers": args.workers, "threads": args.threads}
     if args.resume:
         from pathlib import Path
 
         config = load_config(Path(args.resume) / "config.yaml", overrides)
-        run_dir = run_study(config, args.resume, resume=True)
+        run_dir = run_study(config, args.resume, resume=True, **where)
     else:
         config = load_config(config_path, overrides)
         print(
@@ -318,7 +321,7 @@ def cmd_run(args) -> int:
             f"({config.proxies.noise:.0%} label noise, {len(config.proxies.seeds)} {config.proxies.size} "
             f"proxies, best-of-n over {config.bon.prompts} prompts x {config.bon.pool_size})"
         )
-        run_dir = run_study(config, args.run_dir)
+        run_dir = run_study(config, args.run_dir, **where)
     print(f"goodhart run: results in {run_dir} (report.html, summary.json, metrics.jsonl, plots/)")
     return 0
 
@@ -330,6 +333,16 @@ def cmd_report(args) -> int:
     print(report["verdict"])
     print(f"wrote {args.run_dir}/report.html, summary.json, metrics.jsonl, plots/")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,6 +372,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted study")
     r.add_argument(
         "--run-dir", default=None, help="run directory (default runs/<name>/<timestamp>)"
+    )
+    r.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="where the independent RL and DAA runs go: local (a process pool; the default) "
+        "or ray (Ray tasks, on the cluster of $RAY_ADDRESS if set; pip install "
+        "'goodhart-lab[ray]')",
+    )
+    r.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="runs at once (default: the CPU cores of this machine; 1: one after the other "
+        "in this process); each worker gets --threads torch threads, capped so that "
+        "workers x threads <= cores",
     )
     r.set_defaults(func=cmd_run)
 
@@ -605,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, MissingExtraError) as e:
         print(f"goodhart {args.command}: error: {e}", file=sys.stderr)
         return 2
 

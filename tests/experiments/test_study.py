@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -106,9 +107,25 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_path, monkeypatch):
+def _without_runs(run_dir, copy):
+    """A copy of a finished study's directory as if killed right after the BoN stage."""
+    shutil.copytree(run_dir, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["stages"] = {k: v for k, v in m["stages"].items() if "/" not in k}
+    m["status"] = "failed"
+    (copy / "manifest.json").write_text(json.dumps(m))
+    for name in ("rl", "daa", "plots"):
+        shutil.rmtree(copy / name)
+    for name in ("summary.json", "metrics.jsonl", "report.html"):
+        (copy / name).unlink()
+
+
+def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
+    tmp_path, monkeypatch, fake_ray
+):
     config = StudyConfig.model_validate({**TINY, "cache_dir": str(tmp_path / "cache")})
-    run_dir = run_study(config, tmp_path / "run", progress=False)
+    # The RL and DAA runs go to a local pool of two worker processes.
+    run_dir = run_study(config, tmp_path / "run", progress=False, workers=2)
     for name in (
         "config.yaml",
         "manifest.json",
@@ -190,6 +207,20 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_pa
     build_report(run_dir)
     assert json.loads((run_dir / "summary.json").read_text()) == summary
 
+    # The same runs one after the other in this process, and as (faked) Ray tasks, give the
+    # same metrics and summary: each run seeds itself, whichever worker runs it.
+    for backend, workers in (("local", 1), ("ray", 2)):
+        other = tmp_path / f"{backend}-{workers}"
+        _without_runs(run_dir, other)
+        run_study(config, other, resume=True, progress=False, backend=backend, workers=workers)
+        assert _lines(other / "metrics.jsonl") == points, backend
+        assert len(fake_ray.calls) == (3 if backend == "ray" else 0)  # rl/single, rl/mean, daa/dpo
+        assert json.loads((other / "summary.json").read_text()) == summary, backend
+        for name in ("rl/single", "rl/mean", "daa/dpo"):
+            assert (other / name / "samples.jsonl").read_text() == (
+                run_dir / name / "samples.jsonl"
+            ).read_text(), (backend, name)
+
     # A run killed after its first stages (the BoN stage and one RL run lost, another RL
     # run half-written) resumes to the same summary and the same metrics.
     killed = tmp_path / "killed"
@@ -212,7 +243,7 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_pa
     # daa/dpo was killed after its half-epoch checkpoint: it resumes from step 1.
     shutil.rmtree(killed / "daa/dpo/checkpoints/step_000002")
     (killed / "daa/dpo/summary.json").unlink()
-    run_study(config, killed, resume=True, progress=False)
+    run_study(config, killed, resume=True, progress=False, workers=1)
     resumes = json.loads((killed / "daa/dpo/manifest.json").read_text())["resumes"]
     assert [r["from_step"] for r in resumes] == [1]
     assert json.loads((killed / "summary.json").read_text()) == summary
@@ -234,3 +265,18 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(tmp_pa
         run_study(config.model_copy(update={"seed": 1}), run_dir, resume=True, progress=False)
     with pytest.raises(ValueError, match="not empty"):
         run_study(config, run_dir, progress=False)
+
+
+def test_missing_ray_fails_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    from goodhartlab.cli import main
+    from goodhartlab.experiments.dispatch import MissingExtraError
+
+    with pytest.raises(MissingExtraError, match=r"pip install 'goodhart-lab\[ray\]'"):
+        run_study(load_config(), tmp_path / "run", progress=False, backend="ray")
+    assert not (tmp_path / "run").exists()
+    assert main(["run", "--backend", "ray", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "pip install 'goodhart-lab[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="workers"):
+        run_study(load_config(), tmp_path / "run", progress=False, workers=0)

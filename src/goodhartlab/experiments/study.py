@@ -10,13 +10,19 @@ Stages (each skipped on ``--resume`` when already finished):
 5. ``daa/<name>`` (off by default) one offline direct-alignment run (``optimize.daa``) per
                 entry of ``daa.runs`` in ``daa/<name>/``, on the proxies stage's gold-labelled
                 noisy pairs, resumed like the RL runs;
-then ``metrics.jsonl`` (every BoN, RL and DAA evaluation point, rebuilt from the stages' own
+The RL and DAA runs are independent of each other and go to the workers of the backend
+(``experiments.dispatch``: a local process pool by default, Ray tasks with ``backend="ray"``);
+each seeds itself, so its results do not depend on the backend or the number of workers.
+``experiments.progress`` shows one overall display with the time left.
+
+Then ``metrics.jsonl`` (every BoN, RL and DAA evaluation point, rebuilt from the stages' own
 files so never duplicated), ``summary.json`` and the report (``report.build_report``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from datetime import UTC, datetime
@@ -368,14 +374,67 @@ def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, r
     return json.loads((result.out_dir / "summary.json").read_text())
 
 
+def _absolute_cache(config: StudyConfig) -> StudyConfig:
+    """``config`` with its testbed cache as an absolute path, so that every process (a pool
+    worker, a Ray task) finds the same files and the runs record the same policy path."""
+    cache = config.cache_dir or os.environ.get("GOODHART_CACHE")
+    if not cache:
+        return config
+    return config.model_copy(update={"cache_dir": str(Path(cache).resolve())})
+
+
+def run_in_worker(kind: str, name: str, config: dict, proxy_info: dict, run_dir: str) -> dict:
+    """One RL (``kind="rl"``) or DAA run of a study in a worker process: rebuilds the
+    (cached) testbed and loads its own proxies; returns the run's summary."""
+    config = StudyConfig.model_validate(config)
+    tb = make_testbed(config, progress=False)
+    if kind == "rl":
+        method = next(m for m in config.rl.methods if m.name == name)
+        return _rl_run(config, tb, proxy_info, method, run_dir, {})
+    run = next(r for r in config.daa.runs if r.name == name)
+    return _daa_run(config, tb, proxy_info, run, run_dir, {})
+
+
+def _testbed_cached(tb) -> bool:
+    root = Path(getattr(tb, "root", ""))
+    return root.is_dir() and any(root.iterdir())
+
+
 def run_study(
     config: StudyConfig,
     run_dir: str | Path | None = None,
     *,
     resume: bool = False,
     progress: bool = True,
+    backend: str = "local",
+    workers: int | None = None,
+    threads: int = 1,
 ) -> Path:
-    """Run (or resume) a study; returns the run directory."""
+    """Run (or resume) a study; returns the run directory.
+
+    Args:
+        config: the study.
+        run_dir: default ``<out_dir>/<name>/<UTC timestamp>``.
+        resume: finish the study in ``run_dir``: finished stages are skipped, a killed RL or
+            DAA run continues from its last checkpoint.
+        progress: the overall progress display on stderr (``progress.StudyProgress``).
+        backend: where the independent RL and DAA runs go: ``"local"`` (a process pool, or
+            this process for one worker) or ``"ray"`` (Ray tasks; ``goodhart-lab[ray]``).
+        workers: runs at once (default: the CPU cores of this machine).
+        threads: torch threads per run, capped so that workers × threads ≤ cores; the runs
+            in this process (one local worker) keep the caller's setting.
+    """
+    from goodhartlab.experiments import dispatch
+    from goodhartlab.experiments.progress import StageState, StudyProgress, estimate_stages
+
+    if backend not in dispatch.BACKENDS:
+        raise ValueError(f"backend: expected one of {list(dispatch.BACKENDS)}, got {backend!r}")
+    if backend == "ray":
+        dispatch.import_ray()  # fail now, not after the first stages
+    cores = dispatch.available_cpus()
+    workers = cores if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers: expected at least 1, got {workers}")
     if run_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir = Path(config.out_dir) / config.name / stamp
@@ -403,27 +462,55 @@ def run_study(
     }
     manifest["status"] = "running"
     atomic_write_json(run_dir / "manifest.json", manifest)
-    t_start = time.perf_counter()
+
+    runtime = _absolute_cache(config)
+    tb = make_testbed(runtime, progress=False)
+    runs = [("rl", m.name) for m in config.rl.methods if config.rl.enabled]
+    runs += [("daa", r.name) for r in config.daa.runs if config.daa.enabled]
+    todo = [
+        (kind, name)
+        for kind, name in runs
+        if manifest["stages"].get(f"{kind}/{name}", {}).get("status") != "done"
+    ]
+    pool_workers = max(1, min(workers, len(todo)))
+    estimates = estimate_stages(config, testbed_cached=_testbed_cached(tb))
+    display = StudyProgress(
+        [
+            StageState(
+                name,
+                seconds,
+                group=name.split("/")[0] if "/" in name else "",
+                parallel="/" in name,
+                calibrates=name not in ("testbed", "proxies"),
+            )
+            for name, seconds in estimates.items()
+        ],
+        workers=pool_workers,
+        enabled=progress,
+    )
+
+    def record(name: str, result, seconds: float) -> None:
+        manifest["stages"][name] = {"status": "done", "seconds": seconds, "result": result}
+        atomic_write_json(run_dir / "manifest.json", manifest)
+        display.done(name, seconds)
 
     def stage(name: str, fn):
         done = manifest["stages"].get(name, {})
         if done.get("status") == "done":
-            print(f"[{name}] already done ({done.get('seconds', 0):.0f} s), skipped", flush=True)
+            display.skip(name, done.get("seconds", 0.0))
             return done.get("result")
-        print(f"[{name}] ...", flush=True)
+        display.start(name)
         t0 = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - t0
-        manifest["stages"][name] = {"status": "done", "seconds": seconds, "result": result}
-        atomic_write_json(run_dir / "manifest.json", manifest)
-        print(
-            f"[{name}] done in {seconds:.0f} s (total {time.perf_counter() - t_start:.0f} s)",
-            flush=True,
-        )
+        try:
+            result = fn()
+        except BaseException:
+            display.fail(name)
+            raise
+        record(name, result, time.perf_counter() - t0)
         return result
 
-    tb = make_testbed(config, progress=progress)
     summary: dict = {"gold_version": tb.gold_version}
+    display.open()
     try:
         stage(
             "testbed",
@@ -449,7 +536,7 @@ def run_study(
                 lr=p.lr,
                 seed=config.seed,
                 device=config.device,
-                progress=progress,
+                progress=False,
             )
             return {
                 "members": [str(x) for x in ps.paths],
@@ -483,25 +570,75 @@ def run_study(
                         seed=config.seed,
                         device=config.device,
                     ),
-                    progress=progress,
+                    progress=False,
                 )
                 return result.summary
 
             summary["bon"] = stage("bon", bon)
 
-        rewards: dict = {}
-        if config.rl.enabled:
-            for method in config.rl.methods:
-                summary.setdefault("rl", {})[method.name] = stage(
-                    f"rl/{method.name}",
-                    lambda method=method: _rl_run(config, tb, proxy_info, method, run_dir, rewards),
+        # The independent runs: RL methods and DAA runs, on the backend's workers.
+        for kind, name in runs:
+            if (kind, name) not in todo:
+                display.skip(f"{kind}/{name}", manifest["stages"][f"{kind}/{name}"]["seconds"])
+        if backend == "local" and pool_workers == 1:
+            rewards: dict = {}  # one process: load each reward model once for all runs
+            methods = {m.name: m for m in config.rl.methods}
+            daa_runs = {r.name: r for r in config.daa.runs}
+            tasks = [
+                dispatch.Task(
+                    f"{kind}/{name}",
+                    _rl_run if kind == "rl" else _daa_run,
+                    (
+                        runtime,
+                        tb,
+                        proxy_info,
+                        methods[name] if kind == "rl" else daa_runs[name],
+                        run_dir,
+                        rewards,
+                    ),
                 )
-        if config.daa.enabled:
-            for run in config.daa.runs:
-                summary.setdefault("daa", {})[run.name] = stage(
-                    f"daa/{run.name}",
-                    lambda run=run: _daa_run(config, tb, proxy_info, run, run_dir, rewards),
+                for kind, name in todo
+            ]
+        else:
+            absolute = {
+                **proxy_info,
+                "members": [str(Path(m).resolve()) for m in proxy_info["members"]],
+                "pairs": str(Path(proxy_info["pairs"]).resolve()),
+            }
+            tasks = [
+                dispatch.Task(
+                    f"{kind}/{name}",
+                    run_in_worker,
+                    (kind, name, runtime.model_dump(), absolute, str(run_dir.resolve())),
                 )
+                for kind, name in todo
+            ]
+        running: set[str] = set()
+
+        def started(name: str) -> None:
+            running.add(name)
+            display.start(name)
+
+        def finished(name: str, result, seconds: float) -> None:
+            running.discard(name)
+            record(name, result, seconds)
+
+        try:
+            dispatch.run_tasks(
+                tasks,
+                backend=backend,
+                workers=pool_workers,
+                threads=dispatch.threads_per_worker(pool_workers, cores, threads),
+                on_start=started,
+                on_done=finished,
+            )
+        except BaseException:
+            for name in sorted(running):
+                display.fail(name)
+            raise
+        # Summaries in config order, whichever run finished first.
+        for kind, name in runs:
+            summary.setdefault(kind, {})[name] = manifest["stages"][f"{kind}/{name}"]["result"]
 
         from goodhartlab.report import build_report, collect_metrics
 
@@ -512,6 +649,8 @@ def run_study(
         manifest["status"] = "failed"
         atomic_write_json(run_dir / "manifest.json", manifest)
         raise
+    finally:
+        display.close()
     manifest["status"] = "done"
     manifest["finished"] = datetime.now(UTC).isoformat()
     manifest["seconds"] = sum(s.get("seconds", 0) for s in manifest["stages"].values())

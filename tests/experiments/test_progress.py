@@ -1,0 +1,134 @@
+"""The progress display of ``goodhart run``: the time-left estimate and the plain/live output."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from goodhartlab.experiments.progress import (
+    StageState,
+    StudyProgress,
+    estimate_stages,
+    format_duration,
+    remaining_seconds,
+)
+from goodhartlab.experiments.study import load_config
+
+
+def _study(bon_status="pending", bon_elapsed=0.0, runs=("pending",) * 3, run_elapsed=(0.0,) * 3):
+    stages = [
+        StageState("testbed", 150, "done", 1.0, calibrates=False),
+        StageState("proxies", 100, "skipped", 3.0, calibrates=False),
+        StageState("bon", 100, bon_status, bon_elapsed),
+    ]
+    for name, status, elapsed in zip("abc", runs, run_elapsed, strict=True):
+        stages.append(StageState(f"rl/{name}", 40, status, elapsed, group="rl", parallel=True))
+    return stages
+
+
+def test_nothing_measured_uses_the_estimates_and_lays_runs_on_the_workers():
+    # bon runs 30 of its 100 s: 70 left. Three 40 s runs on two workers: 40 + 40 on one.
+    # testbed and proxies do not calibrate (their cost depends on the cache): factor 1.
+    stages = _study("running", 30.0)
+    assert remaining_seconds(stages, workers=2) == pytest.approx(70 + 80)
+    assert remaining_seconds(stages, workers=1) == pytest.approx(70 + 120)
+    assert remaining_seconds(stages, workers=3) == pytest.approx(70 + 40)
+    assert remaining_seconds(stages, workers=8) == pytest.approx(70 + 40)
+
+
+def test_a_finished_stage_rescales_the_others():
+    # bon took 200 s for an estimate of 100: this machine is 2x slower, each run ~80 s.
+    # rl/a has run 20 s (60 left); rl/b and rl/c wait: workers free at 60 and 0, b goes to
+    # the idle one (0 -> 80), c to the first free (60 -> 140).
+    stages = _study("done", 200.0, ("running", "pending", "pending"), (20.0, 0, 0))
+    assert remaining_seconds(stages, workers=2) == pytest.approx(140)
+    assert remaining_seconds(stages, workers=1) == pytest.approx(60 + 80 + 80)
+
+
+def test_a_finished_run_calibrates_its_group_before_the_global_factor():
+    # rl/a took 20 s for 40 estimated (factor 0.5 for RL), though bon's factor is 2:
+    # rl/b and rl/c are expected to take 20 s each.
+    stages = _study("done", 200.0, ("done", "pending", "pending"), (20.0, 0, 0))
+    assert remaining_seconds(stages, workers=1) == pytest.approx(40)
+    assert remaining_seconds(stages, workers=2) == pytest.approx(20)
+
+
+def test_overrunning_stages_count_zero_and_a_finished_study_has_none_left():
+    stages = _study("running", 500.0)
+    assert remaining_seconds(stages, workers=3) == pytest.approx(40)
+    done = _study("done", 90.0, ("done",) * 3, (30.0,) * 3)
+    assert remaining_seconds(done, workers=2) == 0.0
+    with pytest.raises(ValueError, match="workers"):
+        remaining_seconds(done, workers=0)
+
+
+def test_estimates_of_the_default_study_match_the_benchmark():
+    # BENCHMARKS.md, run B: proxies 158 s, best-of-n 236 s, six RL runs 200 s.
+    est = estimate_stages(load_config())
+    assert list(est) == [
+        "testbed",
+        "proxies",
+        "bon",
+        "rl/single",
+        "rl/mean",
+        "rl/wco",
+        "rl/uwo",
+        "rl/par",
+        "rl/single-nokl",
+    ]
+    assert est["proxies"] == pytest.approx(158, rel=0.1)
+    assert est["bon"] == pytest.approx(236, rel=0.1)
+    assert sum(v for k, v in est.items() if k.startswith("rl/")) == pytest.approx(200, rel=0.1)
+    assert estimate_stages(load_config(), testbed_cached=True)["testbed"] < est["testbed"] / 10
+    daa = estimate_stages(load_config(None, ["daa.enabled=true", "rl.enabled=false"]))
+    assert "daa/dpo" in daa and not any(k.startswith("rl/") for k in daa)
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0, 42.4, 60, 185, 3723)] == [
+        "0 s",
+        "42 s",
+        "1:00",
+        "3:05",
+        "1:02:03",
+    ]
+
+
+def test_plain_output_is_a_line_per_stage_then_a_line_per_change():
+    out = io.StringIO()  # not a terminal: plain log lines
+    stages = [StageState("bon", 100), StageState("rl/a", 40, group="rl", parallel=True)]
+    with StudyProgress(stages, stream=out) as p:
+        plan = out.getvalue().splitlines()
+        assert len(plan) == 2 and plan[0].startswith("bon") and "pending" in plan[0]
+        assert "≈ 1:40" in plan[0]
+        p.start("bon")
+        p.done("bon", 50.0)
+        p.skip("rl/a", 7.0)
+    lines = out.getvalue().splitlines()[2:]
+    assert lines[0].startswith("[bon] running;") and "about 2:20 left" in lines[0]
+    # bon took half its estimate, so rl/a would take 20 s: the footer says so.
+    assert lines[1].startswith("[bon] done in 50 s;") and "about 20 s left" in lines[1]
+    assert lines[2].startswith("[rl/a] already done (7 s), skipped;") and "2/2 stages" in lines[2]
+    assert "\x1b" not in out.getvalue()
+    assert [s.status for s in p.stages.values()] == ["done", "skipped"]
+
+
+def test_live_output_redraws_the_block_in_place():
+    out = io.StringIO()
+    stages = [StageState("bon", 100), StageState("rl/a", 40)]
+    p = StudyProgress(stages, stream=out, live=True, interval=3600).open()
+    first = out.getvalue()
+    assert first.count("\n") == 3 and not first.startswith("\x1b[3F")  # 2 stages + footer
+    p.start("bon")
+    second = out.getvalue()[len(first) :]
+    assert second.startswith("\x1b[3F") and "bon" in second and "running" in second
+    p.close()
+
+
+def test_disabled_progress_prints_nothing():
+    out = io.StringIO()
+    with StudyProgress([StageState("bon", 1)], stream=out, enabled=False) as p:
+        p.start("bon")
+        p.done("bon")
+    assert out.getvalue() == "" and p.stages["bon"].status == "done"
