@@ -206,3 +206,26 @@ def test_daa_frontier_fits_each_loss_across_its_beta_sweep(tmp_path):
         dpo["beta"], 0.5, rel_tol=1e-6
     )
     assert rows["ipo"]["runs"] == 1
+
+
+def test_bon_samples_are_shown_at_n_1_the_peak_n_and_the_largest_n():
+    from goodhartlab.report.report import _bon_ns
+
+    def curve(method, golds, curve="single"):
+        return [
+            {"kind": "bon", "curve": curve, "method": method, "n": n, "gold": g}
+            for n, g in zip((1, 2, 4, 8), golds, strict=True)
+        ]
+
+    points = (
+        curve("hump", [0.0, 0.5, 0.3, -0.2])  # peaks at n = 2
+        + curve("rising", [0.0, 0.1, 0.2, 0.3])  # peaks at the end
+        + curve("falling", [0.0, -0.1, -0.2, -0.3])  # peaks at the start
+        + curve("ensemble/member0", [0.0, 1.0, 2.0, 3.0], curve="member")
+        + [{"kind": "rl", "method": "hump", "step": 0, "gold": 1.0}]
+    )
+    assert _bon_ns(points) == {
+        "hump": [("start (n = 1)", 1), ("peak gold (n = 2)", 2), ("end (n = 8)", 8)],
+        "rising": [("start (n = 1)", 1), ("peak gold and end (n = 8)", 8)],
+        "falling": [("start and peak gold (n = 1)", 1), ("end (n = 8)", 8)],
+    }

@@ -87,8 +87,10 @@ def _in_worker(threads: int, fn: Callable[..., Any], args: tuple) -> Any:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per model and worker
     return fn(*args)
 
 

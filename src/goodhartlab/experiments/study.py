@@ -510,6 +510,12 @@ def run_study(
         return result
 
     summary: dict = {"gold_version": tb.gold_version}
+    from transformers.utils import logging as hf_logging
+
+    # transformers' per-model "Loading weights" bars would cut through the display.
+    hf_bars = hf_logging.is_progress_bar_enabled()
+    if progress:
+        hf_logging.disable_progress_bar()
     display.open()
     try:
         stage(
@@ -651,6 +657,8 @@ def run_study(
         raise
     finally:
         display.close()
+        if hf_bars:
+            hf_logging.enable_progress_bar()
     manifest["status"] = "done"
     manifest["finished"] = datetime.now(UTC).isoformat()
     manifest["seconds"] = sum(s.get("seconds", 0) for s in manifest["stages"].values())

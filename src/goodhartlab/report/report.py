@@ -319,11 +319,52 @@ def _plot_disagreement(points: list[dict[str, Any]], out: Path) -> list[Path]:
         plt.close(fig)
 
 
-def _samples(run_dir: Path, points: list[dict[str, Any]], per: int = 2) -> list[dict[str, Any]]:
-    """A few samples per method: RL at its first, peak-gold and last evaluation; best-of-n:
-    the base policy's sample and the best-of-N pick."""
+def _bon_ns(points: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
+    """Best-of-n method -> [(label, n)]: n = 1, the n of peak gold, the largest n (labels
+    merged where two coincide). Members are left out (they pick for no method)."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        if p.get("kind") == "bon" and p.get("curve") != "member" and p.get("n") is not None:
+            by.setdefault(str(p["method"]), []).append(p)
+    out = {}
+    for method, pts in by.items():
+        pts = sorted(pts, key=lambda p: p["n"])
+        first, last = pts[0]["n"], pts[-1]["n"]
+        peak = max(pts, key=lambda p: p["gold"])["n"]  # the first n of the highest gold
+        labels: dict[int, list[str]] = {}
+        for n, label in ((first, "start"), (peak, "peak gold"), (last, "end")):
+            labels.setdefault(n, []).append(label)
+        out[method] = [
+            (" and ".join(dict.fromkeys(ls)) + f" (n = {n})", int(n))
+            for n, ls in sorted(labels.items())
+        ]
+    return out
+
+
+def _bon_samples(run_dir: Path, points: list[dict[str, Any]], per: int) -> list[dict[str, Any]]:
+    """Best-of-n picks of each method at n = 1, its peak n and the largest n for the first
+    ``per`` prompts (``optimize.bon.picks_at_n``, from the pool and its cached scores)."""
+    from goodhartlab.optimize.bon import picks_at_n
+
+    ns = _bon_ns(points)
+    if not ns or not (run_dir / "bon").is_dir():
+        return []
+    picks = picks_at_n(run_dir / "bon", {m: [n for _, n in v] for m, v in ns.items()}, per)
     out = []
-    bon = _read_jsonl(run_dir / "bon" / "samples.jsonl")
+    for method, stages in ns.items():
+        for label, n in stages:
+            ss = [s for s in picks if s["method"] == method and s["n"] == n]
+            if ss:
+                out.append({"kind": "bon", "method": method, "stage": label, "samples": ss})
+    return out
+
+
+def _samples(run_dir: Path, points: list[dict[str, Any]], per: int = 2) -> list[dict[str, Any]]:
+    """A few samples per method: RL and direct alignment at their first, peak-gold and last
+    evaluation; best-of-n at n = 1, the peak n and the largest n (from the pool; without
+    the pool, the base policy's sample and the best-of-N pick of ``bon/samples.jsonl``)."""
+    out = _bon_samples(run_dir, points, per)
+    bon = [] if out else _read_jsonl(run_dir / "bon" / "samples.jsonl")
     by: dict[str, list[dict[str, Any]]] = {}
     for s in bon:
         by.setdefault(str(s.get("method")), []).append(s)
@@ -408,6 +449,12 @@ def _html(
         " α, β, R² of Gao et al. 2023's law (best-of-n: d(α − βd); RL: d(α − β log d)).</p>"
     )
     parts.append("<h2>Samples</h2>")
+    if any(b["kind"] == "bon" and "sample" in s for b in samples for s in b["samples"]):
+        parts.append(
+            "<p>Best-of-n: the completion each method picks from the first n samples of the "
+            "pool (one draw of best-of-n, so at n = 1 every method shows the base policy's "
+            "sample); gold is absolute, proxy is the reward the method picks by.</p>"
+        )
     for block in samples:
         kind = _LABELS.get(block["kind"], block["kind"])
         parts.append(f"<h3>{esc(kind)} · {esc(block['method'])} · {esc(block['stage'])}</h3>")
@@ -417,6 +464,8 @@ def _html(
             scores = ", ".join(
                 f"{k} {s[k]:.3g}" for k in ("gold", "proxy") if isinstance(s.get(k), int | float)
             )
+            if isinstance(s.get("sample"), int):
+                scores += f", pool sample {s['sample']}"
             parts.append(
                 f"<p><b>prompt</b> <pre>{esc(str(s.get('prompt', '')))}</pre>"
                 f"<b>completion</b> ({esc(scores)})<pre>{esc(str(s.get('completion', '')))}</pre></p>"
