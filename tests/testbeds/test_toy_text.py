@@ -65,30 +65,30 @@ def test_plausibility_table_fits_about_three_quarters():
 def test_gold_of_one_fitting_sentence_is_hand_computed():
     assert fits("screen", "great")
     # U = 1 on-topic noun, S = +1, no penalty:
-    # 3 (1 - e^(-1/3)) + 1.5 tanh(1/3) = 0.850406 + 0.482269 = 1.332675
+    # 2.5 (1 - e^(-1/2)) + 2 tanh(1/2) = 0.983673 + 0.924234 = 1.907908
     f = gold_features(PHONE, " the screen is great .")
     assert (f.coverage, f.sentiment, f.broken, f.rep) == (1, 1.0, 0, 0)
-    assert f.gold == pytest.approx(3 * (1 - math.exp(-1 / 3)) + 1.5 * math.tanh(1 / 3), abs=1e-9)
-    assert f.gold == pytest.approx(1.332675, abs=1e-6)
+    assert f.gold == pytest.approx(2.5 * (1 - math.exp(-1 / 2)) + 2 * math.tanh(1 / 2), abs=1e-9)
+    assert f.gold == pytest.approx(1.907908, abs=1e-6)
 
 
 def test_repetition_is_penalized_even_though_sentiment_grows():
     # Repeating the sentence: U = 1, S = 2, rep = 1:
-    # 0.850406 + 1.5 tanh(2/3) - 1.5 = 0.850406 + 0.874174 - 1.5 = 0.224581
+    # 0.983673 + 2 tanh(2/2) - 1.5 = 0.983673 + 1.523188 - 1.5 = 1.006862 (no gushing: |S| = 2)
     once = gold_features(PHONE, " the screen is great .").gold
     twice = gold_features(PHONE, " the screen is great . the screen is great .")
     assert twice.rep == 1
-    assert twice.gold == pytest.approx(0.224581, abs=1e-6)
+    assert twice.gold == pytest.approx(1.006862, abs=1e-6)
     assert twice.gold < once
 
 
 def test_gold_penalizes_what_optimization_produces():
     base = gold_features(PHONE, " the screen is great .").gold
-    # one intensifier earns x1.3 sentiment; stacking a second one costs 0.7
+    # one intensifier earns x1.3 sentiment; stacking a second one costs 1.0
     single = gold_features(PHONE, " the screen is very great .").gold
     stacked = gold_features(PHONE, " the screen is very very great .")
     assert single > base
-    assert stacked.stack == 1 and stacked.gold == pytest.approx(single - 0.7)
+    assert stacked.stack == 1 and stacked.gold == pytest.approx(single - 1.0)
     stuffed = gold_features(
         PHONE,
         " the screen is great . the screen is bright . great screen . the screen feels great .",
@@ -124,10 +124,10 @@ def test_gold_penalizes_what_optimization_produces():
 def test_constraints_change_gold():
     short = "review of a phone , keep it short :"
     three = " the screen is great . the battery is great . the case is great ."
-    assert gold_features(short, three).constraint == pytest.approx(-0.6)
+    assert gold_features(short, three).constraint == pytest.approx(-0.9)
     mention = "review of a phone , mention the battery :"
-    assert gold_features(mention, " the battery is great .").constraint == pytest.approx(0.8)
-    assert gold_features(mention, " the screen is great .").constraint == pytest.approx(-0.4)
+    assert gold_features(mention, " the battery is great .").constraint == pytest.approx(1.2)
+    assert gold_features(mention, " the screen is great .").constraint == pytest.approx(-0.6)
 
 
 def test_gold_reward_source_signature_and_errors():
