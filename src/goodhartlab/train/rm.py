@@ -173,10 +173,18 @@ def _load_backbone(backbone: str | os.PathLike | nn.Module) -> nn.Module:
         return copy.deepcopy(backbone)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        backbone, num_labels=1, trust_remote_code=False
-    )
+    # A causal-LM backbone has no score head: transformers reports it as missing (a block of
+    # text per member), but the head is drawn afresh below, so that report says nothing.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            backbone, num_labels=1, trust_remote_code=False
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _reinit_score_head(model: nn.Module, seed: int) -> None:
