@@ -159,9 +159,13 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
     }
     methods = {line["method"] for line in _lines(run_dir / "bon/metrics.jsonl")}
     aggregators = {"mean", "wco", "uwo", "median", "mean_minus_std"}
-    assert methods == {"single", "oracle", "ensemble/member0", "ensemble/member1"} | {
-        f"ensemble/{a}" for a in aggregators
-    }
+    assert methods == {
+        "single",
+        "oracle",
+        "ensemble/member0",
+        "ensemble/member1",
+        "ensemble/members_avg",
+    } | {f"ensemble/{a}" for a in aggregators}
 
     # Every method has complete metrics in the study's metrics.jsonl, each line once.
     points = _lines(run_dir / "metrics.jsonl")

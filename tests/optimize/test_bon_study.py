@@ -172,7 +172,7 @@ def test_curves_for_every_aggregator_start_at_zero():
     assert names == (
         ["single"]
         + [f"ens/{a}" for a in DEFAULT_AGGREGATORS]
-        + ["ens/member0", "ens/member1", "ens/member2", "oracle"]
+        + ["ens/member0", "ens/member1", "ens/member2", "ens/members_avg", "oracle"]
     )
     for c in curves:
         assert c.n.tolist() == [1, 2, 4, 8, 16]
@@ -196,6 +196,11 @@ def test_curves_for_every_aggregator_start_at_zero():
     np.testing.assert_allclose(
         bon_curves(r_gold, {"u": uwo}, oracle=False)[0].gold, by["ens/uwo"].gold
     )
+    # The members' average: each member used alone, curves averaged (gold and proxy).
+    members = [by[f"ens/member{i}"] for i in range(3)]
+    np.testing.assert_allclose(by["ens/members_avg"].gold, np.mean([c.gold for c in members], 0))
+    np.testing.assert_allclose(by["ens/members_avg"].proxy, np.mean([c.proxy for c in members], 0))
+    assert not np.allclose(by["ens/members_avg"].gold, by["ens/member0"].gold)
 
 
 def test_drop_resamples_are_those_of_core_bootstrap_ci():
@@ -263,6 +268,7 @@ def test_run_bon_study_writes_the_run_directory(tmp_path, policy_dir, rm_dirs, m
         {"rm0", "oracle"}
         | {f"ens/{a}" for a in DEFAULT_AGGREGATORS}
         | {f"ens/member{i}" for i in range(3)}
+        | {"ens/members_avg"}
     )
     assert len(lines) == len(methods) * 5
     for x in lines:

@@ -394,9 +394,12 @@ def _method_curve(
 ) -> MethodCurve:
     grid = sorted({1, *ns})
     at = [grid.index(n) for n in ns]
-    curve = expected_best_of_n(r_pick, r_gold, grid)
-    gold_pp = curve.gold_per_prompt.numpy()
-    proxy_pp = curve.proxy_per_prompt.numpy()
+    # r_pick of shape (M, P, N): M proxies used one at a time; the curve is the average of
+    # their best-of-n curves per prompt (the expected single proxy over training seeds).
+    picks = r_pick if r_pick.ndim == 3 else r_pick[None]
+    per_pick = [expected_best_of_n(r, r_gold, grid) for r in picks]
+    gold_pp = np.mean([c.gold_per_prompt.numpy() for c in per_pick], axis=0)
+    proxy_pp = np.mean([c.proxy_per_prompt.numpy() for c in per_pick], axis=0)
     # Relative to best-of-1 (the base policy's mean) of the same prompt: 0 at n = 1 exactly.
     gold_rel = (gold_pp - gold_pp[:, :1])[:, at]
     proxy_rel = (proxy_pp - proxy_pp[:, :1])[:, at]
@@ -413,7 +416,7 @@ def _method_curve(
         g_lo = g_hi = p_lo = p_hi = np.full(len(ns), np.nan)
     length = None
     if lengths is not None:
-        length = expected_best_of_n(r_pick, lengths, ns).gold.numpy()
+        length = np.mean([expected_best_of_n(r, lengths, ns).gold.numpy() for r in picks], 0)
 
     oo = overoptimization(d, gold)
     k_peak = int(np.argmax(gold))
@@ -498,7 +501,9 @@ def bon_curves(
         aggregators: name -> parameters, names from ``core.aggregate.AGGREGATORS``
             (default ``DEFAULT_AGGREGATORS``: mean, wco, uwo λ=0.5, median, mean_minus_std).
         lengths: tokens of each sample, for the expected length of the pick. Shape: (P, N).
-        include_members: also a curve per ensemble member (as a single proxy).
+        include_members: also a curve per ensemble member (as a single proxy), and
+            ``<ensemble>/members_avg``: the members' single-proxy curves averaged per prompt
+            (the expected single proxy over training seeds, as Coste et al. 2023 report it).
         oracle: also best-of-n picked by gold itself (the ceiling).
         n_boot, alpha, seed: bootstrap over prompts (``core.stats.bootstrap_ci``).
 
@@ -552,6 +557,11 @@ def bon_curves(
                 curves.append(
                     _method_curve(f"{ens}/member{i}", "member", {}, r_members[i], r_gold, **args)
                 )
+            # Coste et al. (2023) report a single reward model averaged over training seeds:
+            # one member's curve depends on the luck of its seed, the average does not.
+            curves.append(
+                _method_curve(f"{ens}/members_avg", "members_avg", {}, r_members, r_gold, **args)
+            )
     if oracle:
         curves.append(_method_curve("oracle", "oracle", {}, r_gold, r_gold, **args))
     return curves
