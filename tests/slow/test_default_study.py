@@ -1,8 +1,8 @@
 """The default study on toy_text, measured (slow: builds the world from an empty cache in CI).
 
-What is asserted is what the testbed is for and what was measured to hold; the figures the
-issues ask about that do *not* hold yet (bigger proxies more accurate; a significant best-of-n
-hump) are reported in the closing notes, not asserted here.
+What is asserted is what the testbed is for and what was measured to hold. The figure the
+testbed issue asks for that does *not* hold (bigger proxies more accurate) is measured by
+``benchmarks/proxy_sizes.py`` and reported in the closing notes, not asserted here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    config = load_config(None, ["bon.pool_size=256", "bon.n_boot=300", "rl.enabled=false"])
+    config = load_config(None, ["rl.enabled=false"])
     run_dir = tmp_path_factory.mktemp("study") / "run"
     return run_study(config, run_dir, progress=False)
 
@@ -49,6 +49,30 @@ def test_best_of_n_curves(default_run):
     oracle = {r["n"]: r["gold"] for r in rows if r["method"] == "oracle"}
     assert all(r["gold"] <= oracle[r["n"]] + 1e-9 for r in single)
     assert methods["oracle"]["gold_final"] > methods["single"]["gold_final"] + 0.5
+
+
+def test_best_of_n_overoptimizes_a_single_proxy_and_ensembles_mitigate_it(default_run):
+    """The hump (Gao et al. 2023) and the ensemble result (Coste et al. 2023) on toy_text.
+
+    A single proxy, averaged over the ensemble's five training seeds as Coste et al. report
+    it, peaks inside the n range and falls by the largest n (512) with a paired 95 %
+    bootstrap interval over the 200 prompts that excludes 0, while its own score keeps
+    rising. Mean and UWO ensembles of the same five proxies end clearly above it.
+    """
+    methods = json.loads((default_run / "bon" / "summary.json").read_text())["methods"]
+    single = methods["ensemble/members_avg"]
+    assert single["n_final"] == 512
+    assert 1 < single["n_peak"] < 512, single
+    assert single["drop_paired_lo"] > 0, single
+    rows = [json.loads(x) for x in (default_run / "bon" / "metrics.jsonl").read_text().splitlines()]
+    proxy = [
+        r["proxy"]
+        for r in sorted(rows, key=lambda r: r["n"])
+        if r["method"] == "ensemble/members_avg"
+    ]
+    assert all(b > a for a, b in itertools.pairwise(proxy)), proxy
+    for agg in ("mean", "uwo"):
+        assert methods[f"ensemble/{agg}"]["gold_final"] > single["gold_final"] + 0.3, agg
 
 
 def test_rl_against_a_single_noisy_proxy_hacks(default_run, tmp_path):

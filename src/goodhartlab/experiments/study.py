@@ -40,7 +40,7 @@ class ProxyConfig(BaseModel):
     """How the proxies are made."""
 
     model_config = ConfigDict(extra="forbid")
-    pairs: int = Field(8000, ge=10, description="Base-policy preference pairs labelled by gold.")
+    pairs: int = Field(6000, ge=10, description="Base-policy preference pairs labelled by gold.")
     noise: float = Field(
         0.25, ge=0, le=0.5, description="Fraction of labels flipped (Coste et al.: 0.25)."
     )
