@@ -154,13 +154,12 @@ def _raise_first(errors: list[tuple[str, BaseException]]) -> None:
         raise e
 
 
-def _run_pool(tasks, workers, threads, on_start, on_done) -> dict[str, Any]:
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    # spawn, not fork: a forked torch process can deadlock in OpenMP, and spawned workers
-    # start from the same clean state on every platform.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+def _schedule(tasks, workers, submit, wait_any, result_of, on_start, on_done) -> dict[str, Any]:
+    """Keep up to ``workers`` tasks in flight: ``submit(task)`` starts one and returns a handle,
+    ``wait_any(handles)`` returns the finished ones, ``result_of(handle)`` their result (or
+    raises the task's error). After a failure nothing new starts; the running tasks finish
+    and are recorded, then the first failure is raised. On an interrupt the caller cancels
+    what :func:`_schedule` leaves in ``running`` (the dict is shared through the exception)."""
     results: dict[str, Any] = {}
     errors: list[tuple[str, BaseException]] = []
     pending = list(tasks)
@@ -169,26 +168,47 @@ def _run_pool(tasks, workers, threads, on_start, on_done) -> dict[str, Any]:
         while pending or running:
             while pending and not errors and len(running) < workers:
                 task = pending.pop(0)
-                future = pool.submit(_in_worker, threads, task.fn, task.args)
-                running[future] = (task.name, time.perf_counter())
+                running[submit(task)] = (task.name, time.perf_counter())
                 on_start(task.name)
             if errors and not running:
                 break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                name, t0 = running.pop(future)
+            for handle in wait_any(list(running)):
+                name, t0 = running.pop(handle)
                 try:
-                    result = future.result()
-                except Exception as e:
+                    result = result_of(handle)
+                except Exception as e:  # Ray wraps the task's error in RayTaskError
                     errors.append((name, e))
                     continue
                 results[name] = result
                 on_done(name, result, time.perf_counter() - t0)
+    except BaseException as e:
+        e.running_handles = list(running)
+        raise
+    _raise_first(errors)
+    return results
+
+
+def _run_pool(tasks, workers, threads, on_start, on_done) -> dict[str, Any]:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # spawn, not fork: a forked torch process can deadlock in OpenMP, and spawned workers
+    # start from the same clean state on every platform.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    try:
+        results = _schedule(
+            tasks,
+            workers,
+            submit=lambda task: pool.submit(_in_worker, threads, task.fn, task.args),
+            wait_any=lambda futures: wait(futures, return_when=FIRST_COMPLETED)[0],
+            result_of=lambda future: future.result(),
+            on_start=on_start,
+            on_done=on_done,
+        )
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    _raise_first(errors)
     return results
 
 
@@ -199,37 +219,20 @@ def _run_ray(tasks, workers, threads, on_start, on_done) -> dict[str, Any]:
         # RAY_ADDRESS, when set, makes this connect to that cluster instead of starting one.
         ray.init(include_dashboard=False)
     remote = ray.remote(num_cpus=threads)(_in_worker)
-    results: dict[str, Any] = {}
-    errors: list[tuple[str, BaseException]] = []
-    pending = list(tasks)
-    running: dict[Any, tuple[str, float]] = {}
     try:
-        while pending or running:
-            while pending and not errors and len(running) < workers:
-                task = pending.pop(0)
-                running[remote.remote(threads, task.fn, task.args)] = (
-                    task.name,
-                    time.perf_counter(),
-                )
-                on_start(task.name)
-            if errors and not running:
-                break
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                name, t0 = running.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as e:  # ray.exceptions.RayTaskError wraps the task's error
-                    errors.append((name, e))
-                    continue
-                results[name] = result
-                on_done(name, result, time.perf_counter() - t0)
-    except BaseException:
-        for ref in running:
+        return _schedule(
+            tasks,
+            workers,
+            submit=lambda task: remote.remote(threads, task.fn, task.args),
+            wait_any=lambda refs: ray.wait(refs, num_returns=1)[0],
+            result_of=ray.get,
+            on_start=on_start,
+            on_done=on_done,
+        )
+    except BaseException as e:
+        for ref in getattr(e, "running_handles", []):
             ray.cancel(ref)
         raise
     finally:
         if started_here:
             ray.shutdown()
-    _raise_first(errors)
-    return results
