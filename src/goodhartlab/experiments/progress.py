@@ -26,25 +26,25 @@ __all__ = [
 Status = Literal["pending", "running", "done", "skipped", "failed"]
 
 #: Seconds per unit of work on the reference machine: the 2-core CPU of BENCHMARKS.md
-#: ("The default goodhart run", run B, one other job sharing it), one torch thread.
+#: ("The default goodhart run": gold v4, 6,000 pairs, nothing else running), one torch thread.
 #: They only seed the estimate; the measured stages rescale it (remaining_seconds).
 SECONDS_PER: dict[str, float] = {
-    # testbed: tokenizer + medium policy + small backbone from an empty cache (152 s);
+    # testbed: tokenizer + medium policy + small backbone from an empty cache (108 s);
     # a testbed already in the cache is only verified.
-    "testbed_build": 150.0,
+    "testbed_build": 110.0,
     "testbed_cached": 2.0,
-    # proxies: 8,000 pairs sampled and gold-labelled (~30 s), then 5 members × 2 epochs ×
-    # 8,000 pairs of Bradley-Terry (~125 s): per pair, and per pair × member × epoch.
-    "proxy_pair": 0.004,
-    "proxy_pair_epoch": 0.0016,
-    # bon: 102,400 pool completions (145 s) scored by gold + 5 proxies (~100 s):
+    # proxies: 6,000 pairs sampled and gold-labelled (~15 s), then 5 members × 2 epochs ×
+    # 6,000 pairs of Bradley-Terry (~64 s): per pair, and per pair × member × epoch.
+    "proxy_pair": 0.0025,
+    "proxy_pair_epoch": 0.00107,
+    # bon: 102,400 pool completions (~110 s) scored by gold + 5 proxies (~53 s):
     # per completion sampled, and per completion per scorer.
-    "bon_completion": 0.0014,
-    "bon_score": 0.00017,
-    # rl: one 60-step GRPO run of 8 × 8 rollouts with 7 evaluations of 100 prompts, ~33 s:
+    "bon_completion": 0.00107,
+    "bon_score": 0.000086,
+    # rl: one 60-step GRPO run of 8 × 8 rollouts with 7 evaluations of 100 prompts, ~18 s:
     # per training rollout and per evaluation completion.
-    "rl_rollout": 0.007,
-    "rl_eval": 0.009,
+    "rl_rollout": 0.0038,
+    "rl_eval": 0.0045,
     # daa: not benchmarked yet; a policy and a reference forward (and one backward) over two
     # completions per pair, guessed at 3 training rollouts' worth; evaluations as in RL.
     "daa_pair_epoch": 0.02,
