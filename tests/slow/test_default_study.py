@@ -62,7 +62,7 @@ def test_best_of_n_overoptimizes_a_single_proxy_and_ensembles_mitigate_it(defaul
     methods = json.loads((default_run / "bon" / "summary.json").read_text())["methods"]
     single = methods["ensemble/members_avg"]
     assert single["n_final"] == 512
-    assert 1 < single["n_peak"] < 512, single
+    assert single["n_peak"] > 1 and single["n_peak"] < 512, single
     assert single["drop_paired_lo"] > 0, single
     rows = [json.loads(x) for x in (default_run / "bon" / "metrics.jsonl").read_text().splitlines()]
     proxy = [
