@@ -107,17 +107,24 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _without_runs(run_dir, copy):
-    """A copy of a finished study's directory as if killed right after the BoN stage."""
+def _killed_copy(run_dir, copy, keep, lost):
+    """A copy of a finished study's directory as if killed: only the stages for which
+    ``keep(name)`` holds are recorded done, the directories ``lost`` and the final
+    summary, metrics and report are gone."""
     shutil.copytree(run_dir, copy)
     m = json.loads((copy / "manifest.json").read_text())
-    m["stages"] = {k: v for k, v in m["stages"].items() if "/" not in k}
+    m["stages"] = {k: v for k, v in m["stages"].items() if keep(k)}
     m["status"] = "failed"
     (copy / "manifest.json").write_text(json.dumps(m))
-    for name in ("rl", "daa", "plots"):
+    for name in (*lost, "plots"):
         shutil.rmtree(copy / name)
     for name in ("summary.json", "metrics.jsonl", "report.html"):
         (copy / name).unlink()
+
+
+def _without_runs(run_dir, copy):
+    """A copy of a finished study's directory as if killed right after the BoN stage."""
+    _killed_copy(run_dir, copy, lambda k: "/" not in k, ("rl", "daa"))
 
 
 def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
@@ -268,15 +275,7 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
     # A run killed after its first stages (the BoN stage and one RL run lost, another RL
     # run half-written) resumes to the same summary and the same metrics.
     killed = tmp_path / "killed"
-    shutil.copytree(run_dir, killed)
-    m = json.loads((killed / "manifest.json").read_text())
-    m["stages"] = {k: v for k, v in m["stages"].items() if k in ("testbed", "proxies")}
-    m["status"] = "failed"
-    (killed / "manifest.json").write_text(json.dumps(m))
-    for name in ("bon", "rl/single", "plots"):
-        shutil.rmtree(killed / name)
-    for name in ("summary.json", "metrics.jsonl", "report.html"):
-        (killed / name).unlink()
+    _killed_copy(run_dir, killed, lambda k: k in ("testbed", "proxies"), ("bon", "rl/single"))
     # rl/mean was killed after its first evaluation, before any checkpoint: the study
     # resumes that run directory instead of refusing it.
     shutil.rmtree(killed / "rl/mean/checkpoints")
