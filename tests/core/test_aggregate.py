@@ -14,6 +14,7 @@ from goodhartlab.core.aggregate import (
     mean,
     mean_minus_std,
     median,
+    standardize_members,
     uwo,
     wco,
 )
@@ -122,3 +123,37 @@ def test_get_aggregator_unknown_parameter():
 def test_bad_input_names_the_argument(fn, bad):
     with pytest.raises(ValueError, match="r_members"):
         fn(bad)
+
+
+# --- standardize_members ----------------------------------------------------------------------
+
+
+def test_standardize_members_removes_each_members_offset_and_scale():
+    base = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    members = torch.cat([base, 10.0 + 3.0 * base])  # same ranking, other offset and scale
+    z = standardize_members(members)
+    torch.testing.assert_close(z[0], z[1])
+    sd = math.sqrt(1.25)  # population std of 0, 1, 2, 3
+    torch.testing.assert_close(z[0], (base[0] - 1.5) / sd)
+
+
+def test_standardize_members_uses_the_reference_items_statistics():
+    ref = torch.tensor([[0.0, 2.0], [10.0, 14.0]])  # means 1 and 12, stds 1 and 2
+    r = torch.tensor([[3.0], [16.0]])
+    torch.testing.assert_close(standardize_members(r, ref), torch.tensor([[2.0], [2.0]]))
+
+
+def test_standardize_members_makes_wco_offset_invariant():
+    # a and b rank the items differently; b's scores are permutations of a's.
+    a = torch.tensor([0.0, 1.0, 5.0, 2.0], dtype=torch.float64)
+    b = torch.tensor([1.0, 0.0, 2.0, 5.0], dtype=torch.float64)
+    raw = wco(torch.stack([a - 100.0, b]))
+    torch.testing.assert_close(raw, a - 100.0)  # the low-offset member is the minimum everywhere
+    z = wco(standardize_members(torch.stack([a - 100.0, b])))
+    torch.testing.assert_close(z, wco(standardize_members(torch.stack([a, b]))))
+    torch.testing.assert_close(z[2], z[3])  # item 2 no longer wins on a alone
+
+
+def test_standardize_members_rejects_a_reference_with_other_members():
+    with pytest.raises(ValueError, match="r_ref has 3 members"):
+        standardize_members(torch.zeros(2, 4), torch.zeros(3, 4))

@@ -49,6 +49,7 @@ def test_bad_yaml_file_names_the_file(tmp_path):
 
 TINY = {
     "testbed_options": {
+        "policy_steps": 40,
         "pretrain_steps": {"small": 40, "medium": 40, "large": 2},
         "pretrain_batch_size": 16,
         "tokenizer_corpus": 400,

@@ -191,16 +191,41 @@ def test_curves_for_every_aggregator_start_at_zero():
     np.testing.assert_allclose(by["ens/member0"].gold, by["single"].gold)
     for c in curves:
         assert np.all(c.gold <= by["oracle"].gold + 1e-12)
-    # UWO with its λ = 0.5: member mean minus half the member variance, picked as one proxy.
-    uwo = r_members.mean(0) - 0.5 * r_members.var(0, unbiased=False)
-    np.testing.assert_allclose(
-        bon_curves(r_gold, {"u": uwo}, oracle=False)[0].gold, by["ens/uwo"].gold
+    # UWO with its λ = 0.5: member mean minus half the member variance, picked as one proxy,
+    # on members standardized over the pool (default) or on the raw scores.
+    z = (r_members - r_members.mean((1, 2), keepdim=True)) / r_members.std(
+        (1, 2), unbiased=False, keepdim=True
     )
+    for members, kw in ((z, {}), (r_members, {"standardize": False})):
+        uwo = members.mean(0) - 0.5 * members.var(0, unbiased=False)
+        ens_uwo = [
+            c for c in bon_curves(r_gold, None, {"ens": r_members}, **kw) if c.method == "ens/uwo"
+        ]
+        np.testing.assert_allclose(
+            bon_curves(r_gold, {"u": uwo}, oracle=False)[0].gold, ens_uwo[0].gold
+        )
+
     # The members' average: each member used alone, curves averaged (gold and proxy).
     members = [by[f"ens/member{i}"] for i in range(3)]
     np.testing.assert_allclose(by["ens/members_avg"].gold, np.mean([c.gold for c in members], 0))
     np.testing.assert_allclose(by["ens/members_avg"].proxy, np.mean([c.proxy for c in members], 0))
     assert not np.allclose(by["ens/members_avg"].gold, by["ens/member0"].gold)
+
+
+def test_standardizing_members_removes_the_low_offset_members_grip_on_wco():
+    gen = torch.Generator().manual_seed(3)
+    r_gold = torch.randn(P, N, generator=gen, dtype=torch.float64)
+    r_members = torch.randn(3, P, N, generator=gen, dtype=torch.float64)
+    shifted = r_members.clone()
+    shifted[1] -= 50.0  # member 1's Bradley-Terry offset happens to be low
+    raw = {c.method: c for c in bon_curves(r_gold, None, {"e": shifted}, standardize=False)}
+    # Raw: WCO is member 1 alone.
+    np.testing.assert_allclose(raw["e/wco"].gold, raw["e/member1"].gold)
+    # Standardized: the offset is gone, WCO is the same as for the unshifted members.
+    std = {c.method: c for c in bon_curves(r_gold, None, {"e": shifted})}
+    ref = {c.method: c for c in bon_curves(r_gold, None, {"e": r_members})}
+    np.testing.assert_allclose(std["e/wco"].gold, ref["e/wco"].gold)
+    assert not np.allclose(std["e/wco"].gold, std["e/member1"].gold)
 
 
 def test_drop_resamples_are_those_of_core_bootstrap_ci():

@@ -166,6 +166,7 @@ def test_every_word_is_one_token_and_concatenation_is_exact(toy_tokenizer):
 # --- cache ----------------------------------------------------------------------------------
 
 TINY = ToyTextConfig(
+    policy_steps=3,
     pretrain_steps={"small": 3, "medium": 3, "large": 3},
     pretrain_batch_size=4,
     tokenizer_corpus=300,
@@ -208,6 +209,38 @@ def test_build_is_deterministic_for_a_seed(tmp_path):
     assert (a.tokenizer_path / "tokenizer.json").read_text() == (
         b.tokenizer_path / "tokenizer.json"
     ).read_text()
+
+
+def test_policy_and_each_backbone_get_their_own_pretraining_budget(tmp_path, monkeypatch):
+    import goodhartlab.testbeds.toy_text.testbed as testbed_module
+
+    steps_seen = []
+    real = testbed_module.pretrain_causal_lm
+
+    def recording(size, tok, **kw):
+        steps_seen.append((size, kw["steps"]))
+        return real(size, tok, **kw)
+
+    monkeypatch.setattr(testbed_module, "pretrain_causal_lm", recording)
+    config = ToyTextConfig(
+        policy_size="small",
+        policy_steps=2,
+        pretrain_steps={"small": 3, "medium": 4, "large": 5},
+        pretrain_batch_size=4,
+        tokenizer_corpus=300,
+    )
+    tb = ToyText(config, cache_dir=tmp_path, progress=False)
+    policy, backbone = tb.policy_path, tb.backbone_path("small")
+    assert policy != backbone  # same size, different budgets: two artifacts
+    tb.backbone_path("medium")
+    assert steps_seen == [("small", 2), ("small", 3), ("medium", 4)]
+    assert tb.build_info(policy.name)["steps"] == 2
+    assert tb.build_info(backbone.name)["steps"] == 3
+
+
+def test_default_backbone_budgets_grow_with_size():
+    steps = ToyTextConfig().pretrain_steps
+    assert steps["small"] < steps["medium"] < steps["large"]
 
 
 def test_unknown_testbed_names_the_valid_ones():

@@ -19,6 +19,7 @@ __all__ = [
     "mean",
     "mean_minus_std",
     "median",
+    "standardize_members",
     "uwo",
     "wco",
 ]
@@ -39,6 +40,39 @@ def _nan_variance(r: torch.Tensor) -> torch.Tensor:
     """Population variance over dim 0, ignoring NaN. Shape: (M, B) -> (B,)."""
     mu = torch.nanmean(r, dim=0)
     return torch.nanmean((r - mu).square(), dim=0)
+
+
+def standardize_members(
+    r_members: torch.Tensor, r_ref: torch.Tensor | None = None, eps: float = 1e-8
+) -> torch.Tensor:
+    """Put every member on a common scale: z_i = (R_i − μ_i) / σ_i.
+
+    μ_i and σ_i are member i's mean and (population) standard deviation over reference items
+    ``r_ref`` — the base policy's own samples, as reward models are normalized on the SFT
+    distribution (Stiennon et al. 2020, arXiv 2009.01325, normalize so that reference outputs
+    score 0). Bradley-Terry fixes a reward only up to an additive constant (and a noisy scale),
+    so members trained with different seeds carry arbitrary offsets: without this the minimum
+    of WCO is mostly the member with the lowest offset, and UWO's variance mostly the spread
+    of the offsets, not disagreement about the item.
+
+    Args:
+        r_members: rewards to standardize. Shape: (M, B).
+        r_ref: rewards of the same members on the reference items. Shape: (M, K).
+            Default: ``r_members`` itself.
+        eps: floor on σ_i (a constant member is only centered).
+
+    Returns:
+        Shape: (M, B).
+    """
+    r = _as_members(r_members)
+    ref = r if r_ref is None else _as_members(r_ref).to(r.dtype)
+    if ref.shape[0] != r.shape[0]:
+        raise ValueError(
+            f"r_ref has {ref.shape[0]} members, r_members has {r.shape[0]}; expected the same"
+        )
+    mu = torch.nanmean(ref, dim=1, keepdim=True)
+    sd = torch.nanmean((ref - mu).square(), dim=1, keepdim=True).sqrt().clamp_min(eps)
+    return (r - mu) / sd
 
 
 def mean(r_members: torch.Tensor) -> torch.Tensor:

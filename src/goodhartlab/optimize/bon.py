@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import Tensor, nn
 
 from goodhartlab.artifacts import atomic_write_json, atomic_write_text
-from goodhartlab.core.aggregate import get_aggregator
+from goodhartlab.core.aggregate import get_aggregator, standardize_members
 from goodhartlab.core.bon import expected_best_of_n
 from goodhartlab.core.kl import bon_kl
 from goodhartlab.core.scaling import fit_bon_law, overoptimization
@@ -487,6 +487,7 @@ def bon_curves(
     lengths: Tensor | None = None,
     include_members: bool = True,
     oracle: bool = True,
+    standardize: bool = True,
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
@@ -505,6 +506,11 @@ def bon_curves(
             ``<ensemble>/members_avg``: the members' single-proxy curves averaged per prompt
             (the expected single proxy over training seeds, as Coste et al. 2023 report it).
         oracle: also best-of-n picked by gold itself (the ceiling).
+        standardize: aggregate members after ``core.aggregate.standardize_members`` over the
+            whole pool (the base policy's samples), so that seeds' arbitrary Bradley-Terry
+            offsets do not decide WCO's minimum or UWO's variance. Aggregate proxy scores are
+            then in standard units. Single proxies and members are unaffected (best-of-n is
+            invariant to a member's offset and scale).
         n_boot, alpha, seed: bootstrap over prompts (``core.stats.bootstrap_ci``).
 
     Returns:
@@ -546,9 +552,8 @@ def bon_curves(
                 f"ensembles[{ens!r}]: expected shape (M, {n_prompts}, {pool_size}), "
                 f"got {tuple(r_members.shape)}"
             )
-        flat = r_members.reshape(r_members.shape[0], -1)  # (M, P·N)
         for agg, params in aggregators.items():
-            r = get_aggregator(agg, **params)(flat).reshape(n_prompts, pool_size)
+            r = _aggregate(r_members, agg, params, standardize)
             curves.append(
                 _method_curve(f"{ens}/{agg}", "aggregate", dict(params), r, r_gold, **args)
             )
@@ -605,6 +610,11 @@ class BonStudyConfig(BaseModel):
         description="Ensemble aggregators (core.aggregate names) and their parameters.",
     )
     include_members: bool = Field(True, description="Also a curve per ensemble member.")
+    standardize_members: bool = Field(
+        True,
+        description="Standardize each member over the pool before aggregating (removes the "
+        "arbitrary Bradley-Terry offset of each seed; see core.aggregate.standardize_members).",
+    )
     oracle: bool = Field(True, description="Also best-of-n picked by gold (the ceiling).")
     n_boot: int = Field(1000, ge=1, description="Bootstrap resamples over prompts.")
     alpha: float = Field(0.05, gt=0, lt=1, description="1 − confidence of the intervals.")
@@ -857,6 +867,7 @@ def run_bon_study(
             lengths=torch.from_numpy(pool.num_tokens),
             include_members=config.include_members,
             oracle=config.oracle,
+            standardize=config.standardize_members,
             n_boot=config.n_boot,
             alpha=config.alpha,
             seed=config.seed,
@@ -880,7 +891,9 @@ def run_bon_study(
         }
         summary = _json_safe(summary)
         atomic_write_json(out_dir / "summary.json", summary)
-        picks = _picking_rewards(r_proxies, r_ensembles, config.aggregators)
+        picks = _picking_rewards(
+            r_proxies, r_ensembles, config.aggregators, config.standardize_members
+        )
         _write_samples(out_dir / "samples.jsonl", pool, r_gold, picks, config.samples_prompts)
 
         from goodhartlab.report.plots import plot_bon_curves
@@ -904,17 +917,27 @@ def run_bon_study(
     return BonStudyResult(curves=curves, summary=summary, out_dir=out_dir, pool=pool)
 
 
+def _aggregate(
+    r_members: Tensor, agg: str, params: Mapping[str, float], standardize: bool
+) -> Tensor:
+    """An ensemble's reward under one aggregator. (M, P, N) -> (P, N)."""
+    flat = r_members.reshape(r_members.shape[0], -1)  # (M, P·N)
+    if standardize:
+        flat = standardize_members(flat)
+    return get_aggregator(agg, **params)(flat).reshape(r_members.shape[1:])
+
+
 def _picking_rewards(
     r_proxies: Mapping[str, Tensor],
     r_ensembles: Mapping[str, Tensor],
     aggregators: Mapping[str, Mapping[str, float]],
+    standardize: bool = True,
 ) -> dict[str, Tensor]:
     """The reward each non-member method picks by. Shape: (P, N) each."""
     out = dict(r_proxies)
     for ens, r_members in r_ensembles.items():
-        flat = r_members.reshape(r_members.shape[0], -1)
         for agg, params in aggregators.items():
-            out[f"{ens}/{agg}"] = get_aggregator(agg, **params)(flat).reshape(r_members.shape[1:])
+            out[f"{ens}/{agg}"] = _aggregate(r_members, agg, params, standardize)
     return out
 
 
@@ -1017,6 +1040,8 @@ def picks_at_n(
         r_proxies,
         {k: torch.stack(rs) for k, rs in r_members.items()},
         resolved["config"]["aggregators"],
+        # runs written before the option existed aggregated raw member scores
+        resolved["config"].get("standardize_members", False),
     )
     picks["oracle"] = r_gold
     out = []
