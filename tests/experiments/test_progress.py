@@ -68,6 +68,7 @@ def test_overrunning_stages_count_zero_and_a_finished_study_has_none_left():
 BENCHMARKED = [
     "proxies.pairs=6000",
     "proxies.seeds=[0, 1, 2, 3, 4]",
+    "proxies.pretrain_seeds=false",
     "proxies.epochs=2",
     "bon.prompts=200",
     "bon.pool_size=512",
@@ -89,6 +90,9 @@ def test_estimates_of_the_benchmarked_study_match_the_benchmark():
     assert est["bon"] == pytest.approx(163, rel=0.1)
     assert all(est[r] == pytest.approx(112 / 6, rel=0.1) for r in runs)
     assert estimate_stages(config, testbed_cached=True)["testbed"] < est["testbed"] / 10
+    # Pretrain-seed members: one more small backbone per member beyond the first.
+    pseed = estimate_stages(load_config(None, [*BENCHMARKED, "proxies.pretrain_seeds=true"]))
+    assert pseed["proxies"] - est["proxies"] == pytest.approx(4 * 28.0)
     daa = estimate_stages(load_config(None, ["daa.enabled=true", "rl.enabled=false"]))
     assert "daa/dpo" in daa and not any(k.startswith("rl/") for k in daa)
 

@@ -1,8 +1,9 @@
 """The default study on toy_text, measured (slow: builds the world from an empty cache in CI).
 
-What is asserted is what the testbed is for and what was measured to hold. The figure the
-testbed issue asks for that does *not* hold (bigger proxies more accurate) is measured by
-``benchmarks/proxy_sizes.py`` and reported in the closing notes, not asserted here.
+What is asserted is what the testbed is for and what was measured to hold. Proxy size
+(bigger proxies more accurate, peaking later) needs medium and large backbones, about 15
+minutes to pretrain on two cores; it is measured by ``benchmarks/proxy_sizes.py`` and
+recorded in BENCHMARKS.md rather than asserted here.
 """
 
 from __future__ import annotations
@@ -54,15 +55,15 @@ def test_best_of_n_curves(default_run):
 def test_best_of_n_overoptimizes_a_single_proxy_and_ensembles_mitigate_it(default_run):
     """The hump (Gao et al. 2023) and the ensemble result (Coste et al. 2023) on toy_text.
 
-    A single proxy, averaged over the ensemble's five training seeds as Coste et al. report
-    it, peaks inside the n range and falls by the largest n (512) with a paired 95 %
-    bootstrap interval over the 200 prompts that excludes 0, while its own score keeps
-    rising. Mean and UWO ensembles of the same five proxies end clearly above it.
+    A single proxy, averaged over the ensemble's five members as Coste et al. report it,
+    peaks inside the n range and falls by the largest n (1,024) with a paired 95 % bootstrap
+    interval over the 200 prompts that excludes 0, while its own score keeps rising. The
+    mean, UWO and WCO ensembles of the same five (pretrain-seed) proxies end above it.
     """
     methods = json.loads((default_run / "bon" / "summary.json").read_text())["methods"]
     single = methods["ensemble/members_avg"]
-    assert single["n_final"] == 512
-    assert single["n_peak"] > 1 and single["n_peak"] < 512, single
+    assert single["n_final"] == 1024
+    assert single["n_peak"] > 1 and single["n_peak"] < 1024, single
     assert single["drop_paired_lo"] > 0, single
     rows = [json.loads(x) for x in (default_run / "bon" / "metrics.jsonl").read_text().splitlines()]
     proxy = [
@@ -71,8 +72,8 @@ def test_best_of_n_overoptimizes_a_single_proxy_and_ensembles_mitigate_it(defaul
         if r["method"] == "ensemble/members_avg"
     ]
     assert all(b > a for a, b in itertools.pairwise(proxy)), proxy
-    for agg in ("mean", "uwo"):
-        assert methods[f"ensemble/{agg}"]["gold_final"] > single["gold_final"] + 0.3, agg
+    for agg, margin in (("mean", 0.3), ("uwo", 0.3), ("wco", 0.15)):
+        assert methods[f"ensemble/{agg}"]["gold_final"] > single["gold_final"] + margin, agg
 
 
 def test_rl_against_a_single_noisy_proxy_hacks(default_run, tmp_path):

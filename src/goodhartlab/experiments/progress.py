@@ -33,6 +33,11 @@ SECONDS_PER: dict[str, float] = {
     # a testbed already in the cache is only verified.
     "testbed_build": 110.0,
     "testbed_cached": 2.0,
+    # a reward-model backbone pretrained from scratch, by size (600 / 1,200 / 3,000 steps;
+    # pretrain-seed ensembles build one per member beyond the first).
+    "backbone_small": 28.0,
+    "backbone_medium": 150.0,
+    "backbone_large": 730.0,
     # proxies: 6,000 pairs sampled and gold-labelled (~15 s), then 5 members × 2 epochs ×
     # 6,000 pairs of Bradley-Terry (~64 s): per pair, and per pair × member × epoch.
     "proxy_pair": 0.0025,
@@ -60,6 +65,8 @@ def estimate_stages(config: Any, testbed_cached: bool = False) -> dict[str, floa
     out["proxies"] = (
         p.pairs * c["proxy_pair"] + p.pairs * len(p.seeds) * p.epochs * c["proxy_pair_epoch"]
     )
+    if p.pretrain_seeds and not testbed_cached:
+        out["proxies"] += (len(p.seeds) - 1) * c.get(f"backbone_{p.size}", c["backbone_large"])
     if config.bon.enabled:
         b = config.bon
         completions = b.prompts * b.pool_size

@@ -51,7 +51,9 @@ class ProxyConfig(BaseModel):
         description="One ensemble member per seed; member 0 is the single proxy.",
     )
     pretrain_seeds: bool = Field(
-        False, description="Members also start from differently-seeded backbones."
+        True,
+        description="Members also start from differently-seeded backbones (Eisenstein et al. "
+        "2023); member k's backbone is pretrained with seed k.",
     )
     epochs: int = Field(2, ge=1, description="Bradley-Terry epochs.")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
@@ -62,7 +64,7 @@ class BonStageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(True, description="Run the best-of-n study.")
-    pool_size: int = Field(512, ge=2, description="N: completions per held-out prompt.")
+    pool_size: int = Field(1024, ge=2, description="N: completions per held-out prompt.")
     prompts: int = Field(200, ge=1, description="Held-out prompts in the pool.")
     aggregators: dict[str, dict[str, float]] = Field(
         {"mean": {}, "wco": {}, "uwo": {"lam": 0.5}, "median": {}, "mean_minus_std": {"k": 1.0}},
