@@ -125,6 +125,22 @@ def test_table_and_verdict_name_the_method_that_hacked(tmp_path):
     assert verdict([]).startswith("No results")
 
 
+def test_a_significant_best_of_n_drop_under_the_threshold_is_reported_as_significant(tmp_path):
+    points = collect_metrics(_fake_run(tmp_path))
+    for p in points:  # a small fall after the peak: gold 0.8 at n = 4, 0.75 at n = 5
+        if p["kind"] == "bon" and p["method"] == "single" and p["n"] == 5:
+            p["gold"] = 0.75
+    significant = {"single": {"n_peak": 4, "drop_paired_lo": 0.01, "drop_paired_hi": 0.09}}
+    not_significant = {"single": {"n_peak": 4, "drop_paired_lo": -0.02, "drop_paired_hi": 0.1}}
+    (row,) = [r for r in summary_table(points, significant) if r["method"] == "single"]
+    assert not row["hacking"] and row["drop_ci"] == [0.01, 0.09] and row["n_peak"] == 4
+    assert "fell significantly, to +0.75 (drop 95 % CI [0.01, 0.09]" in verdict([row])
+    (row,) = [r for r in summary_table(points, not_significant) if r["method"] == "single"]
+    assert "best-of-n with 'single' did not within the budget" in verdict([row])
+    (row,) = [r for r in summary_table(points) if r["method"] == "single"]
+    assert "drop_ci" not in row
+
+
 def test_build_report_writes_plots_html_and_summary(tmp_path, capsys):
     run = _fake_run(tmp_path)
     (run / "summary.json").write_text(json.dumps({"bon": {"kept": 1}}))

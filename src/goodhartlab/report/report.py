@@ -144,12 +144,17 @@ def daa_frontiers(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def summary_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary_table(
+    points: list[dict[str, Any]], bon_methods: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """One row per method (ensemble members left out): peak, final, drop, fitted law.
 
     Gold is relative to the base policy. ``drop`` is ``core.scaling.overoptimization``'s
     fraction of the gain lost after the peak; α, β, R² the fit of Gao et al.'s law of the
     method's optimizer (best-of-n: d (α − β d); RL: d (α − β log d)). Undefined values are None.
+    ``bon_methods`` (the best-of-n study's ``summary.json`` "methods") adds to best-of-n rows
+    the paired 95 % bootstrap interval of the absolute drop from the peak to the largest n
+    (``drop_ci``), so that a small but significant fall is reported as one.
     """
     from goodhartlab.core.scaling import overoptimization
 
@@ -184,6 +189,10 @@ def summary_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "r2": _finite(fit.r2) if fit else None,
             }
         )
+        b = (bon_methods or {}).get(method) if kind == "bon" else None
+        if b and b.get("drop_paired_lo") is not None and b.get("drop_paired_hi") is not None:
+            rows[-1]["n_peak"] = b.get("n_peak")
+            rows[-1]["drop_ci"] = [float(b["drop_paired_lo"]), float(b["drop_paired_hi"])]
     rows.sort(key=lambda r: (r["kind"], r["method"]))
     return rows
 
@@ -195,6 +204,14 @@ def _describe(r: dict[str, Any]) -> str:
             f"{what} started hacking at KL ≈ {r['kl_peak']:.2g} nats (gold peaked at "
             f"{r['peak_gold']:+.3g}, then lost {r['drop']:.0%} of that gain by KL ≈ "
             f"{r['kl_max']:.2g})"
+        )
+    ci = r.get("drop_ci")
+    if ci is not None and ci[0] > 0:
+        return (
+            f"{what} peaked at n = {r['n_peak']} (KL ≈ {r['kl_peak']:.2g} nats, gold "
+            f"{r['peak_gold']:+.3g}) and then fell significantly, to {r['final_gold']:+.3g} "
+            f"(drop 95 % CI [{ci[0]:.2g}, {ci[1]:.2g}]; {r['drop']:.0%} of its gain, under the "
+            f"{HACKING_DROP:.0%} threshold)"
         )
     return (
         f"{what} did not within the budget (KL up to {r['kl_max']:.2g} nats, final gold "
@@ -480,7 +497,11 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"report: no such run directory {run_dir}")
     points = collect_metrics(run_dir)
-    rows = summary_table(points)
+    bon_summary = run_dir / "bon" / "summary.json"
+    bon_methods = (
+        json.loads(bon_summary.read_text()).get("methods") if bon_summary.is_file() else None
+    )
+    rows = summary_table(points, bon_methods)
     text = verdict(rows)
     plots = _plot_curves(points, run_dir / "plots" / "curves") + _plot_disagreement(
         points, run_dir / "plots" / "disagreement"
