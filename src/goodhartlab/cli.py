@@ -185,6 +185,7 @@ def cmd_bon(args) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         n_boot=args.n_boot,
+        standardize_members=not args.raw_members,
         device=args.device,
     )
     result = run_bon_study(
@@ -488,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--batch-size", type=int, default=256, help="rows sampled together")
     b.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over prompts")
+    b.add_argument(
+        "--raw-members",
+        action="store_true",
+        help="aggregate the members' raw scores (Coste et al.'s code) instead of standardizing "
+        "each member over the pool first (core.aggregate.standardize_members)",
+    )
     b.add_argument(
         "--pool", default=None, help="pool directory to reuse across runs (default: OUT/pool)"
     )

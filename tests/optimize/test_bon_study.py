@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from goodhartlab.core.stats import bootstrap_ci, bootstrap_means
 from goodhartlab.models.tiny import build_causal_lm, build_reward_model
@@ -377,6 +378,16 @@ def test_cli_bon(tmp_path, policy_dir, rm_dirs, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert {"rm0", "ensemble0/wco", "ensemble0/uwo", "oracle"} <= set(summary["methods"])
     assert "n_peak" in capsys.readouterr().out
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["config"]["standardize_members"] is True
+    # --raw-members: Coste et al.'s raw aggregation, on the same pool (nothing resampled).
+    raw = tmp_path / "raw"
+    raw_args = [*args[:-1], str(raw), "--pool", str(out / "pool"), "--raw-members"]
+    assert main(raw_args) == 0
+    resolved = yaml.safe_load((raw / "config.yaml").read_text())
+    assert resolved["config"]["standardize_members"] is False
+    members = json.loads((raw / "summary.json").read_text())["methods"]
+    assert members["ensemble0/member0"] == summary["methods"]["ensemble0/member0"]
 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")

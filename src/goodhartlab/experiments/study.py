@@ -71,6 +71,11 @@ class BonStageConfig(BaseModel):
         description="Ensemble aggregators (core.aggregate) and their parameters.",
     )
     n_boot: int = Field(1000, ge=1, description="Bootstrap resamples over prompts.")
+    standardize_members: bool = Field(
+        True,
+        description="Standardize each member over the pool before aggregating "
+        "(core.aggregate.standardize_members); false aggregates raw scores.",
+    )
 
 
 def _unique_names(items: list, what: str) -> list:
@@ -575,6 +580,7 @@ def run_study(
                         max_new_tokens=tb.max_new_tokens,
                         aggregators=b.aggregators,
                         n_boot=b.n_boot,
+                        standardize_members=b.standardize_members,
                         seed=config.seed,
                         device=config.device,
                     ),
