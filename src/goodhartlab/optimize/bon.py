@@ -552,10 +552,11 @@ def bon_curves(
                 f"ensembles[{ens!r}]: expected shape (M, {n_prompts}, {pool_size}), "
                 f"got {tuple(r_members.shape)}"
             )
-        for agg, params in aggregators.items():
-            r = _aggregate(r_members, agg, params, standardize)
+        for agg, r in _aggregates(r_members, aggregators, standardize).items():
             curves.append(
-                _method_curve(f"{ens}/{agg}", "aggregate", dict(params), r, r_gold, **args)
+                _method_curve(
+                    f"{ens}/{agg}", "aggregate", dict(aggregators[agg]), r, r_gold, **args
+                )
             )
         if include_members:
             for i in range(r_members.shape[0]):
@@ -917,14 +918,17 @@ def run_bon_study(
     return BonStudyResult(curves=curves, summary=summary, out_dir=out_dir, pool=pool)
 
 
-def _aggregate(
-    r_members: Tensor, agg: str, params: Mapping[str, float], standardize: bool
-) -> Tensor:
-    """An ensemble's reward under one aggregator. (M, P, N) -> (P, N)."""
+def _aggregates(
+    r_members: Tensor, aggregators: Mapping[str, Mapping[str, float]], standardize: bool
+) -> dict[str, Tensor]:
+    """An ensemble's reward under each aggregator. (M, P, N) -> name -> (P, N)."""
     flat = r_members.reshape(r_members.shape[0], -1)  # (M, P·N)
     if standardize:
-        flat = standardize_members(flat)
-    return get_aggregator(agg, **params)(flat).reshape(r_members.shape[1:])
+        flat = standardize_members(flat)  # once per ensemble, shared by every aggregator
+    return {
+        agg: get_aggregator(agg, **params)(flat).reshape(r_members.shape[1:])
+        for agg, params in aggregators.items()
+    }
 
 
 def _picking_rewards(
@@ -936,8 +940,8 @@ def _picking_rewards(
     """The reward each non-member method picks by. Shape: (P, N) each."""
     out = dict(r_proxies)
     for ens, r_members in r_ensembles.items():
-        for agg, params in aggregators.items():
-            out[f"{ens}/{agg}"] = _aggregate(r_members, agg, params, standardize)
+        for agg, r in _aggregates(r_members, aggregators, standardize).items():
+            out[f"{ens}/{agg}"] = r
     return out
 
 
