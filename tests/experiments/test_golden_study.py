@@ -1,0 +1,91 @@
+"""The refactor of issue 12 must not change a number: a tiny study's metrics.jsonl against the
+one recorded on main before it (``data/golden_tiny_study.metrics.jsonl``, commit 29fa80e).
+
+The study covers every part the refactor moves: best-of-n over every aggregator, GRPO against
+the single proxy and WCO / UWO ensembles, PAR shaping, no KL penalty, and offline DPO and IPO.
+Integers and strings must match exactly; floats to 1e-6 relative (the record is byte-identical
+on the machine it was made on; the slack only absorbs last-bit differences of another CPU).
+
+A change that is *meant* to change the numbers re-records the file with
+``GOODHART_RECORD_GOLDEN=1 python -m pytest tests/experiments/test_golden_study.py`` and says
+so in its commit message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from goodhartlab.experiments.study import StudyConfig, run_study
+
+RECORD = Path(__file__).parent / "data" / "golden_tiny_study.metrics.jsonl"
+
+GOLDEN = {
+    "testbed_options": {
+        "policy_steps": 40,
+        "pretrain_steps": {"small": 40, "medium": 40, "large": 2},
+        "pretrain_batch_size": 16,
+        "tokenizer_corpus": 400,
+        "max_new_tokens": 24,
+    },
+    "proxies": {"pairs": 120, "seeds": [0, 1], "epochs": 1},
+    "bon": {"pool_size": 8, "prompts": 6, "n_boot": 50},
+    "rl": {
+        "steps": 4,
+        "eval_every": 2,
+        "prompts_per_step": 2,
+        "group_size": 2,
+        "eval_prompts": 4,
+        "lr": 1e-3,
+        "methods": [
+            {"name": "single"},
+            {"name": "wco", "aggregator": "wco"},
+            {"name": "uwo", "aggregator": "uwo", "aggregator_params": {"lam": 0.1}},
+            {"name": "par", "shaping": "par"},
+            {"name": "nokl", "kl_coef": 0.0},
+        ],
+    },
+    "daa": {
+        "enabled": True,
+        "max_pairs": 16,
+        "batch_size": 8,
+        "eval_points_in_first_epoch": [0.5],
+        "eval_prompts": 4,
+        "lr": 1e-3,
+        "runs": [
+            {"name": "dpo", "loss": "dpo", "beta": 0.1},
+            {"name": "ipo", "loss": "ipo", "beta": 0.5},
+        ],
+    },
+}
+
+
+def _same(a, b, where: str) -> None:
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, int | float) and isinstance(b, int | float), where
+        assert math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9), f"{where}: {a} != {b} (recorded)"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys {sorted(a)} vs {sorted(b)}"
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r} (recorded)"
+
+
+def test_tiny_study_metrics_equal_the_record_made_before_the_refactor(tmp_path):
+    config = StudyConfig.model_validate({**GOLDEN, "cache_dir": str(tmp_path / "cache")})
+    run_dir = run_study(config, tmp_path / "run", progress=False, workers=1)
+    text = (run_dir / "metrics.jsonl").read_text()
+    if os.environ.get("GOODHART_RECORD_GOLDEN") == "1":
+        RECORD.write_text(text)
+    got = [json.loads(line) for line in text.splitlines()]
+    want = [json.loads(line) for line in RECORD.read_text().splitlines()]
+    assert len(got) == len(want) == 61
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        _same(g, w, f"line {i + 1} ({w.get('kind')} {w.get('method')})")
