@@ -7,11 +7,12 @@ reward for an item is NaN is left out for that item; an item with no finite memb
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from goodhartlab.registry import AGGREGATORS
 
 __all__ = [
     "AGGREGATORS",
@@ -167,37 +168,39 @@ def mean_minus_std(r_members: torch.Tensor, k: float = 1.0) -> torch.Tensor:
     return torch.nanmean(r, dim=0) - k * _nan_variance(r).sqrt()
 
 
-AGGREGATORS: dict[str, Callable[..., torch.Tensor]] = {
-    "mean": mean,
-    "wco": wco,
-    "uwo": uwo,
-    "median": median,
-    "mean_minus_std": mean_minus_std,
-}
-"""Aggregator name -> function ``f(r_members, **params)``; Shape: (M, B) -> (B,)."""
+COSTE = "Coste et al. 2023, arXiv 2310.02743"
+EISENSTEIN = "Eisenstein et al. 2023, arXiv 2312.09244"
+AGGREGATORS.register("mean", mean, paper=COSTE)
+AGGREGATORS.register("wco", wco, paper=COSTE)
+AGGREGATORS.register(
+    "uwo",
+    uwo,
+    paper=COSTE,
+    params={"lam": "λ, the weight of the variance penalty (Coste et al.: 0.5 for best-of-n)"},
+    # Coste et al.'s λ for PPO; what an RL reward pipeline takes unless told otherwise.
+    rl_params={"lam": 0.1},
+)
+AGGREGATORS.register("median", median, paper=EISENSTEIN)
+AGGREGATORS.register(
+    "mean_minus_std", mean_minus_std, paper=EISENSTEIN, params={"k": "standard deviations subtracted"}
+)
 
 
 def get_aggregator(name: str, **params: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """The aggregator called ``name`` with its parameters bound, e.g. ``get_aggregator("uwo", lam=0.1)``.
 
     Args:
-        name: a key of ``AGGREGATORS``.
+        name: a name in the ``AGGREGATORS`` registry (``goodhart list aggregator``).
         **params: keyword parameters of that aggregator (``lam`` for uwo, ``k`` for
-            mean_minus_std).
+            mean_minus_std), checked against the entry's parameter model.
 
     Returns:
         A callable ``r_members -> reward``; Shape: (M, B) -> (B,).
 
     Raises:
-        ValueError: unknown name, or a parameter the aggregator does not take.
+        ValueError: unknown name (listing the registered ones), or a parameter the
+            aggregator does not take or a bad value.
     """
-    if name not in AGGREGATORS:
-        raise ValueError(f"unknown aggregator {name!r}; valid names: {sorted(AGGREGATORS)}")
-    fn = AGGREGATORS[name]
-    accepted = [p for p in inspect.signature(fn).parameters if p != "r_members"]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"aggregator {name!r} does not take parameter(s) {unknown}; it takes {accepted}"
-        )
-    return functools.partial(fn, **params) if params else fn
+    entry = AGGREGATORS.entry(name)
+    entry.validate_params(params, where=f"aggregator {name!r}")
+    return functools.partial(entry.obj, **params) if params else entry.obj

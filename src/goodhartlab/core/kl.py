@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 
-__all__ = ["KLEstimator", "bon_kl", "sequence_kl", "token_kl"]
+from goodhartlab.registry import REGULARIZERS
 
-KLEstimator = Literal["k1", "k2", "k3"]
-_ESTIMATORS = ("k1", "k2", "k3")
+__all__ = ["REGULARIZERS", "KLEstimator", "bon_kl", "sequence_kl", "token_kl"]
+
+#: A name in the ``REGULARIZERS`` registry: "k1", "k2", "k3" built in.
+KLEstimator = str
 
 # Below this |log r|, expm1(x) - x loses most of its digits to cancellation (relative error
 # ~ 2 eps / |x|); the Taylor series up to x^6 has relative truncation error ~ x^5 / 2520.
@@ -44,7 +44,7 @@ def token_kl(
         logp: log-probabilities of the sampled tokens under π. Shape: (B, T), or any
             shape; elementwise.
         logp_ref: log-probabilities of the same tokens under π_ref. Shape: as ``logp``.
-        estimator: "k1", "k2" or "k3".
+        estimator: "k1", "k2", "k3", or another name in the ``REGULARIZERS`` registry.
 
     Returns:
         The per-token estimate, in nats. Shape: as ``logp``.
@@ -56,14 +56,32 @@ def token_kl(
             f"logp_ref must have the shape of logp; got logp {tuple(logp.shape)}, "
             f"logp_ref {tuple(logp_ref.shape)}"
         )
-    if estimator not in _ESTIMATORS:
-        raise ValueError(f"estimator must be one of {_ESTIMATORS}; got {estimator!r}")
-    log_r = logp_ref - logp
-    if estimator == "k1":
-        return -log_r
-    if estimator == "k2":
-        return 0.5 * log_r.square()
-    return _k3(log_r)
+    try:
+        fn = REGULARIZERS[estimator]
+    except ValueError as e:
+        raise ValueError(f"estimator: {e}") from None
+    return fn(logp, logp_ref)
+
+
+_SCHULMAN = "Schulman 2020, Approximating KL divergence, http://joschu.net/blog/kl-approx.html"
+
+
+@REGULARIZERS.register("k1", paper=_SCHULMAN)
+def k1(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """k1 = log π − log π_ref: unbiased for KL(π ‖ π_ref), high variance, can be negative."""
+    return logp - logp_ref
+
+
+@REGULARIZERS.register("k2", paper=_SCHULMAN)
+def k2(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """k2 = (log π_ref − log π)² / 2: biased (low for small KL), always ≥ 0."""
+    return 0.5 * (logp_ref - logp).square()
+
+
+@REGULARIZERS.register("k3", paper=_SCHULMAN + "; Shao et al. 2024, arXiv 2402.03300 (GRPO)")
+def k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """k3 = (r − 1) − log r with r = π_ref / π: unbiased, always ≥ 0 (GRPO's KL term)."""
+    return _k3(logp_ref - logp)
 
 
 def sequence_kl(

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from goodhartlab.core.kl import token_kl
+from goodhartlab.registry import DAA_LOSSES, RM_OBJECTIVES
 
 
 def bradley_terry_loss(
@@ -303,6 +304,7 @@ def grpo_loss(
     kl_coef: float = 0.0,
     loss_type: GRPOLossType = "grpo",
     num_tokens: int | Tensor | None = None,
+    kl_estimator: str = "k3",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO objective: token-level clipped surrogate with a per-sequence advantage and a k3 KL.
 
@@ -343,6 +345,8 @@ def grpo_loss(
         loss_type: "grpo", "bnpo" or "dapo".
         num_tokens: "dapo" only: the normalizer (completion tokens of the whole generation
             batch); None for ``mask.sum()``.
+        kl_estimator: the per-token estimate in the KL term, a ``REGULARIZERS`` name
+            ("k3", the paper's, by default; "k1", "k2" or a registered one).
 
     Returns:
         ``(loss, stats)``: ``loss`` a scalar; ``stats`` detached scalars ``pg_loss`` (the
@@ -375,7 +379,7 @@ def grpo_loss(
     per_token_loss = pg_per_token
     kl_token = None
     if logp_ref is not None:
-        kl_token = token_kl(logp, logp_ref, "k3")
+        kl_token = token_kl(logp, logp_ref, kl_estimator)
         if kl_coef > 0.0:
             per_token_loss = per_token_loss + kl_coef * kl_token
 
@@ -694,3 +698,33 @@ def rpo_loss(
     stats["dpo_loss"] = dpo.detach()
     stats["nll"] = nll.detach()
     return dpo + eta * nll, stats
+
+
+# --------------------------------------------------------------------------------------
+# Registries: the DAA losses and the reward-model objectives
+# --------------------------------------------------------------------------------------
+
+DAA_LOSSES.register(
+    "dpo",
+    dpo_loss,
+    paper="Rafailov et al. 2023, arXiv 2305.18290",
+    params={"label_smoothing": "ε of conservative DPO (0: plain DPO)"},
+)
+DAA_LOSSES.register("ipo", ipo_loss, paper="Azar et al. 2023, arXiv 2310.12036")
+DAA_LOSSES.register("slic", slic_loss, paper="Zhao et al. 2023, arXiv 2305.10425 (hinge form)")
+DAA_LOSSES.register(
+    "rpo",
+    rpo_loss,
+    paper="Liu et al. 2024, arXiv 2405.16436",
+    params={"eta": "η, the weight of the chosen completion's length-normalized NLL"},
+    needs_nll=True,
+)
+RM_OBJECTIVES.register(
+    "bradley_terry",
+    bradley_terry_loss,
+    paper="Bradley & Terry 1952; Ouyang et al. 2022, arXiv 2203.02155",
+    params={
+        "label_smoothing": "ε: weight of the flipped label (robust to label noise)",
+        "center_coef": "c: weight of the (r_c + r_r)² centering term",
+    },
+)

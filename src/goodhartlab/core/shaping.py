@@ -12,9 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from goodhartlab.registry import SHAPINGS, params_from_signature
 
 __all__ = [
+    "SHAPINGS",
     "RunningMoments",
+    "ShapingContext",
     "ceil",
     "centered",
     "clip_to_band",
@@ -270,3 +275,83 @@ def meanstd(r: TensorLike, state: RunningMoments) -> torch.Tensor:
         raise ValueError("state has seen no rewards (count = 0); call state.update(r) first")
     std = state.std
     return (r - state.mean) / (std if std > 0 else 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# The registry: each shaping as f(r, context, **params)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShapingContext:
+    """What a shaping may need besides the batch's rewards (entry meta ``needs``)."""
+
+    r_ref: torch.Tensor | None = None
+    """Rewards of M base-policy responses to each prompt (``needs="references"``). Shape: (B, M)."""
+    moments: RunningMoments | None = None
+    """Running statistics, already updated with this batch (``needs="moments"``)."""
+
+
+PAR_PAPER = "Fu et al. 2025, arXiv 2502.18770"
+
+
+@SHAPINGS.register("none", description="No shaping: the proxy reward as it is.")
+def _none(r: TensorLike, context: ShapingContext) -> torch.Tensor:
+    return _as_rewards(r)
+
+
+@SHAPINGS.register("par", paper=PAR_PAPER, needs="references")
+def _par(r: TensorLike, context: ShapingContext) -> torch.Tensor:
+    """PAR: mean σ(r − r_ref) over M reference responses."""
+    return par(r, context.r_ref)
+
+
+@SHAPINGS.register("centered", paper=PAR_PAPER, needs="references")
+def _centered(r: TensorLike, context: ShapingContext) -> torch.Tensor:
+    """r − mean r_ref over M reference responses."""
+    return centered(r, context.r_ref)
+
+
+@SHAPINGS.register(
+    "lsc",
+    paper=PAR_PAPER,
+    needs="references",
+    params=params_from_signature(
+        log_sigmoid_centered, {"quantile": "q of the reference quantile"}, "LSCParams"
+    ),
+)
+def _lsc(r: TensorLike, context: ShapingContext, quantile: float) -> torch.Tensor:
+    """log σ(r − q-quantile of r_ref)."""
+    return log_sigmoid_centered(r, context.r_ref, quantile)
+
+
+class CeilParams(BaseModel):
+    """The parameter of ceil shaping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    c: float = Field(..., allow_inf_nan=False, description="the cap (required), e.g. c: 2.0")
+
+
+@SHAPINGS.register("ceil", paper=PAR_PAPER, params=CeilParams)
+def _ceil(r: TensorLike, context: ShapingContext, c: float) -> torch.Tensor:
+    """min(r, c): the reward capped."""
+    return ceil(r, c)
+
+
+@SHAPINGS.register("clip", paper=PAR_PAPER, needs="moments")
+def _clip(r: TensorLike, context: ShapingContext) -> torch.Tensor:
+    """Clipped to the running band μ ± σ."""
+    return clip_to_band(r, context.moments.mean, context.moments.std)
+
+
+@SHAPINGS.register("meanstd", paper=PAR_PAPER, needs="moments")
+def _meanstd(r: TensorLike, context: ShapingContext) -> torch.Tensor:
+    """(r − μ) / σ with running statistics."""
+    return meanstd(r, context.moments)
+
+
+@SHAPINGS.register("minmax", paper=PAR_PAPER, needs="moments")
+def _minmax(r: TensorLike, context: ShapingContext) -> torch.Tensor:
+    """Running min / max mapped to [0, 1] (r − min while max = min)."""
+    lo, hi = context.moments.min, context.moments.max
+    return minmax(r, lo, hi) if hi > lo else _as_rewards(r) - lo

@@ -12,10 +12,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
 __all__ = [
-    "SECONDS_PER",
     "StageState",
     "StudyProgress",
     "estimate_stages",
@@ -25,41 +25,19 @@ __all__ = [
 
 Status = Literal["pending", "running", "done", "skipped", "failed"]
 
-#: Seconds per unit of work on the reference machine: the 2-core CPU of BENCHMARKS.md
-#: ("The default goodhart run": gold v4, 6,000 pairs, nothing else running), one torch thread.
-#: They only seed the estimate; the measured stages rescale it (remaining_seconds).
-SECONDS_PER: dict[str, float] = {
-    # testbed: tokenizer + medium policy + small backbone from an empty cache (108 s);
-    # a testbed already in the cache is only verified.
-    "testbed_build": 110.0,
-    "testbed_cached": 2.0,
-    # a reward-model backbone pretrained from scratch, by size (600 / 1,200 / 3,000 steps;
-    # pretrain-seed ensembles build one per member beyond the first).
-    "backbone_small": 28.0,
-    "backbone_medium": 150.0,
-    "backbone_large": 730.0,
-    # proxies: 6,000 pairs sampled and gold-labelled (~15 s), then 5 members × 2 epochs ×
-    # 6,000 pairs of Bradley-Terry (~64 s): per pair, and per pair × member × epoch.
-    "proxy_pair": 0.0025,
-    "proxy_pair_epoch": 0.00107,
-    # bon: 102,400 pool completions (~110 s) scored by gold + 5 proxies (~53 s):
-    # per completion sampled, and per completion per scorer.
-    "bon_completion": 0.00107,
-    "bon_score": 0.000086,
-    # rl: one 60-step GRPO run of 8 × 8 rollouts with 7 evaluations of 100 prompts, ~18 s:
-    # per training rollout and per evaluation completion.
-    "rl_rollout": 0.0038,
-    "rl_eval": 0.0045,
-    # daa: not benchmarked yet; a policy and a reference forward (and one backward) over two
-    # completions per pair, guessed at 3 training rollouts' worth; evaluations as in RL.
-    "daa_pair_epoch": 0.02,
-    "daa_eval": 0.009,
-}
+def estimate_stages(
+    config: Any, testbed_cached: bool = False, seconds_per: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """A-priori seconds of every stage of a study config (``StudyConfig``), in run order.
 
+    ``seconds_per``: seconds per unit of work on the reference machine, the testbed's own
+    calibration (``Testbed.seconds_per``; default: that of the config's testbed class).
+    """
+    if seconds_per is None:
+        from goodhartlab.registry import TESTBEDS
 
-def estimate_stages(config: Any, testbed_cached: bool = False) -> dict[str, float]:
-    """A-priori seconds of every stage of a study config (``StudyConfig``), in run order."""
-    c = SECONDS_PER
+        seconds_per = TESTBEDS[config.testbed].seconds_per
+    c = seconds_per
     out = {"testbed": c["testbed_cached"] if testbed_cached else c["testbed_build"]}
     p = config.proxies
     out["proxies"] = (

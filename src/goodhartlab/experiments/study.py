@@ -28,12 +28,25 @@ import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from goodhartlab.artifacts import atomic_write_json, atomic_write_text
+from goodhartlab.configs import fields_from
+from goodhartlab.optimize.daa import DAAConfig
+from goodhartlab.optimize.rl import RLConfig
+from goodhartlab.registry import AGGREGATORS, TESTBEDS, name_in
+from goodhartlab.rewards.pipeline import RewardPipelineConfig
 
 
 class ProxyConfig(BaseModel):
@@ -86,28 +99,39 @@ def _unique_names(items: list, what: str) -> list:
     return items
 
 
-class RLMethodConfig(BaseModel):
-    """One RL run of the study: a reward pipeline and a KL penalty."""
+_NAME = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Method label and run subdirectory.")
 
+# What the study itself sets in every run, from its own fields or from the testbed.
+_SET_BY_STUDY = ("name", "seed", "device", "max_new_tokens")
+
+#: The RL stage's settings: RLConfig's fields, with the study's own defaults (60 steps keep
+#: six runs to a few minutes on a 2-core CPU; the KL penalty β = 0.01 of the ensemble runs).
+_RL_STAGE_DEFAULTS = {"steps": 60, "checkpoint_every": 20, "kl_coef": 0.01}
+_RL_FIELDS = [f for f in RLConfig.model_fields if f not in (*_SET_BY_STUDY, "reward")]
+
+
+class _RLMethodBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(
-        ..., pattern=r"^[A-Za-z0-9_.-]+$", description="Method label and run subdirectory."
-    )
-    aggregator: str | None = Field(
+    name: str = _NAME
+    aggregator: name_in(AGGREGATORS) | None = Field(
         None,
-        description="None: the single proxy (ensemble member 0); else a core.aggregate name "
-        "(mean, wco, uwo, median, mean_minus_std) over the whole ensemble.",
+        description="None: the single proxy (ensemble member 0); else an aggregator "
+        "(registry 'aggregator') over the whole ensemble.",
     )
-    aggregator_params: dict[str, float] = Field(
-        {}, description="Aggregator parameters (uwo: lam, default 0.1; mean_minus_std: k)."
-    )
-    shaping: Literal["none", "par", "lsc", "centered", "clip", "meanstd", "minmax", "ceil"] = Field(
-        "none", description="Reward shaping (rewards.pipeline): none, par, lsc, ..."
-    )
-    kl_coef: float = Field(0.01, ge=0, description="β of the KL penalty in the reward.")
 
 
-def _default_rl_methods() -> list[RLMethodConfig]:
+#: One RL run of the study: its reward pipeline (RewardPipelineConfig's fields; the
+#: aggregator None is the single proxy) and overrides of any stage setting (None: the stage's).
+RLMethodConfig = create_model(
+    "RLMethodConfig",
+    __base__=_RLMethodBase,
+    __doc__="One RL run of the study: a reward pipeline and overrides of the stage's settings.",
+    **fields_from(RewardPipelineConfig, exclude=("aggregator",)),
+    **fields_from(RLConfig, _RL_FIELDS, optional=True),
+)
+
+
+def _default_rl_methods() -> list:
     m = RLMethodConfig
     return [
         m(name="single"),
@@ -119,19 +143,9 @@ def _default_rl_methods() -> list[RLMethodConfig]:
     ]
 
 
-class RLStageConfig(BaseModel):
-    """The RL stage: common settings, and one run per method."""
-
+class _RLStageBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(True, description="Run the RL stage.")
-    algorithm: Literal["grpo", "rloo", "ppo"] = Field("grpo", description="RL algorithm.")
-    steps: int = Field(60, ge=1, description="Training steps per method.")
-    eval_every: int = Field(10, ge=1, description="Evaluate every this many steps (and 0, end).")
-    prompts_per_step: int = Field(8, ge=1, description="B: prompts per step.")
-    group_size: int = Field(8, ge=2, description="G: completions per prompt.")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate.")
-    eval_prompts: int = Field(100, ge=1, description="Held-out prompts per evaluation.")
-    checkpoint_every: int = Field(20, ge=1, description="Checkpoint every this many steps.")
     methods: list[RLMethodConfig] = Field(
         default_factory=_default_rl_methods,
         description="The runs: single / mean / WCO / UWO / PAR at β = 0.01, single at β = 0.",
@@ -139,52 +153,112 @@ class RLStageConfig(BaseModel):
 
     @field_validator("methods")
     @classmethod
-    def _unique(cls, v: list[RLMethodConfig]) -> list[RLMethodConfig]:
+    def _unique(cls, v: list) -> list:
         return _unique_names(v, "method")
 
+    def run_config(self, method, **study: Any) -> RLConfig:
+        """The RLConfig of one method: the stage's settings, the method's overrides and
+        reward pipeline, and what the study sets (``name``, ``seed``, ``device``,
+        ``max_new_tokens``)."""
+        given = method.model_dump(exclude={"name", "aggregator"}, exclude_none=True)
+        reward = {k: given.pop(k) for k in RewardPipelineConfig.model_fields if k in given}
+        settings = {f: getattr(self, f) for f in _RL_FIELDS} | given
+        return RLConfig(
+            **settings,
+            name=method.name,
+            reward=RewardPipelineConfig(aggregator=method.aggregator or "mean", **reward),
+            **study,
+        )
 
-class DAARunConfig(BaseModel):
-    """One direct-alignment run of the study: a loss and its β."""
+    @model_validator(mode="after")
+    def _check_runs(self):
+        for i, m in enumerate(self.methods):
+            try:
+                self.run_config(m)
+            except ValidationError as e:
+                err = e.errors()[0]
+                field = ".".join(str(x) for x in err["loc"])
+                raise ValueError(f"methods.{i} ({m.name}): {field}: {err['msg']}") from None
+        return self
 
+
+RLStageConfig = create_model(
+    "RLStageConfig",
+    __base__=_RLStageBase,
+    __doc__="The RL stage: RLConfig's settings (the study's defaults), and one run per method.",
+    **fields_from(RLConfig, _RL_FIELDS, defaults=_RL_STAGE_DEFAULTS),
+)
+
+#: The DAA stage's settings: DAAConfig's offline fields, with the study's own defaults.
+_DAA_STAGE_DEFAULTS = {"lr": 3e-4, "eval_points_in_first_epoch": (0.1, 0.25, 0.5, 0.75)}
+_DAA_ONLINE = ("online", "rounds", "pairs_per_round", "temperature", "reward")
+_DAA_LOSS_FIELDS = ("loss", "beta", "eta", "label_smoothing")
+_DAA_FIELDS = [
+    f
+    for f in DAAConfig.model_fields
+    if f not in (*_SET_BY_STUDY, *_DAA_ONLINE, *_DAA_LOSS_FIELDS)
+]
+
+
+class _DAARunBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(
-        ..., pattern=r"^[A-Za-z0-9_.-]+$", description="Method label and run subdirectory."
-    )
-    loss: Literal["dpo", "ipo", "slic", "rpo"] = Field("dpo", description="core.losses loss.")
-    beta: float = Field(0.1, gt=0, description="β: the strength of the implicit KL constraint.")
-    eta: float = Field(1.0, ge=0, description="rpo: η, the weight of the chosen-NLL term.")
+    name: str = _NAME
 
 
-def _default_daa_runs() -> list[DAARunConfig]:
+#: One direct-alignment run of the study: a loss with its β (DAAConfig's fields) and
+#: overrides of any stage setting.
+DAARunConfig = create_model(
+    "DAARunConfig",
+    __base__=_DAARunBase,
+    __doc__="One direct-alignment run of the study: a loss, its β and overrides.",
+    **fields_from(DAAConfig, _DAA_LOSS_FIELDS),
+    **fields_from(DAAConfig, _DAA_FIELDS, optional=True),
+)
+
+
+def _default_daa_runs() -> list:
     return [DAARunConfig(name="dpo", loss="dpo", beta=0.05)]
 
 
-class DAAStageConfig(BaseModel):
-    """The direct-alignment stage (offline, on the proxies stage's noisy pairs)."""
-
+class _DAAStageBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(
         False, description="Run the stage (off by default: it exceeds the default time target)."
     )
-    epochs: int = Field(1, ge=1, description="Passes over the pairs.")
-    lr: float = Field(3e-4, gt=0, description="AdamW learning rate.")
-    batch_size: int = Field(32, ge=1, description="Pairs per optimizer step.")
-    max_pairs: int | None = Field(
-        None, ge=1, description="Use only the first this many usable pairs (None: all)."
-    )
-    eval_points_in_first_epoch: list[float] = Field(
-        [0.1, 0.25, 0.5, 0.75],
-        description="Fractions of the first epoch after which to evaluate (and every epoch end).",
-    )
-    eval_prompts: int = Field(100, ge=1, description="Held-out prompts per evaluation.")
     runs: list[DAARunConfig] = Field(
         default_factory=_default_daa_runs, description="The runs (default: DPO at β = 0.05)."
     )
 
     @field_validator("runs")
     @classmethod
-    def _unique(cls, v: list[DAARunConfig]) -> list[DAARunConfig]:
+    def _unique(cls, v: list) -> list:
         return _unique_names(v, "run")
+
+    def run_config(self, run, **study: Any) -> DAAConfig:
+        """The DAAConfig of one run: the stage's settings, the run's loss and overrides, and
+        what the study sets."""
+        given = run.model_dump(exclude={"name"}, exclude_none=True)
+        settings = {f: getattr(self, f) for f in _DAA_FIELDS} | given
+        return DAAConfig(**settings, name=run.name, **study)
+
+    @model_validator(mode="after")
+    def _check_runs(self):
+        for i, r in enumerate(self.runs):
+            try:
+                self.run_config(r)
+            except ValidationError as e:
+                err = e.errors()[0]
+                field = ".".join(str(x) for x in err["loc"])
+                raise ValueError(f"runs.{i} ({r.name}): {field}: {err['msg']}") from None
+        return self
+
+
+DAAStageConfig = create_model(
+    "DAAStageConfig",
+    __base__=_DAAStageBase,
+    __doc__="The direct-alignment stage (offline, on the proxies stage's noisy pairs).",
+    **fields_from(DAAConfig, _DAA_FIELDS, defaults=_DAA_STAGE_DEFAULTS),
+)
 
 
 class StudyConfig(BaseModel):
@@ -194,10 +268,16 @@ class StudyConfig(BaseModel):
     name: str = Field(
         "default", description="Study name (the run directory is runs/<name>/<run-id>)."
     )
-    testbed: str = Field("toy_text", description="Testbed name.")
+    plugins: list[str] = Field(
+        [],
+        description="Modules to import before the study is read (they register parts: "
+        "aggregators, shapings, testbeds, ...); also given by goodhart --plugin.",
+    )
+    testbed: name_in(TESTBEDS) = Field("toy_text", description="Testbed name (registry 'testbed').")
     testbed_options: dict = Field(
         {},
-        description="Build settings of the testbed (toy_text: fields of ToyTextConfig, e.g. pretrain_steps).",
+        description="Build settings of the testbed, checked against its options model "
+        "(toy_text: fields of ToyTextConfig, e.g. pretrain_steps).",
     )
     seed: int = Field(0, description="Seed of pairs, proxies' data order and pools.")
     device: str = Field("cpu", description="cpu or cuda.")
@@ -209,6 +289,13 @@ class StudyConfig(BaseModel):
     bon: BonStageConfig = Field(default_factory=BonStageConfig)
     rl: RLStageConfig = Field(default_factory=RLStageConfig)
     daa: DAAStageConfig = Field(default_factory=DAAStageConfig)
+
+    @model_validator(mode="after")
+    def _check_testbed(self) -> StudyConfig:
+        from goodhartlab.testbeds import testbed_options
+
+        testbed_options(self.testbed, self.testbed_options)
+        return self
 
 
 def default_config_text() -> str:
@@ -224,8 +311,14 @@ def _set_path(d: dict, dotted: str, value) -> None:
     d[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:
-    """The packaged default (or ``path``) with ``key=value`` overrides (values parsed as YAML)."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), plugins: list[str] = ()
+) -> StudyConfig:
+    """The packaged default (or ``path``) with ``key=value`` overrides (values parsed as YAML).
+
+    The config's ``plugins`` (and ``plugins`` given here, e.g. by ``goodhart --plugin``) are
+    imported first, so that the parts they register can be named in it.
+    """
     if path is None:
         text, where = default_config_text(), "default.yaml"
     else:
@@ -239,6 +332,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> St
         raise ValueError(f"{where}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a mapping of settings at the top level")
+    raw.setdefault("plugins", [])
+    if not isinstance(raw["plugins"], list):
+        raise ValueError(f"{where}: plugins: expected a list of module names")
+    raw["plugins"] = list(dict.fromkeys([*raw["plugins"], *plugins]))
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected key=value")
@@ -246,6 +343,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> St
         _set_path(raw, key.strip(), yaml.safe_load(value))
     from pydantic import ValidationError
 
+    from goodhartlab.plugins import load_plugins
+
+    load_plugins(raw["plugins"], where=f"{where}: plugins")
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as e:
@@ -257,17 +357,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> St
 
 
 def make_testbed(config: StudyConfig, progress: bool = True):
+    """The study's testbed (a ``testbeds.Testbed``), built with its ``testbed_options``."""
     from goodhartlab.testbeds import get_testbed
 
-    kwargs = {"cache_dir": config.cache_dir, "progress": progress}
-    if config.testbed_options:
-        from goodhartlab.testbeds.toy_text import ToyTextConfig
-
-        try:
-            kwargs["config"] = ToyTextConfig(**config.testbed_options)
-        except TypeError as e:
-            raise ValueError(f"testbed_options: {e}") from None
-    return get_testbed(config.testbed, **kwargs)
+    return get_testbed(
+        config.testbed, config.testbed_options, cache_dir=config.cache_dir, progress=progress
+    )
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -307,23 +402,10 @@ def _daa_run(config: StudyConfig, tb, proxy_info: dict, run: DAARunConfig, run_d
     """One offline DAA run on the study's noisy pairs (the single proxy is logged, not trained
     on); a half-done run directory is resumed from its checkpoint."""
     from goodhartlab.data import read_pairs
-    from goodhartlab.optimize.daa import DAAConfig, run_daa
+    from goodhartlab.optimize.daa import run_daa
 
-    d = config.daa
-    daa_config = DAAConfig(
-        loss=run.loss,
-        name=run.name,
-        beta=run.beta,
-        eta=run.eta,
-        lr=d.lr,
-        epochs=d.epochs,
-        batch_size=d.batch_size,
-        max_pairs=d.max_pairs,
-        eval_points_in_first_epoch=tuple(d.eval_points_in_first_epoch),
-        eval_prompts=d.eval_prompts,
-        max_new_tokens=tb.max_new_tokens,
-        seed=config.seed,
-        device=config.device,
+    daa_config = config.daa.run_config(
+        run, seed=config.seed, device=config.device, max_new_tokens=tb.max_new_tokens
     )
     out = Path(run_dir) / "daa" / run.name
     result = run_daa(
@@ -341,31 +423,12 @@ def _daa_run(config: StudyConfig, tb, proxy_info: dict, run: DAARunConfig, run_d
 
 def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, run_dir, rewards):
     """One RL run of the study; a half-done run directory is resumed from its checkpoint."""
-    from goodhartlab.optimize.rl import RLConfig, run_rl
-    from goodhartlab.rewards.pipeline import RewardPipelineConfig
+    from goodhartlab.optimize.rl import run_rl
 
     key = "single" if method.aggregator is None else "ensemble"
     reward = _reward(config, proxy_info, key, rewards)
-    r = config.rl
-    rl_config = RLConfig(
-        algorithm=r.algorithm,
-        name=method.name,
-        steps=r.steps,
-        prompts_per_step=r.prompts_per_step,
-        group_size=r.group_size,
-        lr=r.lr,
-        kl_coef=method.kl_coef,
-        max_new_tokens=tb.max_new_tokens,
-        eval_every=r.eval_every,
-        eval_prompts=r.eval_prompts,
-        checkpoint_every=r.checkpoint_every,
-        seed=config.seed,
-        device=config.device,
-        reward=RewardPipelineConfig(
-            aggregator=method.aggregator or "mean",
-            aggregator_params=method.aggregator_params,
-            shaping=method.shaping,
-        ),
+    rl_config = config.rl.run_config(
+        method, seed=config.seed, device=config.device, max_new_tokens=tb.max_new_tokens
     )
     out = Path(run_dir) / "rl" / method.name
     result = run_rl(
@@ -393,6 +456,9 @@ def _absolute_cache(config: StudyConfig) -> StudyConfig:
 def run_in_worker(kind: str, name: str, config: dict, proxy_info: dict, run_dir: str) -> dict:
     """One RL (``kind="rl"``) or DAA run of a study in a worker process: rebuilds the
     (cached) testbed and loads its own proxies; returns the run's summary."""
+    from goodhartlab.plugins import load_plugins
+
+    load_plugins(config.get("plugins", []), where="study plugins")
     config = StudyConfig.model_validate(config)
     tb = make_testbed(config, progress=False)
     if kind == "rl":
@@ -400,11 +466,6 @@ def run_in_worker(kind: str, name: str, config: dict, proxy_info: dict, run_dir:
         return _rl_run(config, tb, proxy_info, method, run_dir, {})
     run = next(r for r in config.daa.runs if r.name == name)
     return _daa_run(config, tb, proxy_info, run, run_dir, {})
-
-
-def _testbed_cached(tb) -> bool:
-    root = Path(getattr(tb, "root", ""))
-    return root.is_dir() and any(root.iterdir())
 
 
 def run_study(
@@ -446,7 +507,7 @@ def run_study(
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir = Path(config.out_dir) / config.name / stamp
     run_dir = Path(run_dir)
-    resolved = yaml.safe_dump(config.model_dump(), sort_keys=False)
+    resolved = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     if resume:
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"--resume: {run_dir} has no config.yaml (not a run directory)")
@@ -480,7 +541,7 @@ def run_study(
         if manifest["stages"].get(f"{kind}/{name}", {}).get("status") != "done"
     ]
     pool_workers = max(1, min(workers, len(todo)))
-    estimates = estimate_stages(config, testbed_cached=_testbed_cached(tb))
+    estimates = estimate_stages(config, testbed_cached=tb.is_cached(), seconds_per=tb.seconds_per)
     display = StudyProgress(
         [
             StageState(

@@ -45,14 +45,14 @@ import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from goodhartlab.artifacts import atomic_write_json, atomic_write_text
-from goodhartlab.core.losses import dpo_loss, ipo_loss, rpo_loss, slic_loss
+from goodhartlab.core.losses import DAA_LOSSES
 from goodhartlab.core.scaling import fit_rl_law, overoptimization
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.measure.evaluate import Rollouts, completion_logprobs, evaluate_policy
@@ -74,6 +74,7 @@ from goodhartlab.optimize.rl_rundir import (
     save_checkpoint,
     truncate_jsonl,
 )
+from goodhartlab.registry import name_in
 from goodhartlab.rewards.pipeline import RewardPipeline, RewardPipelineConfig
 
 __all__ = [
@@ -101,11 +102,12 @@ class DAAConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    loss: Literal["dpo", "ipo", "slic", "rpo"] = Field(
+    loss: name_in(DAA_LOSSES) = Field(
         "dpo",
-        description="dpo: −log σ(β h); ipo: (h − 1/(2β))²; slic: max(0, 1 − β h); rpo: DPO + "
-        "η · length-normalized NLL of the chosen completion (core.losses), with h the "
-        "difference of the chosen and rejected log-ratios log π − log π0.",
+        description="Registry 'daa_loss': dpo: −log σ(β h); ipo: (h − 1/(2β))²; slic: max(0, "
+        "1 − β h); rpo: DPO + η · length-normalized NLL of the chosen completion "
+        "(core.losses), with h the difference of the chosen and rejected log-ratios "
+        "log π − log π0.",
     )
     name: str | None = Field(
         None, description="Method label in metrics.jsonl (default LOSS, or online-LOSS)."
@@ -165,8 +167,12 @@ class DAAConfig(BaseModel):
         bad = [f for f in self.eval_points_in_first_epoch if not 0 < f <= 1]
         if bad:
             raise ValueError(f"eval_points_in_first_epoch: expected fractions in (0, 1]; got {bad}")
-        if self.label_smoothing > 0 and self.loss != "dpo":
-            raise ValueError(f"label_smoothing: exists for loss 'dpo' only; got loss {self.loss!r}")
+        takes = DAA_LOSSES.entry(self.loss).params.model_fields
+        if self.label_smoothing > 0 and "label_smoothing" not in takes:
+            raise ValueError(
+                f"label_smoothing: loss {self.loss!r} does not take it (dpo does); got "
+                f"{self.label_smoothing}"
+            )
         if self.reward.shaping != "none":
             raise ValueError("reward.shaping: a preference label ignores shaping; use 'none'")
         return self
@@ -329,14 +335,12 @@ def _loss(run: _Run, batch: PairBatch) -> tuple[Tensor, dict[str, Tensor]]:
     with run.autocast():
         logp_chosen, n_chosen = sequence_logps(run.policy, batch.chosen)
         logp_rejected, _ = sequence_logps(run.policy, batch.rejected)
-    args = (logp_chosen, logp_rejected, ref_chosen, ref_rejected, cfg.beta)
-    if cfg.loss == "dpo":
-        return dpo_loss(*args, label_smoothing=cfg.label_smoothing)
-    if cfg.loss == "ipo":
-        return ipo_loss(*args)
-    if cfg.loss == "slic":
-        return slic_loss(*args)
-    return rpo_loss(*args, eta=cfg.eta, chosen_nll=-logp_chosen / n_chosen)
+    entry = DAA_LOSSES.entry(cfg.loss)
+    # The loss's parameters are DAAConfig fields of the same names (label_smoothing, eta).
+    params = {k: getattr(cfg, k) for k in entry.params.model_fields}
+    if entry.meta.get("needs_nll"):
+        params["chosen_nll"] = -logp_chosen / n_chosen
+    return entry.obj(logp_chosen, logp_rejected, ref_chosen, ref_rejected, cfg.beta, **params)
 
 
 def daa_step(run: _Run, pairs: Sequence[PreferencePair], step: int) -> dict[str, float]:

@@ -20,10 +20,9 @@ rebuilds the same cache.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,10 +31,10 @@ from torch import Tensor
 from goodhartlab.core import shaping as shaping_fns
 from goodhartlab.core.advantages import AdaptiveKLController, kl_penalized_rewards
 from goodhartlab.core.aggregate import AGGREGATORS, get_aggregator
+from goodhartlab.core.shaping import SHAPINGS, ShapingContext
+from goodhartlab.registry import name_in
 
 __all__ = [
-    "DEFAULT_AGGREGATOR_PARAMS",
-    "SHAPINGS",
     "KLPenalty",
     "PipelineOutput",
     "ReferenceSampler",
@@ -43,18 +42,6 @@ __all__ = [
     "RewardPipelineConfig",
     "source_name",
 ]
-
-Shaping = Literal["none", "par", "lsc", "centered", "clip", "meanstd", "minmax", "ceil"]
-SHAPINGS: tuple[str, ...] = ("none", "par", "lsc", "centered", "clip", "meanstd", "minmax", "ceil")
-_NEEDS_REFERENCES = ("par", "lsc", "centered")
-_NEEDS_MOMENTS = ("clip", "meanstd", "minmax")
-
-#: Default parameters of aggregators for RL: UWO's λ = 0.1 is Coste et al.'s value for PPO
-#: (0.5 is their best-of-n value); mean − 1 std as in Eisenstein et al. 2023.
-DEFAULT_AGGREGATOR_PARAMS: dict[str, dict[str, float]] = {
-    "uwo": {"lam": 0.1},
-    "mean_minus_std": {"k": 1.0},
-}
 
 #: ``prompts -> M completions for each prompt`` sampled from the base policy.
 ReferenceSampler = Callable[[Sequence[str]], list[list[str]]]
@@ -65,44 +52,48 @@ class RewardPipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    aggregator: str = Field(
+    aggregator: name_in(AGGREGATORS) = Field(
         "mean",
-        description="Ensemble aggregator, a core.aggregate name: mean, wco, uwo, median, "
-        "mean_minus_std. Ignored for a single reward.",
+        description="Ensemble aggregator (goodhart list aggregator). Ignored for a single "
+        "reward.",
     )
     aggregator_params: dict[str, float] = Field(
         default_factory=dict,
-        description="Aggregator parameters (lam for uwo, k for mean_minus_std); missing ones "
-        "take DEFAULT_AGGREGATOR_PARAMS (uwo λ = 0.1, mean_minus_std k = 1).",
+        description="Aggregator parameters (uwo: lam, mean_minus_std: k); missing ones take "
+        "the entry's RL defaults (uwo λ = 0.1, Coste et al.'s PPO value), then its own.",
     )
-    shaping: Shaping = Field(
+    shaping: name_in(SHAPINGS) = Field(
         "none",
-        description="none; par (mean σ(r − r_ref)); lsc (log σ(r − q_0.85 of the references)); "
-        "centered (r − mean r_ref); clip (to running μ ± σ); meanstd ((r − μ)/σ, running); "
-        "minmax (running min/max to [0, 1]); ceil (min(r, ceil)).",
+        description="Reward shaping (registry 'shaping'): none; par (mean σ(r − r_ref)); lsc "
+        "(log σ(r − q-quantile of the references)); centered (r − mean r_ref); clip (to "
+        "running μ ± σ); meanstd ((r − μ)/σ, running); minmax (running min/max to [0, 1]); "
+        "ceil (min(r, c)).",
+    )
+    shaping_params: dict[str, float] = Field(
+        default_factory=dict,
+        description="Shaping parameters (lsc: quantile, default 0.85; ceil: c, required).",
     )
     reference_samples: int = Field(
         10, ge=1, description="M: base-policy completions per prompt for par / lsc / centered."
     )
-    lsc_quantile: float = Field(0.85, gt=0, lt=1, description="Quantile q of LSC shaping.")
-    ceil: float | None = Field(None, description="The cap of ceil shaping (required for it).")
 
     @model_validator(mode="after")
     def _check(self) -> RewardPipelineConfig:
-        if self.aggregator not in AGGREGATORS:
-            raise ValueError(
-                f"aggregator: expected one of {sorted(AGGREGATORS)}, got {self.aggregator!r}"
-            )
-        get_aggregator(self.aggregator, **self.resolved_aggregator_params())  # names bad params
-        if self.shaping == "ceil" and self.ceil is None:
-            raise ValueError("ceil: shaping 'ceil' needs a cap, e.g. ceil=2.0")
-        if self.ceil is not None and not math.isfinite(self.ceil):
-            raise ValueError(f"ceil: expected a finite number, got {self.ceil}")
+        AGGREGATORS.entry(self.aggregator).validate_params(
+            self.resolved_aggregator_params(), where="aggregator_params"
+        )
+        SHAPINGS.entry(self.shaping).validate_params(self.shaping_params, where="shaping_params")
         return self
 
     def resolved_aggregator_params(self) -> dict[str, float]:
-        """The aggregator's parameters with defaults filled in."""
-        return {**DEFAULT_AGGREGATOR_PARAMS.get(self.aggregator, {}), **self.aggregator_params}
+        """The aggregator's parameters with the entry's RL defaults filled in."""
+        rl_defaults = AGGREGATORS.entry(self.aggregator).meta.get("rl_params", {})
+        return {**rl_defaults, **self.aggregator_params}
+
+    @property
+    def shaping_needs(self) -> str | None:
+        """What the shaping needs besides the rewards: "references", "moments" or None."""
+        return SHAPINGS.entry(self.shaping).meta.get("needs")
 
 
 class KLPenalty:
@@ -229,7 +220,11 @@ class RewardPipeline:
         self._aggregate = get_aggregator(
             self.config.aggregator, **self.config.resolved_aggregator_params()
         )
-        if self.config.shaping in _NEEDS_REFERENCES and reference_sampler is None:
+        self._shape = SHAPINGS[self.config.shaping]
+        self._shaping_params = SHAPINGS.entry(self.config.shaping).validate_params(
+            self.config.shaping_params
+        ).model_dump()
+        if self.config.shaping_needs == "references" and reference_sampler is None:
             raise ValueError(
                 f"shaping {self.config.shaping!r} needs a reference_sampler (M base-policy "
                 "completions per prompt)"
@@ -303,26 +298,15 @@ class RewardPipeline:
 
     def shape(self, prompts: Sequence[str], r: Tensor) -> Tensor:
         """Apply the configured shaping (updating running statistics). Shape: (B,) -> (B,)."""
-        kind = self.config.shaping
-        if kind == "none":
-            return r
-        if kind in _NEEDS_REFERENCES:
-            r_ref = self.reference_rewards(prompts)
-            if kind == "par":
-                return shaping_fns.par(r, r_ref)
-            if kind == "centered":
-                return shaping_fns.centered(r, r_ref)
-            return shaping_fns.log_sigmoid_centered(r, r_ref, self.config.lsc_quantile)
-        if kind == "ceil":
-            return shaping_fns.ceil(r, self.config.ceil)
-        # As the PAR reference code: update the running statistics with the batch first.
-        self.moments = self.moments.update(r)
-        if kind == "clip":
-            return shaping_fns.clip_to_band(r, self.moments.mean, self.moments.std)
-        if kind == "meanstd":
-            return shaping_fns.meanstd(r, self.moments)
-        lo, hi = self.moments.min, self.moments.max
-        return shaping_fns.minmax(r, lo, hi) if hi > lo else r - lo
+        needs = self.config.shaping_needs
+        context = ShapingContext()
+        if needs == "references":
+            context = ShapingContext(r_ref=self.reference_rewards(prompts))
+        elif needs == "moments":
+            # As the PAR reference code: update the running statistics with the batch first.
+            self.moments = self.moments.update(r)
+            context = ShapingContext(moments=self.moments)
+        return self._shape(r, context, **self._shaping_params)
 
     # -- all stages -----------------------------------------------------------------------
 

@@ -1,14 +1,41 @@
-"""Worlds where the gold reward is known."""
+"""Worlds where the gold reward is known, behind one protocol (:mod:`.base`).
+
+Each is an entry of ``goodhartlab.registry.TESTBEDS`` (``goodhart list testbed``); a user's
+module registers its own (``goodhart --plugin MODULE``).
+"""
 
 from __future__ import annotations
 
-TESTBEDS = ("toy_text",)
+from collections.abc import Mapping
+from typing import Any
+
+from goodhartlab.registry import TESTBEDS
+from goodhartlab.testbeds.base import Testbed
+from goodhartlab.testbeds.toy_text.testbed import ToyText, ToyTextConfig
+
+__all__ = ["TESTBEDS", "Testbed", "get_testbed", "testbed_options"]
+
+TESTBEDS.register(
+    "toy_text",
+    ToyText,
+    params=ToyTextConfig,
+    paper="goodhart-lab (a generated review language; docs/toy-text-findings.md)",
+)
 
 
-def get_testbed(name: str, **kwargs):
-    """The testbed called ``name`` (ValueError naming the valid ones otherwise)."""
-    if name == "toy_text":
-        from goodhartlab.testbeds.toy_text import ToyText
+def testbed_options(name: str, options: Mapping[str, Any] | None, where: str = "testbed_options"):
+    """The options model of testbed ``name`` built from ``options`` (ValueError naming the
+    field otherwise)."""
+    return TESTBEDS.entry(name).validate_params(options, where=where)
 
-        return ToyText(**kwargs)
-    raise ValueError(f"testbed: expected one of {list(TESTBEDS)}, got {name!r}")
+
+def get_testbed(name: str, config=None, *, cache_dir=None, progress: bool = True) -> Testbed:
+    """The testbed called ``name``, built with ``config`` (its options model, a mapping of
+    its fields, or None for the defaults). ValueError naming the registered ones otherwise."""
+    try:
+        entry = TESTBEDS.entry(name)
+    except ValueError as e:
+        raise ValueError(f"testbed: {e}") from None
+    if not isinstance(config, entry.params):
+        config = testbed_options(name, config)
+    return entry.obj(config, cache_dir=cache_dir, progress=progress)

@@ -13,10 +13,12 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from goodhartlab.artifacts import building, read_info, verify
+from goodhartlab.models.tiny import SIZES
 from goodhartlab.testbeds.toy_text.build import generate_corpus, pretrain_causal_lm, train_tokenizer
 from goodhartlab.testbeds.toy_text.gold import GOLD_VERSION, ToyTextGold
 from goodhartlab.testbeds.toy_text.language import split_prompts
@@ -31,9 +33,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GOODHART_CACHE", Path.home() / ".cache" / "goodhart-lab"))
 
 
-@dataclass(frozen=True)
-class ToyTextConfig:
-    """How the toy_text world is built."""
+class ToyTextConfig(BaseModel):
+    """How the toy_text world is built (a study's ``testbed_options``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     seed: int = 0
     """Seed of the tokenizer corpus, the base policy and the default backbones."""
@@ -41,7 +44,7 @@ class ToyTextConfig:
     """Size (``models.tiny.SIZES``) of the base policy."""
     policy_steps: int = 600
     """Pretraining steps of the base policy (its own budget: the policy is not a backbone)."""
-    pretrain_steps: dict[str, int] = field(
+    pretrain_steps: dict[str, int] = Field(
         default_factory=lambda: {"small": 600, "medium": 1200, "large": 3000}
     )
     """Pretraining steps (batches of ``pretrain_batch_size`` fresh sequences) of the
@@ -59,8 +62,41 @@ class ToyTextConfig:
     """Completion budget when sampling from the policy."""
 
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "language": LANGUAGE_VERSION}, sort_keys=True)
+        blob = json.dumps({**self.model_dump(), "language": LANGUAGE_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+#: Seconds per unit of work of this testbed on the reference machine (the progress estimate of
+#: ``experiments.progress.estimate_stages``): the 2-core CPU of BENCHMARKS.md
+#: ("The default goodhart run": gold v4, 6,000 pairs, nothing else running), one torch thread.
+#: They only seed the estimate; the measured stages rescale it (remaining_seconds).
+SECONDS_PER: dict[str, float] = {
+    # testbed: tokenizer + medium policy + small backbone from an empty cache (108 s);
+    # a testbed already in the cache is only verified.
+    "testbed_build": 110.0,
+    "testbed_cached": 2.0,
+    # a reward-model backbone pretrained from scratch, by size (600 / 1,200 / 3,000 steps;
+    # pretrain-seed ensembles build one per member beyond the first).
+    "backbone_small": 28.0,
+    "backbone_medium": 150.0,
+    "backbone_large": 730.0,
+    # proxies: 6,000 pairs sampled and gold-labelled (~15 s), then 5 members × 2 epochs ×
+    # 6,000 pairs of Bradley-Terry (~64 s): per pair, and per pair × member × epoch.
+    "proxy_pair": 0.0025,
+    "proxy_pair_epoch": 0.00107,
+    # bon: 102,400 pool completions (~110 s) scored by gold + 5 proxies (~53 s):
+    # per completion sampled, and per completion per scorer.
+    "bon_completion": 0.00107,
+    "bon_score": 0.000086,
+    # rl: one 60-step GRPO run of 8 × 8 rollouts with 7 evaluations of 100 prompts, ~18 s:
+    # per training rollout and per evaluation completion.
+    "rl_rollout": 0.0038,
+    "rl_eval": 0.0045,
+    # daa: not benchmarked yet; a policy and a reference forward (and one backward) over two
+    # completions per pair, guessed at 3 training rollouts' worth; evaluations as in RL.
+    "daa_pair_epoch": 0.02,
+    "daa_eval": 0.009,
+}
 
 
 class ToyText:
@@ -72,6 +108,8 @@ class ToyText:
     """
 
     name = "toy_text"
+    seconds_per = SECONDS_PER
+    backbone_sizes = tuple(SIZES)
 
     def __init__(
         self,
@@ -166,6 +204,10 @@ class ToyText:
         model = LlamaForCausalLM.from_pretrained(self.policy_path).to(device)
         model.eval()
         return model
+
+    def is_cached(self) -> bool:
+        """Whether anything of this testbed is in the cache (a rebuild would be quick)."""
+        return self.root.is_dir() and any(self.root.iterdir())
 
     def build_info(self, name: str) -> dict:
         return json.loads((self.root / name / "build_info.json").read_text()) | {
