@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from goodhartlab.cli_args import add_model_arguments, given_fields
 from goodhartlab.experiments.dispatch import MissingExtraError
 
 # Nothing in goodhart-lab reaches a model hub: defaults a user can still override.
@@ -222,9 +223,9 @@ def cmd_bon(args) -> int:
 
 
 def cmd_rl(args) -> int:
-    from goodhartlab.optimize.rl_launch import LAUNCH_DEFAULTS, launch_rl
+    from goodhartlab.optimize.rl_launch import launch_rl, settings
 
-    given = {k: v for k, v in vars(args).items() if k in LAUNCH_DEFAULTS}
+    given = given_fields(args, settings())
     result = launch_rl(
         given,
         out=getattr(args, "out", None),
@@ -313,10 +314,10 @@ def cmd_run(args) -> int:
     if args.resume:
         from pathlib import Path
 
-        config = load_config(Path(args.resume) / "config.yaml", overrides)
+        config = load_config(Path(args.resume) / "config.yaml", overrides, plugins=args.plugin)
         run_dir = run_study(config, args.resume, resume=True, **where)
     else:
-        config = load_config(config_path, overrides)
+        config = load_config(config_path, overrides, plugins=args.plugin)
         print(
             f"goodhart run: study {config.name!r} on {config.testbed} "
             f"({config.proxies.noise:.0%} label noise, {len(config.proxies.seeds)} {config.proxies.size} "
@@ -324,6 +325,31 @@ def cmd_run(args) -> int:
         )
         run_dir = run_study(config, args.run_dir, **where)
     print(f"goodhart run: results in {run_dir} (report.html, summary.json, metrics.jsonl, plots/)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from goodhartlab.registry import REGISTRIES
+
+    for kind, registry in REGISTRIES.items():
+        if args.kind not in (None, kind):
+            continue
+        print(f"{kind} ({registry.kind}s: {registry.doc})")
+        entries = registry.entries()
+        if not entries:
+            print("  (none registered yet)")
+        for e in entries:
+            params = ", ".join(
+                f"{n}={'required' if f.is_required() else f.get_default(call_default_factory=True)!r}"
+                for n, f in e.params.model_fields.items()
+            )
+            where = "" if e.builtin else f"  [plugin {e.module}]"
+            print(f"  {e.name:<16} {e.description}{where}")
+            if params:
+                print(f"  {'':<16} params: {params}")
+            if e.paper:
+                print(f"  {'':<16} {e.paper}")
+        print()
     return 0
 
 
@@ -347,7 +373,18 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from goodhartlab.registry import AGGREGATORS, DAA_LOSSES, REGISTRIES, TESTBEDS
+
     p = argparse.ArgumentParser(prog="goodhart", description="Measure and mitigate reward hacking.")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first: its parts (aggregators, shapings, regularizers, testbeds, "
+        "detectors, ...) join the registries and can be named in configs and flags; "
+        "repeatable (also $GOODHART_PLUGINS, and entry points of the 'goodhartlab' group)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -359,13 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp):
-        sp.add_argument("--testbed", default="toy_text", help="testbed name (default: toy_text)")
+        sp.add_argument(
+            "--testbed", default="toy_text", choices=TESTBEDS.names(), help="(default: toy_text)"
+        )
         sp.add_argument(
             "--cache-dir",
             default=None,
             help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)",
         )
         sp.add_argument("--device", default="cpu", help="cpu or cuda")
+
+    ls = sub.add_parser(
+        "list", help="the registered parts of every kind (or of one), with their papers"
+    )
+    ls.add_argument("kind", nargs="?", choices=list(REGISTRIES), help="one kind only")
+    ls.set_defaults(func=cmd_list)
 
     r = sub.add_parser("run", help="run a study end to end (the default study without arguments)")
     r.add_argument("config", nargs="?", help="study config YAML")
@@ -440,7 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bon", help="best-of-n study: sample a pool, score it, gold and proxy curves against KL"
     )
     b.add_argument(
-        "--testbed", default=None, help="testbed name (default: toy_text unless --policy is given)"
+        "--testbed",
+        default=None,
+        choices=TESTBEDS.names(),
+        help="testbed name (default: toy_text unless --policy is given)",
     )
     b.add_argument(
         "--cache-dir",
@@ -501,78 +549,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="run directory")
     b.set_defaults(func=cmd_bon)
 
-    # Only the options given are set (SUPPRESS), so --resume can tell them from defaults;
-    # the defaults live in optimize.rl_launch.LAUNCH_DEFAULTS.
+    # Flags from RLLaunch, RLConfig and RewardPipelineConfig (cli_args): only the options
+    # given are set, so --resume can tell them from defaults.
     rl = sub.add_parser(
         "rl",
         argument_default=argparse.SUPPRESS,
         help="RL (GRPO / RLOO / PPO) against a proxy; gold, proxy and KL every few steps",
     )
-    rl.add_argument("--testbed", help="testbed name (default: toy_text unless --policy is given)")
-    rl.add_argument(
-        "--cache-dir", help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)"
+    from goodhartlab.optimize.rl import RLConfig
+    from goodhartlab.optimize.rl_launch import CONFIG_FIELDS, REWARD_FIELDS, RLLaunch
+    from goodhartlab.rewards.pipeline import RewardPipelineConfig
+
+    add_model_arguments(rl, RLLaunch)
+    add_model_arguments(
+        rl, RLConfig, CONFIG_FIELDS, defaults={"max_new_tokens": "the testbed's, else 64"}
     )
-    rl.add_argument(
-        "--policy", help="base policy: local path or hub name (instead of the testbed's)"
-    )
-    rl.add_argument(
-        "--prompts",
-        help="training prompts file: .jsonl (field 'prompt'), .json list, or one per line",
-    )
-    rl.add_argument("--eval-prompts-file", help="held-out prompts file (with --prompts)")
-    rl.add_argument("--gold", help="reward-model directory used as gold (instead of the testbed's)")
-    rl.add_argument("--proxy", metavar="DIR", help="the proxy reward model")
-    rl.add_argument(
-        "--ensemble",
-        nargs="+",
-        metavar="DIR",
-        help="ensemble member directories, or one ensemble directory",
-    )
-    rl.add_argument(
-        "--aggregator",
-        choices=["mean", "wco", "uwo", "median", "mean_minus_std"],
-        help="ensemble aggregator (default mean)",
-    )
-    rl.add_argument("--lam", type=float, help="UWO's λ (default 0.1)")
-    rl.add_argument(
-        "--shaping",
-        choices=["none", "par", "lsc", "centered", "clip", "meanstd", "minmax"],
-        help="reward shaping (default none)",
-    )
-    rl.add_argument(
-        "--reference-samples",
-        type=int,
-        help="M base-policy completions per prompt for par/lsc/centered (default 10)",
-    )
-    rl.add_argument("--algorithm", choices=["grpo", "rloo", "ppo"], help="default grpo")
-    rl.add_argument("--kl-coef", type=float, help="β of the KL to the base policy (default 0)")
-    rl.add_argument(
-        "--kl-in",
-        choices=["reward", "loss"],
-        help="KL penalty in the reward (k1) or in GRPO's loss (k3)",
-    )
-    rl.add_argument(
-        "--kl-target", type=float, help="adaptive β steering the KL to this target (nats)"
-    )
-    rl.add_argument("--steps", type=int, help="training steps (default 200)")
-    rl.add_argument("--prompts-per-step", type=int, help="B (default 8)")
-    rl.add_argument("--group-size", type=int, help="G completions per prompt (default 8)")
-    rl.add_argument("--epochs", type=int, help="passes over each batch (default 1)")
-    rl.add_argument("--minibatch-size", type=int, help="rows per optimizer step (default B·G)")
-    rl.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
-    rl.add_argument(
-        "--max-new-tokens", type=int, help="completion budget (default: the testbed's, else 64)"
-    )
-    rl.add_argument("--temperature", type=float, help="sampling temperature (default 1)")
-    rl.add_argument("--eval-every", type=int, help="evaluate every k steps (default 10)")
-    rl.add_argument(
-        "--eval-prompts", type=int, help="held-out prompts per evaluation (default 100)"
-    )
-    rl.add_argument("--eval-samples", type=int, help="completions per held-out prompt (default 2)")
-    rl.add_argument("--checkpoint-every", type=int, help="checkpoint every m steps (default 50)")
-    rl.add_argument("--seed", type=int, help="default 0")
-    rl.add_argument("--device", help="cpu or cuda (default cpu)")
-    rl.add_argument("--bf16", action="store_true", help="bf16 autocast where supported")
+    add_model_arguments(rl, RewardPipelineConfig, REWARD_FIELDS)
     rl.add_argument("--out", help="a new run directory")
     rl.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint"
@@ -589,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="direct alignment (DPO / IPO / SLiC / RPO) on preference pairs, offline or online",
     )
     common(dpo)
-    dpo.add_argument("--loss", choices=["dpo", "ipo", "slic", "rpo"], default="dpo")
+    dpo.add_argument("--loss", choices=DAA_LOSSES.names(), default="dpo", help="registry 'daa_loss'")
     dpo.add_argument("--beta", type=float, default=0.1, help="β, the KL strength (default 0.1)")
     dpo.add_argument("--eta", type=float, default=1.0, help="rpo: weight of the chosen NLL")
     dpo.add_argument(
@@ -620,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_argument("--ensemble", nargs="+", metavar="DIR", help="ensemble member directories")
     dpo.add_argument(
         "--aggregator",
-        choices=["mean", "wco", "uwo", "median", "mean_minus_std"],
+        choices=AGGREGATORS.names(),
         default="mean",
         help="ensemble aggregator of the proxy",
     )
@@ -630,7 +622,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load_plugins(argv: list[str] | None) -> None:
+    """Import the plugins before the parser is built, so that its choices include their
+    parts (``--plugin`` is read from the command line first, on its own)."""
+    from goodhartlab.plugins import load_plugins
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    load_plugins(known.plugin, where="--plugin")
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        _load_plugins(argv)
+    except ValueError as e:
+        print(f"goodhart: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

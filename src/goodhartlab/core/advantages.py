@@ -24,6 +24,8 @@ __all__ = [
     "group_normalized_advantages",
     "kl_penalized_rewards",
     "leave_one_out_advantages",
+    "ppo_token_rewards",
+    "whiten",
 ]
 
 
@@ -236,6 +238,58 @@ def kl_penalized_rewards(r: Tensor, kl: Tensor, coef: float) -> Tensor:
     if coef == 0.0:
         return r
     return r - coef * kl.to(r.dtype)
+
+
+def ppo_token_rewards(r: Tensor, kl_token: Tensor | None, mask: Tensor, coef: float) -> Tensor:
+    """Per-token rewards of PPO for language models: −β·KL on every completion token, and
+    the sequence reward added on the last one.
+
+        r_t = −β · kl_t · m_t + [t = last] · r,   so that  Σ_t r_t = r − β · Σ_t m_t kl_t
+
+    Ziegler et al. 2019, arXiv 1909.08593 (the KL penalty spread over tokens, the reward
+    model's score at the end), as TRL's former PPOTrainer; ``kl_t`` is a per-token estimate
+    (k1 there), ``last`` the last completion token of each row.
+
+    Args:
+        r: sequence reward (shaped, before the KL penalty). Shape: (B,)
+        kl_token: per-token KL estimate, or None for no penalty. Shape: (B, T)
+        mask: 1 on completion tokens (left-aligned per row after the prompt). Shape: (B, T)
+        coef: β ≥ 0.
+
+    Returns:
+        Shape: (B, T)
+    """
+    mask = torch.as_tensor(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must have shape (B, T); got {tuple(mask.shape)}")
+    r = _as_rewards(r, "r")
+    if r.shape[0] != mask.shape[0]:
+        raise ValueError(f"r must have one reward per row of mask; got {tuple(r.shape)}")
+    if bool((mask.sum(dim=1) == 0).any()):
+        raise ValueError("mask: every row needs at least one completion token")
+    if kl_token is not None and coef != 0.0:
+        token_rewards = -coef * kl_token * mask
+    else:
+        token_rewards = torch.zeros(mask.shape, dtype=r.dtype, device=mask.device)
+    last = mask.sum(dim=1) - 1
+    token_rewards[torch.arange(mask.shape[0], device=mask.device), last] += r.to(
+        token_rewards.dtype
+    )
+    return token_rewards
+
+
+def whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """Standardize ``x`` over the valid positions of ``mask``: (x − μ) / sqrt(σ² + ε), 0 off it.
+
+        μ = Σ m x / Σ m,   σ² = Σ m (x − μ)² / max(Σ m, 2)
+
+    The advantage whitening of PPO implementations (Huang et al. 2022, "The 37
+    implementation details of PPO", ICLR blog track; TRL's ``masked_whiten``, without
+    re-adding the mean). Shapes: x (B, T), mask (B, T) -> (B, T).
+    """
+    mean = (x * mask).sum() / mask.sum()
+    var = ((x - mean) ** 2 * mask).sum() / mask.sum().clamp(min=2)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
 @dataclass

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
 __all__ = [

@@ -52,6 +52,7 @@ from goodhartlab.optimize.pool import (
     load_pool,
     pool_status,
 )
+from goodhartlab.rewards.ensemble import ensemble_member_dirs
 
 __all__ = [
     "DEFAULT_AGGREGATORS",
@@ -292,22 +293,6 @@ def score_pool(
         raise ValueError(f"{source.name}: scores contain NaN or ±inf")
     _write_scores(path, scores, pool, source)
     return scores
-
-
-def ensemble_member_dirs(path: str | os.PathLike) -> list[Path]:
-    """Member directories of an ensemble written by ``train_ensemble`` (``ensemble.json``).
-
-    A directory without ``ensemble.json`` is returned as a single member.
-    """
-    path = Path(path)
-    index = path / "ensemble.json"
-    if not index.is_file():
-        return [path]
-    try:
-        members = json.loads(index.read_text())["members"]
-        return [path / m["path"] for m in members]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{index}: expected {{'members': [{{'path': ...}}, ...]}} ({e})") from None
 
 
 # --------------------------------------------------------------------------------------

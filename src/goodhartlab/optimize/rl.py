@@ -40,13 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from goodhartlab.artifacts import atomic_write_json, atomic_write_text
-from goodhartlab.core.advantages import (
-    gae,
-    group_normalized_advantages,
-    leave_one_out_advantages,
-)
-from goodhartlab.core.kl import sequence_kl, token_kl
-from goodhartlab.core.losses import grpo_loss, ppo_policy_loss, rloo_loss, value_loss
+from goodhartlab.core.kl import REGULARIZERS, sequence_kl, token_kl
 from goodhartlab.measure.evaluate import (
     Rollouts,
     completion_logprobs,
@@ -54,6 +48,7 @@ from goodhartlab.measure.evaluate import (
     position_ids,
     sample_rollouts,
 )
+from goodhartlab.optimize.algorithms import RL_ALGORITHMS, AdvantageInputs
 from goodhartlab.optimize.rl_rundir import (
     append_jsonl,
     latest_checkpoint,
@@ -62,6 +57,7 @@ from goodhartlab.optimize.rl_rundir import (
     save_checkpoint,
     truncate_jsonl,
 )
+from goodhartlab.registry import name_in
 from goodhartlab.rewards.pipeline import KLPenalty, RewardPipeline, RewardPipelineConfig
 
 __all__ = ["METRICS_VERSION", "RLConfig", "RLResult", "ValueModel", "rl_step", "run_rl"]
@@ -78,9 +74,9 @@ class RLConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    algorithm: Literal["grpo", "rloo", "ppo"] = Field(
+    algorithm: name_in(RL_ALGORITHMS) = Field(
         "grpo",
-        description="grpo: group-normalized advantage, token-level clipped loss; rloo: "
+        description="Registry 'rl_algorithm'. grpo: group-normalized advantage, token-level clipped loss; rloo: "
         "leave-one-out advantage, sequence-level clipped REINFORCE; ppo: GAE with a value "
         "model (a copy of the policy's body with a linear head), token-level clipped loss.",
     )
@@ -107,6 +103,11 @@ class RLConfig(BaseModel):
         "reward",
         description="reward: r − β·KL with KL the sequence k1 estimate (any algorithm); "
         "loss: β·k3 per token in GRPO's loss.",
+    )
+    kl_estimator: name_in(REGULARIZERS) | None = Field(
+        None,
+        description="Per-token KL estimate of the penalty (registry 'regularizer'); None: "
+        "k1 in the reward (Ziegler et al. 2019), k3 in the loss (Shao et al. 2024).",
     )
     kl_target: float | None = Field(
         None,
@@ -154,7 +155,8 @@ class RLConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> RLConfig:
-        if self.algorithm in ("grpo", "rloo") and self.group_size < 2:
+        algo = RL_ALGORITHMS[self.algorithm]
+        if algo.group_based and self.group_size < 2:
             raise ValueError(
                 f"group_size: {self.algorithm} needs G >= 2 completions per prompt (with G = 1 "
                 "the group baseline equals the reward and every advantage is 0); got "
@@ -166,10 +168,11 @@ class RLConfig(BaseModel):
                 f"minibatch_size: must divide B·G = {rows} (prompts_per_step × group_size); "
                 f"got {self.minibatch_size}"
             )
-        if self.kl_in == "loss" and self.algorithm != "grpo":
+        if self.kl_in == "loss" and not algo.kl_in_loss:
+            with_loss = [e.name for e in RL_ALGORITHMS.entries() if e.obj.kl_in_loss]
             raise ValueError(
-                f"kl_in: 'loss' (k3 in the loss) exists for grpo only; {self.algorithm} takes "
-                "the KL in the reward (kl_in='reward')"
+                f"kl_in: 'loss' (the KL in the loss) exists for {', '.join(with_loss)} only; "
+                f"{self.algorithm} takes the KL in the reward (kl_in='reward')"
             )
         if self.kl_target is not None and (self.kl_in != "reward" or self.kl_coef <= 0):
             raise ValueError(
@@ -307,12 +310,6 @@ class _Run:
         )
 
 
-def _whiten(x: Tensor, mask: Tensor) -> Tensor:
-    mean = (x * mask).sum() / mask.sum()
-    var = ((x - mean) ** 2 * mask).sum() / mask.sum().clamp(min=2)
-    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
-
-
 @dataclass(frozen=True)
 class _Experience:
     """One batch of rollouts with what the losses need, row-aligned."""
@@ -334,26 +331,10 @@ class _Experience:
 
 
 def _loss(run: _Run, exp: _Experience) -> tuple[Tensor, dict[str, Tensor]]:
-    """The algorithm's loss on a minibatch (core.losses), and its statistics."""
-    cfg, mask = run.cfg, exp.rollouts.completion_mask
+    """The algorithm's loss on a minibatch (``optimize.algorithms``), and its statistics."""
     with run.autocast():
-        logp = completion_logprobs(run.policy, exp.rollouts, cfg.temperature)
-        if cfg.algorithm == "grpo":
-            return grpo_loss(
-                logp, exp.logp_old, exp.logp_ref, exp.advantages, mask,
-                clip_coef=cfg.clip_coef, loss_type=cfg.loss_type,
-                kl_coef=cfg.kl_coef if exp.logp_ref is not None else 0.0,
-            )  # fmt: skip
-        if cfg.algorithm == "rloo":
-            return rloo_loss(logp, exp.logp_old, exp.advantages, mask, clip_coef=cfg.clip_coef)
-        pg_loss, stats = ppo_policy_loss(
-            logp, exp.logp_old, exp.advantages, mask, clip_coef=cfg.clip_coef
-        )
-        vf_loss, vf_stats = value_loss(
-            run.value_model(exp.rollouts), exp.values_old, exp.returns, mask, clip_coef=cfg.vf_clip
-        )
-    stats = {**stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach()}
-    return pg_loss + cfg.vf_coef * vf_loss, stats
+        logp = completion_logprobs(run.policy, exp.rollouts, run.cfg.temperature)
+        return RL_ALGORITHMS[run.cfg.algorithm].loss(run, exp, logp)
 
 
 def rl_step(run: _Run, step: int) -> dict[str, float]:
@@ -386,32 +367,21 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     if cfg.kl_coef > 0:
         with torch.no_grad(), run.autocast():
             logp_ref = completion_logprobs(run.reference, rollouts, cfg.temperature)
-        kl_seq = sequence_kl(logp_old, logp_ref, mask, "k1")
+        kl_seq = sequence_kl(logp_old, logp_ref, mask, cfg.kl_estimator or "k1")
     in_reward = run.pipeline.kl_penalty is not None
     scored = run.pipeline(flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None)
     r_final = scored.r_final.to(run.device)
 
-    # 3. Advantages.
-    returns = values_old = None
-    if cfg.algorithm == "grpo":
-        advantages = group_normalized_advantages(r_final, G, scale_by_std=cfg.scale_rewards)
-    elif cfg.algorithm == "rloo":
-        advantages = leave_one_out_advantages(r_final, G)
-    else:
-        with torch.no_grad(), run.autocast():
-            values_old = run.value_model(rollouts)
-        # Per-token reward: −β·k1 on every token, the shaped score on the last one (their
-        # sum over the completion is r_final).
-        token_rewards = torch.zeros_like(logp_old)
-        if in_reward:
-            token_rewards = -scored.kl_coef * token_kl(logp_old, logp_ref, "k1") * mask
-        last = mask.sum(dim=1) - 1
-        token_rewards[torch.arange(B * G, device=run.device), last] += scored.r_shaped.to(
-            run.device
-        )
-        advantages, returns = gae(token_rewards, values_old, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            advantages = _whiten(advantages, mask)
+    # 3. Advantages (the algorithm's: optimize.algorithms).
+    kl_token = (
+        token_kl(logp_old, logp_ref, cfg.kl_estimator or "k1") if in_reward else None
+    )
+    advantages, returns, values_old = RL_ALGORITHMS[cfg.algorithm].advantages(
+        run,
+        AdvantageInputs(
+            rollouts, r_final, scored.r_shaped, scored.kl_coef if in_reward else 0.0, kl_token, G
+        ),
+    )
 
     # 4. Clipped updates: `epochs` passes over shuffled minibatches.
     experience = _Experience(
@@ -641,7 +611,9 @@ def run_rl(
     pipeline = RewardPipeline(
         reward, cfg.reward, reference_sampler=reference_sampler, kl_penalty=kl_penalty
     )
-    value_model = ValueModel(model).to(device) if cfg.algorithm == "ppo" else None
+    value_model = (
+        ValueModel(model).to(device) if RL_ALGORITHMS[cfg.algorithm].value_model else None
+    )
     params = list(model.parameters()) + (list(value_model.parameters()) if value_model else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     run = _Run(

@@ -1,6 +1,9 @@
 """``goodhart rl``: build an RL run from command-line settings, and resume it from its directory.
 
-The settings are a flat dict (``LAUNCH_DEFAULTS`` filled in by what the user gave); it is
+The settings are the fields of three models, each default written once there:
+:class:`RLLaunch` (what to train and against what), ``RLConfig`` (how) and
+``RewardPipelineConfig`` (the proxy's aggregation and shaping). The CLI's flags are made
+from them (``goodhartlab.cli_args``) and pass only what the user gave; those settings are
 saved in config.yaml under ``launch`` so ``goodhart rl --resume RUN_DIR`` can rebuild the
 same run without repeating the command line. Settings given again on resume override the
 saved ones, and :func:`goodhartlab.optimize.rl.run_rl` refuses any that change the run.
@@ -13,61 +16,63 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from goodhartlab.optimize.rl import RLConfig, RLResult, run_rl
+from goodhartlab.registry import TESTBEDS, name_in
 from goodhartlab.rewards.pipeline import RewardPipelineConfig
 
-__all__ = ["LAUNCH_DEFAULTS", "launch_rl"]
+__all__ = ["CONFIG_FIELDS", "REWARD_FIELDS", "RLLaunch", "launch_rl", "settings"]
 
-#: Every ``goodhart rl`` setting and its default (None: not given).
-LAUNCH_DEFAULTS: dict[str, Any] = {
-    "testbed": None,  # toy_text unless --policy is given
-    "cache_dir": None,
-    "policy": None,
-    "prompts": None,
-    "eval_prompts_file": None,
-    "gold": None,
-    "proxy": None,
-    "ensemble": None,
-    "aggregator": "mean",
-    "lam": None,
-    "shaping": "none",
-    "reference_samples": 10,
-    "algorithm": "grpo",
-    "kl_coef": 0.0,
-    "kl_in": "reward",
-    "kl_target": None,
-    "steps": 200,
-    "prompts_per_step": 8,
-    "group_size": 8,
-    "epochs": 1,
-    "minibatch_size": None,
-    "lr": 1e-4,
-    "max_new_tokens": None,  # the testbed's, else 64
-    "temperature": 1.0,
-    "eval_every": 10,
-    "eval_prompts": 100,
-    "eval_samples": 2,
-    "checkpoint_every": 50,
-    "seed": 0,
-    "device": "cpu",
-    "bf16": False,
-}
+
+class RLLaunch(BaseModel):
+    """What ``goodhart rl`` trains, against what, and where its data come from."""
+
+    model_config = ConfigDict(extra="forbid")
+    testbed: name_in(TESTBEDS) | None = Field(
+        None, description="testbed name (default: toy_text unless --policy is given)"
+    )
+    cache_dir: str | None = Field(
+        None, description="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)"
+    )
+    policy: str | None = Field(
+        None, description="base policy: local path or hub name (instead of the testbed's)"
+    )
+    prompts: str | None = Field(
+        None,
+        description="training prompts file: .jsonl (field 'prompt'), .json list, or one per line",
+    )
+    eval_prompts_file: str | None = Field(None, description="held-out prompts file (with --prompts)")
+    gold: str | None = Field(
+        None, description="reward-model directory used as gold (instead of the testbed's)"
+    )
+    proxy: str | None = Field(None, description="the proxy reward model directory")
+    ensemble: list[str] | None = Field(
+        None, description="ensemble member directories, or one ensemble directory"
+    )
+
+
+#: RLConfig's fields that ``goodhart rl`` sets (``reward`` is made of REWARD_FIELDS; ``name``
+#: is the method label of a study).
+CONFIG_FIELDS = [f for f in RLConfig.model_fields if f not in ("reward", "name")]
+REWARD_FIELDS = list(RewardPipelineConfig.model_fields)
+
+
+def settings() -> list[str]:
+    """Every setting of ``goodhart rl``, by field name."""
+    return [*RLLaunch.model_fields, *CONFIG_FIELDS, *REWARD_FIELDS]
 
 
 def _reward_source(s: dict[str, Any], device: str):
-    from goodhartlab.rewards import Ensemble, RewardModel
+    """The proxy of the settings: a reward model or an ensemble (registry 'reward_source')."""
+    from goodhartlab.rewards import REWARD_SOURCES
 
     if s["proxy"] and s["ensemble"]:
         raise ValueError("give either --proxy DIR or --ensemble DIR..., not both")
     if s["proxy"]:
-        return RewardModel.from_pretrained(s["proxy"], device=device)
+        return REWARD_SOURCES["reward_model"](s["proxy"], device=device)
     if s["ensemble"]:
-        from goodhartlab.optimize.bon import ensemble_member_dirs
-
-        dirs = s["ensemble"]
-        members = ensemble_member_dirs(dirs[0]) if len(dirs) == 1 else [Path(d) for d in dirs]
-        return Ensemble.from_dirs(members, device=device)
+        return REWARD_SOURCES["ensemble"](list(s["ensemble"]), device=device)
     raise ValueError("a proxy is required: --proxy RM_DIR or --ensemble DIR [DIR ...]")
 
 
@@ -84,7 +89,8 @@ def launch_rl(
     ``read_prompts(path) -> prompts`` reads a prompts file (the CLI's one format for every
     command).
     """
-    unknown = set(given) - set(LAUNCH_DEFAULTS)
+    known = settings()
+    unknown = set(given) - set(known)
     if unknown:
         raise ValueError(f"unknown settings: {sorted(unknown)}")
     if (out is None) == (resume is None):
@@ -99,7 +105,9 @@ def launch_rl(
             raise ValueError(
                 f"--resume: {config_file} has no launch settings (not started by goodhart rl)"
             )
-    s = {**LAUNCH_DEFAULTS, **saved, **given}
+    given_now = {**{k: v for k, v in saved.items() if k in known}, **given}
+    s = RLLaunch(**{k: v for k, v in given_now.items() if k in RLLaunch.model_fields})
+    s = s.model_dump()
 
     testbed = s["testbed"] or ("toy_text" if s["policy"] is None else None)
     tb = None
@@ -109,7 +117,7 @@ def launch_rl(
         tb = get_testbed(testbed, cache_dir=s["cache_dir"])
     if tb is None and (s["prompts"] is None or s["gold"] is None):
         raise ValueError("--policy without --testbed needs --prompts FILE and --gold RM_DIR")
-    device = s["device"]
+    device = given_now.get("device", RLConfig.model_fields["device"].default)
     tokenizer = tb.tokenizer if tb is not None and s["policy"] is None else None
     policy = s["policy"] or str(tb.policy_path)
     train_prompts = read_prompts(s["prompts"]) if s["prompts"] else tb.train_prompts
@@ -127,34 +135,11 @@ def launch_rl(
         gold = tb.gold
     reward = _reward_source(s, device)
 
-    params = {} if s["lam"] is None else {"lam": float(s["lam"])}
-    config = RLConfig(
-        algorithm=s["algorithm"],
-        steps=s["steps"],
-        prompts_per_step=s["prompts_per_step"],
-        group_size=s["group_size"],
-        epochs=s["epochs"],
-        minibatch_size=s["minibatch_size"],
-        lr=s["lr"],
-        kl_coef=s["kl_coef"],
-        kl_in=s["kl_in"],
-        kl_target=s["kl_target"],
-        max_new_tokens=s["max_new_tokens"] or (tb.max_new_tokens if tb is not None else 64),
-        temperature=s["temperature"],
-        eval_every=s["eval_every"],
-        eval_prompts=s["eval_prompts"],
-        eval_samples=s["eval_samples"],
-        checkpoint_every=s["checkpoint_every"],
-        seed=s["seed"],
-        device=device,
-        bf16=s["bf16"],
-        reward=RewardPipelineConfig(
-            aggregator=s["aggregator"],
-            aggregator_params=params,
-            shaping=s["shaping"],
-            reference_samples=s["reference_samples"],
-        ),
-    )
+    cfg = {k: v for k, v in given_now.items() if k in CONFIG_FIELDS}
+    if tb is not None:
+        cfg.setdefault("max_new_tokens", tb.max_new_tokens)
+    reward_cfg = {k: v for k, v in given_now.items() if k in REWARD_FIELDS}
+    config = RLConfig(**cfg, reward=RewardPipelineConfig(**reward_cfg))
     return run_rl(
         resume or out,
         policy=policy,
@@ -165,6 +150,6 @@ def launch_rl(
         eval_prompts=eval_prompts,
         config=config,
         resume=resume is not None,
-        launch=s,
+        launch=given_now,
         progress=progress,
     )

@@ -8,8 +8,10 @@ tokenizer vocabulary.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -94,3 +96,19 @@ class Ensemble:
 
     def __repr__(self) -> str:
         return f"Ensemble({len(self)} members: {[m.name for m in self.members]})"
+
+
+def ensemble_member_dirs(path: str | os.PathLike) -> list[Path]:
+    """Member directories of an ensemble written by ``train_ensemble`` (``ensemble.json``).
+
+    A directory without ``ensemble.json`` is returned as a single member.
+    """
+    path = Path(path)
+    index = path / "ensemble.json"
+    if not index.is_file():
+        return [path]
+    try:
+        members = json.loads(index.read_text())["members"]
+        return [path / m["path"] for m in members]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{index}: expected {{'members': [{{'path': ...}}, ...]}} ({e})") from None

@@ -1,0 +1,141 @@
+"""The RL algorithms of :func:`goodhartlab.optimize.rl.rl_step`, one registry entry each.
+
+An algorithm is two steps of the loop: how the batch's rewards become advantages, and the
+clipped loss on a minibatch. The formulas are in ``core.advantages`` and ``core.losses``;
+an entry only says which ones, and what else it needs (a value model, groups of G ≥ 2, a
+KL term in the loss). A new algorithm is one more :class:`RLAlgorithm` registered in
+``goodhartlab.registry.RL_ALGORITHMS``, from this module or from a plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from goodhartlab.core.advantages import (
+    gae,
+    group_normalized_advantages,
+    leave_one_out_advantages,
+    ppo_token_rewards,
+    whiten,
+)
+from goodhartlab.core.losses import grpo_loss, ppo_policy_loss, rloo_loss, value_loss
+from goodhartlab.registry import RL_ALGORITHMS
+
+if TYPE_CHECKING:
+    from goodhartlab.measure.evaluate import Rollouts
+
+__all__ = ["RL_ALGORITHMS", "AdvantageInputs", "RLAlgorithm"]
+
+
+@dataclass(frozen=True)
+class AdvantageInputs:
+    """What the advantages of one batch may depend on (row-aligned, B·G rows)."""
+
+    rollouts: Rollouts
+    r_final: Tensor
+    """The reward the optimizer sees (shaped, minus β·KL when the KL is in the reward). (B,)"""
+    r_shaped: Tensor
+    """The shaped reward before the KL penalty. Shape: (B,)"""
+    kl_coef: float
+    """β of the KL penalty in the reward (0: none)."""
+    kl_token: Tensor | None
+    """The per-token KL estimate of the penalty in the reward, or None. Shape: (B, T)"""
+    group_size: int
+
+
+#: ``advantages(run, inputs) -> (advantages, returns | None, values_old | None)``
+AdvantageFn = Callable[[Any, AdvantageInputs], tuple[Tensor, Tensor | None, Tensor | None]]
+#: ``loss(run, experience, logp) -> (loss, stats)`` on one minibatch, logp (B, T).
+LossFn = Callable[[Any, Any, Tensor], tuple[Tensor, dict[str, Tensor]]]
+
+
+@dataclass(frozen=True)
+class RLAlgorithm:
+    """One RL algorithm: its advantages and its loss."""
+
+    advantages: AdvantageFn
+    loss: LossFn
+    value_model: bool = False
+    """Trains a value model (``optimize.rl.ValueModel``) beside the policy."""
+    group_based: bool = False
+    """Needs G ≥ 2 completions per prompt (the group is the baseline)."""
+    kl_in_loss: bool = False
+    """Can take the KL to π0 in its loss (``kl_in="loss"``) instead of in the reward."""
+
+
+def _grpo_advantages(run, x: AdvantageInputs):
+    adv = group_normalized_advantages(
+        x.r_final, x.group_size, scale_by_std=run.cfg.scale_rewards
+    )
+    return adv, None, None
+
+
+def _grpo_loss(run, exp, logp):
+    cfg = run.cfg
+    return grpo_loss(
+        logp, exp.logp_old, exp.logp_ref, exp.advantages, exp.rollouts.completion_mask,
+        clip_coef=cfg.clip_coef, loss_type=cfg.loss_type,
+        kl_coef=cfg.kl_coef if exp.logp_ref is not None else 0.0,
+        kl_estimator=cfg.kl_estimator or "k3",
+    )  # fmt: skip
+
+
+def _rloo_advantages(run, x: AdvantageInputs):
+    return leave_one_out_advantages(x.r_final, x.group_size), None, None
+
+
+def _rloo_loss(run, exp, logp):
+    return rloo_loss(
+        logp, exp.logp_old, exp.advantages, exp.rollouts.completion_mask,
+        clip_coef=run.cfg.clip_coef,
+    )  # fmt: skip
+
+
+def _ppo_advantages(run, x: AdvantageInputs):
+    cfg, mask = run.cfg, x.rollouts.completion_mask
+    with torch.no_grad(), run.autocast():
+        values_old = run.value_model(x.rollouts)
+    token_rewards = ppo_token_rewards(
+        x.r_shaped.to(run.device), x.kl_token, mask, x.kl_coef if x.kl_token is not None else 0.0
+    )
+    advantages, returns = gae(token_rewards, values_old, mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = whiten(advantages, mask)
+    return advantages, returns, values_old
+
+
+def _ppo_loss(run, exp, logp):
+    cfg, mask = run.cfg, exp.rollouts.completion_mask
+    pg_loss, stats = ppo_policy_loss(
+        logp, exp.logp_old, exp.advantages, mask, clip_coef=cfg.clip_coef
+    )
+    vf_loss, vf_stats = value_loss(
+        run.value_model(exp.rollouts), exp.values_old, exp.returns, mask, clip_coef=cfg.vf_clip
+    )
+    stats = {**stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach()}
+    return pg_loss + cfg.vf_coef * vf_loss, stats
+
+
+RL_ALGORITHMS.register(
+    "grpo",
+    RLAlgorithm(_grpo_advantages, _grpo_loss, group_based=True, kl_in_loss=True),
+    description="group-normalized advantage, token-level clipped loss (KL in reward or loss)",
+    paper="Shao et al. 2024, arXiv 2402.03300",
+)
+RL_ALGORITHMS.register(
+    "rloo",
+    RLAlgorithm(_rloo_advantages, _rloo_loss, group_based=True),
+    description="leave-one-out advantage, sequence-level clipped REINFORCE",
+    paper="Ahmadian et al. 2024, arXiv 2402.14740",
+)
+RL_ALGORITHMS.register(
+    "ppo",
+    RLAlgorithm(_ppo_advantages, _ppo_loss, value_model=True),
+    description="GAE with a value model, token-level clipped loss",
+    paper="Schulman et al. 2017, arXiv 1707.06347; Ziegler et al. 2019, arXiv 1909.08593",
+)
