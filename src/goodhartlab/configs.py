@@ -65,6 +65,14 @@ def registry_of(info: FieldInfo):
     """The registry whose parts a field names (typed ``registry.name_in(REGISTRY)``), or None."""
     from goodhartlab.registry import REGISTRIES
 
+    import typing
+
     extra = info.json_schema_extra
     kind = extra.get("registry") if isinstance(extra, dict) else None
+    # An optional name (name_in(R) | None) keeps the mark inside the Annotated member.
+    for arg in typing.get_args(info.annotation) if kind is None else ():
+        for meta in getattr(arg, "__metadata__", ()):
+            extra = getattr(meta, "json_schema_extra", None)
+            if isinstance(extra, dict) and "registry" in extra:
+                kind = extra["registry"]
     return next((r for r in REGISTRIES.values() if r.kind == kind), None) if kind else None
