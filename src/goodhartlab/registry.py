@@ -359,8 +359,10 @@ def name_in(registry: Registry[Any]) -> Any:
 
     from pydantic import AfterValidator, Field
 
-    def check(value: str) -> str:
-        return registry.check(value)
+    def check(value: str | None) -> str | None:
+        # None passes: an optional override (configs.fields_from(optional=True)) keeps this
+        # validator on the whole ``str | None``.
+        return value if value is None else registry.check(value)
 
     return Annotated[
         str, AfterValidator(check), Field(json_schema_extra={"registry": registry.kind})
