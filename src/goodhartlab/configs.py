@@ -63,9 +63,9 @@ def fields_from(
 
 def registry_of(info: FieldInfo):
     """The registry whose parts a field names (typed ``registry.name_in(REGISTRY)``), or None."""
-    from goodhartlab.registry import REGISTRIES
-
     import typing
+
+    from goodhartlab.registry import REGISTRIES
 
     extra = info.json_schema_extra
     kind = extra.get("registry") if isinstance(extra, dict) else None

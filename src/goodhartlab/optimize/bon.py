@@ -43,12 +43,12 @@ from goodhartlab.core.bon import expected_best_of_n
 from goodhartlab.core.kl import bon_kl
 from goodhartlab.core.scaling import fit_bon_law, overoptimization
 from goodhartlab.core.stats import bootstrap_ci, bootstrap_means
+from goodhartlab.models.fingerprint import fingerprint_files
+from goodhartlab.models.loading import load_policy, local_model_dir
 from goodhartlab.optimize.pool import (
     Pool,
     PoolError,
     build_pool,
-    fingerprint_files,
-    fingerprint_module,
     load_pool,
     pool_status,
 )
@@ -110,22 +110,6 @@ class RewardSource:
     load: Callable[[], Any] = field(repr=False, compare=False)
 
 
-def _local_dir(path_or_hub: str | os.PathLike) -> Path:
-    path = Path(path_or_hub)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise FileNotFoundError(f"{path}: expected a model directory, got a file")
-    try:  # a hub name already in the local cache (nothing is downloaded)
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(path_or_hub), local_files_only=True))
-    except Exception:
-        raise FileNotFoundError(
-            f"{path_or_hub}: not a directory, and not a model in the local Hugging Face cache"
-        ) from None
-
-
 def reward_model_source(
     path_or_hub: str | os.PathLike,
     *,
@@ -138,7 +122,7 @@ def reward_model_source(
     The cache key is a SHA-256 of every file of the model directory (weights, config,
     tokenizer, ``goodhart_rm.json``), so a retrained or edited model is rescored.
     """
-    local = _local_dir(path_or_hub)
+    local = local_model_dir(path_or_hub)
 
     def load():
         from goodhartlab.rewards import RewardModel
@@ -697,20 +681,6 @@ def _named(items, kind: str) -> dict[str, Any]:
     return dict(zip(_unique_names(labels), items, strict=True))
 
 
-def _load_policy(policy, tokenizer, device: str):
-    if isinstance(policy, nn.Module):
-        if tokenizer is None:
-            raise ValueError("tokenizer: required when policy is a model object")
-        return policy.to(device), tokenizer, fingerprint_module(policy), type(policy).__name__
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    local = _local_dir(policy)
-    model = AutoModelForCausalLM.from_pretrained(local, trust_remote_code=False).to(device)
-    if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
-    return model, tokenizer, f"files:{fingerprint_files(local)}", str(policy)
-
-
 def run_bon_study(
     out_dir: str | os.PathLike,
     *,
@@ -794,7 +764,14 @@ def run_bon_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "manifest.json", manifest)
 
-    model, tokenizer, policy_key, policy_name = _load_policy(policy, tokenizer, device)
+    model, tokenizer, policy_id = load_policy(policy, tokenizer, device=device)
+    policy_name = policy_id["name"]
+    # The pool's policy key as pools have always recorded it.
+    policy_key = (
+        policy_id["fingerprint"]
+        if isinstance(policy, nn.Module)
+        else f"files:{policy_id['fingerprint']}"
+    )
     max_new_tokens = config.max_new_tokens or 64
     import yaml
 

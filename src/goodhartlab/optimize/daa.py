@@ -57,20 +57,17 @@ from goodhartlab.core.scaling import fit_rl_law, overoptimization
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.measure.evaluate import Rollouts, completion_logprobs, evaluate_policy
 from goodhartlab.models.generation import left_pad
-from goodhartlab.optimize.rl import (
-    _autocast_dtype,
-    _check_resume,
-    _load_policy,
-    _prompts_hash,
-    _reward_identity,
-    _seed,
-    _versions,
-)
+from goodhartlab.models.loading import load_policy_and_reference, resolve_autocast_dtype
 from goodhartlab.optimize.rl_rundir import (
     append_jsonl,
+    check_resume,
+    derived_seed,
     latest_checkpoint,
     load_checkpoint,
+    package_versions,
+    prompts_hash,
     read_jsonl,
+    reward_identity,
     save_checkpoint,
     truncate_jsonl,
 )
@@ -391,7 +388,7 @@ def _evaluate(
         num_samples=cfg.eval_samples,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.eval_temperature,
-        seed=_seed(cfg.seed, "eval"),
+        seed=derived_seed(cfg.seed, "eval"),
         batch_size=cfg.eval_batch_size,
         num_logged_samples=n,
         autocast_dtype=run.autocast_dtype,
@@ -427,10 +424,12 @@ def _online_pairs(
     from goodhartlab.measure.evaluate import sample_rollouts
 
     cfg = run.cfg
-    gen = torch.Generator().manual_seed(_seed(cfg.seed, "online-prompts", round_))
+    gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "online-prompts", round_))
     pick = torch.randint(len(prompts), (cfg.pairs_per_round,), generator=gen).tolist()
     chosen_prompts = [prompts[i] for i in pick]
-    sampler = torch.Generator(device=run.device).manual_seed(_seed(cfg.seed, "online", round_))
+    sampler = torch.Generator(device=run.device).manual_seed(
+        derived_seed(cfg.seed, "online", round_)
+    )
     completions: list[str] = []
     rows = max(1, cfg.eval_batch_size // 2)
     for start in range(0, len(chosen_prompts), rows):
@@ -555,7 +554,7 @@ def run_daa(
     cfg = config or DAAConfig()
     out_dir = Path(out_dir)
     device = torch.device(cfg.device)
-    autocast_dtype = _autocast_dtype(cfg, device)
+    autocast_dtype = resolve_autocast_dtype(cfg.bf16, device)
     eval_prompts = list(eval_prompts)
     if not eval_prompts:
         raise ValueError("eval_prompts: expected at least one held-out prompt")
@@ -563,7 +562,9 @@ def run_daa(
     if cfg.online and proxy is None:
         raise ValueError("proxy: online mode labels its pairs with a proxy; none was given")
 
-    model, reference, tokenizer, policy_id = _load_policy(policy, tokenizer, device)
+    model, reference, tokenizer, policy_id = load_policy_and_reference(
+        policy, tokenizer, device=device
+    )
     pairs = list(pairs)
     if cfg.online:
         train_prompts = list(dict.fromkeys(p.prompt for p in pairs))
@@ -587,16 +588,16 @@ def run_daa(
         "config": cfg.model_dump(mode="json"),
         "identity": {
             "policy": policy_id,
-            "proxy": _reward_identity(proxy) if proxy is not None else None,
+            "proxy": reward_identity(proxy) if proxy is not None else None,
             "gold": {
                 "name": str(getattr(gold, "name", type(gold).__name__)),
                 "version": str(getattr(gold, "version", "unversioned")),
             },
             "pairs": {
                 "count": len(pairs),
-                "sha256": _prompts_hash([p.model_dump_json() for p in pairs]),
+                "sha256": prompts_hash([p.model_dump_json() for p in pairs]),
             },
-            "eval_prompts": {"count": len(eval_prompts), "sha256": _prompts_hash(eval_prompts)},
+            "eval_prompts": {"count": len(eval_prompts), "sha256": prompts_hash(eval_prompts)},
         },
     }
     metrics_path, train_path, samples_path, base_path = (
@@ -611,10 +612,11 @@ def run_daa(
                 f"resume: {out_dir}/config.yaml not found (not a DAA run directory)"
             )
         saved = yaml.safe_load((out_dir / "config.yaml").read_text())
-        _check_resume(
+        check_resume(
             {k: v for k, v in saved.items() if k != "launch"},
             resolved,
             out_dir,
+            RESUMABLE_CHANGES,
         )
     elif metrics_path.exists() and read_jsonl(metrics_path):
         raise ValueError(
@@ -632,7 +634,7 @@ def run_daa(
     manifest.update(
         study="daa",
         metrics_version=METRICS_VERSION,
-        versions=_versions(),
+        versions=package_versions(),
         seed=cfg.seed,
         host=platform.node(),
         status="running",
@@ -727,7 +729,7 @@ def run_daa(
             else:
                 round_pairs = offline_pairs
             for epoch in range(cfg.epochs):
-                gen = torch.Generator().manual_seed(_seed(cfg.seed, "order", round_, epoch))
+                gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "order", round_, epoch))
                 order = torch.randperm(len(round_pairs), generator=gen).tolist()
                 for k in range(steps_per_epoch):
                     local = epoch * steps_per_epoch + k + 1

@@ -23,7 +23,7 @@ Two parts:
                                     edited chunk is detected and resampled)
           goodhart_artifact.json    the checksum manifest, written last: the pool is
                                     complete (``goodhartlab.artifacts.verify``)
-        scores/                     reward caches (``goodhartlab.optimize.bon.score_pool``)
+        scores/                     reward caches (``goodhartlab.optimize.scores.score_pool``)
 
 Every file is written atomically; a pool without a valid manifest is never loaded.
 """
@@ -45,8 +45,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from goodhartlab.artifacts import MANIFEST, atomic_write_json, atomic_write_text, seal, verify
+from goodhartlab.models.fingerprint import fingerprint_module, fingerprint_tokenizer
 from goodhartlab.models.generation import SampledBatch, decode_completion, sample_token_ids
-from goodhartlab.rewards.reward_model import check_vocabulary
+from goodhartlab.models.loading import check_vocabulary
 
 __all__ = [
     "POOL_FORMAT",
@@ -54,9 +55,6 @@ __all__ = [
     "PoolError",
     "SampledBatch",
     "build_pool",
-    "fingerprint_files",
-    "fingerprint_module",
-    "fingerprint_tokenizer",
     "load_pool",
     "pool_status",
     "sample_token_ids",
@@ -73,51 +71,6 @@ CHUNKS_DIR = "chunks"
 
 class PoolError(ValueError):
     """A pool directory that is incomplete, corrupt, or was built with other settings."""
-
-
-# --------------------------------------------------------------------------------------
-# Fingerprints: what a pool or a score was computed from
-# --------------------------------------------------------------------------------------
-
-
-def fingerprint_files(path: str | os.PathLike) -> str:
-    """SHA-256 over a directory's files (relative path + content), hidden files skipped.
-
-    A changed weight, config or tokenizer file changes the fingerprint.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: expected a model directory")
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        rel = p.relative_to(path)
-        if not p.is_file() or any(part.startswith(".") for part in rel.parts):
-            continue
-        h.update(str(rel).encode() + b"\0")
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def fingerprint_module(model: nn.Module) -> str:
-    """SHA-256 over a model's parameters and buffers (names, dtypes, shapes, values)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def fingerprint_tokenizer(tokenizer) -> str:
-    """SHA-256 of a tokenizer's vocabulary and special tokens."""
-    blob = {
-        "vocab": sorted(tokenizer.get_vocab().items()),
-        "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------

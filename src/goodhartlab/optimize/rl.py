@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -48,12 +47,18 @@ from goodhartlab.measure.evaluate import (
     position_ids,
     sample_rollouts,
 )
+from goodhartlab.models.loading import load_policy_and_reference, resolve_autocast_dtype
 from goodhartlab.optimize.algorithms import RL_ALGORITHMS, AdvantageInputs
 from goodhartlab.optimize.rl_rundir import (
     append_jsonl,
+    check_resume,
+    derived_seed,
     latest_checkpoint,
     load_checkpoint,
+    package_versions,
+    prompts_hash,
     read_jsonl,
+    reward_identity,
     save_checkpoint,
     truncate_jsonl,
 )
@@ -225,65 +230,6 @@ class ValueModel(nn.Module):
         return values * rollouts.completion_mask
 
 
-def _load_policy(policy, tokenizer, device: torch.device):
-    """(policy, frozen reference, tokenizer, identity) from a path / hub name or a module."""
-    from goodhartlab.optimize.pool import fingerprint_files, fingerprint_module
-
-    if isinstance(policy, nn.Module):
-        if tokenizer is None:
-            raise ValueError("tokenizer: required when the policy is a model object")
-        ident = {"name": type(policy).__name__, "fingerprint": fingerprint_module(policy)}
-        reference = copy.deepcopy(policy)
-        model = policy
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from goodhartlab.optimize.bon import _local_dir
-
-        local = _local_dir(policy)
-        model = AutoModelForCausalLM.from_pretrained(local, trust_remote_code=False)
-        reference = AutoModelForCausalLM.from_pretrained(local, trust_remote_code=False)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
-        ident = {"name": str(policy), "fingerprint": fingerprint_files(local)}
-    from goodhartlab.rewards.reward_model import check_vocabulary
-
-    check_vocabulary(tokenizer, model)
-    model.to(device).eval()  # eval(): dropout off, also while training
-    reference.to(device).eval().requires_grad_(False)
-    return model, reference, tokenizer, ident
-
-
-def _reward_identity(source: Any) -> dict[str, Any]:
-    from goodhartlab.optimize.pool import fingerprint_module
-    from goodhartlab.rewards.pipeline import source_name
-
-    members = getattr(source, "members", None)
-    if members is not None:
-        return {"name": source_name(source), "members": [_reward_identity(m) for m in members]}
-    model = getattr(source, "model", None)
-    if isinstance(model, nn.Module):
-        return {"name": source_name(source), "fingerprint": fingerprint_module(model)}
-    return {"name": source_name(source), "version": str(getattr(source, "version", "unversioned"))}
-
-
-def _autocast_dtype(cfg: RLConfig, device: torch.device) -> torch.dtype | None:
-    if not cfg.bf16:
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"bf16: the device {device} does not support bfloat16")
-    return torch.bfloat16
-
-
-def _seed(*parts: Any) -> int:
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def _prompts_hash(prompts: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()[:16]
-
-
 # --------------------------------------------------------------------------------------
 # One training step
 # --------------------------------------------------------------------------------------
@@ -344,9 +290,11 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     t0 = time.perf_counter()
 
     # 1. Sample G completions for each of B prompts (randomness seeded by (seed, step)).
-    rng = np.random.default_rng(_seed(cfg.seed, "prompts", step))
+    rng = np.random.default_rng(derived_seed(cfg.seed, "prompts", step))
     prompts = [run.train_prompts[i] for i in rng.choice(len(run.train_prompts), B, replace=False)]
-    generator = torch.Generator(device=run.device).manual_seed(_seed(cfg.seed, "rollout", step))
+    generator = torch.Generator(device=run.device).manual_seed(
+        derived_seed(cfg.seed, "rollout", step)
+    )
     rollouts = sample_rollouts(
         policy,
         run.tokenizer,
@@ -388,7 +336,7 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
         rollouts, logp_old, None if in_reward else logp_ref, advantages, returns, values_old
     )
     mb = cfg.minibatch_size or B * G
-    shuffle = torch.Generator().manual_seed(_seed(cfg.seed, "minibatches", step))
+    shuffle = torch.Generator().manual_seed(derived_seed(cfg.seed, "minibatches", step))
     params = [p for g in run.optimizer.param_groups for p in g["params"]]
     sums: dict[str, float] = {}
     n_updates = 0
@@ -434,42 +382,6 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
 # --------------------------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("goodhart-lab", "torch", "transformers"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): d}
-
-
-def _check_resume(saved: dict[str, Any], now: dict[str, Any], out_dir: Path) -> None:
-    a, b = _flatten(saved), _flatten(now)
-    skip = {f"config.{k}" for k in RESUMABLE_CHANGES} | {
-        k for k in a | b if k.startswith("launch.")
-    }
-    diffs = [k for k in sorted(a.keys() | b.keys()) if k not in skip and a.get(k) != b.get(k)]
-    if diffs:
-        shown = "; ".join(f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (now)" for k in diffs[:6])
-        raise ValueError(
-            f"resume: {out_dir} was started with a different configuration ({len(diffs)} "
-            f"difference(s): {shown}). Resume with the same settings (only "
-            f"{', '.join(RESUMABLE_CHANGES)} may change), or start a new run directory."
-        )
-
-
 def _evaluate(run: _Run, step: int, eval_prompts: list[str], gold: Any) -> tuple[dict, list[dict]]:
     cfg = run.cfg
     metrics, samples = evaluate_policy(
@@ -482,7 +394,7 @@ def _evaluate(run: _Run, step: int, eval_prompts: list[str], gold: Any) -> tuple
         num_samples=cfg.eval_samples,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.eval_temperature,
-        seed=_seed(cfg.seed, "eval"),
+        seed=derived_seed(cfg.seed, "eval"),
         batch_size=cfg.eval_batch_size,
         num_logged_samples=cfg.logged_samples,
         autocast_dtype=run.autocast_dtype,
@@ -537,7 +449,7 @@ def run_rl(
     cfg = config or RLConfig()
     out_dir = Path(out_dir)
     device = torch.device(cfg.device)
-    autocast_dtype = _autocast_dtype(cfg, device)
+    autocast_dtype = resolve_autocast_dtype(cfg.bf16, device)
     train_prompts, eval_prompts = list(train_prompts), list(eval_prompts)
     if len(train_prompts) < cfg.prompts_per_step:
         raise ValueError(
@@ -548,20 +460,22 @@ def run_rl(
         raise ValueError("eval_prompts: expected at least one held-out prompt")
     eval_prompts = eval_prompts[: cfg.eval_prompts] if cfg.eval_prompts else eval_prompts
 
-    model, reference, tokenizer, policy_id = _load_policy(policy, tokenizer, device)
+    model, reference, tokenizer, policy_id = load_policy_and_reference(
+        policy, tokenizer, device=device
+    )
     resolved = {
         "study": "rl",
         "metrics_version": METRICS_VERSION,
         "config": cfg.model_dump(mode="json"),
         "identity": {
             "policy": policy_id,
-            "reward": _reward_identity(reward),
+            "reward": reward_identity(reward),
             "gold": {
                 "name": str(getattr(gold, "name", type(gold).__name__)),
                 "version": str(getattr(gold, "version", "unversioned")),
             },
-            "train_prompts": {"count": len(train_prompts), "sha256": _prompts_hash(train_prompts)},
-            "eval_prompts": {"count": len(eval_prompts), "sha256": _prompts_hash(eval_prompts)},
+            "train_prompts": {"count": len(train_prompts), "sha256": prompts_hash(train_prompts)},
+            "eval_prompts": {"count": len(eval_prompts), "sha256": prompts_hash(eval_prompts)},
         },
         "launch": launch or {},
     }
@@ -575,7 +489,12 @@ def run_rl(
             raise FileNotFoundError(
                 f"resume: {out_dir}/config.yaml not found (not an RL run directory)"
             )
-        _check_resume(yaml.safe_load((out_dir / "config.yaml").read_text()), resolved, out_dir)
+        check_resume(
+            yaml.safe_load((out_dir / "config.yaml").read_text()),
+            resolved,
+            out_dir,
+            RESUMABLE_CHANGES,
+        )
     elif metrics_path.exists() and read_jsonl(metrics_path):
         raise ValueError(
             f"{out_dir}: already holds a run (metrics.jsonl); resume it with resume=True "
@@ -589,7 +508,7 @@ def run_rl(
     def reference_sampler(prompts: Sequence[str]) -> list[list[str]]:
         out = []
         for p in prompts:
-            gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, "reference", p))
+            gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "reference", p))
             ro = sample_rollouts(
                 reference,
                 tokenizer,
@@ -634,7 +553,7 @@ def run_rl(
     manifest.update(
         study="rl",
         metrics_version=METRICS_VERSION,
-        versions=_versions(),
+        versions=package_versions(),
         seed=cfg.seed,
         host=platform.node(),
         status="running",

@@ -16,14 +16,21 @@ Every JSONL line carries its ``step``. A checkpoint at step s is written after e
 step s, so on resume the logs are cut back to the lines with step ≤ s (dropping a line torn
 by the kill and the lines of steps that will be recomputed): nothing is duplicated or lost.
 No pickle anywhere: tensors are safetensors, everything else JSON.
+
+What makes a resumed run equal an uninterrupted one is here too: every random stream of a
+run is seeded by :func:`derived_seed` from the run's seed and where it is used (step, round,
+epoch), and :func:`check_resume` refuses to continue a run directory whose config.yaml
+(settings and identity: :func:`reward_identity`, :func:`prompts_hash`) differs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +43,100 @@ from goodhartlab.artifacts import atomic_write_text, building, verify
 
 __all__ = [
     "append_jsonl",
+    "check_resume",
+    "derived_seed",
     "latest_checkpoint",
     "load_checkpoint",
+    "package_versions",
+    "prompts_hash",
     "read_jsonl",
+    "reward_identity",
     "save_checkpoint",
     "truncate_jsonl",
 ]
 
 CHECKPOINTS = "checkpoints"
+
+
+# --------------------------------------------------------------------------------------
+# Identity and resumption
+# --------------------------------------------------------------------------------------
+
+
+def derived_seed(*parts: Any) -> int:
+    """A 63-bit seed from the run's seed and a label, e.g. ``derived_seed(seed, "rollout", step)``.
+
+    A SHA-256 of ``repr(parts)``: independent streams per use and per step, the same in a
+    resumed run as in an uninterrupted one, whatever ran before.
+    """
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def prompts_hash(prompts: Sequence[str]) -> str:
+    """The first 16 hex digits of a SHA-256 of the prompts (in order), for config.yaml."""
+    return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()[:16]
+
+
+def reward_identity(source: Any) -> dict[str, Any]:
+    """What a reward source is, for config.yaml: its name, and its members' identities (an
+    ensemble), its weights' fingerprint (a model) or its ``version`` (anything else)."""
+    from goodhartlab.models.fingerprint import fingerprint_module
+    from goodhartlab.rewards.pipeline import source_name
+
+    members = getattr(source, "members", None)
+    if members is not None:
+        return {"name": source_name(source), "members": [reward_identity(m) for m in members]}
+    model = getattr(source, "model", None)
+    if isinstance(model, nn.Module):
+        return {"name": source_name(source), "fingerprint": fingerprint_module(model)}
+    return {"name": source_name(source), "version": str(getattr(source, "version", "unversioned"))}
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of goodhart-lab, torch and transformers, for manifest.json."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("goodhart-lab", "torch", "transformers"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def check_resume(
+    saved: dict[str, Any], now: dict[str, Any], out_dir: Path, resumable: Sequence[str]
+) -> None:
+    """Raise ValueError, listing the differences, if a run's saved config.yaml differs from now.
+
+    Args:
+        saved: the run directory's config.yaml.
+        now: the config.yaml the resumed run would write.
+        out_dir: the run directory (for the message).
+        resumable: fields of ``config`` that may differ (e.g. ``steps``, ``device``);
+            ``launch.*`` (how the run was started) is never compared.
+    """
+    a, b = _flatten(saved), _flatten(now)
+    skip = {f"config.{k}" for k in resumable} | {k for k in a | b if k.startswith("launch.")}
+    diffs = [k for k in sorted(a.keys() | b.keys()) if k not in skip and a.get(k) != b.get(k)]
+    if diffs:
+        shown = "; ".join(f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (now)" for k in diffs[:6])
+        raise ValueError(
+            f"resume: {out_dir} was started with a different configuration ({len(diffs)} "
+            f"difference(s): {shown}). Resume with the same settings (only "
+            f"{', '.join(resumable)} may change), or start a new run directory."
+        )
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from goodhartlab.models.loading import check_vocabulary
+
 
 def rm_batch_input_ids(
     tokenizer, prompts: Sequence[str], completions: Sequence[str], max_length: int
@@ -103,23 +105,6 @@ def reward_at_last_token(model: nn.Module, input_ids: Tensor, attention_mask: Te
             f"reward model: expected one output (num_labels=1), got {rewards.shape[-1]}"
         )
     return rewards[:, 0]
-
-
-def embedding_rows(model: nn.Module) -> int | None:
-    """Number of rows of the model's input embedding, or None if it has none."""
-    get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
-    return getattr(emb, "num_embeddings", None)
-
-
-def check_vocabulary(tokenizer, model: nn.Module) -> None:
-    """Raise ValueError if the tokenizer can emit ids the model's embedding does not have."""
-    rows = embedding_rows(model)
-    if rows is not None and len(tokenizer) > rows:
-        raise ValueError(
-            f"vocabulary mismatch: the tokenizer has {len(tokenizer)} tokens but the model's "
-            f"embedding has {rows} rows; use the tokenizer the model was trained with"
-        )
 
 
 def default_max_length(tokenizer, model: nn.Module) -> int:

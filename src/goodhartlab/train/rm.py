@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 from goodhartlab.core.losses import bradley_terry_loss
 from goodhartlab.data.schema import PreferencePair
+from goodhartlab.models.loading import check_vocabulary
 from goodhartlab.rewards.ensemble import Ensemble
 from goodhartlab.rewards.reward_model import (
     RewardModel,
-    check_vocabulary,
     collate_rm_inputs,
     reward_at_last_token,
     rm_batch_input_ids,
