@@ -135,6 +135,7 @@ def bench_study(args, tb) -> None:
     from transformers import AutoModelForSequenceClassification
 
     from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
+    from goodhartlab.report.plots import plot_bon_curves
 
     with tempfile.TemporaryDirectory(prefix="bench_bon_") as tmp:
         tmp = Path(tmp)
@@ -162,6 +163,7 @@ def bench_study(args, tb) -> None:
             proxies=[rm_dirs[0]],
             ensembles={"ens": rm_dirs[1:]},
             config=config,
+            plot=plot_bon_curves,
         )
         total = time.perf_counter() - t0
         import json
@@ -181,6 +183,7 @@ def bench_study(args, tb) -> None:
 
 def bench_hump(args, tb) -> None:
     from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
+    from goodhartlab.report.plots import plot_bon_curves
 
     root = Path(args.hump_dir)
     t0 = time.perf_counter()
@@ -206,6 +209,7 @@ def bench_hump(args, tb) -> None:
         proxies={"single": members[0]},
         ensembles={"ens": members},
         config=config,
+        plot=plot_bon_curves,
         progress=True,
     )
     print(f"proxies {t_proxies:.0f}s, study {time.perf_counter() - t0:.0f}s -> {result.out_dir}")

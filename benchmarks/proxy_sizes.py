@@ -32,6 +32,7 @@ from goodhartlab.experiments.proxies import train_proxies
 from goodhartlab.experiments.study import load_config, make_testbed
 from goodhartlab.models.tiny import count_parameters
 from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
+from goodhartlab.report.plots import plot_bon_curves
 from goodhartlab.rewards import RewardModel
 
 
@@ -94,6 +95,7 @@ def main() -> None:
             aggregators={},
         ),
         pool_dir=args.pool_dir,
+        plot=plot_bon_curves,
     )
     methods = result.summary["methods"]
     for row in rows:

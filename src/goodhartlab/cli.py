@@ -157,6 +157,7 @@ def _read_prompts(path: str) -> list[str]:
 
 def cmd_bon(args) -> int:
     from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
+    from goodhartlab.report.plots import plot_bon_curves
 
     testbed = args.testbed or ("toy_text" if args.policy is None else None)
     tb = (
@@ -199,6 +200,7 @@ def cmd_bon(args) -> int:
         ensembles=ensembles,
         config=config,
         pool_dir=args.pool,
+        plot=plot_bon_curves,
         progress=True,
     )
 

@@ -206,10 +206,10 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
     # Best-of-n samples at n = 1, the peak n and N = 8, read back from the pool: nested
     # draws (n = 1 is pool sample 0 for every method), and at N the study's own best-of-N
     # picks (bon/samples.jsonl, computed independently at the end of the BoN stage).
-    import goodhartlab.optimize.bon as bon_module
+    import goodhartlab.report.picks as picks_module
 
     bon_methods = ["single", *(f"ensemble/{a}" for a in aggregators), "oracle"]
-    picks = bon_module.picks_at_n(run_dir / "bon", {m: [1, 3, 8] for m in bon_methods}, 2)
+    picks = picks_module.picks_at_n(run_dir / "bon", {m: [1, 3, 8] for m in bon_methods}, 2)
     assert len(picks) == 2 * len(bon_methods) * 3
     assert all(p["sample"] == 0 for p in picks if p["n"] == 1)
     assert all(p["sample"] < 3 for p in picks if p["n"] == 3)
@@ -239,16 +239,16 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
     original = samples.read_text()
     evil = {"step": 0, "prompt": "p", "completion": "<script>alert(1)</script>", "gold": 0.0}
     samples.write_text(json.dumps(evil) + "\n" + original)
-    load_pool = bon_module.load_pool
+    load_pool = picks_module.load_pool
 
     def evil_pool(path):
         pool = load_pool(path)
         rows = [[f"<script>bon({p},{j})</script>" for j in range(8)] for p in range(6)]
         return replace(pool, completions=rows)
 
-    monkeypatch.setattr(bon_module, "load_pool", evil_pool)
+    monkeypatch.setattr(picks_module, "load_pool", evil_pool)
     build_report(run_dir)
-    monkeypatch.setattr(bon_module, "load_pool", load_pool)
+    monkeypatch.setattr(picks_module, "load_pool", load_pool)
     page = (run_dir / "report.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;script&gt;bon(0,0)&lt;/script&gt;" in page  # n = 1, every method

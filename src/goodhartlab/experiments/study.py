@@ -624,6 +624,7 @@ def run_study(
 
             def bon():
                 from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
+                from goodhartlab.report.plots import plot_bon_curves
 
                 members = proxy_info["members"]
                 b = config.bon
@@ -645,6 +646,7 @@ def run_study(
                         seed=config.seed,
                         device=config.device,
                     ),
+                    plot=plot_bon_curves,
                     progress=False,
                 )
                 return result.summary

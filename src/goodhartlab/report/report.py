@@ -360,8 +360,8 @@ def _bon_ns(points: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
 
 def _bon_samples(run_dir: Path, points: list[dict[str, Any]], per: int) -> list[dict[str, Any]]:
     """Best-of-n picks of each method at n = 1, its peak n and the largest n for the first
-    ``per`` prompts (``optimize.bon.picks_at_n``, from the pool and its cached scores)."""
-    from goodhartlab.optimize.bon import picks_at_n
+    ``per`` prompts (``report.picks.picks_at_n``, from the pool and its cached scores)."""
+    from goodhartlab.report.picks import picks_at_n
 
     ns = _bon_ns(points)
     if not ns or not (run_dir / "bon").is_dir():
