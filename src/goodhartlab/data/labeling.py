@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from goodhartlab.data.schema import CompletionPair, PreferencePair
+from goodhartlab.models.generation import sample_completions
 
 #: A gold (or any) reward: ``score(prompts, completions) -> Tensor[B]``.
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
@@ -40,13 +41,11 @@ def sample_pairs(
 ) -> list[CompletionPair]:
     """Two completions per prompt from ``policy``: unlabelled pairs, in prompt order.
 
-    Sampling goes through :func:`goodhartlab.optimize.sampling.sample_completions`
+    Sampling goes through :func:`goodhartlab.models.generation.sample_completions`
     (deterministic for a seed). Pairs get ids ``0 .. len(prompts) - 1`` and
     ``meta["sampling"]`` records the sampling settings. Identical completions are kept
     (the gold labels them as a tie).
     """
-    from goodhartlab.optimize.sampling import sample_completions
-
     prompts = list(prompts)
     completions = sample_completions(
         policy,

@@ -1,12 +1,12 @@
-"""Text sampling over the KV-cache sampler."""
+"""Text sampling (models.generation.sample_completions) over the KV-cache sampler."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from goodhartlab.models.generation import sample_completions
 from goodhartlab.models.tiny import build_causal_lm
-from goodhartlab.optimize.sampling import sample_completions
 
 
 @pytest.fixture(scope="module")
