@@ -14,6 +14,8 @@ from goodhartlab.core.advantages import (
     group_normalized_advantages,
     kl_penalized_rewards,
     leave_one_out_advantages,
+    ppo_token_rewards,
+    whiten,
 )
 
 
@@ -259,3 +261,57 @@ def test_adaptive_kl_controller_bad_update():
     with pytest.raises(ValueError, match="n_steps"):
         ctl.update(1.0, 101)
     assert ctl.coef == 0.1
+
+
+# ------------------------------------------------------------------ ppo_token_rewards
+
+
+def test_ppo_token_rewards_hand_computed():
+    # β = 0.5. Row 0 has 3 completion tokens, row 1 has 2; positions off the mask get 0
+    # whatever their KL.
+    # row 0: −0.5·[0.1, 0.2, −0.1] = [−0.05, −0.1, 0.05], + r = 1 on the last (t = 2)
+    # row 1: −0.5·[0.3, 0.4]       = [−0.15, −0.2],       + r = 2 on the last (t = 1)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    kl = torch.tensor([[0.1, 0.2, -0.1, 5.0], [0.3, 0.4, 9.0, 9.0]], dtype=torch.float64)
+    out = ppo_token_rewards(t(1.0, 2.0), kl, mask, 0.5)
+    want = torch.tensor([[-0.05, -0.1, 1.05, 0.0], [-0.15, 1.8, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(out, want)
+    # Σ_t r_t = r − β Σ_t m_t kl_t: 1 − 0.5·0.2 = 0.9 and 2 − 0.5·0.7 = 1.65.
+    torch.testing.assert_close(out.sum(dim=1), t(0.9, 1.65))
+
+
+def test_ppo_token_rewards_without_penalty_is_the_reward_on_the_last_token():
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    kl = torch.full((2, 3), 7.0, dtype=torch.float64)
+    want = torch.tensor([[0.0, 3.0, 0.0], [0.0, 0.0, -1.0]], dtype=torch.float64)
+    for kl_token, coef in ((None, 0.5), (kl, 0.0)):
+        torch.testing.assert_close(ppo_token_rewards(t(3.0, -1.0), kl_token, mask, coef), want)
+
+
+def test_ppo_token_rewards_bad_input():
+    with pytest.raises(ValueError, match="at least one completion token"):
+        ppo_token_rewards(t(1.0), None, torch.tensor([[0, 0]]), 0.1)
+    with pytest.raises(ValueError, match="one reward per row"):
+        ppo_token_rewards(t(1.0, 2.0), None, torch.tensor([[1, 0]]), 0.1)
+
+
+# ----------------------------------------------------------------------------- whiten
+
+
+def test_whiten_hand_computed():
+    # Valid x = [1, 2, 3]: μ = 2, σ² = (1 + 0 + 1) / 3 = 2/3 (the 100 is masked out).
+    x = t(1.0, 2.0, 3.0, 100.0)[None]
+    mask = torch.tensor([[1, 1, 1, 0]])
+    s = math.sqrt(2 / 3 + 1e-8)
+    torch.testing.assert_close(whiten(x, mask), t(-1 / s, 0.0, 1 / s, 0.0)[None])
+
+
+def test_whiten_gives_mean_zero_and_unit_variance_on_the_mask():
+    gen = torch.Generator().manual_seed(0)
+    x = 3.0 + 2.0 * torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    mask = (torch.rand(4, 6, generator=gen) < 0.7).long()
+    w = whiten(x, mask)
+    valid = w[mask.bool()]
+    assert abs(float(valid.mean())) < 1e-12
+    assert float(valid.var(unbiased=False)) == pytest.approx(1.0, abs=1e-6)
+    assert bool((w[~mask.bool()] == 0).all())

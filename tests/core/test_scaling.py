@@ -11,6 +11,7 @@ from goodhartlab.core.scaling import (
     fit_bon_law,
     fit_rl_law,
     overoptimization,
+    peak_drop_intervals,
     rl_law,
 )
 
@@ -112,3 +113,38 @@ def test_overoptimization_edge_cases():
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+# ----------------------------------------------------------------- peak_drop_intervals
+
+
+def test_peak_drop_intervals_collapse_when_every_prompt_is_the_same():
+    # Every resample of identical rows has the means [0, 2, 1]: drop = 2 − 1 = 1 exactly.
+    ci = peak_drop_intervals(np.array([[0.0, 2.0, 1.0]] * 3), n_boot=200)
+    assert (ci.lo, ci.hi, ci.paired_lo, ci.paired_hi) == (1.0, 1.0, 1.0, 1.0)
+
+
+def test_peak_drop_intervals_hand_computed_two_prompts():
+    # Prompts g_1 = [0, 2, 0] and g_2 = [0, 0, 1]; the mean curve [0, 1, 0.5] peaks at k̂ = 1.
+    # A resample of P = 2 rows is {1, 1}, {2, 2} (probability 1/4 each) or mixed (1/2):
+    #   means [0, 2, 0] -> re-located drop 2 − 0 = 2; paired g_k̂ − g_K = 2
+    #   means [0, 0, 1] -> the peak is the last point: drop 0; paired 0 − 1 = −1
+    #   means [0, 1, .5] -> drop 0.5;                               paired 0.5
+    # With 25% of resamples at each extreme, the 2.5% and 97.5% quantiles are the extremes:
+    # re-located [0, 2] (never below 0), paired [−1, 2] (a drop that may be negative).
+    g = np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
+    ci = peak_drop_intervals(g, n_boot=2000, alpha=0.05, seed=3)
+    assert (ci.lo, ci.hi) == (0.0, 2.0)
+    assert (ci.paired_lo, ci.paired_hi) == (-1.0, 2.0)
+
+
+def test_peak_drop_intervals_contain_the_drop_and_are_deterministic():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.linspace(0, 3, 8, dtype=torch.float64)
+    g = (x - 0.3 * x**2)[None] + 0.5 * torch.randn(40, 8, generator=gen, dtype=torch.float64)
+    ci = peak_drop_intervals(g, n_boot=500, seed=1)
+    mean = g.mean(0)
+    drop = float(mean.max() - mean[-1])
+    assert ci.lo <= drop <= ci.hi and ci.paired_lo <= drop <= ci.paired_hi
+    assert ci.lo >= 0
+    assert peak_drop_intervals(g.numpy(), n_boot=500, seed=1) == ci

@@ -25,11 +25,13 @@ from goodhartlab.core.bon import BonCurve, bon_weights, expected_best_of_n
 from goodhartlab.core.kl import bon_kl, sequence_kl, token_kl
 from goodhartlab.core.scaling import (
     OveroptimizationResult,
+    PeakDropIntervals,
     ScalingFit,
     bon_law,
     fit_bon_law,
     fit_rl_law,
     overoptimization,
+    peak_drop_intervals,
     rl_law,
 )
 from goodhartlab.core.shaping import (
@@ -48,6 +50,7 @@ __all__ = [
     "AGGREGATORS",
     "BonCurve",
     "OveroptimizationResult",
+    "PeakDropIntervals",
     "RunningMoments",
     "ScalingFit",
     "bon_kl",
@@ -70,6 +73,7 @@ __all__ = [
     "minmax",
     "overoptimization",
     "par",
+    "peak_drop_intervals",
     "rl_law",
     "sequence_kl",
     "token_kl",

@@ -15,13 +15,17 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from goodhartlab.core.stats import bootstrap_ci, bootstrap_means
+
 __all__ = [
     "OveroptimizationResult",
+    "PeakDropIntervals",
     "ScalingFit",
     "bon_law",
     "fit_bon_law",
     "fit_rl_law",
     "overoptimization",
+    "peak_drop_intervals",
     "rl_law",
 ]
 
@@ -252,3 +256,61 @@ def overoptimization(
         gold_initial=initial,
         drop=drop,
     )
+
+
+@dataclass(frozen=True)
+class PeakDropIntervals:
+    """Bootstrap intervals of a curve's drop from its peak gold to its last point."""
+
+    lo: float
+    hi: float
+    """Interval of max_k ḡ*_k − ḡ*_K, the peak found again in every resample (≥ 0)."""
+    paired_lo: float
+    paired_hi: float
+    """Interval of ḡ*_k̂ − ḡ*_K with k̂ the observed peak (a paired difference; may be < 0)."""
+
+
+def peak_drop_intervals(
+    gold_per_prompt: torch.Tensor | np.ndarray,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> PeakDropIntervals:
+    """Percentile bootstrap intervals, over prompts, of the drop of gold from its peak.
+
+        ḡ_k = (1/P) Σ_p g_pk,   drop = max_k ḡ_k − ḡ_K,   k̂ = argmax_k ḡ_k
+
+    Two intervals from resamples of the P prompts (rows), each resample b giving column
+    means ḡ*_b (``core.stats.bootstrap_means``, the resamples of ``bootstrap_ci`` with
+    the same seed):
+
+    - ``lo, hi``: quantiles (α/2, 1 − α/2) of max_k ḡ*_bk − ḡ*_bK. The peak is found again
+      in every resample, so the interval includes the uncertainty of where the peak is;
+      the statistic is ≥ 0 by construction.
+    - ``paired_lo, paired_hi``: ``bootstrap_ci`` of the per-prompt difference
+      g_pk̂ − g_pK, the peak's column fixed at the observed k̂. It can be negative; an
+      interval above 0 is the stricter test that gold fell after its peak.
+
+    The drop is the overoptimization of Gao, Schulman, Hilton 2023 (arXiv 2210.10760): gold
+    rises, peaks and falls while the proxy keeps rising (:func:`overoptimization` gives its
+    point estimate); the percentile bootstrap is Efron & Tibshirani 1993, ch. 13.
+
+    Args:
+        gold_per_prompt: gold of each prompt at each point of the curve, ordered by d
+            (e.g. best-of-n gold relative to best-of-1, per prompt). Shape: (P, K), P ≥ 2.
+        n_boot: bootstrap resamples, ≥ 1.
+        alpha: 1 − coverage, in (0, 1).
+        seed: seed of the resampling generator.
+
+    Returns:
+        :class:`PeakDropIntervals`.
+    """
+    g = np.asarray(gold_per_prompt)
+    assert g.ndim == 2, g.shape
+    k_peak = int(np.argmax(g.mean(axis=0)))  # the first maximum of the mean curve
+    q = [alpha / 2, 1 - alpha / 2]
+    boot = bootstrap_means(g, n_boot, seed).numpy()  # (n_boot, K)
+    drops = boot.max(axis=1) - boot[:, -1]
+    lo, hi = (float(x) for x in np.quantile(drops, q))
+    paired_lo, paired_hi = bootstrap_ci(g[:, [k_peak]] - g[:, [-1]], n_boot, alpha, seed)
+    return PeakDropIntervals(lo, hi, float(paired_lo[0]), float(paired_hi[0]))

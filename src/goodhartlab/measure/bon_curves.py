@@ -23,8 +23,8 @@ from torch import Tensor
 from goodhartlab.core.aggregate import get_aggregator, standardize_members
 from goodhartlab.core.bon import expected_best_of_n
 from goodhartlab.core.kl import bon_kl
-from goodhartlab.core.scaling import fit_bon_law, overoptimization
-from goodhartlab.core.stats import bootstrap_ci, bootstrap_means
+from goodhartlab.core.scaling import fit_bon_law, overoptimization, peak_drop_intervals
+from goodhartlab.core.stats import bootstrap_ci
 
 __all__ = [
     "DEFAULT_AGGREGATORS",
@@ -167,17 +167,9 @@ def _method_curve(
         "overoptimization_definition": oo.definition,
     }
     if n_prompts >= 2:
-        q = [alpha / 2, 1 - alpha / 2]
-        # The peak is found again in every resample, so the interval includes the
-        # uncertainty of where the peak is (this statistic is >= 0 by construction).
-        boot = bootstrap_means(gold_rel, n_boot, seed).numpy()
-        drops = boot.max(axis=1) - boot[:, -1]
-        summary["drop_lo"], summary["drop_hi"] = (float(x) for x in np.quantile(drops, q))
-        # With the peak's n fixed at the observed one: a paired difference over prompts,
-        # which can be negative; its interval excluding 0 is the stricter test.
-        diff = gold_rel[:, [k_peak]] - gold_rel[:, [-1]]
-        lo, hi = bootstrap_ci(diff, n_boot, alpha, seed)
-        summary["drop_paired_lo"], summary["drop_paired_hi"] = float(lo[0]), float(hi[0])
+        ci = peak_drop_intervals(gold_rel, n_boot, alpha, seed)
+        summary["drop_lo"], summary["drop_hi"] = ci.lo, ci.hi
+        summary["drop_paired_lo"], summary["drop_paired_hi"] = ci.paired_lo, ci.paired_hi
     try:
         fit = fit_bon_law(d, gold)
         summary.update(
