@@ -177,3 +177,32 @@ def test_a_study_uses_a_plugin_through_the_cli_without_editing_the_package(
     assert all(-1 < t["r_shaped"] < 1 for t in train) and len(train) == 2
     # A resumed study (a fresh process would load the plugin from config.yaml) agrees.
     assert "softmin_plugin" in (run_dir / "config.yaml").read_text()
+
+
+def test_bon_dpo_train_rm_flags_are_their_config_fields():
+    from goodhartlab.cli import build_parser
+    from goodhartlab.experiments.study import ProxyConfig
+    from goodhartlab.optimize.bon import BonStudyConfig
+    from goodhartlab.optimize.daa import DAAConfig
+    from goodhartlab.train.rm import RMTrainConfig
+
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    for command, model, skip in (
+        ("bon", BonStudyConfig, {"device"}),
+        ("dpo", DAAConfig, {"name", "device", "max_new_tokens", "reward"}),
+        ("train-rm", RMTrainConfig, {"seed", "device"}),
+    ):
+        dests = {a.dest for a in sub.choices[command]._actions}
+        assert set(model.model_fields) - skip <= dests, command
+    # train-rm's recipe is the study's proxies' (one source), unless given.
+    args = p.parse_args(["train-rm", "--data", "d.jsonl", "--out", "o"])
+    assert (args.epochs, args.lr) == (ProxyConfig().epochs, ProxyConfig().lr) == (2, 1e-3)
+    args = p.parse_args(["train-rm", "--data", "d.jsonl", "--out", "o", "--lr", "3e-4"])
+    assert args.lr == 3e-4
+    # Lists of numbers: comma-separated, as before (--ns 1,2,4; --eval-points 0.1,0.5).
+    args = p.parse_args(["bon", "--out", "o", "--ns", "1,2,4", "--no-standardize-members"])
+    assert args.ns == [1, 2, 4] and args.standardize_members is False
+    args = p.parse_args(["dpo", "--out", "o", "--eval-points", "0.1,0.5", "--loss", "ipo"])
+    assert args.eval_points_in_first_epoch == [0.1, 0.5] and args.loss == "ipo"
+    assert not hasattr(args, "beta")  # not given: DAAConfig's default applies

@@ -41,14 +41,6 @@ def _parse_seeds(text: str) -> list[int]:
     return out
 
 
-def _parse_ns(text: str) -> list[int]:
-    """``"1,2,4"`` -> [1, 2, 4]."""
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--ns: expected e.g. 1,2,4,8, got {text!r}") from None
-
-
 def _testbed(args):
     from goodhartlab.testbeds import get_testbed
 
@@ -120,7 +112,7 @@ def cmd_train_rm(args) -> int:
         else:
             backbones = [str(tb.backbone_path(args.size))] * len(args.seeds)
     config = RMTrainConfig(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device=args.device
+        **given_fields(args, RMTrainConfig.model_fields, ("device",)), device=args.device
     )
     result = train_ensemble(pairs, tokenizer, backbones, args.seeds, config, args.out)
     print(json.dumps(result, indent=2, default=str))
@@ -177,19 +169,10 @@ def cmd_bon(args) -> int:
         ensembles[name if name not in ensembles else f"{name}#{i}"] = (
             dirs[0] if len(dirs) == 1 else dirs
         )
-    config = BonStudyConfig(
-        pool_size=args.pool_size,
-        prompts_count=args.prompts_count,
-        ns=args.ns,
-        max_new_tokens=args.max_new_tokens or (tb.max_new_tokens if tb is not None else None),
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        n_boot=args.n_boot,
-        standardize_members=not args.raw_members,
-        device=args.device,
-    )
+    settings = given_fields(args, BonStudyConfig.model_fields, ("device",))
+    if tb is not None:
+        settings.setdefault("max_new_tokens", tb.max_new_tokens)
+    config = BonStudyConfig(**settings, device=args.device)
     result = run_bon_study(
         args.out,
         policy=policy,
@@ -253,34 +236,20 @@ def cmd_dpo(args) -> int:
     proxy = None
     if args.proxy or args.ensemble:
         proxy = _reward_source({"proxy": args.proxy, "ensemble": args.ensemble}, args.device)
+    reward = given_fields(args, ("aggregator", "aggregator_params"))
+    config = DAAConfig(
+        **given_fields(args, DAAConfig.model_fields, ("device",)),
+        max_new_tokens=tb.max_new_tokens,
+        device=args.device,
+        reward=RewardPipelineConfig(**reward),
+    )
     if args.pairs:
         pairs = read_pairs(args.pairs)
-    elif args.online:
+    elif config.online:
         # Online mode only needs prompts; the labels come from the proxy each round.
         pairs = [PreferencePair(prompt=p, chosen="", rejected="") for p in tb.train_prompts]
     else:
         raise ValueError("--pairs FILE is required (offline training needs preference pairs)")
-    config = DAAConfig(
-        loss=args.loss,
-        beta=args.beta,
-        eta=args.eta,
-        label_smoothing=args.label_smoothing,
-        lr=args.lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_pairs=args.max_pairs,
-        eval_points_in_first_epoch=tuple(args.eval_points),
-        eval_prompts=args.eval_prompts,
-        eval_samples=args.eval_samples,
-        max_new_tokens=tb.max_new_tokens,
-        seed=args.seed,
-        device=args.device,
-        bf16=args.bf16,
-        online=args.online,
-        rounds=args.rounds,
-        pairs_per_round=args.pairs_per_round,
-        reward=RewardPipelineConfig(aggregator=args.aggregator),
-    )
     result = run_daa(
         args.out,
         policy=str(tb.policy_path),
@@ -375,7 +344,8 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from goodhartlab.registry import AGGREGATORS, DAA_LOSSES, REGISTRIES, TESTBEDS
+    from goodhartlab.registry import REGISTRIES, TESTBEDS
+    from goodhartlab.rewards.pipeline import RewardPipelineConfig
 
     p = argparse.ArgumentParser(prog="goodhart", description="Measure and mitigate reward hacking.")
     p.add_argument(
@@ -477,9 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="members also start from differently-seeded backbones",
     )
-    m.add_argument("--epochs", type=int, default=2)
-    m.add_argument("--lr", type=float, default=1e-3)
-    m.add_argument("--batch-size", type=int, default=32)
+    from goodhartlab.experiments.study import ProxyConfig
+    from goodhartlab.train.rm import RMTrainConfig
+
+    # The command's recipe is the study's proxies' (ProxyConfig: 2 epochs at lr 1e-3).
+    add_model_arguments(
+        m,
+        RMTrainConfig,
+        exclude=("seed", "device"),
+        values={f: ProxyConfig.model_fields[f].default for f in ("epochs", "lr")},
+    )
     m.add_argument("--out", required=True, help="output directory")
     m.set_defaults(func=cmd_train_rm)
 
@@ -523,27 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="one ensemble: an ensemble directory (ensemble.json) or its member directories; repeatable",
     )
-    b.add_argument("--pool-size", type=int, default=512, help="N: completions per prompt")
-    b.add_argument(
-        "--prompts-count", type=int, default=None, help="P: use the first P prompts (default: all)"
-    )
-    b.add_argument(
-        "--ns",
-        type=_parse_ns,
-        default=None,
-        help="values of n, e.g. 1,2,4,8 (default: powers of 2 up to N, and N)",
-    )
-    b.add_argument("--max-new-tokens", type=int, default=None)
-    b.add_argument("--temperature", type=float, default=1.0)
-    b.add_argument("--top-p", type=float, default=1.0)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--batch-size", type=int, default=256, help="rows sampled together")
-    b.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over prompts")
-    b.add_argument(
-        "--raw-members",
-        action="store_true",
-        help="aggregate the members' raw scores (Coste et al.'s code) instead of standardizing "
-        "each member over the pool first (core.aggregate.standardize_members)",
+    from goodhartlab.optimize.bon import BonStudyConfig
+
+    add_model_arguments(
+        b,
+        BonStudyConfig,
+        exclude=("device",),
+        default_text={"max_new_tokens": "the testbed's"},
     )
     b.add_argument(
         "--pool", default=None, help="pool directory to reuse across runs (default: OUT/pool)"
@@ -560,11 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from goodhartlab.optimize.rl import RLConfig
     from goodhartlab.optimize.rl_launch import CONFIG_FIELDS, REWARD_FIELDS, RLLaunch
-    from goodhartlab.rewards.pipeline import RewardPipelineConfig
 
     add_model_arguments(rl, RLLaunch)
     add_model_arguments(
-        rl, RLConfig, CONFIG_FIELDS, defaults={"max_new_tokens": "the testbed's, else 64"}
+        rl, RLConfig, CONFIG_FIELDS, default_text={"max_new_tokens": "the testbed's, else 64"}
     )
     add_model_arguments(rl, RewardPipelineConfig, REWARD_FIELDS)
     rl.add_argument("--out", help="a new run directory")
@@ -583,41 +545,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="direct alignment (DPO / IPO / SLiC / RPO) on preference pairs, offline or online",
     )
     common(dpo)
-    dpo.add_argument("--loss", choices=DAA_LOSSES.names(), default="dpo", help="registry 'daa_loss'")
-    dpo.add_argument("--beta", type=float, default=0.1, help="β, the KL strength (default 0.1)")
-    dpo.add_argument("--eta", type=float, default=1.0, help="rpo: weight of the chosen NLL")
-    dpo.add_argument(
-        "--label-smoothing", type=float, default=0.0, help="dpo: ε of conservative DPO"
-    )
+    from goodhartlab.optimize.daa import DAAConfig
+
     dpo.add_argument("--pairs", help="preference pairs file (.jsonl or .parquet)")
-    dpo.add_argument("--max-pairs", type=int, default=None, help="use the first N usable pairs")
-    dpo.add_argument("--epochs", type=int, default=1)
-    dpo.add_argument("--batch-size", type=int, default=32)
-    dpo.add_argument("--lr", type=float, default=1e-4)
-    dpo.add_argument(
-        "--eval-points",
-        type=lambda v: [float(x) for x in v.split(",")],
-        default=[0.1, 0.25, 0.5],
-        help="fractions of the first epoch to evaluate at (default 0.1,0.25,0.5; epoch ends "
-        "always)",
-    )
-    dpo.add_argument("--eval-prompts", type=int, default=100, help="held-out prompts per eval")
-    dpo.add_argument("--eval-samples", type=int, default=2, help="completions per eval prompt")
-    dpo.add_argument("--seed", type=int, default=0)
-    dpo.add_argument("--bf16", action="store_true", help="bf16 autocast where supported")
-    dpo.add_argument(
-        "--online", action="store_true", help="online iterative mode (needs --proxy/--ensemble)"
-    )
-    dpo.add_argument("--rounds", type=int, default=3, help="online: K rounds")
-    dpo.add_argument("--pairs-per-round", type=int, default=256, help="online: pairs per round")
     dpo.add_argument("--proxy", metavar="DIR", help="proxy reward model (logged; online labeller)")
     dpo.add_argument("--ensemble", nargs="+", metavar="DIR", help="ensemble member directories")
-    dpo.add_argument(
-        "--aggregator",
-        choices=AGGREGATORS.names(),
-        default="mean",
-        help="ensemble aggregator of the proxy",
+    add_model_arguments(
+        dpo,
+        DAAConfig,
+        exclude=("name", "device", "max_new_tokens", "reward"),
+        aliases={"eval_points_in_first_epoch": ["--eval-points"]},
     )
+    add_model_arguments(dpo, RewardPipelineConfig, ("aggregator", "aggregator_params"))
     dpo.add_argument("--out", required=True, help="run directory")
     dpo.add_argument("--resume", action="store_true", help="continue --out from its checkpoint")
     dpo.set_defaults(func=cmd_dpo)

@@ -41,6 +41,19 @@ def _mapping(text: str) -> dict:
     return value
 
 
+def _number_list(item: type):
+    def parse(text: str) -> list:
+        try:
+            return [item(x) for x in text.replace(" ", ",").split(",") if x]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {item.__name__}s, e.g. 1,2,4; got {text!r}"
+            ) from None
+
+    parse.__name__ = f"{item.__name__} list"
+    return parse
+
+
 def _strip_optional(annotation: Any) -> Any:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -69,14 +82,22 @@ def add_model_arguments(
     include: Iterable[str] | None = None,
     *,
     exclude: Iterable[str] = (),
-    defaults: dict[str, str] | None = None,
+    default_text: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
+    aliases: dict[str, list[str]] | None = None,
 ) -> list[str]:
     """Add a ``--field-name`` flag for each field of ``model``; returns the field names.
 
-    ``defaults`` replaces the "(default: ...)" text of some flags, where the command fills
-    the value from elsewhere (e.g. ``max_new_tokens``: "the testbed's").
+    Args:
+        default_text: replaces the "(default: ...)" text of some flags, where the command
+            fills the value from elsewhere (e.g. ``max_new_tokens``: "the testbed's").
+        values: the command's own defaults for some fields (set on the parser, so they are
+            in the namespace when not given), e.g. taken from another config's fields.
+        aliases: extra flag names of a field (kept for commands that had them).
     """
-    defaults = defaults or {}
+    defaults = dict(default_text or {})
+    values = dict(values or {})
+    aliases = aliases or {}
     names = [n for n in (include or model.model_fields) if n not in set(exclude)]
     for name in names:
         info = model.model_fields[name]
@@ -93,19 +114,31 @@ def add_model_arguments(
             kwargs["action"] = argparse.BooleanOptionalAction
         elif origin in (list, tuple):
             item = typing.get_args(annotation)[0]
-            kwargs.update(nargs="+", type=item if item in (int, float, str) else str)
+            if item in (int, float):
+                kwargs.update(type=_number_list(item), metavar=f"{item.__name__.upper()}[,...]")
+            else:
+                kwargs.update(nargs="+", type=str)
         elif origin is dict or annotation is dict:
             kwargs.update(type=_mapping, metavar="KEY=VALUE[,...]")
         elif annotation in (int, float, str):
             kwargs["type"] = annotation
         help_text = (info.description or "").replace("%", "%%")
+        if name in values:
+            kwargs["default"] = values[name]
+            shown = values[name]
+            defaults.setdefault(
+                name, ",".join(map(str, shown)) if isinstance(shown, list | tuple) else str(shown)
+            )
         default = defaults.get(name, _default_text(info))
         kwargs["help"] = f"{help_text} (default: {default})"
-        parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+        parser.add_argument("--" + name.replace("_", "-"), *aliases.get(name, []), **kwargs)
     return names
 
 
-def given_fields(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
-    """The fields among ``names`` that the user gave on the command line."""
-    values = vars(args)
-    return {n: values[n] for n in names if n in values}
+def given_fields(
+    args: argparse.Namespace, names: Iterable[str], exclude: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The fields among ``names`` (less ``exclude``) that the user gave on the command line
+    (or that the command set defaults for)."""
+    values, exclude = vars(args), set(exclude)
+    return {n: values[n] for n in names if n in values and n not in exclude}

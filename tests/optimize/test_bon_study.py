@@ -269,9 +269,9 @@ def test_cli_bon(tmp_path, policy_dir, rm_dirs, capsys):
     assert "n_peak" in capsys.readouterr().out
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["config"]["standardize_members"] is True
-    # --raw-members: Coste et al.'s raw aggregation, on the same pool (nothing resampled).
+    # --no-standardize-members: Coste et al.'s raw aggregation, on the same pool (nothing resampled).
     raw = tmp_path / "raw"
-    raw_args = [*args[:-1], str(raw), "--pool", str(out / "pool"), "--raw-members"]
+    raw_args = [*args[:-1], str(raw), "--pool", str(out / "pool"), "--no-standardize-members"]
     assert main(raw_args) == 0
     resolved = yaml.safe_load((raw / "config.yaml").read_text())
     assert resolved["config"]["standardize_members"] is False
