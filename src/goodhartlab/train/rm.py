@@ -24,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 
-from goodhartlab.core.losses import bradley_terry_loss
+from goodhartlab.core.losses import RM_OBJECTIVES
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.models.loading import check_vocabulary
+from goodhartlab.registry import name_in
 from goodhartlab.rewards.ensemble import Ensemble
 from goodhartlab.rewards.reward_model import (
     RewardModel,
@@ -44,6 +45,11 @@ class RMTrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    objective: name_in(RM_OBJECTIVES) = Field(
+        "bradley_terry",
+        description="The loss (registry 'rm_objective'); its parameters are the fields of "
+        "the same names (bradley_terry: label_smoothing, center_coef).",
+    )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
     lr_schedule: Literal["constant", "linear"] = Field(
@@ -232,7 +238,8 @@ def train_reward_model(
     """Train a Bradley-Terry reward model on preference pairs.
 
     Each step scores the chosen and the rejected completions of ``batch_size`` pairs in one
-    forward pass and minimises :func:`goodhartlab.core.losses.bradley_terry_loss` with
+    forward pass and minimises ``config.objective`` (default
+    :func:`goodhartlab.core.losses.bradley_terry_loss`) with
     AdamW. Held-out loss and accuracy are computed before training (epoch 0) and after
     every epoch.
 
@@ -311,6 +318,9 @@ def train_reward_model(
     history = [_epoch_record(0, None, last_eval)]
     order_gen = torch.Generator().manual_seed(config.seed)
     bar = tqdm(total=total_steps, desc="train rm", disable=not progress, leave=False)
+    objective = RM_OBJECTIVES.entry(config.objective)
+    # The objective's parameters are RMTrainConfig fields of the same names.
+    objective_params = {k: getattr(config, k) for k in objective.params.model_fields}
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=order_gen).tolist()
@@ -324,12 +334,11 @@ def train_reward_model(
                 model, input_ids.to(config.device), mask.to(config.device)
             )
             r_chosen, r_rejected = rewards[: len(idx)], rewards[len(idx) :]
-            loss, stats = bradley_terry_loss(
+            loss, stats = objective.obj(
                 r_chosen,
                 r_rejected,
                 margin=None if margins is None else margins[idx].to(config.device),
-                label_smoothing=config.label_smoothing,
-                center_coef=config.center_coef,
+                **objective_params,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
