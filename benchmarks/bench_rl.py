@@ -84,7 +84,7 @@ def measure_memory(name, cache_dir, proxy, steps, out) -> tuple[float, float]:
 
 def run_ours(policy_path, tokenizer, reward, prompts, eval_prompts, gold, steps, out, seed=0):
     from goodhartlab.optimize.rl import RLConfig, run_rl
-    from goodhartlab.optimize.rl_rundir import read_jsonl
+    from goodhartlab.optimize.rundir import read_jsonl
 
     config = RLConfig(
         steps=steps,

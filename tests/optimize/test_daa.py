@@ -17,7 +17,7 @@ from goodhartlab.optimize.daa import (
     sequence_logps,
     tokenize_pairs,
 )
-from goodhartlab.optimize.rl_rundir import read_jsonl
+from goodhartlab.optimize.rundir import read_jsonl
 from goodhartlab.rewards import ProgrammaticReward
 
 NOUNS = ("phone", "laptop", "camera", "book", "movie", "song")

@@ -10,7 +10,7 @@ import torch
 
 from goodhartlab.models.tiny import build_causal_lm, build_reward_model
 from goodhartlab.optimize.rl import RLConfig, run_rl
-from goodhartlab.optimize.rl_rundir import read_jsonl
+from goodhartlab.optimize.rundir import read_jsonl
 from goodhartlab.rewards import ProgrammaticReward
 from goodhartlab.rewards.pipeline import RewardPipelineConfig
 

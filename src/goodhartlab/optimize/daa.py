@@ -26,7 +26,7 @@ run stops with an error naming the counts. Online, each round's drops (and ``pro
 the proxy scored both completions equally) are in manifest.json ``rounds`` and summed in
 summary.json.
 
-The run directory is the RL loop's (:mod:`goodhartlab.optimize.rl_rundir`), plus
+The run directory is the RL loop's (:mod:`goodhartlab.optimize.rundir`), plus
 ``base_eval.jsonl`` (the base policy's evaluation samples, for the win rate) and, online,
 ``rounds/round_K.jsonl`` (the proxy-labelled pairs of each round). A resumed run writes the
 same metrics as an uninterrupted one: the pair order of every epoch and the sampling of
@@ -37,11 +37,8 @@ are checkpointed after every evaluation.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 import math
 import os
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,25 +48,22 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from goodhartlab.artifacts import atomic_write_json, atomic_write_text
+from goodhartlab.artifacts import atomic_write_json
 from goodhartlab.core.losses import DAA_LOSSES
 from goodhartlab.core.scaling import fit_rl_law, overoptimization
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.measure.evaluate import Rollouts, completion_logprobs, evaluate_policy
 from goodhartlab.models.generation import left_pad
 from goodhartlab.models.loading import load_policy_and_reference, resolve_autocast_dtype
-from goodhartlab.optimize.rl_rundir import (
+from goodhartlab.optimize.rundir import (
+    RunDir,
     append_jsonl,
-    check_resume,
     derived_seed,
-    latest_checkpoint,
     load_checkpoint,
-    package_versions,
     prompts_hash,
     read_jsonl,
     reward_identity,
     save_checkpoint,
-    truncate_jsonl,
 )
 from goodhartlab.registry import name_in
 from goodhartlab.rewards.pipeline import RewardPipeline, RewardPipelineConfig
@@ -547,7 +541,6 @@ def run_daa(
     Returns:
         :class:`DAAResult`.
     """
-    import yaml
 
     from goodhartlab.data.io import read_pairs, write_pairs
 
@@ -600,63 +593,35 @@ def run_daa(
             "eval_prompts": {"count": len(eval_prompts), "sha256": prompts_hash(eval_prompts)},
         },
     }
-    metrics_path, train_path, samples_path, base_path = (
-        out_dir / "metrics.jsonl",
-        out_dir / "train.jsonl",
-        out_dir / "samples.jsonl",
-        out_dir / "base_eval.jsonl",
+    rundir = RunDir.open(
+        out_dir,
+        kind="daa",
+        config=resolved,
+        resume=resume,
+        name=cfg.method,
+        seed=cfg.seed,
+        metrics_version=METRICS_VERSION,
+        resumable=[*(f"config.{k}" for k in RESUMABLE_CHANGES), "launch."],
     )
-    if resume:
-        if not (out_dir / "config.yaml").is_file():
-            raise FileNotFoundError(
-                f"resume: {out_dir}/config.yaml not found (not a DAA run directory)"
-            )
-        saved = yaml.safe_load((out_dir / "config.yaml").read_text())
-        check_resume(
-            {k: v for k, v in saved.items() if k != "launch"},
-            resolved,
-            out_dir,
-            RESUMABLE_CHANGES,
-        )
-    elif metrics_path.exists() and read_jsonl(metrics_path):
-        raise ValueError(
-            f"{out_dir}: already holds a run (metrics.jsonl); resume it with resume=True "
-            "(--resume) or choose a new directory"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    base_path = rundir.log("base_eval")
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run = _Run(cfg, model, reference, tokenizer, optimizer, device, autocast_dtype)
 
-    manifest_path = out_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if resume and manifest_path.is_file() else {}
-    manifest.update(
-        study="daa",
-        metrics_version=METRICS_VERSION,
-        versions=package_versions(),
-        seed=cfg.seed,
-        host=platform.node(),
-        status="running",
-        pairs={"given": len(pairs), "used": len(offline_pairs), "skipped": skipped},
-    )
-    manifest.setdefault("start", dt.datetime.now(dt.UTC).isoformat())
-
+    manifest = rundir.manifest
+    manifest["pairs"] = {"given": len(pairs), "used": len(offline_pairs), "skipped": skipped}
     start = 0
-    ckpt = latest_checkpoint(out_dir) if resume else None
+    ckpt = rundir.latest_checkpoint() if resume else None
     if ckpt is not None:
         state = load_checkpoint(
             ckpt, policy=model, optimizer=optimizer, value_model=None, device=device
         )
         start = int(state["step"])
-        manifest.setdefault("resumes", []).append(
-            {"from_step": start, "at": dt.datetime.now(dt.UTC).isoformat()}
-        )
-    for path in (metrics_path, train_path, samples_path):
-        truncate_jsonl(path, start if ckpt is not None else -1)
+        rundir.resumed(start)
+    rundir.truncate(("metrics", "train", "samples"), start if ckpt is not None else -1)
     if ckpt is None and base_path.exists():
         base_path.unlink()
-    atomic_write_json(manifest_path, manifest)
+    rundir.save()
 
     n_train = cfg.pairs_per_round if cfg.online else len(offline_pairs)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
@@ -679,9 +644,9 @@ def run_daa(
             "loss": cfg.loss,
             "beta": cfg.beta,
         }
-        append_jsonl(metrics_path, line)
+        rundir.append("metrics", line)
         for s in samples[: cfg.logged_samples]:
-            append_jsonl(samples_path, {"step": step, **s})
+            rundir.append("samples", {"step": step, **s})
         if progress:
             print(
                 f"[{cfg.method} β={cfg.beta}] step {step:>5} ep {line['epoch_fraction']:5.2f}  "
@@ -721,7 +686,7 @@ def run_daa(
                         "pairs": len(round_pairs),
                         "skipped": dropped,
                     }
-                    atomic_write_json(manifest_path, manifest)
+                    rundir.save()
                     round_file.parent.mkdir(exist_ok=True)
                     write_pairs(round_pairs, round_file)
                 if not round_pairs:
@@ -743,27 +708,21 @@ def run_daa(
                         span = range(k * cfg.batch_size, (k + 1) * cfg.batch_size)
                         idx = [order[j % len(order)] for j in span][: len(order)]
                     stats = daa_step(run, [round_pairs[i] for i in idx], step)
-                    append_jsonl(train_path, {"step": step, **stats})
+                    rundir.append("train", {"step": step, **stats})
                     in_first = round_ == 1 or local % steps_per_epoch == 0
                     if local in eval_at and in_first:
                         log_eval(step, round_)
                         checkpoint(step)
     except BaseException as e:
-        manifest.update(
-            status="failed",
-            error=f"{type(e).__name__}: {e}",
-            end=dt.datetime.now(dt.UTC).isoformat(),
-        )
-        atomic_write_json(manifest_path, manifest)
+        rundir.fail(e)
         raise
 
-    metrics = read_jsonl(metrics_path)
+    metrics = rundir.read("metrics")
     if cfg.online:  # the sum over rounds of what each round's labelling dropped
         skipped = {"proxy_tie": 0, **skipped}
         for info in manifest.get("rounds", {}).values():
             for k, v in info["skipped"].items():
                 skipped[k] = skipped.get(k, 0) + v
     atomic_write_json(out_dir / "summary.json", _summary(cfg, metrics, skipped))
-    manifest.update(status="complete", end=dt.datetime.now(dt.UTC).isoformat())
-    atomic_write_json(manifest_path, manifest)
+    rundir.finish()
     return DAAResult(out_dir=out_dir, metrics=metrics, policy=model)

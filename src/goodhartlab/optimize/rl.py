@@ -22,11 +22,8 @@ loss (k3 per token: Shao et al. 2024, arXiv 2402.03300).
 from __future__ import annotations
 
 import copy
-import datetime as dt
-import json
 import math
 import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from goodhartlab.artifacts import atomic_write_json, atomic_write_text
+from goodhartlab.artifacts import atomic_write_json
 from goodhartlab.core.kl import REGULARIZERS, sequence_kl, token_kl
 from goodhartlab.measure.evaluate import (
     Rollouts,
@@ -49,18 +46,13 @@ from goodhartlab.measure.evaluate import (
 )
 from goodhartlab.models.loading import load_policy_and_reference, resolve_autocast_dtype
 from goodhartlab.optimize.algorithms import RL_ALGORITHMS, AdvantageInputs
-from goodhartlab.optimize.rl_rundir import (
-    append_jsonl,
-    check_resume,
+from goodhartlab.optimize.rundir import (
+    RunDir,
     derived_seed,
-    latest_checkpoint,
     load_checkpoint,
-    package_versions,
     prompts_hash,
-    read_jsonl,
     reward_identity,
     save_checkpoint,
-    truncate_jsonl,
 )
 from goodhartlab.registry import name_in
 from goodhartlab.rewards.pipeline import KLPenalty, RewardPipeline, RewardPipelineConfig
@@ -422,7 +414,7 @@ def run_rl(
     """Train a policy against a proxy reward and track gold, proxy and KL; write a run dir.
 
     Args:
-        out_dir: the run directory (see :mod:`goodhartlab.optimize.rl_rundir`). A new run
+        out_dir: the run directory (see :mod:`goodhartlab.optimize.rundir`). A new run
             refuses a directory that already has metrics; ``resume=True`` continues it.
         policy: the base policy π0: a directory, a cached hub name, or a causal-LM module
             (then pass ``tokenizer``; the module is trained in place and a frozen copy is
@@ -444,7 +436,6 @@ def run_rl(
     Returns:
         :class:`RLResult`.
     """
-    import yaml
 
     cfg = config or RLConfig()
     out_dir = Path(out_dir)
@@ -479,29 +470,16 @@ def run_rl(
         },
         "launch": launch or {},
     }
-    metrics_path, train_path, samples_path = (
-        out_dir / "metrics.jsonl",
-        out_dir / "train.jsonl",
-        out_dir / "samples.jsonl",
+    rundir = RunDir.open(
+        out_dir,
+        kind="rl",
+        config=resolved,
+        resume=resume,
+        name=cfg.method,
+        seed=cfg.seed,
+        metrics_version=METRICS_VERSION,
+        resumable=[*(f"config.{k}" for k in RESUMABLE_CHANGES), "launch."],
     )
-    if resume:
-        if not (out_dir / "config.yaml").is_file():
-            raise FileNotFoundError(
-                f"resume: {out_dir}/config.yaml not found (not an RL run directory)"
-            )
-        check_resume(
-            yaml.safe_load((out_dir / "config.yaml").read_text()),
-            resolved,
-            out_dir,
-            RESUMABLE_CHANGES,
-        )
-    elif metrics_path.exists() and read_jsonl(metrics_path):
-        raise ValueError(
-            f"{out_dir}: already holds a run (metrics.jsonl); resume it with resume=True "
-            "(--resume) or choose a new directory"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
     # The reward pipeline: reference completions (PAR / LSC / centered) come from π0,
     # seeded per prompt so a resumed run rebuilds the same cache.
@@ -548,39 +526,23 @@ def run_rl(
         autocast_dtype,
     )
 
-    manifest_path = out_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if resume and manifest_path.is_file() else {}
-    manifest.update(
-        study="rl",
-        metrics_version=METRICS_VERSION,
-        versions=package_versions(),
-        seed=cfg.seed,
-        host=platform.node(),
-        status="running",
-    )
-    manifest.setdefault("start", dt.datetime.now(dt.UTC).isoformat())
-
     start = 0
-    ckpt = latest_checkpoint(out_dir) if resume else None
+    ckpt = rundir.latest_checkpoint() if resume else None
     if ckpt is not None:
         state = load_checkpoint(
             ckpt, policy=model, optimizer=optimizer, value_model=value_model, device=device
         )
         pipeline.load_state_dict(state["pipeline"])
         start = int(state["step"])
-        manifest.setdefault("resumes", []).append(
-            {"from_step": start, "at": dt.datetime.now(dt.UTC).isoformat()}
-        )
-    for path in (metrics_path, train_path, samples_path):
-        # Lines past the checkpoint are recomputed; without a checkpoint, everything is.
-        truncate_jsonl(path, start if ckpt is not None else -1)
-    atomic_write_json(manifest_path, manifest)
+        rundir.resumed(start)
+    # Lines past the checkpoint are recomputed; without a checkpoint, everything is.
+    rundir.truncate(("metrics", "train", "samples"), start if ckpt is not None else -1)
 
     def log_eval(step: int) -> None:
         line, samples = _evaluate(run, step, eval_prompts, gold)
-        append_jsonl(metrics_path, line)
+        rundir.append("metrics", line)
         for s in samples:
-            append_jsonl(samples_path, s)
+            rundir.append("samples", s)
         if progress:
             print(
                 f"[{cfg.method}] step {step:>5}  kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  "
@@ -593,7 +555,7 @@ def run_rl(
             log_eval(0)  # the base policy
         for step in range(start + 1, cfg.steps + 1):
             stats = rl_step(run, step)
-            append_jsonl(train_path, {"step": step, **stats})
+            rundir.append("train", {"step": step, **stats})
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 log_eval(step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -607,15 +569,10 @@ def run_rl(
                     keep=cfg.keep_checkpoints,
                 )
     except BaseException as e:
-        manifest.update(
-            status="failed",
-            error=f"{type(e).__name__}: {e}",
-            end=dt.datetime.now(dt.UTC).isoformat(),
-        )
-        atomic_write_json(manifest_path, manifest)
+        rundir.fail(e)
         raise
 
-    metrics = read_jsonl(metrics_path)
+    metrics = rundir.read("metrics")
     peak = max(metrics, key=lambda r: r["gold"])
     atomic_write_json(
         out_dir / "summary.json",
@@ -629,6 +586,5 @@ def run_rl(
             "gold_drop_from_peak": peak["gold"] - metrics[-1]["gold"],
         },
     )
-    manifest.update(status="complete", end=dt.datetime.now(dt.UTC).isoformat())
-    atomic_write_json(manifest_path, manifest)
+    rundir.finish()
     return RLResult(out_dir=out_dir, metrics=metrics, policy=model)

@@ -1,8 +1,13 @@
-"""The run directory of an RL run: JSONL logs that survive a kill, and resumable checkpoints.
+"""The run directory: one component for every loop (RL, DAA, best-of-n) and for the study.
+
+:class:`RunDir` creates a run directory or resumes one, comparing the config it was started
+with and saying what differs; it keeps one manifest schema (:data:`MANIFEST_SCHEMA`) and one
+versions record (:func:`package_versions`), the run's status, JSONL logs that survive a kill
+(append, and truncate-on-resume), and checkpoints. An RL run's directory::
 
     run_dir/
       config.yaml       resolved config + identity (policy, reward, gold, prompts)
-      manifest.json     versions, seed, host, start / end, status, resumes
+      manifest.json     schema, kind, versions, seed, host, started / finished, status, resumes
       metrics.jsonl     one line per evaluation (step 0 = the base policy)
       train.jsonl       one line per training step (losses, batch rewards)
       samples.jsonl     a few evaluation samples per evaluation
@@ -42,6 +47,8 @@ from torch import nn
 from goodhartlab.artifacts import atomic_write_text, building, verify
 
 __all__ = [
+    "MANIFEST_SCHEMA",
+    "RunDir",
     "append_jsonl",
     "check_resume",
     "derived_seed",
@@ -94,11 +101,13 @@ def reward_identity(source: Any) -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
-    """Installed versions of goodhart-lab, torch and transformers, for manifest.json."""
+    """What produced a result, for manifest.json: Python and the installed versions of
+    goodhart-lab, torch, transformers and numpy (the one versions record of every run)."""
     import importlib.metadata as md
+    import platform
 
-    out = {}
-    for pkg in ("goodhart-lab", "torch", "transformers"):
+    out = {"python": platform.python_version()}
+    for pkg in ("goodhart-lab", "torch", "transformers", "numpy"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -115,6 +124,19 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): d}
 
 
+def config_differences(
+    saved: dict[str, Any], now: dict[str, Any], skip: Sequence[str] = ()
+) -> list[str]:
+    """Dotted keys whose values differ between two nested configs (``skip``: keys or
+    prefixes ending in ``.`` never compared)."""
+    a, b = _flatten(saved), _flatten(now)
+
+    def skipped(k: str) -> bool:
+        return any(k == s or (s.endswith(".") and k.startswith(s)) for s in skip)
+
+    return [k for k in sorted(a.keys() | b.keys()) if not skipped(k) and a.get(k) != b.get(k)]
+
+
 def check_resume(
     saved: dict[str, Any], now: dict[str, Any], out_dir: Path, resumable: Sequence[str]
 ) -> None:
@@ -128,8 +150,7 @@ def check_resume(
             ``launch.*`` (how the run was started) is never compared.
     """
     a, b = _flatten(saved), _flatten(now)
-    skip = {f"config.{k}" for k in resumable} | {k for k in a | b if k.startswith("launch.")}
-    diffs = [k for k in sorted(a.keys() | b.keys()) if k not in skip and a.get(k) != b.get(k)]
+    diffs = config_differences(saved, now, [*(f"config.{k}" for k in resumable), "launch."])
     if diffs:
         shown = "; ".join(f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (now)" for k in diffs[:6])
         raise ValueError(
@@ -137,6 +158,176 @@ def check_resume(
             f"difference(s): {shown}). Resume with the same settings (only "
             f"{', '.join(resumable)} may change), or start a new run directory."
         )
+
+
+#: Bump on any change of manifest.json's fields.
+MANIFEST_SCHEMA = "goodhart-run/v1"
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+class RunDir:
+    """A run directory: config.yaml, manifest.json, JSONL logs, checkpoints.
+
+    Create or resume with :meth:`open`; then :meth:`truncate` the logs to what a checkpoint
+    covers, :meth:`append` lines as the run goes, and end with :meth:`finish` or
+    :meth:`fail` (also done by using it as a context manager around the loop). The manifest
+    has one schema for every kind of run::
+
+        schema, kind, name, metrics_version, seed, host, versions (package_versions()),
+        status ("running" | "complete" | "failed"), started, finished, seconds, error,
+        resumes ([{from_step, at}]), config_sha256, and the kind's own fields (a study's
+        stages, a DAA run's rounds, a best-of-n study's timings).
+
+    ``config_sha256`` is the hash of config.yaml as the run wrote it: a resume refuses a
+    config.yaml edited by hand since, as well as a requested config that differs from it.
+    """
+
+    CONFIG = "config.yaml"
+    MANIFEST = "manifest.json"
+
+    def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    # -- create / resume --------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        kind: str,
+        config: dict[str, Any],
+        resume: bool,
+        name: str | None = None,
+        seed: int | None = None,
+        metrics_version: str | None = None,
+        resumable: Sequence[str] = (),
+        what: str = "run",
+    ) -> RunDir:
+        """Create the run directory ``path`` for ``config``, or resume it.
+
+        Args:
+            kind: "rl", "daa", "bon", "study", ... (recorded in the manifest).
+            config: the resolved config to write as config.yaml (JSON-able).
+            resume: continue the run in ``path``; its config.yaml must equal ``config``
+                except the ``resumable`` dotted keys (or prefixes ending in "."), and must
+                not have been edited since the run wrote it. A new run (``resume=False``)
+                refuses a directory that already holds one.
+            what: how messages name the run ("RL run", "study").
+        """
+        import yaml
+
+        path = Path(path)
+        text = yaml.safe_dump(config, sort_keys=False)
+        config_file, manifest_file = path / cls.CONFIG, path / cls.MANIFEST
+        if resume:
+            if not config_file.is_file():
+                raise FileNotFoundError(
+                    f"resume: {config_file} not found (not a {what} directory)"
+                )
+            saved_text = config_file.read_text()
+            manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+            recorded = manifest.get("config_sha256")
+            if recorded and hashlib.sha256(saved_text.encode()).hexdigest() != recorded:
+                raise ValueError(
+                    f"resume: {config_file} was edited after the {what} started (its hash "
+                    "differs from the one in manifest.json); restore it, or start a new run "
+                    "directory with the new settings"
+                )
+            saved = yaml.safe_load(saved_text) or {}
+            diffs = config_differences(saved, config, resumable)
+            if diffs:
+                a, b = _flatten(saved), _flatten(config)
+                shown = "; ".join(
+                    f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (now)" for k in diffs[:6]
+                )
+                changeable = [k for k in resumable if not k.endswith(".")]
+                may = f" (only {', '.join(changeable)} may change)" if changeable else ""
+                raise ValueError(
+                    f"resume: {path} was started with a different configuration; it differs "
+                    f"in {len(diffs)} setting(s): {shown}. Resume with the same settings{may}, "
+                    "or start a new run directory."
+                )
+        else:
+            if config_file.exists() or manifest_file.exists():
+                raise ValueError(
+                    f"{path}: already holds a {what} (config.yaml / manifest.json); resume it "
+                    "(--resume) or choose a new directory"
+                )
+            manifest = {}
+        path.mkdir(parents=True, exist_ok=True)
+        # A resume may change the resumable settings (more steps): config.yaml says what
+        # the run is now, and its hash is updated with it.
+        atomic_write_text(config_file, text)
+        import platform
+
+        manifest.update(
+            schema=MANIFEST_SCHEMA,
+            kind=kind,
+            versions=package_versions(),
+            host=platform.node(),
+            status="running",
+        )
+        for key, value in (("name", name), ("seed", seed), ("metrics_version", metrics_version)):
+            if value is not None:
+                manifest[key] = value
+        manifest.setdefault("started", _now())
+        manifest["config_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+        run = cls(path, manifest)
+        run.save()
+        return run
+
+    # -- manifest ---------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write manifest.json atomically."""
+        from goodhartlab.artifacts import atomic_write_json
+
+        atomic_write_json(self.path / self.MANIFEST, self.manifest)
+
+    def resumed(self, from_step: int) -> None:
+        """Record that the run continues from a checkpoint at ``from_step``."""
+        self.manifest.setdefault("resumes", []).append({"from_step": from_step, "at": _now()})
+        self.save()
+
+    def finish(self, **fields: Any) -> None:
+        """Status "complete", with the end time and any ``fields``."""
+        self.manifest.update(status="complete", finished=_now(), **fields)
+        self.manifest.pop("error", None)
+        self.save()
+
+    def fail(self, error: BaseException) -> None:
+        """Status "failed", with the end time and the error."""
+        self.manifest.update(
+            status="failed", finished=_now(), error=f"{type(error).__name__}: {error}"
+        )
+        self.save()
+
+    # -- logs -------------------------------------------------------------------------
+
+    def log(self, name: str) -> Path:
+        """The path of a JSONL log, e.g. ``log("metrics")`` -> run_dir/metrics.jsonl."""
+        return self.path / f"{name}.jsonl"
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        append_jsonl(self.log(name), record)
+
+    def read(self, name: str) -> list[dict[str, Any]]:
+        return read_jsonl(self.log(name))
+
+    def truncate(self, names: Sequence[str], max_step: int) -> None:
+        """Cut each log back to its lines with ``step <= max_step`` (-1: empty them)."""
+        for name in names:
+            truncate_jsonl(self.log(name), max_step)
+
+    def latest_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.path)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
