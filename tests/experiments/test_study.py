@@ -156,7 +156,8 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
     ):
         assert (run_dir / name).is_file(), name
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "done"
+    assert manifest["status"] == "complete" and manifest["schema"] == "goodhart-run/v1"
+    assert manifest["kind"] == "study" and manifest["versions"]["torch"]
     assert set(manifest["stages"]) == {
         "testbed",
         "proxies",
@@ -305,8 +306,15 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
     assert json.loads((again / "summary.json").read_text()) == summary
     assert _lines(again / "metrics.jsonl") == points
 
-    with pytest.raises(ValueError, match="differs"):
+    with pytest.raises(ValueError, match=r"differs in 1 setting\(s\): seed: 0 \(saved\) vs 1"):
         run_study(config.model_copy(update={"seed": 1}), run_dir, resume=True, progress=False)
+    # A config.yaml edited by hand after the study started is refused on resume.
+    edited = run_dir / "config.yaml"
+    original = edited.read_text()
+    edited.write_text(original.replace("seed: 0", "seed: 7"))
+    with pytest.raises(ValueError, match="was edited after the study started"):
+        run_study(config, run_dir, resume=True, progress=False)
+    edited.write_text(original)
     with pytest.raises(ValueError, match="not empty"):
         run_study(config, run_dir, progress=False)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from datetime import UTC, datetime
 from importlib import resources
@@ -41,10 +40,11 @@ from pydantic import (
     model_validator,
 )
 
-from goodhartlab.artifacts import atomic_write_json, atomic_write_text
+from goodhartlab.artifacts import atomic_write_json
 from goodhartlab.configs import fields_from
 from goodhartlab.optimize.daa import DAAConfig
 from goodhartlab.optimize.rl import RLConfig
+from goodhartlab.optimize.rundir import RunDir
 from goodhartlab.registry import AGGREGATORS, TESTBEDS, name_in
 from goodhartlab.rewards.pipeline import RewardPipelineConfig
 
@@ -365,25 +365,6 @@ def make_testbed(config: StudyConfig, progress: bool = True):
     )
 
 
-def _manifest(run_dir: Path) -> dict:
-    path = run_dir / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _versions() -> dict:
-    import torch
-    import transformers
-
-    import goodhartlab
-
-    return {
-        "goodhart-lab": goodhartlab.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def _reward(config: StudyConfig, proxy_info: dict, key: str, rewards: dict):
     """The single proxy (ensemble member 0) or the ensemble, loaded once and shared."""
     from goodhartlab.rewards import Ensemble, RewardModel
@@ -507,29 +488,20 @@ def run_study(
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir = Path(config.out_dir) / config.name / stamp
     run_dir = Path(run_dir)
-    resolved = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"--resume: {run_dir} has no config.yaml (not a run directory)")
-        if (run_dir / "config.yaml").read_text() != resolved:
-            raise ValueError(
-                f"--resume: {run_dir / 'config.yaml'} differs from the requested config"
-            )
-    else:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ValueError(f"run directory {run_dir} is not empty (use --resume to continue it)")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", resolved)
-    manifest = _manifest(run_dir) or {
-        "study": config.name,
-        "seed": config.seed,
-        "host": platform.node(),
-        "versions": _versions(),
-        "started": datetime.now(UTC).isoformat(),
-        "stages": {},
-    }
-    manifest["status"] = "running"
-    atomic_write_json(run_dir / "manifest.json", manifest)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(f"run directory {run_dir} is not empty (use --resume to continue it)")
+    rundir = RunDir.open(
+        run_dir,
+        kind="study",
+        config=config.model_dump(mode="json"),
+        resume=resume,
+        name=config.name,
+        seed=config.seed,
+        what="study",
+    )
+    manifest = rundir.manifest
+    manifest.setdefault("stages", {})
+    rundir.save()
 
     runtime = _absolute_cache(config)
     tb = make_testbed(runtime, progress=False)
@@ -538,7 +510,7 @@ def run_study(
     todo = [
         (kind, name)
         for kind, name in runs
-        if manifest["stages"].get(f"{kind}/{name}", {}).get("status") != "done"
+        if manifest["stages"].get(f"{kind}/{name}", {}).get("status") != "complete"
     ]
     pool_workers = max(1, min(workers, len(todo)))
     estimates = estimate_stages(config, testbed_cached=tb.is_cached(), seconds_per=tb.seconds_per)
@@ -558,13 +530,13 @@ def run_study(
     )
 
     def record(name: str, result, seconds: float) -> None:
-        manifest["stages"][name] = {"status": "done", "seconds": seconds, "result": result}
-        atomic_write_json(run_dir / "manifest.json", manifest)
+        manifest["stages"][name] = {"status": "complete", "seconds": seconds, "result": result}
+        rundir.save()
         display.done(name, seconds)
 
     def stage(name: str, fn):
         done = manifest["stages"].get(name, {})
-        if done.get("status") == "done":
+        if done.get("status") == "complete":
             display.skip(name, done.get("seconds", 0.0))
             return done.get("result")
         display.start(name)
@@ -722,16 +694,12 @@ def run_study(
         collect_metrics(run_dir)
         atomic_write_json(run_dir / "summary.json", summary)
         build_report(run_dir)
-    except BaseException:
-        manifest["status"] = "failed"
-        atomic_write_json(run_dir / "manifest.json", manifest)
+    except BaseException as e:
+        rundir.fail(e)
         raise
     finally:
         display.close()
         if hf_bars:
             hf_logging.enable_progress_bar()
-    manifest["status"] = "done"
-    manifest["finished"] = datetime.now(UTC).isoformat()
-    manifest["seconds"] = sum(s.get("seconds", 0) for s in manifest["stages"].values())
-    atomic_write_json(run_dir / "manifest.json", manifest)
+    rundir.finish(seconds=sum(s.get("seconds", 0) for s in manifest["stages"].values()))
     return run_dir

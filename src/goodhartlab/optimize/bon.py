@@ -20,11 +20,9 @@ arXiv 2310.02743).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from goodhartlab.measure.bon_curves import (
 )
 from goodhartlab.models.loading import load_policy
 from goodhartlab.optimize.pool import Pool, build_pool
+from goodhartlab.optimize.rundir import RunDir
 from goodhartlab.optimize.scores import RewardSource, as_reward_source, score_pool
 from goodhartlab.rewards.ensemble import ensemble_member_dirs
 
@@ -146,18 +145,6 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_json_safe(v) for v in obj]
     return obj
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("goodhart-lab", "torch", "transformers", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -264,20 +251,7 @@ def run_bon_study(
         ]
     gold_source = as_reward_source(gold, device=device, name="gold")
 
-    started = dt.datetime.now(dt.UTC).isoformat()
     t0 = time.perf_counter()
-    manifest = {
-        "study": "bon",
-        "metrics_version": METRICS_VERSION,
-        "versions": _versions(),
-        "seed": config.seed,
-        "host": platform.node(),
-        "start": started,
-        "status": "running",
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "manifest.json", manifest)
-
     model, tokenizer, policy_id = load_policy(policy, tokenizer, device=device)
     policy_name = policy_id["name"]
     # The pool's policy key as pools have always recorded it.
@@ -287,11 +261,9 @@ def run_bon_study(
         else f"files:{policy_id['fingerprint']}"
     )
     max_new_tokens = config.max_new_tokens or 64
-    import yaml
-
     resolved = {
         "study": "bon",
-        "config": config.model_dump(),
+        "config": config.model_dump(mode="json"),
         "max_new_tokens": max_new_tokens,
         "policy": policy_name,
         "prompts": len(prompts),
@@ -300,7 +272,15 @@ def run_bon_study(
         "ensembles": {k: [s.key for s in v] for k, v in ensemble_sources.items()},
         "pool_dir": str(pool_dir or out_dir / "pool"),
     }
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    rundir = RunDir.open(
+        out_dir,
+        kind="bon",
+        config=resolved,
+        resume=False,
+        replace=True,
+        seed=config.seed,
+        metrics_version=METRICS_VERSION,
+    )
 
     timings = {}
     try:
@@ -380,16 +360,10 @@ def run_bon_study(
                 title=f"best-of-n, P = {pool.num_prompts} prompts, N = {pool.pool_size}",
             )
     except BaseException as e:
-        manifest.update(
-            status="failed",
-            error=f"{type(e).__name__}: {e}",
-            end=dt.datetime.now(dt.UTC).isoformat(),
-        )
-        atomic_write_json(out_dir / "manifest.json", manifest)
+        rundir.fail(e)
         raise
     timings["total_s"] = time.perf_counter() - t0
-    manifest.update(status="complete", end=dt.datetime.now(dt.UTC).isoformat(), timings=timings)
-    atomic_write_json(out_dir / "manifest.json", manifest)
+    rundir.finish(timings=timings)
     return BonStudyResult(curves=curves, summary=summary, out_dir=out_dir, pool=pool)
 
 

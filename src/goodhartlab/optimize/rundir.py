@@ -209,6 +209,7 @@ class RunDir:
         metrics_version: str | None = None,
         resumable: Sequence[str] = (),
         what: str = "run",
+        replace: bool = False,
     ) -> RunDir:
         """Create the run directory ``path`` for ``config``, or resume it.
 
@@ -220,13 +221,18 @@ class RunDir:
                 not have been edited since the run wrote it. A new run (``resume=False``)
                 refuses a directory that already holds one.
             what: how messages name the run ("RL run", "study").
+            replace: a run whose every result is recomputed from caches (best-of-n: the pool
+                and the scores are cached beside it) may be rerun in place with another
+                config: the directory is taken over, its config.yaml and manifest replaced.
         """
         import yaml
 
         path = Path(path)
         text = yaml.safe_dump(config, sort_keys=False)
         config_file, manifest_file = path / cls.CONFIG, path / cls.MANIFEST
-        if resume:
+        if replace:
+            manifest = {}
+        elif resume:
             if not config_file.is_file():
                 raise FileNotFoundError(
                     f"resume: {config_file} not found (not a {what} directory)"
