@@ -15,6 +15,7 @@ import sys
 
 from goodhartlab.cli_args import add_model_arguments, given_fields
 from goodhartlab.experiments.dispatch import MissingExtraError
+from goodhartlab.registry import REGISTRIES, TESTBEDS
 
 # Nothing in goodhart-lab reaches a model hub: defaults a user can still override.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -343,47 +344,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from goodhartlab.registry import REGISTRIES, TESTBEDS
-    from goodhartlab.rewards.pipeline import RewardPipelineConfig
-
-    p = argparse.ArgumentParser(prog="goodhart", description="Measure and mitigate reward hacking.")
-    p.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first: its parts (aggregators, shapings, regularizers, testbeds, "
-        "detectors, ...) join the registries and can be named in configs and flags; "
-        "repeatable (also $GOODHART_PLUGINS, and entry points of the 'goodhartlab' group)",
+def _common(sp) -> None:
+    """Options every testbed command takes."""
+    sp.add_argument(
+        "--testbed", default="toy_text", choices=TESTBEDS.names(), help="(default: toy_text)"
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=int(os.environ.get("GOODHART_THREADS", "1")),
-        help="torch intra-op threads (default 1, or $GOODHART_THREADS): the tiny models of the "
-        "built-in testbeds run fastest on one thread, and a second thread on a busy 2-core "
-        "machine made each step ~20x slower (BENCHMARKS.md)",
+    sp.add_argument(
+        "--cache-dir",
+        default=None,
+        help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sp.add_argument("--device", default="cpu", help="cpu or cuda")
 
-    def common(sp):
-        sp.add_argument(
-            "--testbed", default="toy_text", choices=TESTBEDS.names(), help="(default: toy_text)"
-        )
-        sp.add_argument(
-            "--cache-dir",
-            default=None,
-            help="testbed cache (default: $GOODHART_CACHE or ~/.cache/goodhart-lab)",
-        )
-        sp.add_argument("--device", default="cpu", help="cpu or cuda")
 
+def _add_list_command(sub, common) -> None:
+    """``goodhart list``."""
     ls = sub.add_parser(
         "list", help="the registered parts of every kind (or of one), with their papers"
     )
     ls.add_argument("kind", nargs="?", choices=list(REGISTRIES), help="one kind only")
     ls.set_defaults(func=cmd_list)
 
+
+def _add_run_command(sub, common) -> None:
+    """``goodhart run``."""
     r = sub.add_parser("run", help="run a study end to end (the default study without arguments)")
     r.add_argument("config", nargs="?", help="study config YAML")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. bon.pool_size=128")
@@ -409,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_run)
 
+
+def _add_testbed_command(sub, common) -> None:
+    """``goodhart testbed``."""
     t = sub.add_parser(
         "testbed", help="build (or verify) a testbed's cached tokenizer, policy and backbones"
     )
@@ -418,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=cmd_testbed)
 
+
+def _add_data_command(sub, common) -> None:
+    """``goodhart data``."""
     d = sub.add_parser(
         "data", help="sample preference pairs from the base policy and label them with gold"
     )
@@ -430,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="pairs file (.jsonl or .parquet)")
     d.set_defaults(func=cmd_data)
 
+
+def _add_train_rm_command(sub, common) -> None:
+    """``goodhart train-rm``."""
     m = sub.add_parser(
         "train-rm", help="train proxy reward models (Bradley-Terry) on preference pairs"
     )
@@ -460,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output directory")
     m.set_defaults(func=cmd_train_rm)
 
+
+def _add_bon_command(sub, common) -> None:
+    """``goodhart bon``."""
     b = sub.add_parser(
         "bon", help="best-of-n study: sample a pool, score it, gold and proxy curves against KL"
     )
@@ -514,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="run directory")
     b.set_defaults(func=cmd_bon)
 
+
+def _add_rl_command(sub, common) -> None:
+    """``goodhart rl``."""
+    from goodhartlab.rewards.pipeline import RewardPipelineConfig
+
     # Flags from RLLaunch, RLConfig and RewardPipelineConfig (cli_args): only the options
     # given are set, so --resume can tell them from defaults.
     rl = sub.add_parser(
@@ -535,11 +536,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rl.set_defaults(func=cmd_rl)
 
+
+def _add_report_command(sub, common) -> None:
+    """``goodhart report``."""
     rep = sub.add_parser(
         "report", help="(re)build a study's report: plots, table, verdict, report.html"
     )
     rep.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a study")
     rep.set_defaults(func=cmd_report)
+
+
+def _add_dpo_command(sub, common) -> None:
+    """``goodhart dpo``."""
+    from goodhartlab.rewards.pipeline import RewardPipelineConfig
+
     dpo = sub.add_parser(
         "dpo",
         help="direct alignment (DPO / IPO / SLiC / RPO) on preference pairs, offline or online",
@@ -560,8 +570,40 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_argument("--out", required=True, help="run directory")
     dpo.add_argument("--resume", action="store_true", help="continue --out from its checkpoint")
     dpo.set_defaults(func=cmd_dpo)
-    return p
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``goodhart`` parser: global options, then one sub-command per ``_add_*_command``."""
+    p = argparse.ArgumentParser(prog="goodhart", description="Measure and mitigate reward hacking.")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first: its parts (aggregators, shapings, regularizers, testbeds, "
+        "detectors, ...) join the registries and can be named in configs and flags; "
+        "repeatable (also $GOODHART_PLUGINS, and entry points of the 'goodhartlab' group)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("GOODHART_THREADS", "1")),
+        help="torch intra-op threads (default 1, or $GOODHART_THREADS): the tiny models of the "
+        "built-in testbeds run fastest on one thread, and a second thread on a busy 2-core "
+        "machine made each step ~20x slower (BENCHMARKS.md)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_list_command(sub, _common)
+    _add_run_command(sub, _common)
+    _add_testbed_command(sub, _common)
+    _add_data_command(sub, _common)
+    _add_train_rm_command(sub, _common)
+    _add_bon_command(sub, _common)
+    _add_rl_command(sub, _common)
+    _add_report_command(sub, _common)
+    _add_dpo_command(sub, _common)
+    return p
 
 def _load_plugins(argv: list[str] | None) -> None:
     """Import the plugins before the parser is built, so that its choices include their
