@@ -397,6 +397,85 @@ def _evaluate(run: _Run, step: int, eval_prompts: list[str], gold: Any) -> tuple
     return line, [{"step": step, **s} for s in samples]
 
 
+def run_identity(
+    policy_id: dict[str, Any],
+    reward: Any,
+    gold: Any,
+    train_prompts: Sequence[str],
+    eval_prompts: Sequence[str],
+) -> dict[str, Any]:
+    """What a run optimizes and measures, for config.yaml (a resume must match it)."""
+    return {
+        "policy": policy_id,
+        "reward": reward_identity(reward),
+        "gold": {
+            "name": str(getattr(gold, "name", type(gold).__name__)),
+            "version": str(getattr(gold, "version", "unversioned")),
+        },
+        "train_prompts": {"count": len(train_prompts), "sha256": prompts_hash(train_prompts)},
+        "eval_prompts": {"count": len(eval_prompts), "sha256": prompts_hash(eval_prompts)},
+    }
+
+
+def _build_run(
+    cfg: RLConfig,
+    model: nn.Module,
+    reference: nn.Module,
+    tokenizer: Any,
+    reward: Any,
+    train_prompts: Sequence[str],
+    device: torch.device,
+) -> _Run:
+    """The reward pipeline, the value model (if the algorithm has one) and the optimizer."""
+    autocast_dtype = resolve_autocast_dtype(cfg.bf16, device)
+
+    # The reward pipeline: reference completions (PAR / LSC / centered) come from π0,
+    # seeded per prompt so a resumed run rebuilds the same cache.
+    def reference_sampler(prompts: Sequence[str]) -> list[list[str]]:
+        out = []
+        for p in prompts:
+            gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "reference", p))
+            ro = sample_rollouts(
+                reference,
+                tokenizer,
+                [p],
+                cfg.reward.reference_samples,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                generator=gen,
+                autocast_dtype=autocast_dtype,
+            )
+            out.append(ro.completions)
+        return out
+
+    kl_penalty = (
+        KLPenalty(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        if cfg.kl_in == "reward" and cfg.kl_coef > 0
+        else None
+    )
+    pipeline = RewardPipeline(
+        reward, cfg.reward, reference_sampler=reference_sampler, kl_penalty=kl_penalty
+    )
+    value_model = (
+        ValueModel(model).to(device) if RL_ALGORITHMS[cfg.algorithm].value_model else None
+    )
+    params = list(model.parameters()) + (list(value_model.parameters()) if value_model else [])
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return _Run(
+        cfg,
+        model,
+        reference,
+        value_model,
+        tokenizer,
+        pipeline,
+        optimizer,
+        list(train_prompts),
+        device,
+        autocast_dtype,
+    )
+
+
+
 def run_rl(
     out_dir: str | os.PathLike,
     *,
@@ -440,7 +519,7 @@ def run_rl(
     cfg = config or RLConfig()
     out_dir = Path(out_dir)
     device = torch.device(cfg.device)
-    autocast_dtype = resolve_autocast_dtype(cfg.bf16, device)
+    resolve_autocast_dtype(cfg.bf16, device)  # an unsupported bf16 fails before any loading
     train_prompts, eval_prompts = list(train_prompts), list(eval_prompts)
     if len(train_prompts) < cfg.prompts_per_step:
         raise ValueError(
@@ -458,16 +537,7 @@ def run_rl(
         "study": "rl",
         "metrics_version": METRICS_VERSION,
         "config": cfg.model_dump(mode="json"),
-        "identity": {
-            "policy": policy_id,
-            "reward": reward_identity(reward),
-            "gold": {
-                "name": str(getattr(gold, "name", type(gold).__name__)),
-                "version": str(getattr(gold, "version", "unversioned")),
-            },
-            "train_prompts": {"count": len(train_prompts), "sha256": prompts_hash(train_prompts)},
-            "eval_prompts": {"count": len(eval_prompts), "sha256": prompts_hash(eval_prompts)},
-        },
+        "identity": run_identity(policy_id, reward, gold, train_prompts, eval_prompts),
         "launch": launch or {},
     }
     rundir = RunDir.open(
@@ -481,50 +551,8 @@ def run_rl(
         resumable=[*(f"config.{k}" for k in RESUMABLE_CHANGES), "launch."],
     )
 
-    # The reward pipeline: reference completions (PAR / LSC / centered) come from π0,
-    # seeded per prompt so a resumed run rebuilds the same cache.
-    def reference_sampler(prompts: Sequence[str]) -> list[list[str]]:
-        out = []
-        for p in prompts:
-            gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "reference", p))
-            ro = sample_rollouts(
-                reference,
-                tokenizer,
-                [p],
-                cfg.reward.reference_samples,
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                generator=gen,
-                autocast_dtype=autocast_dtype,
-            )
-            out.append(ro.completions)
-        return out
-
-    kl_penalty = (
-        KLPenalty(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-        if cfg.kl_in == "reward" and cfg.kl_coef > 0
-        else None
-    )
-    pipeline = RewardPipeline(
-        reward, cfg.reward, reference_sampler=reference_sampler, kl_penalty=kl_penalty
-    )
-    value_model = (
-        ValueModel(model).to(device) if RL_ALGORITHMS[cfg.algorithm].value_model else None
-    )
-    params = list(model.parameters()) + (list(value_model.parameters()) if value_model else [])
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    run = _Run(
-        cfg,
-        model,
-        reference,
-        value_model,
-        tokenizer,
-        pipeline,
-        optimizer,
-        train_prompts,
-        device,
-        autocast_dtype,
-    )
+    run = _build_run(cfg, model, reference, tokenizer, reward, train_prompts, device)
+    optimizer, value_model, pipeline = run.optimizer, run.value_model, run.pipeline
 
     start = 0
     ckpt = rundir.latest_checkpoint() if resume else None
