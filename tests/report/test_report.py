@@ -245,3 +245,27 @@ def test_bon_samples_are_shown_at_n_1_the_peak_n_and_the_largest_n():
         "rising": [("start (n = 1)", 1), ("peak gold and end (n = 8)", 8)],
         "falling": [("start and peak gold (n = 1)", 1), ("end (n = 8)", 8)],
     }
+
+
+def test_the_table_columns_are_the_metrics_registry(tmp_path):
+    """Every METRICS entry is a column (with its direction); a registered one joins."""
+    from goodhartlab.report import build_report
+    from goodhartlab.report.metrics import METRICS
+
+    run = _fake_run(tmp_path)
+
+    @METRICS.register("peak_x2", higher_is_better=True, label="twice the peak")
+    def peak_x2(row):
+        """Twice the peak gold."""
+        return 2 * row["peak_gold"]
+
+    try:
+        build_report(run)
+        page = (run / "report.html").read_text()
+    finally:
+        METRICS.unregister("peak_x2")
+    assert "<th title='Twice the peak gold.'>twice the peak ↑</th>" in page
+    assert "overoptimization (drop) ↓</th>" in page and "α</th>" in page
+    rows = summary_table(json.loads(line) for line in (run / "metrics.jsonl").open())
+    single = next(r for r in rows if r["method"] == "single")
+    assert f"<td>{2 * single['peak_gold']:.3g}</td>" in page

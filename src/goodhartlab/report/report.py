@@ -438,32 +438,35 @@ def _html(
         if png.suffix == ".png":
             data = base64.b64encode(png.read_bytes()).decode("ascii")
             parts.append(f"<p><img alt='{esc(png.stem)}' src='data:image/png;base64,{data}'></p>")
+    from goodhartlab.report.metrics import METRICS
+
+    # The metric columns are the METRICS registry's entries (a plugin's too), in order.
+    metrics = METRICS.entries()
     cols = [
-        ("kind", "optimizer"),
-        ("method", "method"),
-        ("peak_gold", "peak gold"),
-        ("d_peak", "d at peak"),
-        ("final_gold", "final gold"),
-        ("final_proxy", "final proxy"),
-        ("d_max", "d max"),
-        ("drop", "overoptimization (drop)"),
-        ("alpha", "α"),
-        ("beta", "β"),
-        ("r2", "R²"),
-        ("hacking", "hacked"),
+        ("kind", "optimizer", ""),
+        ("method", "method", ""),
+        *((e.name, e.meta.get("label", e.name), e.description) for e in metrics),
+        ("hacking", "hacked", f"drop above {HACKING_DROP:.0%} of the gain"),
     ]
+    direction = {e.name: e.higher_is_better for e in metrics}
     parts.append("<h2>Table</h2><table><tr>")
-    parts += [f"<th>{esc(label)}</th>" for _, label in cols]
+    for key, label, description in cols:
+        arrow = {True: " ↑", False: " ↓"}.get(direction.get(key), "")
+        parts.append(f"<th title='{esc(description)}'>{esc(label)}{arrow}</th>")
     parts.append("</tr>")
     for r in rows:
         parts.append(f"<tr class='{'hack' if r['hacking'] else ''}'>")
-        for key, _ in cols:
+        for key, _, _ in cols:
             cls = " class='l'" if key in ("kind", "method") else ""
-            parts.append(f"<td{cls}>{_num(r.get(key))}</td>")
+            value = r.get(key)
+            if key in direction:
+                value = METRICS[key](r)
+            parts.append(f"<td{cls}>{_num(value)}</td>")
         parts.append("</tr>")
     parts.append(
         "</table><p>Gold and proxy relative to the base policy; d = sqrt(KL) in nats<sup>½</sup>;"
-        " α, β, R² of Gao et al. 2023's law (best-of-n: d(α − βd); RL: d(α − β log d)).</p>"
+        " α, β, R² of Gao et al. 2023's law (best-of-n: d(α − βd); RL: d(α − β log d));"
+        " ↑ / ↓: higher / lower is better.</p>"
     )
     parts.append("<h2>Samples</h2>")
     if any(b["kind"] == "bon" and "sample" in s for b in samples for s in b["samples"]):
