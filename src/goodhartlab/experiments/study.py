@@ -42,6 +42,7 @@ from pydantic import (
 
 from goodhartlab.artifacts import atomic_write_json
 from goodhartlab.configs import fields_from
+from goodhartlab.optimize.bon import BonStudyConfig
 from goodhartlab.optimize.daa import DAAConfig
 from goodhartlab.optimize.rl import RLConfig
 from goodhartlab.optimize.rundir import RunDir
@@ -72,23 +73,38 @@ class ProxyConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
 
 
-class BonStageConfig(BaseModel):
-    """The best-of-n stage."""
+#: The best-of-n stage's settings: BonStudyConfig's fields with the study's own default
+#: (pools of 1,024: at 512 the single proxy's drop interval reached just below 0).
+_BON_FIELDS = [
+    f
+    for f in BonStudyConfig.model_fields
+    if f not in ("prompts_count", "max_new_tokens", "seed", "device")
+]
 
+
+class _BonStageBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(True, description="Run the best-of-n study.")
-    pool_size: int = Field(1024, ge=2, description="N: completions per held-out prompt.")
     prompts: int = Field(200, ge=1, description="Held-out prompts in the pool.")
-    aggregators: dict[str, dict[str, float]] = Field(
-        {"mean": {}, "wco": {}, "uwo": {"lam": 0.5}, "median": {}, "mean_minus_std": {"k": 1.0}},
-        description="Ensemble aggregators (core.aggregate) and their parameters.",
-    )
-    n_boot: int = Field(1000, ge=1, description="Bootstrap resamples over prompts.")
-    standardize_members: bool = Field(
-        True,
-        description="Standardize each member over the pool before aggregating "
-        "(core.aggregate.standardize_members); false aggregates raw scores.",
-    )
+
+    def run_config(self, **study: Any) -> BonStudyConfig:
+        """The BonStudyConfig of the stage, with what the study sets (``seed``, ``device``,
+        ``max_new_tokens``)."""
+        settings = {f: getattr(self, f) for f in _BON_FIELDS}
+        return BonStudyConfig(**settings, prompts_count=self.prompts, **study)
+
+    @model_validator(mode="after")
+    def _check_study(self):
+        self.run_config()  # BonStudyConfig's own checks (aggregator names, parameters, ns)
+        return self
+
+
+BonStageConfig = create_model(
+    "BonStageConfig",
+    __base__=_BonStageBase,
+    __doc__="The best-of-n stage: BonStudyConfig's settings (the study's defaults).",
+    **fields_from(BonStudyConfig, _BON_FIELDS, defaults={"pool_size": 1024}),
+)
 
 
 def _unique_names(items: list, what: str) -> list:
