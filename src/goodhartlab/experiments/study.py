@@ -48,10 +48,10 @@ from goodhartlab.optimize.rl import RLConfig
 from goodhartlab.optimize.rundir import RunDir
 from goodhartlab.registry import AGGREGATORS, TESTBEDS, name_in
 from goodhartlab.rewards.pipeline import RewardPipelineConfig
+from goodhartlab.train.rm import RMTrainConfig
 
 
-class ProxyConfig(BaseModel):
-    """How the proxies are made."""
+class _ProxyBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     pairs: int = Field(6000, ge=10, description="Base-policy preference pairs labelled by gold.")
@@ -69,8 +69,16 @@ class ProxyConfig(BaseModel):
         description="Members also start from differently-seeded backbones (Eisenstein et al. "
         "2023); member k's backbone is pretrained with seed k.",
     )
-    epochs: int = Field(2, ge=1, description="Bradley-Terry epochs.")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+
+
+#: How the proxies are made; the training recipe is RMTrainConfig's fields with the study's
+#: defaults (2 epochs at lr 1e-3; also ``goodhart train-rm``'s).
+ProxyConfig = create_model(
+    "ProxyConfig",
+    __base__=_ProxyBase,
+    __doc__="How the proxies are made.",
+    **fields_from(RMTrainConfig, ["epochs", "lr"], defaults={"epochs": 2, "lr": 1e-3}),
+)
 
 
 #: The best-of-n stage's settings: BonStudyConfig's fields with the study's own default
