@@ -123,6 +123,18 @@ def _unique_names(items: list, what: str) -> list:
     return items
 
 
+def _check_each(items: list, build, what: str) -> None:
+    """Build each run's config at load time, so a bad setting fails naming the run and the
+    field (``methods.2 (wco): group_size: ...``) before anything runs."""
+    for i, item in enumerate(items):
+        try:
+            build(item)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(x) for x in err["loc"])
+            raise ValueError(f"{what}.{i} ({item.name}): {field}: {err['msg']}") from None
+
+
 _NAME = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Method label and run subdirectory.")
 
 # What the study itself sets in every run, from its own fields or from the testbed.
@@ -196,13 +208,7 @@ class _RLStageBase(BaseModel):
 
     @model_validator(mode="after")
     def _check_runs(self):
-        for i, m in enumerate(self.methods):
-            try:
-                self.run_config(m)
-            except ValidationError as e:
-                err = e.errors()[0]
-                field = ".".join(str(x) for x in err["loc"])
-                raise ValueError(f"methods.{i} ({m.name}): {field}: {err['msg']}") from None
+        _check_each(self.methods, self.run_config, "methods")
         return self
 
 
@@ -267,13 +273,7 @@ class _DAAStageBase(BaseModel):
 
     @model_validator(mode="after")
     def _check_runs(self):
-        for i, r in enumerate(self.runs):
-            try:
-                self.run_config(r)
-            except ValidationError as e:
-                err = e.errors()[0]
-                field = ".".join(str(x) for x in err["loc"])
-                raise ValueError(f"runs.{i} ({r.name}): {field}: {err['msg']}") from None
+        _check_each(self.runs, self.run_config, "runs")
         return self
 
 
