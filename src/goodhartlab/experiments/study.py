@@ -132,7 +132,9 @@ def _check_each(items: list, build, what: str) -> None:
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(x) for x in err["loc"])
-            raise ValueError(f"{what}.{i} ({item.name}): {field}: {err['msg']}") from None
+            msg = err["msg"].removeprefix("Value error, ")
+            where = f"{what}.{i} ({item.name})" + (f".{field}" if field else "")
+            raise ValueError(f"{where}: {msg}") from None
 
 
 _NAME = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Method label and run subdirectory.")
