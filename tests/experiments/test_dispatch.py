@@ -123,3 +123,59 @@ def test_missing_ray_names_the_install_command(monkeypatch):
         dispatch.import_ray()
     with pytest.raises(MissingExtraError, match="goodhart-lab"):
         run_tasks([Task("a", square, (1,))], backend="ray")
+
+
+def count_to(n: int, pause: float = 0.0) -> int:
+    """A task that reports each of its ``n`` units of work, ``pause`` seconds apart."""
+    for i in range(1, n + 1):
+        dispatch.report_progress(i, n)
+        time.sleep(pause)
+    return n
+
+
+def pid(_: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_a_task_starts_after_the_tasks_it_needs_and_needs_name_earlier_tasks():
+    # On one worker the order given is kept; on two, "c" (needing the slow "a") waits while
+    # "b" takes the free worker, though it comes after "c".
+    started = []
+    tasks = [
+        Task("a", fail_on_three, (1, 1.0)),
+        Task("c", square, (3,), needs=("a",)),
+        Task("b", square, (2,)),
+    ]
+    assert run_tasks(tasks, workers=2, on_start=started.append) == {"a": 1, "c": 9, "b": 4}
+    assert started == ["a", "b", "c"]
+    started.clear()
+    run_tasks(tasks, workers=1, on_start=started.append)
+    assert started == ["a", "c", "b"]
+    with pytest.raises(ValueError, match=r"task c: needs \['b'\], which are not earlier"):
+        run_tasks([Task("c", square, (3,), needs=("b",)), Task("b", square, (2,))])
+
+
+def test_progress_reported_inside_a_task_reaches_the_caller(monkeypatch):
+    monkeypatch.setattr(dispatch, "REPORT_EVERY", 0.0)  # every report, not one per 0.5 s
+    here, pooled = [], []
+    run_tasks([Task("t", count_to, (3,))], workers=1, on_progress=lambda *r: here.append(r))
+    assert here == [("t", 1, 3), ("t", 2, 3), ("t", 3, 3)]
+    # A spawned worker keeps REPORT_EVERY's default (0.5 s): of reports 0.3 s apart the
+    # second is skipped, the last (all done) never.
+    run_tasks(
+        [Task("t", count_to, (3, 0.3))], workers=2, on_progress=lambda *r: pooled.append(r)
+    )
+    assert pooled == [("t", 1, 3), ("t", 3, 3)]
+    dispatch.report_progress(1, 2)  # outside a task: nothing to report to, no error
+
+
+def test_a_worker_pool_serves_several_calls_with_the_same_processes():
+    with dispatch.WorkerPool("local", 2) as pool:
+        first = run_tasks([Task(f"p{i}", pid, (i,)) for i in range(4)], workers=2, pool=pool)
+        second = run_tasks([Task(f"p{i}", pid, (i,)) for i in range(4)], workers=2, pool=pool)
+        assert set(second.values()) <= set(first.values()) and len(set(first.values())) <= 2
+        with pytest.raises(ValueError, match="pool: a local pool of 2 workers cannot run 3"):
+            run_tasks([Task("a", square, (1,))], workers=3, pool=pool)
+    assert pool._executor is None  # closed: its processes are gone
