@@ -10,7 +10,15 @@ import torch
 from goodhartlab.artifacts import MANIFEST
 from goodhartlab.models.generation import _top_p_filter, sample_token_ids
 from goodhartlab.models.tiny import build_causal_lm
-from goodhartlab.optimize.pool import PoolError, build_pool, load_pool, pool_status
+from goodhartlab.optimize.pool import (
+    PoolError,
+    build_pool,
+    finish_pool,
+    load_pool,
+    pool_status,
+    prepare_pool,
+    sample_pool_chunks,
+)
 
 PROMPTS = [
     "review of a phone:",
@@ -192,6 +200,32 @@ def test_pool_deterministic_for_seed(tmp_path, policy, tiny_tokenizer):
     assert len(a.completions) == 4 and all(len(row) == 16 for row in a.completions)
     # Samples of one prompt differ from each other (it is a sample, not 16 copies).
     assert len(set(a.completions[0])) > 8
+
+
+def test_pool_sampled_in_shares_out_of_order_is_the_pool_sampled_at_once(
+    tmp_path, policy, tiny_tokenizer
+):
+    # 4 prompts x 16 = 64 rows in chunks of 10: 7 chunks. Each chunk is its own stream, so
+    # sampling them in shares, in any order (as several workers would), changes nothing.
+    whole = _build(tmp_path, "whole", policy, tiny_tokenizer)
+    args = _pool_kwargs(tiny_tokenizer)
+    missing = prepare_pool(tmp_path / "shares", policy, tiny_tokenizer, PROMPTS, 16, **args)
+    assert missing == list(range(7))
+    done = []
+    for share in ([5, 6, 0], [3], [1, 4, 2]):
+        sample_pool_chunks(
+            tmp_path / "shares", policy, tiny_tokenizer, share, on_chunk=lambda *d: done.append(d)
+        )
+    assert done == [(1, 3), (2, 3), (3, 3), (1, 1), (1, 3), (2, 3), (3, 3)]
+    with pytest.raises(PoolError, match="incomplete"):
+        finish_pool(tmp_path / "other")  # nothing prepared there
+    pool = finish_pool(tmp_path / "shares")
+    assert pool.digest == whole.digest and pool.completions == whole.completions
+    chunks = sorted((tmp_path / "whole/samples/chunks").iterdir())
+    assert [c.read_bytes() for c in chunks] == [
+        (tmp_path / "shares/samples/chunks" / c.name).read_bytes() for c in chunks
+    ]
+    assert prepare_pool(tmp_path / "shares", policy, tiny_tokenizer, PROMPTS, 16, **args) == []
 
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, policy, tiny_tokenizer):

@@ -38,11 +38,12 @@ def sample_pairs(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[CompletionPair]:
     """Two completions per prompt from ``policy``: unlabelled pairs, in prompt order.
 
     Sampling goes through :func:`goodhartlab.models.generation.sample_completions`
-    (deterministic for a seed). Pairs get ids ``0 .. len(prompts) - 1`` and
+    (deterministic for a seed; ``on_batch(pairs_sampled, pairs)`` after each batch). Pairs get ids ``0 .. len(prompts) - 1`` and
     ``meta["sampling"]`` records the sampling settings. Identical completions are kept
     (the gold labels them as a tie).
     """
@@ -59,6 +60,7 @@ def sample_pairs(
         batch_size=batch_size,
         device=device,
         progress=progress,
+        on_batch=on_batch,
     )
     sampling = {
         "max_new_tokens": max_new_tokens,

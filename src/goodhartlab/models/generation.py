@@ -9,7 +9,7 @@ a plain forward pass agree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -223,11 +223,13 @@ def sample_completions(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[list[str]]:
     """``num_samples`` completions for each prompt, sampled from ``policy``, as text.
 
     A thin text interface over :func:`sample_token_ids`: completions are decoded without
-    special tokens and are the text that followed the prompt.
+    special tokens and are the text that followed the prompt. ``on_batch(prompts_done,
+    prompts)`` is called after each batch (a prompt is done once all its samples are).
 
     Returns a list (one per prompt) of lists of completion strings. Deterministic for a seed
     on a given device; rows of one prompt share one prefill.
@@ -265,4 +267,6 @@ def sample_completions(
         for r in range(len(chunk)):
             n = int(batch.num_tokens[r])
             out.append(decode_completion(tokenizer, batch.tokens[r, :n].tolist()))
+        if on_batch is not None:
+            on_batch(len(out) // num_samples, len(prompts))
     return [out[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]

@@ -8,7 +8,9 @@ Two parts:
   one token per step is drawn for every unfinished row; rows that hit EOS are dropped from
   the batch as they finish. Temperature 0 is greedy decoding and gives ``generate``'s greedy
   tokens.
-* :func:`build_pool` / :func:`load_pool`, the pool on disk. Row r of the pool is sample
+* :func:`build_pool` / :func:`load_pool`, the pool on disk (``build_pool`` is
+  :func:`prepare_pool`, :func:`sample_pool_chunks` and :func:`finish_pool`, which a study runs
+  apart to sample the chunks on several workers). Row r of the pool is sample
   ``r % N`` of prompt ``r // N``; rows are sampled and written in chunks of ``chunk_size``
   rows, each chunk with its own random stream seeded from ``(seed, chunk index)``, so an
   interrupted build resumes at the first missing chunk and ends with the pool an
@@ -34,7 +36,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +57,11 @@ __all__ = [
     "PoolError",
     "SampledBatch",
     "build_pool",
+    "finish_pool",
     "load_pool",
     "pool_status",
+    "prepare_pool",
+    "sample_pool_chunks",
     "sample_token_ids",
 ]
 
@@ -240,7 +245,7 @@ def _identity_mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diffs
 
 
-def build_pool(
+def prepare_pool(
     pool_dir: str | os.PathLike,
     policy: nn.Module,
     tokenizer,
@@ -255,41 +260,18 @@ def build_pool(
     batch_size: int = 128,
     add_special_tokens: bool = False,
     policy_fingerprint: str | None = None,
-    progress: bool = False,
-    max_chunks: int | None = None,
-) -> Pool:
-    """Sample ``pool_size`` completions for each prompt into ``pool_dir``, resuming if possible.
+) -> list[int]:
+    """Make ``pool_dir`` ready to be sampled into; returns the chunks still to sample.
 
-    An existing pool directory is reused when its ``pool.json`` matches these settings
-    (policy and tokenizer fingerprints, prompts, sampling settings, seed, chunk size):
-    valid chunks are kept, missing, truncated or corrupt ones are (re)sampled, and the
-    manifest is written last. A complete pool is loaded as it is. Settings that differ
-    raise :class:`PoolError` rather than mixing samples of two configurations.
+    The first step of :func:`build_pool` (arguments as there): checks the settings, writes
+    ``pool.json`` (or checks that an existing one matches), removes the stale manifest and
+    the temporary files of interrupted writes, and lists the chunks that are missing,
+    truncated or corrupt. ``[]`` for a complete pool. Then any processes may each
+    :func:`sample_pool_chunks` a share of the list (each chunk is its own random stream and
+    its own file), and :func:`finish_pool` seals the pool.
 
-    Args:
-        pool_dir: the pool directory (created if missing).
-        policy: the base policy π0, a causal LM on the device to sample on.
-        tokenizer: its tokenizer (pad token used for padding; eos ends a completion; a
-            tokenizer without a pad token pads with eos).
-        prompts: the P prompts, P ≥ 1.
-        pool_size: N ≥ 1 completions per prompt.
-        max_new_tokens: most tokens per completion.
-        temperature: sampling temperature (0: greedy, every sample equal).
-        top_p: nucleus threshold in (0, 1].
-        seed: the pool is a deterministic function of the settings and the seed (on one
-            device type).
-        chunk_size: rows per chunk file (the unit of resumption).
-        batch_size: rows sampled together. It sets how a chunk's random stream is consumed,
-            so it is part of the pool's identity: a resume must use the same value.
-        add_special_tokens: tokenize prompts with the tokenizer's special tokens (e.g. BOS).
-        policy_fingerprint: identifies the policy; default: a hash of its parameters.
-        progress: show a progress bar.
-        max_chunks: stop after sampling this many chunks (leaves the pool incomplete; for
-            tests and time-boxed runs). None: sample every missing chunk.
-
-    Returns:
-        The :class:`Pool` (when complete; after ``max_chunks`` stops early, PoolError is
-        raised from the final load instead, naming the missing chunks).
+    Raises:
+        PoolError: the directory holds a pool of other settings, or is not a pool.
     """
     pool_dir = Path(pool_dir)
     prompts = list(prompts)
@@ -303,7 +285,6 @@ def build_pool(
         )
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer: expected an eos token (it ends a completion)")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     check_vocabulary(tokenizer, policy)
     prompt_ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
     limit = getattr(getattr(policy, "config", None), "max_position_embeddings", None)
@@ -343,7 +324,7 @@ def build_pool(
                 "Use another pool directory (or delete this one)"
             )
         if pool_status(pool_dir) is None:
-            return load_pool(pool_dir)
+            return []
     elif samples.exists() and any(samples.iterdir()):
         raise PoolError(f"{samples} exists, is not empty, and has no {POOL_FILE}: not a pool")
     else:
@@ -364,15 +345,50 @@ def build_pool(
             except PoolError as e:
                 log.warning("%s; resampling it", e)
         missing.append(k)
+    return missing
 
+
+def sample_pool_chunks(
+    pool_dir: str | os.PathLike,
+    policy: nn.Module,
+    tokenizer,
+    chunks: Sequence[int],
+    *,
+    progress: bool = False,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> None:
+    """Sample the chunks ``chunks`` of a pool that :func:`prepare_pool` set up, one file each.
+
+    Chunk k is drawn from its own stream, seeded from ``(seed, k)``, in batches of the
+    pool's ``batch_size``: it is the same whichever process samples it and whatever else
+    it samples, so a pool sampled in shares by several processes is byte-identical to one
+    sampled by one. Each chunk file is written atomically; nothing else is touched.
+
+    Args:
+        pool_dir: the pool directory (its ``pool.json`` gives every setting).
+        policy: the policy ``pool.json`` names (on the device to sample on).
+        tokenizer: its tokenizer.
+        chunks: indices of the chunks to sample.
+        progress: show a progress bar.
+        on_chunk: called as ``on_chunk(done, len(chunks))`` after each chunk is written.
+    """
+    samples = Path(pool_dir) / SAMPLES_DIR
+    config = json.loads((samples / POOL_FILE).read_text())
+    if config.get("format") != POOL_FORMAT:
+        raise PoolError(
+            f"{samples / POOL_FILE}: expected format {POOL_FORMAT}, got {config.get('format')!r}"
+        )
+    pool_size, batch_size = int(config["pool_size"]), int(config["batch_size"])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompt_ids = tokenizer(config["prompts"], add_special_tokens=config["add_special_tokens"])[
+        "input_ids"
+    ]
     device = next(policy.parameters()).device
     was_training = policy.training
     policy.eval()
     try:
-        for done, k in enumerate(tqdm(missing, desc="pool", disable=not progress)):
-            if max_chunks is not None and done >= max_chunks:
-                break
-            gen = torch.Generator(device=device).manual_seed(_chunk_seed(seed, k))
+        for done, k in enumerate(tqdm(chunks, desc="pool", disable=not progress), start=1):
+            gen = torch.Generator(device=device).manual_seed(_chunk_seed(config["seed"], k))
             rows: list[dict[str, Any]] = []
             chunk = _chunk_rows(config, k)
             for lo in range(chunk.start, chunk.stop, batch_size):
@@ -384,11 +400,11 @@ def build_pool(
                     policy,
                     [prompt_ids[p] for p in uniq],
                     [local[p] for p in row_p],
-                    max_new_tokens=max_new_tokens,
+                    max_new_tokens=config["max_new_tokens"],
                     eos_token_id=tokenizer.eos_token_id,
                     pad_token_id=pad,
-                    temperature=temperature,
-                    top_p=top_p,
+                    temperature=config["temperature"],
+                    top_p=config["top_p"],
                     generator=gen,
                 )
                 for b, r in enumerate(batch):
@@ -403,9 +419,29 @@ def build_pool(
                         }
                     )
             _write_chunk(_chunk_path(samples, k), rows, {"device": device.type})
+            if on_chunk is not None:
+                on_chunk(done, len(chunks))
     finally:
         policy.train(was_training)
 
+
+def finish_pool(pool_dir: str | os.PathLike) -> Pool:
+    """Seal a pool whose every chunk is written (the checksum manifest, written last) and
+    load it; a complete pool is loaded as it is.
+
+    Raises:
+        PoolError: chunks are missing (naming the first); build again to resume.
+    """
+    pool_dir = Path(pool_dir)
+    if pool_status(pool_dir) is None:
+        return load_pool(pool_dir)
+    samples = pool_dir / SAMPLES_DIR
+    if not (samples / POOL_FILE).is_file():
+        raise PoolError(
+            f"pool {pool_dir} is incomplete: no {SAMPLES_DIR}/{POOL_FILE} (never prepared); "
+            "build it with build_pool"
+        )
+    config = json.loads((samples / POOL_FILE).read_text())
     remaining = [k for k in range(_num_chunks(config)) if not _chunk_path(samples, k).is_file()]
     if remaining:
         raise PoolError(
@@ -414,3 +450,77 @@ def build_pool(
         )
     seal(samples, {"format": POOL_FORMAT})
     return load_pool(pool_dir)
+
+
+def build_pool(
+    pool_dir: str | os.PathLike,
+    policy: nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    pool_size: int,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    chunk_size: int = 512,
+    batch_size: int = 128,
+    add_special_tokens: bool = False,
+    policy_fingerprint: str | None = None,
+    progress: bool = False,
+    max_chunks: int | None = None,
+) -> Pool:
+    """Sample ``pool_size`` completions for each prompt into ``pool_dir``, resuming if possible.
+
+    An existing pool directory is reused when its ``pool.json`` matches these settings
+    (policy and tokenizer fingerprints, prompts, sampling settings, seed, chunk size):
+    valid chunks are kept, missing, truncated or corrupt ones are (re)sampled, and the
+    manifest is written last. A complete pool is loaded as it is. Settings that differ
+    raise :class:`PoolError` rather than mixing samples of two configurations. The three
+    steps (:func:`prepare_pool`, :func:`sample_pool_chunks`, :func:`finish_pool`) can be
+    run apart, to sample the chunks in several processes.
+
+    Args:
+        pool_dir: the pool directory (created if missing).
+        policy: the base policy π0, a causal LM on the device to sample on.
+        tokenizer: its tokenizer (pad token used for padding; eos ends a completion; a
+            tokenizer without a pad token pads with eos).
+        prompts: the P prompts, P ≥ 1.
+        pool_size: N ≥ 1 completions per prompt.
+        max_new_tokens: most tokens per completion.
+        temperature: sampling temperature (0: greedy, every sample equal).
+        top_p: nucleus threshold in (0, 1].
+        seed: the pool is a deterministic function of the settings and the seed (on one
+            device type).
+        chunk_size: rows per chunk file (the unit of resumption).
+        batch_size: rows sampled together. It sets how a chunk's random stream is consumed,
+            so it is part of the pool's identity: a resume must use the same value.
+        add_special_tokens: tokenize prompts with the tokenizer's special tokens (e.g. BOS).
+        policy_fingerprint: identifies the policy; default: a hash of its parameters.
+        progress: show a progress bar.
+        max_chunks: stop after sampling this many chunks (leaves the pool incomplete; for
+            tests and time-boxed runs). None: sample every missing chunk.
+
+    Returns:
+        The :class:`Pool` (when complete; after ``max_chunks`` stops early, PoolError is
+        raised from the final load instead, naming the missing chunks).
+    """
+    missing = prepare_pool(
+        pool_dir,
+        policy,
+        tokenizer,
+        prompts,
+        pool_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        add_special_tokens=add_special_tokens,
+        policy_fingerprint=policy_fingerprint,
+    )
+    if max_chunks is not None:
+        missing = missing[:max_chunks]
+    sample_pool_chunks(pool_dir, policy, tokenizer, missing, progress=progress)
+    return finish_pool(pool_dir)

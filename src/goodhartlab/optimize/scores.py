@@ -190,6 +190,7 @@ def score_pool(
     batch_size: int = 256,
     device: str = "cpu",
     progress: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Rewards of every completion of the pool, computed once and cached beside the pool.
 
@@ -202,6 +203,8 @@ def score_pool(
         source: a :class:`RewardSource`, a reward-model directory, or a scorer with
             ``score`` and ``version``.
         batch_size: items per ``score`` call (reward models batch inside it as well).
+        on_batch: called as ``on_batch(rows_scored, rows)`` after each ``score`` call (not
+            for cached scores).
 
     Returns:
         Float32 rewards. Shape: (P, N).
@@ -227,6 +230,8 @@ def score_pool(
                 f"{source.name}: score returned shape {tuple(r.shape)} for a batch of {len(prompts[lo : lo + batch_size])}"
             )
         parts.append(r.detach().float().cpu())
+        if on_batch is not None:
+            on_batch(min(lo + batch_size, len(prompts)), len(prompts))
     scores = torch.cat(parts).reshape(pool.num_prompts, pool.pool_size)
     if not bool(torch.isfinite(scores).all()):
         raise ValueError(f"{source.name}: scores contain NaN or ±inf")
