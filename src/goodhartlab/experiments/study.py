@@ -13,11 +13,7 @@ Stages (each skipped on ``--resume`` when already finished):
 The RL and DAA runs are independent of each other and go to the workers of the backend
 (``experiments.dispatch``: a local process pool by default, Ray tasks with ``backend="ray"``);
 each seeds itself, so its results do not depend on the backend or the number of workers.
-The stages before them go to the same workers in pieces (``experiments.parallel_stages``:
-the policy beside the backbones, the pairs, the members, the pool's chunks, its scores), each
-piece seeded as it is in one process, so those stages' files do not depend on it either.
-``experiments.progress`` shows one overall display with the time left, and what each running
-stage has done so far.
+``experiments.progress`` shows one overall display with the time left.
 
 Then ``metrics.jsonl`` (every BoN, RL and DAA evaluation point, rebuilt from the stages' own
 files so never duplicated), ``summary.json`` and the report (``report.build_report``).
@@ -504,13 +500,6 @@ def run_study(
             in this process (one local worker) keep the caller's setting.
     """
     from goodhartlab.experiments import dispatch
-    from goodhartlab.experiments.parallel_stages import (
-        StageWorkers,
-        TestbedSpec,
-        build_testbed,
-        pretrain_seeds_beside_policy,
-        sample_and_score_pool,
-    )
     from goodhartlab.experiments.progress import StageState, StudyProgress, estimate_stages
 
     if backend not in dispatch.BACKENDS:
@@ -550,9 +539,7 @@ def run_study(
         if manifest["stages"].get(f"{kind}/{name}", {}).get("status") != "complete"
     ]
     pool_workers = max(1, min(workers, len(todo)))
-    estimates = estimate_stages(
-        config, testbed_cached=tb.is_cached(), seconds_per=tb.seconds_per, workers=workers
-    )
+    estimates = estimate_stages(config, testbed_cached=tb.is_cached(), seconds_per=tb.seconds_per)
     display = StudyProgress(
         [
             StageState(
@@ -566,15 +553,6 @@ def run_study(
         ],
         workers=pool_workers,
         enabled=progress,
-    )
-    # The testbed, proxies and best-of-n stages in pieces on the same workers (one start).
-    stage_workers = StageWorkers(
-        tb,
-        TestbedSpec.of(runtime),
-        backend=backend,
-        workers=workers,
-        threads=dispatch.threads_per_worker(workers, cores, threads),
-        show=display.update,
     )
 
     def record(name: str, result, seconds: float) -> None:
@@ -609,12 +587,8 @@ def run_study(
         stage(
             "testbed",
             lambda: {
-                **build_testbed(
-                    tb,
-                    stage_workers,
-                    config.proxies.size,
-                    pretrain_seeds_beside_policy(config.proxies, tb.seconds_per, workers),
-                ),
+                "policy": str(tb.policy_path),
+                "backbone": str(tb.backbone_path(config.proxies.size)),
                 "gold_version": tb.gold_version,
             },
         )
@@ -635,7 +609,6 @@ def run_study(
                 seed=config.seed,
                 device=config.device,
                 progress=False,
-                workers=stage_workers,
             )
             return {
                 "members": [str(x) for x in ps.paths],
@@ -653,20 +626,6 @@ def run_study(
 
                 members = proxy_info["members"]
                 b = config.bon
-                bon_config = BonStudyConfig(
-                    pool_size=b.pool_size,
-                    prompts_count=b.prompts,
-                    max_new_tokens=tb.max_new_tokens,
-                    aggregators=b.aggregators,
-                    n_boot=b.n_boot,
-                    standardize_members=b.standardize_members,
-                    seed=config.seed,
-                    device=config.device,
-                )
-                # The pool and its scores on the workers; run_bon_study finds them cached.
-                sample_and_score_pool(
-                    stage_workers, run_dir / "bon" / "pool", tb, bon_config, members
-                )
                 result = run_bon_study(
                     run_dir / "bon",
                     policy=tb.policy_path,
@@ -675,7 +634,16 @@ def run_study(
                     gold=tb.gold,
                     proxies={"single": members[0]},
                     ensembles={"ensemble": members} if len(members) > 1 else None,
-                    config=bon_config,
+                    config=BonStudyConfig(
+                        pool_size=b.pool_size,
+                        prompts_count=b.prompts,
+                        max_new_tokens=tb.max_new_tokens,
+                        aggregators=b.aggregators,
+                        n_boot=b.n_boot,
+                        standardize_members=b.standardize_members,
+                        seed=config.seed,
+                        device=config.device,
+                    ),
                     plot=plot_bon_curves,
                     progress=False,
                 )
@@ -738,7 +706,6 @@ def run_study(
                 threads=dispatch.threads_per_worker(pool_workers, cores, threads),
                 on_start=started,
                 on_done=finished,
-                pool=stage_workers.pool,
             )
         except BaseException:
             for name in sorted(running):
@@ -757,7 +724,6 @@ def run_study(
         rundir.fail(e)
         raise
     finally:
-        stage_workers.close()
         display.close()
         if hf_bars:
             hf_logging.enable_progress_bar()
