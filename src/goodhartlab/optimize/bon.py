@@ -175,6 +175,86 @@ def _named(items, kind: str) -> dict[str, Any]:
     return dict(zip(_unique_names(labels), items, strict=True))
 
 
+def _study_prompts(prompts: Sequence[str], count: int | None) -> list[str]:
+    """The study's prompts: the first ``count`` (all when None), at least one."""
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts: expected at least one prompt, got none")
+    if count is not None:
+        if count > len(prompts):
+            raise ValueError(f"prompts_count: asked for {count} prompts, only {len(prompts)} given")
+        prompts = prompts[:count]
+    return prompts
+
+
+def _sources(gold, proxies, ensembles, device: str):
+    """(gold, {proxy: source}, {ensemble: [member sources]}): what the pool is scored with."""
+    proxies = _named(proxies, "proxy")
+    ensembles = _named(ensembles, "ensemble")
+    if not proxies and not ensembles:
+        raise ValueError("expected at least one proxy or ensemble to pick with")
+    proxy_sources = {k: as_reward_source(v, device=device, name=k) for k, v in proxies.items()}
+    ensemble_sources: dict[str, list[RewardSource]] = {}
+    for name, members in ensembles.items():
+        if isinstance(members, str | os.PathLike):
+            members = ensemble_member_dirs(members)
+        members = list(members)
+        if not members:
+            raise ValueError(f"ensembles[{name!r}]: expected at least one member")
+        ensemble_sources[name] = [
+            as_reward_source(m, device=device, name=f"{name}.member{i}")
+            for i, m in enumerate(members)
+        ]
+    return as_reward_source(gold, device=device, name="gold"), proxy_sources, ensemble_sources
+
+
+def _score_all(pool: Pool, gold_source, proxy_sources, ensemble_sources, **kw):
+    """Gold (P, N), each proxy (P, N) and each ensemble's members (M, P, N) on the pool
+    (from the score caches where they exist)."""
+    r_gold = score_pool(pool, gold_source, **kw)
+    r_proxies = {k: score_pool(pool, s, **kw) for k, s in proxy_sources.items()}
+    r_ensembles = {
+        k: torch.stack([score_pool(pool, s, **kw) for s in v])
+        for k, v in ensemble_sources.items()
+    }
+    return r_gold, r_proxies, r_ensembles
+
+
+def _write_results(
+    out_dir: Path, curves, pool: Pool, gold_source, config, r_gold, r_proxies, r_ensembles, plot
+) -> dict[str, Any]:
+    """metrics.jsonl, summary.json, samples.jsonl and the plot; returns the summary."""
+    records = [_json_safe(rec) for c in curves for rec in c.records()]
+    atomic_write_text(
+        out_dir / "metrics.jsonl",
+        "".join(json.dumps(r, allow_nan=False) + "\n" for r in records),
+    )
+    summary = {
+        "metrics_version": METRICS_VERSION,
+        "gold": {"name": gold_source.name, "key": gold_source.key},
+        "prompts": pool.num_prompts,
+        "pool_size": pool.pool_size,
+        "kl": "analytic best-of-n bound log n − (n − 1)/n (an upper bound on the KL)",
+        "gold_relative_to": "the base policy's mean gold per prompt (0 at n = 1)",
+        "confidence": 1 - config.alpha,
+        "methods": {c.method: c.summary for c in curves},
+    }
+    summary = _json_safe(summary)
+    atomic_write_json(out_dir / "summary.json", summary)
+    picks = picking_rewards(
+        r_proxies, r_ensembles, config.aggregators, config.standardize_members
+    )
+    _write_samples(out_dir / "samples.jsonl", pool, r_gold, picks, config.samples_prompts)
+
+    if plot is not None:
+        plot(
+            records,
+            out_dir / "plots" / "bon",
+            title=f"best-of-n, P = {pool.num_prompts} prompts, N = {pool.pool_size}",
+        )
+    return summary
+
+
 def run_bon_study(
     out_dir: str | os.PathLike,
     *,
@@ -223,33 +303,9 @@ def run_bon_study(
     """
     config = config or BonStudyConfig()
     out_dir = Path(out_dir)
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts: expected at least one prompt, got none")
-    if config.prompts_count is not None:
-        if config.prompts_count > len(prompts):
-            raise ValueError(
-                f"prompts_count: asked for {config.prompts_count} prompts, only {len(prompts)} given"
-            )
-        prompts = prompts[: config.prompts_count]
-    proxies = _named(proxies, "proxy")
-    ensembles = _named(ensembles, "ensemble")
-    if not proxies and not ensembles:
-        raise ValueError("expected at least one proxy or ensemble to pick with")
+    prompts = _study_prompts(prompts, config.prompts_count)
     device = config.device
-    proxy_sources = {k: as_reward_source(v, device=device, name=k) for k, v in proxies.items()}
-    ensemble_sources: dict[str, list[RewardSource]] = {}
-    for name, members in ensembles.items():
-        if isinstance(members, str | os.PathLike):
-            members = ensemble_member_dirs(members)
-        members = list(members)
-        if not members:
-            raise ValueError(f"ensembles[{name!r}]: expected at least one member")
-        ensemble_sources[name] = [
-            as_reward_source(m, device=device, name=f"{name}.member{i}")
-            for i, m in enumerate(members)
-        ]
-    gold_source = as_reward_source(gold, device=device, name="gold")
+    gold_source, proxy_sources, ensemble_sources = _sources(gold, proxies, ensembles, device)
 
     t0 = time.perf_counter()
     model, tokenizer, policy_id = load_policy(policy, tokenizer, device=device)
@@ -306,12 +362,9 @@ def run_bon_study(
 
         t = time.perf_counter()
         kw = dict(batch_size=config.score_batch_size, device=device, progress=progress)
-        r_gold = score_pool(pool, gold_source, **kw)
-        r_proxies = {k: score_pool(pool, s, **kw) for k, s in proxy_sources.items()}
-        r_ensembles = {
-            k: torch.stack([score_pool(pool, s, **kw) for s in v])
-            for k, v in ensemble_sources.items()
-        }
+        r_gold, r_proxies, r_ensembles = _score_all(
+            pool, gold_source, proxy_sources, ensemble_sources, **kw
+        )
         timings["score_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -331,34 +384,9 @@ def run_bon_study(
         )
         timings["curves_s"] = time.perf_counter() - t
 
-        records = [_json_safe(rec) for c in curves for rec in c.records()]
-        atomic_write_text(
-            out_dir / "metrics.jsonl",
-            "".join(json.dumps(r, allow_nan=False) + "\n" for r in records),
+        summary = _write_results(
+            out_dir, curves, pool, gold_source, config, r_gold, r_proxies, r_ensembles, plot
         )
-        summary = {
-            "metrics_version": METRICS_VERSION,
-            "gold": {"name": gold_source.name, "key": gold_source.key},
-            "prompts": pool.num_prompts,
-            "pool_size": pool.pool_size,
-            "kl": "analytic best-of-n bound log n − (n − 1)/n (an upper bound on the KL)",
-            "gold_relative_to": "the base policy's mean gold per prompt (0 at n = 1)",
-            "confidence": 1 - config.alpha,
-            "methods": {c.method: c.summary for c in curves},
-        }
-        summary = _json_safe(summary)
-        atomic_write_json(out_dir / "summary.json", summary)
-        picks = picking_rewards(
-            r_proxies, r_ensembles, config.aggregators, config.standardize_members
-        )
-        _write_samples(out_dir / "samples.jsonl", pool, r_gold, picks, config.samples_prompts)
-
-        if plot is not None:
-            plot(
-                records,
-                out_dir / "plots" / "bon",
-                title=f"best-of-n, P = {pool.num_prompts} prompts, N = {pool.pool_size}",
-            )
     except BaseException as e:
         rundir.fail(e)
         raise
