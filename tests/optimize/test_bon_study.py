@@ -13,7 +13,15 @@ from goodhartlab.measure.bon_curves import DEFAULT_AGGREGATORS
 from goodhartlab.models.tiny import build_causal_lm, build_reward_model
 from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
 from goodhartlab.optimize.pool import build_pool
-from goodhartlab.optimize.scores import reward_model_source, score_path, score_pool, scorer_source
+from goodhartlab.optimize.scores import (
+    cached_scores,
+    reward_model_source,
+    save_scores,
+    score_path,
+    score_pool,
+    score_rows,
+    scorer_source,
+)
 from goodhartlab.report.plots import plot_bon_curves
 from goodhartlab.rewards import ProgrammaticReward
 
@@ -101,6 +109,30 @@ def test_score_cache_reused(tmp_path, policy, tiny_tokenizer):
     cache.write_bytes(cache.read_bytes()[:-10])
     assert torch.equal(score_pool(pool, scorer), first)  # same function of the text
     assert scorer.items == 3 * P * N
+
+
+def test_scores_of_row_blocks_put_together_are_the_whole_pools_scores(
+    tmp_path, policy, tiny_tokenizer, rm_dirs
+):
+    # A reward model batches each score call longest-first: blocks that start at multiples
+    # of batch_size make the very calls a whole-pool scoring makes, so the same floats.
+    pool = build_pool(tmp_path / "pool", policy, tiny_tokenizer, PROMPTS, N, max_new_tokens=10)
+    source = reward_model_source(rm_dirs[0])
+    whole = score_pool(pool, source, batch_size=4)
+    rows, seen = P * N, []
+    blocks = [range(0, 8), range(8, 12), range(12, rows)]
+    parts = [
+        score_rows(pool, source, b, batch_size=4, on_batch=lambda *d: seen.append(d))
+        for b in blocks
+    ]
+    assert torch.equal(torch.cat(parts).reshape(P, N), whole)
+    assert seen[:3] == [(4, 8), (8, 8), (4, 4)]
+    with pytest.raises(ValueError, match="a multiple of batch_size=4"):
+        score_rows(pool, source, range(2, 8), batch_size=4)
+    # Cached as score_pool caches it: read back without scoring.
+    score_path(pool, source).unlink()
+    save_scores(pool, source, torch.cat(parts))
+    assert torch.equal(cached_scores(pool, source), whole)
 
 
 def test_changed_reward_model_is_rescored(tmp_path, pool, tiny_tokenizer):

@@ -30,8 +30,10 @@ __all__ = [
     "as_reward_source",
     "cached_scores",
     "reward_model_source",
+    "save_scores",
     "score_path",
     "score_pool",
+    "score_rows",
     "scorer_source",
 ]
 
@@ -183,6 +185,73 @@ def cached_scores(pool: Pool, source: RewardSource) -> Tensor | None:
     return _read_scores(score_path(pool, source), pool, source)
 
 
+def score_rows(
+    pool: Pool,
+    source: RewardSource,
+    rows: range,
+    *,
+    scorer: Any = None,
+    batch_size: int = 256,
+    progress: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Rewards of the pool's rows ``rows`` (prompt-major, as ``Pool.flat``), not cached.
+
+    The rows are scored in the calls :func:`score_pool` makes (``score`` on rows
+    ``[lo, lo + batch_size)`` for lo = 0, batch_size, ...), so ranges that start at
+    multiples of ``batch_size`` give, put together, exactly the scores of the whole pool:
+    several processes can score one pool in blocks.
+
+    Args:
+        pool: a complete pool.
+        source: the reward (``source.load()`` is called unless ``scorer`` is given).
+        rows: ``range(start, stop)`` with ``start`` a multiple of ``batch_size``.
+        scorer: the loaded reward, if it already is.
+        batch_size: items per ``score`` call.
+        on_batch: called as ``on_batch(rows_scored, len(rows))`` after each call.
+
+    Returns:
+        Float32 rewards. Shape: (len(rows),).
+    """
+    total = pool.num_prompts * pool.pool_size
+    if rows.step != 1 or rows.start % batch_size or not 0 <= rows.start <= rows.stop <= total:
+        raise ValueError(
+            f"rows: expected range(start, stop) within 0..{total} with start a multiple of "
+            f"batch_size={batch_size}, got {rows}"
+        )
+    scorer = source.load() if scorer is None else scorer
+    prompts, completions = pool.flat()
+    parts = []
+    from tqdm.auto import tqdm
+
+    for lo in tqdm(
+        range(rows.start, rows.stop, batch_size),
+        desc=f"scoring {source.name}",
+        disable=not progress,
+    ):
+        hi = min(lo + batch_size, rows.stop)
+        r = torch.as_tensor(scorer.score(prompts[lo:hi], completions[lo:hi]))
+        if r.shape != (hi - lo,):
+            raise ValueError(
+                f"{source.name}: score returned shape {tuple(r.shape)} for a batch of {hi - lo}"
+            )
+        parts.append(r.detach().float().cpu())
+        if on_batch is not None:
+            on_batch(hi - rows.start, len(rows))
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def save_scores(pool: Pool, source: RewardSource, scores: Tensor) -> Path:
+    """Cache ``scores`` (Shape: (P, N)) as the pool's scores by ``source``, atomically, as
+    :func:`score_pool` does (for scores computed in blocks by :func:`score_rows`)."""
+    scores = scores.reshape(pool.num_prompts, pool.pool_size).float()
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(f"{source.name}: scores contain NaN or ±inf")
+    path = score_path(pool, source)
+    _write_scores(path, scores, pool, source)
+    return path
+
+
 def score_pool(
     pool: Pool,
     source: RewardSource | Any,
@@ -210,30 +279,12 @@ def score_pool(
         Float32 rewards. Shape: (P, N).
     """
     source = as_reward_source(source, device=device)
-    path = score_path(pool, source)
-    cached = _read_scores(path, pool, source)
+    cached = _read_scores(score_path(pool, source), pool, source)
     if cached is not None:
         return cached
-    scorer = source.load()
-    prompts, completions = pool.flat()
-    parts = []
-    from tqdm.auto import tqdm
-
-    for lo in tqdm(
-        range(0, len(prompts), batch_size), desc=f"scoring {source.name}", disable=not progress
-    ):
-        r = torch.as_tensor(
-            scorer.score(prompts[lo : lo + batch_size], completions[lo : lo + batch_size])
-        )
-        if r.shape != (min(batch_size, len(prompts) - lo),):
-            raise ValueError(
-                f"{source.name}: score returned shape {tuple(r.shape)} for a batch of {len(prompts[lo : lo + batch_size])}"
-            )
-        parts.append(r.detach().float().cpu())
-        if on_batch is not None:
-            on_batch(min(lo + batch_size, len(prompts)), len(prompts))
-    scores = torch.cat(parts).reshape(pool.num_prompts, pool.pool_size)
-    if not bool(torch.isfinite(scores).all()):
-        raise ValueError(f"{source.name}: scores contain NaN or ±inf")
-    _write_scores(path, scores, pool, source)
+    rows = range(pool.num_prompts * pool.pool_size)
+    scores = score_rows(
+        pool, source, rows, batch_size=batch_size, progress=progress, on_batch=on_batch
+    ).reshape(pool.num_prompts, pool.pool_size)
+    save_scores(pool, source, scores)
     return scores
