@@ -11,9 +11,11 @@ from goodhartlab.experiments.progress import (
     StudyProgress,
     estimate_stages,
     format_duration,
+    list_schedule_seconds,
     remaining_seconds,
 )
 from goodhartlab.experiments.study import load_config
+from goodhartlab.registry import TESTBEDS
 
 
 def _study(bon_status="pending", bon_elapsed=0.0, runs=("pending",) * 3, run_elapsed=(0.0,) * 3):
@@ -95,6 +97,79 @@ def test_estimates_of_the_benchmarked_study_match_the_benchmark():
     assert pseed["proxies"] - est["proxies"] == pytest.approx(4 * 28.0)
     daa = estimate_stages(load_config(None, ["daa.enabled=true", "rl.enabled=false"]))
     assert "daa/dpo" in daa and not any(k.startswith("rl/") for k in daa)
+
+
+def test_list_schedule_lays_tasks_on_free_workers_after_what_they_need():
+    # 5, 3, 3 s on two workers: 5 | 3 + 3 -> 6 s; on one: 11 s; on three: 5 s.
+    assert list_schedule_seconds([5, 3, 3], 2) == 6
+    assert list_schedule_seconds([5, 3, 3], 1) == 11
+    assert list_schedule_seconds([5, 3, 3], 3) == 5
+    # Task 2 needs task 0: worker B does task 1 (0-3) and waits for task 0 until 5, then
+    # task 2 runs 5-8; task 3 (no needs) goes to worker A at 5 as well -> 8 s, not 7.
+    assert list_schedule_seconds([5, 3, 3, 2], 2, needs=[(), (), (0,), ()]) == 8
+    assert list_schedule_seconds([], 2) == 0.0
+    with pytest.raises(ValueError, match="workers"):
+        list_schedule_seconds([1.0], 0)
+
+
+def test_estimates_lay_the_stages_pieces_on_the_workers():
+    # The default study (pretrain-seed members), toy_text's calibration, from an empty cache.
+    config = load_config(None, [])
+    c = TESTBEDS["toy_text"].seconds_per
+    one, two = estimate_stages(config, workers=1), estimate_stages(config, workers=2)
+    # testbed, one worker: tokenizer, policy, backbone one after the other; two: tokenizer,
+    # then the policy beside the testbed's own backbone and the seed-1 backbone (2 x 28 s
+    # fit in the policy's 80 s).
+    assert one["testbed"] == pytest.approx(c["tokenizer"] + c["policy"] + c["backbone_small"])
+    assert two["testbed"] == pytest.approx(c["tokenizer"] + c["policy"])
+    # proxies, two workers: the pairs (15 s) and backbones 2, 3, 4 (28 s each), and the five
+    # members (~12.8 s each), each once its pairs and backbone are there.
+    pairs, member = 6000 * c["proxy_pair"], 6000 * 2 * c["proxy_pair_epoch"]
+    bb = c["backbone_small"]
+    assert one["proxies"] == pytest.approx(pairs + 4 * bb + 5 * member)
+    # A: pairs 0-15, backbone 3 15-43, member 0 43-55.8, member 1, member 3 -81.5;
+    # B: backbone 2 0-28, backbone 4 28-56, member 2 56-68.8, member 4 -81.7.
+    assert two["proxies"] == pytest.approx(2 * bb + 2 * member)
+    # bon: the pool in 8 equal shares, halved; then 6 scorers, each in a block per worker.
+    rows = 200 * 1024
+    assert one["bon"] == pytest.approx(rows * (c["bon_completion"] + 6 * c["bon_score"]))
+    assert two["bon"] == pytest.approx(rows * c["bon_completion"] / 2 + 3 * rows * c["bon_score"])
+    # The RL runs are stages of their own, laid on the workers by remaining_seconds.
+    assert all(one[k] == two[k] for k in one if k.startswith("rl/"))
+    # A testbed calibrated for its whole build only keeps that figure.
+    whole = {k: v for k, v in c.items() if k not in ("policy", "tokenizer")}
+    assert estimate_stages(config, seconds_per=whole | {"testbed_build": 99.0}, workers=2)[
+        "testbed"
+    ] == pytest.approx(99.0)
+
+
+def test_a_running_stage_shows_what_it_has_done():
+    out = io.StringIO()
+    stages = [StageState("proxies", 100)]
+    p = StudyProgress(stages, stream=out, live=True, interval=3600).open()
+    p.start("proxies")
+    p.update("proxies", "pairs 2,048/6,000 · members 0/5")
+    p._redraw()
+    assert "running  0 s  pairs 2,048/6,000 · members 0/5" in out.getvalue().splitlines()[-2]
+    p.done("proxies", 3.0)
+    assert "members" not in out.getvalue().splitlines()[-2]  # a finished stage: its time
+    p.close()
+    # Plain output: a line when a stage starts and ends, and at most one progress line per
+    # detail_every seconds between.
+    out = io.StringIO()
+    p = StudyProgress([StageState("bon", 100)], stream=out, detail_every=3600).open()
+    p.start("bon")
+    p.update("bon", "pool chunks 1/200")
+    p.detail_every = 0.0
+    p.update("bon", "pool chunks 2/200")
+    p.update("bon", "pool chunks 3/200")
+    lines = out.getvalue().splitlines()[1:]
+    assert [line.split(";")[0] for line in lines] == [
+        "[bon] running",
+        "[bon] pool chunks 2/200",
+        "[bon] pool chunks 3/200",
+    ]
+    p.close()
 
 
 def test_format_duration():

@@ -200,6 +200,23 @@ def test_cache_is_reused_and_a_corrupt_or_partial_artifact_is_rebuilt(tmp_path, 
     assert verify(path) is None
 
 
+def test_is_built_says_what_is_cached_and_valid_without_building_it(tmp_path):
+    tb = ToyText(TINY, cache_dir=tmp_path, progress=False)
+    assert not any(
+        tb.is_built(*a) for a in [("tokenizer",), ("policy",), ("backbone", "small", 1)]
+    )
+    assert not tb.root.exists()  # nothing was built to answer
+    tb.backbone_path("small", seed=1)
+    assert tb.is_built("tokenizer") and tb.is_built("backbone", "small", 1)
+    assert not tb.is_built("policy") and not tb.is_built("backbone", "small")  # seed 0
+    (tb.backbone_path("small", seed=1) / MANIFEST).unlink()  # now a partial build
+    assert not tb.is_built("backbone", "small", 1)
+    with pytest.raises(ValueError, match="expected a size"):
+        tb.is_built("backbone")
+    with pytest.raises(ValueError, match="'tokenizer', 'policy' or 'backbone', got 'vocab'"):
+        tb.is_built("vocab")
+
+
 def test_build_is_deterministic_for_a_seed(tmp_path):
     a = ToyText(TINY, cache_dir=tmp_path / "a", progress=False)
     b = ToyText(TINY, cache_dir=tmp_path / "b", progress=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
@@ -20,36 +20,102 @@ __all__ = [
     "StudyProgress",
     "estimate_stages",
     "format_duration",
+    "list_schedule_seconds",
     "remaining_seconds",
 ]
 
 Status = Literal["pending", "running", "done", "skipped", "failed"]
 
+
+def list_schedule_seconds(
+    seconds: Sequence[float], workers: int, needs: Sequence[Sequence[int]] | None = None
+) -> float:
+    """Seconds until ``workers`` workers have done every task: greedy list scheduling as
+    ``experiments.dispatch`` does it (a free worker takes the first task, in the order
+    given, whose ``needs`` (indices of earlier tasks) are done)."""
+    if workers < 1:
+        raise ValueError(f"workers: expected at least 1, got {workers}")
+    needs = [tuple(n) for n in needs] if needs is not None else [()] * len(seconds)
+    end: dict[int, float] = {}
+    free = [0.0] * workers
+    pending = list(range(len(seconds)))
+    while pending:
+        t = min(free)
+        ready = [i for i in pending if all(n in end and end[n] <= t for n in needs[i])]
+        if not ready:  # wait for the next task to finish
+            t = min(e for e in end.values() if e > t)
+            free = [max(f, t) for f in free]
+            continue
+        i = ready[0]
+        pending.remove(i)
+        w = free.index(t)
+        end[i] = free[w] = t + seconds[i]
+    return max(end.values(), default=0.0)
+
+
 def estimate_stages(
-    config: Any, testbed_cached: bool = False, seconds_per: Mapping[str, float] | None = None
+    config: Any,
+    testbed_cached: bool = False,
+    seconds_per: Mapping[str, float] | None = None,
+    workers: int = 1,
 ) -> dict[str, float]:
     """A-priori seconds of every stage of a study config (``StudyConfig``), in run order.
 
     ``seconds_per``: seconds per unit of work on the reference machine, the testbed's own
     calibration (``Testbed.seconds_per``; default: that of the config's testbed class).
+    ``workers``: the study's workers. The testbed, proxies and best-of-n stages are laid
+    out on them piece by piece as ``experiments.parallel_stages`` cuts them
+    (:func:`list_schedule_seconds`); the RL and DAA runs are one stage each, laid out on
+    the workers by :func:`remaining_seconds`.
     """
+    from goodhartlab.experiments.parallel_stages import (
+        SHARES_PER_WORKER,
+        pretrain_seeds_beside_policy,
+    )
+
     if seconds_per is None:
         from goodhartlab.registry import TESTBEDS
 
         seconds_per = TESTBEDS[config.testbed].seconds_per
     c = seconds_per
-    out = {"testbed": c["testbed_cached"] if testbed_cached else c["testbed_build"]}
     p = config.proxies
-    out["proxies"] = (
-        p.pairs * c["proxy_pair"] + p.pairs * len(p.seeds) * p.epochs * c["proxy_pair_epoch"]
-    )
+    backbone = c.get(f"backbone_{p.size}", c["backbone_large"])
+    beside = pretrain_seeds_beside_policy(p, c, workers)  # built in the testbed stage
+    if testbed_cached:
+        out = {"testbed": c["testbed_cached"]}
+    elif "policy" in c:
+        # The testbed's own backbone, then the pretrain-seed ones beside the policy (the
+        # first of them is the testbed's own).
+        builds = [c["policy"], backbone] + [backbone] * max(0, len(beside) - 1)
+        out = {"testbed": c.get("tokenizer", 0.0) + list_schedule_seconds(builds, workers)}
+    else:  # a testbed calibrated for the whole build only
+        out = {"testbed": c["testbed_build"]}
+    # proxies: pairs, the remaining pretrain-seed backbones, members (each after its pairs
+    # and its backbone).
+    seconds, needs = [p.pairs * c["proxy_pair"]], [()]
+    built = set(p.seeds[: max(1, len(beside))])  # the first seed's is the testbed's own
+    backbone_of = {}
     if p.pretrain_seeds and not testbed_cached:
-        out["proxies"] += (len(p.seeds) - 1) * c.get(f"backbone_{p.size}", c["backbone_large"])
+        for s in p.seeds:
+            if s not in built:
+                backbone_of[s] = len(seconds)
+                seconds.append(backbone)
+                needs.append(())
+    for s in p.seeds:
+        seconds.append(p.pairs * p.epochs * c["proxy_pair_epoch"])
+        needs.append((0, backbone_of[s]) if s in backbone_of else (0,))
+    out["proxies"] = list_schedule_seconds(seconds, workers, needs)
     if config.bon.enabled:
         b = config.bon
         completions = b.prompts * b.pool_size
+        chunks = -(-completions // b.chunk_size)
+        shares = min(chunks, SHARES_PER_WORKER * workers)
+        sampling = [completions / shares * c["bon_completion"]] * shares
         scorers = 1 + len(p.seeds)  # gold and every member (the single proxy is member 0)
-        out["bon"] = completions * (c["bon_completion"] + scorers * c["bon_score"])
+        scoring = [completions / workers * c["bon_score"]] * (scorers * workers)  # blocks
+        out["bon"] = list_schedule_seconds(sampling, workers) + list_schedule_seconds(
+            scoring, workers
+        )
     if config.rl.enabled:
         r = config.rl
         evals = r.steps // r.eval_every + 2
@@ -85,6 +151,8 @@ class StageState:
     calibrates: bool = True
     """Whether its measured time says how fast this machine is (not for stages whose cost
     depends on a cache: testbed, proxies)."""
+    detail: str = ""
+    """What a running stage has done so far (``pairs 2,048/6,000 · members 1/5``)."""
 
 
 def _factor(stages: list[StageState], group: str) -> float:
@@ -150,6 +218,9 @@ class StudyProgress:
         stream: where to write (default stderr).
         enabled: False: track only, print nothing.
         live: redraw in place (default: when ``stream`` is a terminal).
+        interval: seconds between redraws (live).
+        detail_every: seconds between two log lines of a running stage's progress (plain
+            output; a live display shows every change at its next redraw).
     """
 
     def __init__(
@@ -161,6 +232,7 @@ class StudyProgress:
         enabled: bool = True,
         live: bool | None = None,
         interval: float = 1.0,
+        detail_every: float = 15.0,
     ):
         self.stages = {s.name: s for s in stages}
         self.workers = workers
@@ -169,6 +241,8 @@ class StudyProgress:
         isatty = getattr(self.stream, "isatty", lambda: False)
         self.live = enabled and (isatty() if live is None else live)
         self.interval = interval
+        self.detail_every = detail_every
+        self._detail_logged: dict[str, float] = {}
         self._started: dict[str, float] = {}
         self._t0 = time.perf_counter()
         self._lock = threading.Lock()
@@ -214,6 +288,21 @@ class StudyProgress:
     def fail(self, name: str) -> None:
         self._set(name, "failed")
 
+    def update(self, name: str, detail: str) -> None:
+        """What running stage ``name`` has done so far, in words (its pieces' progress)."""
+        with self._lock:
+            s = self.stages[name]
+            s.detail = detail
+            if not self.enabled or self.live:
+                return  # the next redraw shows it
+            now = time.perf_counter()
+            last = self._detail_logged.get(name, self._started.get(name, now))
+            if now - last < self.detail_every:
+                return
+            self._detail_logged[name] = now
+            self._now()
+            self._write(f"[{name}] {detail}; {self._footer()}\n")
+
     # -- output ------------------------------------------------------------------------
     def _line(self, s: StageState) -> str:
         if s.status == "pending":
@@ -222,7 +311,8 @@ class StudyProgress:
             when = f"done earlier ({format_duration(s.elapsed)})"
         else:
             when = format_duration(s.elapsed)
-        return f"  {s.name:<22} {s.status:<8} {when}"
+        detail = f"  {s.detail}" if s.status == "running" and s.detail else ""
+        return f"  {s.name:<22} {s.status:<8} {when}{detail}"
 
     def _footer(self) -> str:
         stages = list(self.stages.values())

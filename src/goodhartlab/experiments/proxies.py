@@ -5,15 +5,28 @@ replacement from the testbed's training prompts, never its held-out ones), the g
 labels them, a ``noise`` fraction of labels is flipped, and one Bradley-Terry reward model is
 trained per seed on a backbone of the requested size. Everything is cached under ``root``,
 keyed by the testbed build, the gold version and the settings, so studies reuse it.
+
+The pieces are tasks on the study's workers (``experiments.parallel_stages``): the pairs and
+the pretrain-seed backbones at once, then each member as soon as its pairs and its backbone
+exist. A member is trained exactly as ``train.rm.train_ensemble`` trains it, wherever it
+runs, and saved atomically in the ensemble's directory; ``ensemble.json``, written last,
+marks the ensemble complete, and a rerun after a kill keeps the members already saved.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from goodhartlab.experiments.dispatch import Task
+
+if TYPE_CHECKING:
+    from goodhartlab.experiments.parallel_stages import StageWorkers
 
 
 @dataclass(frozen=True)
@@ -38,11 +51,13 @@ def preference_pairs(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """The gold-labelled (noisy) base-policy pairs file, sampled once and cached."""
+    """The gold-labelled (noisy) base-policy pairs file, sampled once and cached
+    (``on_batch(pairs_sampled, pairs)`` as it is sampled)."""
     from goodhartlab.data import label_with_gold, sample_pairs, write_pairs
 
-    path = Path(root) / f"pairs-{tb.gold_version}-n{pairs}-noise{noise}-seed{seed}.jsonl"
+    path = Path(root) / pairs_file_name(tb, pairs=pairs, noise=noise, seed=seed)
     if path.is_file():
         return path
     rng = np.random.default_rng(seed)
@@ -55,6 +70,7 @@ def preference_pairs(
         seed=seed,
         device=device,
         progress=progress,
+        on_batch=on_batch,
     )
     write_pairs(label_with_gold(unlabelled, tb.gold, noise=noise, seed=seed), path)
     return path
@@ -74,36 +90,109 @@ def train_proxies(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    workers: StageWorkers | None = None,
 ) -> ProxySet:
     """Proxy reward models on ``tb`` (cached). ``pretrain_seeds`` starts member k from a
-    backbone pretrained with seed k (Eisenstein et al. 2023's pretrain-seed ensembles)."""
-    from goodhartlab.data import read_pairs
-    from goodhartlab.train.rm import RMTrainConfig, train_ensemble
+    backbone pretrained with seed k (Eisenstein et al. 2023's pretrain-seed ensembles).
+
+    ``workers``: where the pieces run (default: this process, one after the other, its
+    progress on stderr with ``progress``); the members are the same files either way.
+    """
+    from goodhartlab.experiments.parallel_stages import (
+        StageWorkers,
+        backbone_task_name,
+        build_backbone,
+        sample_pairs,
+        train_member,
+    )
+    from goodhartlab.train.rm import RM_INFO_FILE, RMTrainConfig, write_ensemble_index
 
     root = Path(root) if root is not None else Path(tb.root) / "proxies"
     root.mkdir(parents=True, exist_ok=True)
-    data = preference_pairs(
-        tb, root, pairs=pairs, noise=noise, seed=seed, device=device, progress=progress
-    )
+    data = root / pairs_file_name(tb, pairs=pairs, noise=noise, seed=seed)
     tag = "pretrain-seeds" if pretrain_seeds else "seeds"
     ens = root / (
         f"rm-{tb.gold_version}-{size}-noise{noise}-n{pairs}-ep{epochs}-lr{lr}-"
         f"{tag}{'_'.join(map(str, seeds))}"
     )
+    workers = workers or StageWorkers(tb, show=_print_progress if progress else None)
+    arg = workers.testbed_arg
+    tasks, units = [], {}
+    if not data.is_file():
+        tasks.append(Task("pairs", sample_pairs, (arg, str(root), pairs, noise, seed, device)))
+        units["pairs"] = ("pairs", pairs)
     manifest = ens / "ensemble.json"
     if manifest.is_file():
+        workers.run("proxies", tasks, units)  # the pairs, if they went missing
         info = json.loads(manifest.read_text())
         return ProxySet(
             [ens / m["path"] for m in info["members"]],
             [m.get("metrics", {}) for m in info["members"]],
             data,
         )
-    if pretrain_seeds:
-        backbones = [str(tb.backbone_path(size, seed=s)) for s in seeds]
-    else:
-        backbones = str(tb.backbone_path(size))
-    config = RMTrainConfig(epochs=epochs, lr=lr, device=device)
-    result = train_ensemble(
-        read_pairs(data), tb.tokenizer, backbones, list(seeds), config, ens, progress=progress
-    )
-    return ProxySet(list(result.paths), list(result.metrics), data)
+    backbone_seeds = list(seeds) if pretrain_seeds else [None] * len(seeds)
+    if pretrain_seeds and not callable(getattr(tb, "is_built", None)):
+        for s in seeds:  # a testbed that cannot say what is built: built here
+            tb.backbone_path(size, seed=s)
+    elif pretrain_seeds:
+        for s in seeds:
+            if not tb.is_built("backbone", size, s):
+                name = backbone_task_name(size, s)
+                tasks.append(Task(name, build_backbone, (arg, size, s)))
+                units[name] = ("backbones", 1)
+    members: dict[int, dict] = {}
+    for i, (s, b_seed) in enumerate(zip(seeds, backbone_seeds, strict=True)):
+        config = RMTrainConfig(epochs=epochs, lr=lr, device=device, seed=s).model_dump()
+        out = ens / f"member_{i}"
+        saved = _saved_member(tb, out, config, size, b_seed, RM_INFO_FILE)
+        if saved is not None:
+            members[i] = saved
+            continue
+        needs = tuple(n for n in ("pairs", backbone_task_name(size, b_seed)) if n in units)
+        tasks.append(
+            Task(
+                f"member/{i}",
+                train_member,
+                (arg, str(data), size, b_seed, config, str(out)),
+                needs=needs,
+            )
+        )
+        units[f"member/{i}"] = ("members", 1)
+    results = workers.run("proxies", tasks, units)
+    for i in range(len(seeds)):
+        members.setdefault(i, results.get(f"member/{i}"))
+    ordered = [members[i] for i in range(len(seeds))]
+    paths = [Path(m["path"]) for m in ordered]
+    metrics = [m["metrics"] for m in ordered]
+    write_ensemble_index(ens, paths, list(seeds), [m["backbone"] for m in ordered], metrics)
+    return ProxySet(paths, metrics, data)
+
+
+def _print_progress(stage: str, text: str) -> None:
+    import sys
+
+    print(f"\r{stage}: {text}", end="", file=sys.stderr, flush=True)
+
+
+def pairs_file_name(tb, *, pairs: int, noise: float, seed: int) -> str:
+    """The cached pairs file of ``preference_pairs`` under its root."""
+    return f"pairs-{tb.gold_version}-n{pairs}-noise{noise}-seed{seed}.jsonl"
+
+
+def _saved_member(tb, out: Path, config: dict, size: str, seed, info_file: str) -> dict | None:
+    """A member that an earlier, killed run saved with these settings (None: train it).
+
+    Member directories are written atomically, so one that exists is whole; it is kept when
+    its recorded config and backbone are the ones this member would be trained with."""
+    path = out / info_file
+    is_built = getattr(tb, "is_built", None)
+    if not path.is_file() or not callable(is_built) or not is_built("backbone", size, seed):
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except ValueError:
+        return None
+    backbone = str(tb.backbone_path(size, seed))
+    if info.get("config") != config or info.get("backbone") != backbone:
+        return None
+    return {"path": str(out), "backbone": backbone, "metrics": info.get("metrics", {})}

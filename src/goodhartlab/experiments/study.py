@@ -13,7 +13,11 @@ Stages (each skipped on ``--resume`` when already finished):
 The RL and DAA runs are independent of each other and go to the workers of the backend
 (``experiments.dispatch``: a local process pool by default, Ray tasks with ``backend="ray"``);
 each seeds itself, so its results do not depend on the backend or the number of workers.
-``experiments.progress`` shows one overall display with the time left.
+The stages before them go to the same workers in pieces (``experiments.parallel_stages``:
+the policy beside the backbones, the pairs, the members, the pool's chunks, its scores), each
+piece seeded as it is in one process, so those stages' files do not depend on it either.
+``experiments.progress`` shows one overall display with the time left, and what each running
+stage has done so far.
 
 Then ``metrics.jsonl`` (every BoN, RL and DAA evaluation point, rebuilt from the stages' own
 files so never duplicated), ``summary.json`` and the report (``report.build_report``).
@@ -500,6 +504,13 @@ def run_study(
             in this process (one local worker) keep the caller's setting.
     """
     from goodhartlab.experiments import dispatch
+    from goodhartlab.experiments.parallel_stages import (
+        StageWorkers,
+        TestbedSpec,
+        build_testbed,
+        pretrain_seeds_beside_policy,
+        sample_and_score_pool,
+    )
     from goodhartlab.experiments.progress import StageState, StudyProgress, estimate_stages
 
     if backend not in dispatch.BACKENDS:
@@ -539,7 +550,9 @@ def run_study(
         if manifest["stages"].get(f"{kind}/{name}", {}).get("status") != "complete"
     ]
     pool_workers = max(1, min(workers, len(todo)))
-    estimates = estimate_stages(config, testbed_cached=tb.is_cached(), seconds_per=tb.seconds_per)
+    estimates = estimate_stages(
+        config, testbed_cached=tb.is_cached(), seconds_per=tb.seconds_per, workers=workers
+    )
     display = StudyProgress(
         [
             StageState(
@@ -553,6 +566,15 @@ def run_study(
         ],
         workers=pool_workers,
         enabled=progress,
+    )
+    # The testbed, proxies and best-of-n stages in pieces on the same workers (one start).
+    stage_workers = StageWorkers(
+        tb,
+        TestbedSpec.of(runtime),
+        backend=backend,
+        workers=workers,
+        threads=dispatch.threads_per_worker(workers, cores, threads),
+        show=display.update,
     )
 
     def record(name: str, result, seconds: float) -> None:
@@ -587,8 +609,12 @@ def run_study(
         stage(
             "testbed",
             lambda: {
-                "policy": str(tb.policy_path),
-                "backbone": str(tb.backbone_path(config.proxies.size)),
+                **build_testbed(
+                    tb,
+                    stage_workers,
+                    config.proxies.size,
+                    pretrain_seeds_beside_policy(config.proxies, tb.seconds_per, workers),
+                ),
                 "gold_version": tb.gold_version,
             },
         )
@@ -609,6 +635,7 @@ def run_study(
                 seed=config.seed,
                 device=config.device,
                 progress=False,
+                workers=stage_workers,
             )
             return {
                 "members": [str(x) for x in ps.paths],
@@ -626,6 +653,20 @@ def run_study(
 
                 members = proxy_info["members"]
                 b = config.bon
+                bon_config = BonStudyConfig(
+                    pool_size=b.pool_size,
+                    prompts_count=b.prompts,
+                    max_new_tokens=tb.max_new_tokens,
+                    aggregators=b.aggregators,
+                    n_boot=b.n_boot,
+                    standardize_members=b.standardize_members,
+                    seed=config.seed,
+                    device=config.device,
+                )
+                # The pool and its scores on the workers; run_bon_study finds them cached.
+                sample_and_score_pool(
+                    stage_workers, run_dir / "bon" / "pool", tb, bon_config, members
+                )
                 result = run_bon_study(
                     run_dir / "bon",
                     policy=tb.policy_path,
@@ -634,16 +675,7 @@ def run_study(
                     gold=tb.gold,
                     proxies={"single": members[0]},
                     ensembles={"ensemble": members} if len(members) > 1 else None,
-                    config=BonStudyConfig(
-                        pool_size=b.pool_size,
-                        prompts_count=b.prompts,
-                        max_new_tokens=tb.max_new_tokens,
-                        aggregators=b.aggregators,
-                        n_boot=b.n_boot,
-                        standardize_members=b.standardize_members,
-                        seed=config.seed,
-                        device=config.device,
-                    ),
+                    config=bon_config,
                     plot=plot_bon_curves,
                     progress=False,
                 )
@@ -706,6 +738,7 @@ def run_study(
                 threads=dispatch.threads_per_worker(pool_workers, cores, threads),
                 on_start=started,
                 on_done=finished,
+                pool=stage_workers.pool,
             )
         except BaseException:
             for name in sorted(running):
@@ -724,6 +757,7 @@ def run_study(
         rundir.fail(e)
         raise
     finally:
+        stage_workers.close()
         display.close()
         if hf_bars:
             hf_logging.enable_progress_bar()

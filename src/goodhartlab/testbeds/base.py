@@ -26,6 +26,12 @@ Plus what the tooling around a study needs: ``max_new_tokens`` (the completion b
 on the reference machine, read by ``experiments.progress.estimate_stages``: each world
 costs differently, so each testbed carries its own calibration).
 
+Optional: ``is_built(artifact, size=None, seed=None)`` ("tokenizer", "policy", "backbone";
+nothing is built) says that the artifacts are independent: once the tokenizer is built, the
+study builds the policy and the backbones at once on its workers, each worker rebuilding the
+testbed from its registry name and options. A testbed without it is built in the study's
+own process, one artifact after the other.
+
 A testbed is registered in ``goodhartlab.registry.TESTBEDS`` with its options model as the
 entry's ``params`` (a pydantic model; a study's ``testbed_options`` are validated against
 it) and built as ``cls(options, cache_dir=..., progress=...)``. A user's own world plugs in

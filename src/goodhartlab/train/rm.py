@@ -503,14 +503,29 @@ def train_ensemble(
         result.metrics.append(member.metrics)
         result.histories.append(member.history)
         del member
+    write_ensemble_index(out_dir, result.paths, seeds, backbones, result.metrics)
+    return result
+
+
+def write_ensemble_index(
+    out_dir: str | os.PathLike,
+    paths: Sequence[Path],
+    seeds: Sequence[int],
+    backbones: Sequence[str | os.PathLike | nn.Module],
+    metrics: Sequence[dict[str, Any]],
+) -> Path:
+    """Write ``out_dir/ensemble.json`` (atomically, last: it marks the ensemble complete),
+    listing each member's directory, seed, backbone and metrics, as ``train_ensemble`` does
+    once every member is saved (also when the members were trained elsewhere)."""
     index = {
         "members": [
-            {"path": p.name, "seed": s, "backbone": _backbone_name(b), "metrics": m}
-            for p, s, b, m in zip(result.paths, seeds, backbones, result.metrics, strict=True)
+            {"path": Path(p).name, "seed": s, "backbone": _backbone_name(b), "metrics": m}
+            for p, s, b, m in zip(paths, seeds, backbones, metrics, strict=True)
         ]
     }
-    _write_json_atomic(out_dir / "ensemble.json", index)
-    return result
+    path = Path(out_dir) / "ensemble.json"
+    _write_json_atomic(path, index)
+    return path
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:

@@ -71,9 +71,11 @@ class ToyTextConfig(BaseModel):
 #: ("The default goodhart run": gold v4, 6,000 pairs, nothing else running), one torch thread.
 #: They only seed the estimate; the measured stages rescale it (remaining_seconds).
 SECONDS_PER: dict[str, float] = {
-    # testbed: tokenizer + medium policy + small backbone from an empty cache (108 s);
-    # a testbed already in the cache is only verified.
-    "testbed_build": 110.0,
+    # testbed: tokenizer (2.4 s) and the medium base policy (600 steps, ~80 s) from an empty
+    # cache, beside the small backbone (tokenizer + policy + backbone one after the other
+    # took 108 s); a testbed already in the cache is only verified.
+    "tokenizer": 2.4,
+    "policy": 80.0,
     "testbed_cached": 2.0,
     # a reward-model backbone pretrained from scratch, by size (600 / 1,200 / 3,000 steps;
     # pretrain-seed ensembles build one per member beyond the first).
@@ -165,11 +167,15 @@ class ToyText:
             self._tokenizer = PreTrainedTokenizerFast.from_pretrained(self.tokenizer_path)
         return self._tokenizer
 
+    def _lm_name(self, size: str, seed: int | None, steps: int | None) -> tuple[str, int, int]:
+        seed = self.config.seed if seed is None else seed
+        steps = self.config.pretrain_steps[size] if steps is None else steps
+        return f"lm-{size}-seed{seed}-steps{steps}", seed, steps
+
     def lm_path(self, size: str, seed: int | None = None, steps: int | None = None) -> Path:
         """A causal LM of ``size`` pretrained on the language for ``steps`` steps (default: the
         size's backbone budget), built and cached on first use."""
-        seed = self.config.seed if seed is None else seed
-        steps = self.config.pretrain_steps[size] if steps is None else steps
+        name, seed, steps = self._lm_name(size, seed, steps)
 
         def build(tmp: Path):
             model, stats = pretrain_causal_lm(
@@ -185,7 +191,7 @@ class ToyText:
             self.tokenizer.save_pretrained(tmp)
             return stats
 
-        return self._ensure(f"lm-{size}-seed{seed}-steps{steps}", build)
+        return self._ensure(name, build)
 
     @property
     def policy_path(self) -> Path:
@@ -204,6 +210,28 @@ class ToyText:
         model = LlamaForCausalLM.from_pretrained(self.policy_path).to(device)
         model.eval()
         return model
+
+    def is_built(self, artifact: str, size: str | None = None, seed: int | None = None) -> bool:
+        """Whether ``artifact`` ("tokenizer", "policy", or the "backbone" of ``size`` and
+        ``seed``) is in the cache and valid; nothing is built.
+
+        The artifacts are independent directories, each built atomically: once the tokenizer
+        is built, the policy and any backbones may be built at once in separate processes
+        (``experiments.parallel_stages``).
+        """
+        if artifact == "tokenizer":
+            name = "tokenizer"
+        elif artifact == "policy":
+            name = self._lm_name(self.config.policy_size, None, self.config.policy_steps)[0]
+        elif artifact == "backbone":
+            if size is None:
+                raise ValueError("is_built('backbone'): expected a size")
+            name = self._lm_name(size, seed, None)[0]
+        else:
+            raise ValueError(
+                f"artifact: expected 'tokenizer', 'policy' or 'backbone', got {artifact!r}"
+            )
+        return verify(self.root / name) is None
 
     def is_cached(self) -> bool:
         """Whether anything of this testbed is in the cache (a rebuild would be quick)."""
