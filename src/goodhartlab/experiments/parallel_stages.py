@@ -167,10 +167,15 @@ class StageWorkers:
         return self.testbed if self.in_process else self.spec
 
     def run(
-        self, stage: str, tasks: Sequence[Task], units: Mapping[str, tuple[str, int]]
+        self,
+        stage: str,
+        tasks: Sequence[Task],
+        units: Mapping[str, tuple[str, int]],
+        on_done: Callable[[str, Any], None] | None = None,
     ) -> dict[str, Any]:
         """Run ``tasks`` (``units``: task name -> (kind of work, units), for the display;
-        the calls of one stage add up there: ``pool chunks 200/200 · rows scored 0/1,228,800``)."""
+        the calls of one stage add up there: ``pool chunks 200/200 · rows scored 0/1,228,800``);
+        ``on_done(name, result)`` as each task finishes."""
         if not tasks:
             return {}
         tally = self._tallies.setdefault(stage, _Tally({}))
@@ -182,6 +187,8 @@ class StageWorkers:
             self.show(stage, tally.text())
 
         def finished(name: str, result, seconds: float) -> None:
+            if on_done is not None:
+                on_done(name, result)
             tally.finish(name)
             self.show(stage, tally.text())
 
@@ -344,17 +351,27 @@ def _source(tb, reward: str, device: str):
     return as_reward_source(reward, device=device)
 
 
+@lru_cache(maxsize=1)
+def _loaded_pool(pool_dir: str, digest: str):
+    """The pool, loaded once per worker process for all its blocks (checked by digest)."""
+    from goodhartlab.optimize.pool import PoolError, load_pool
+
+    pool = load_pool(pool_dir)
+    if pool.digest != digest:
+        raise PoolError(f"pool {pool_dir} changed while it was being scored")
+    return pool
+
+
 def score_block(
     testbed, pool, reward: str, start: int, stop: int, batch_size: int, device: str
 ):
     """Task: the scores of the pool's rows ``start..stop`` by one reward (a NumPy array:
-    pickled by value), in the calls ``score_pool`` makes (``pool``: its directory, or in
-    this process the loaded pool itself)."""
-    from goodhartlab.optimize.pool import load_pool
+    pickled by value), in the calls ``score_pool`` makes (``pool``: ``(directory,
+    digest)``, or in this process the loaded pool itself)."""
     from goodhartlab.optimize.scores import score_rows
 
-    if isinstance(pool, str | Path):
-        pool = load_pool(pool)
+    if isinstance(pool, tuple):
+        pool = _loaded_pool(*pool)
     source = _source(_testbed(testbed), reward, device)
     scores = score_rows(
         pool,
@@ -470,7 +487,7 @@ def sample_and_score_pool(
     # would leave one worker with the last model while the other waits).
     rows = pool.num_prompts * pool.pool_size
     blocks = _blocks(rows, workers.workers, config.score_batch_size)
-    pool_arg = pool if workers.in_process else str(pool_dir)
+    pool_arg = pool if workers.in_process else (str(pool_dir), pool.digest)
     tasks, units = [], {}
     for i, reward in enumerate(sources):
         for j, (start, stop) in enumerate(blocks):
@@ -478,7 +495,15 @@ def sample_and_score_pool(
             args = (arg, pool_arg, reward, start, stop, config.score_batch_size, device)
             tasks.append(Task(name, score_block, args))
             units[name] = ("rows scored", stop - start)
-    results = workers.run("bon", tasks, units)
-    for i, source in enumerate(sources.values()):
-        parts = [results[f"score/{i}/{j}"] for j in range(len(blocks))]
-        save_scores(pool, source, torch.from_numpy(np.concatenate(parts)))
+    parts: dict[int, dict[int, np.ndarray]] = {}
+    source_of = list(sources.values())
+
+    def block_done(name: str, scores) -> None:
+        # A reward's cache is written as soon as its blocks are in (a kill keeps it).
+        i, j = map(int, name.split("/")[1:])
+        parts.setdefault(i, {})[j] = scores
+        if len(parts[i]) == len(blocks):
+            whole = np.concatenate([parts.pop(i)[j] for j in range(len(blocks))])
+            save_scores(pool, source_of[i], torch.from_numpy(whole))
+
+    workers.run("bon", tasks, units, on_done=block_done)
