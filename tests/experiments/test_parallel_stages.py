@@ -96,8 +96,15 @@ def test_testbed_built_on_two_workers_is_the_one_built_in_one_process(here, tmp_
 def test_two_workers_train_the_members_and_build_the_pool_one_process_builds(
     here, tmp_path, monkeypatch
 ):
+    # 40 rows scored 8 at a time: each reward in two blocks (rows 0-23 and 24-39), one per
+    # worker, put together here.
     config = BonStudyConfig(
-        pool_size=8, prompts_count=5, chunk_size=8, max_new_tokens=here.max_new_tokens, n_boot=20
+        pool_size=8,
+        prompts_count=5,
+        chunk_size=8,
+        score_batch_size=8,
+        max_new_tokens=here.max_new_tokens,
+        n_boot=20,
     )
 
     # One process: train_proxies and run_bon_study on their own.
@@ -176,6 +183,12 @@ def test_the_testbed_stage_builds_the_pretrain_seed_backbones_that_fit_beside_th
     no_seeds = ProxyConfig(seeds=[0, 1, 2, 3, 4], pretrain_seeds=False)
     assert pretrain_seeds_beside_policy(no_seeds, calibration, workers=2) == []
     assert pretrain_seeds_beside_policy(proxies, {"testbed_build": 110.0}, workers=2) == []
+
+
+def test_row_blocks_start_at_multiples_of_the_score_batch():
+    assert parallel_stages._blocks(40, 2, 8) == [(0, 24), (24, 40)]
+    assert parallel_stages._blocks(40, 2, 256) == [(0, 40)]  # one batch: one block
+    assert parallel_stages._blocks(1000, 3, 256) == [(0, 512), (512, 768), (768, 1000)]
 
 
 def test_a_stage_reports_its_pieces_by_kind_of_work():

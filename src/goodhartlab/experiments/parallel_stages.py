@@ -503,7 +503,8 @@ def sample_and_score_pool(
         i, j = map(int, name.split("/")[1:])
         parts.setdefault(i, {})[j] = scores
         if len(parts[i]) == len(blocks):
-            whole = np.concatenate([parts.pop(i)[j] for j in range(len(blocks))])
+            got = parts.pop(i)
+            whole = np.concatenate([got[j] for j in range(len(blocks))])
             save_scores(pool, source_of[i], torch.from_numpy(whole))
 
     workers.run("bon", tasks, units, on_done=block_done)
