@@ -1,16 +1,22 @@
 """Wall time of the default `goodhart run`, from an empty testbed cache, stage by stage.
 
-    python benchmarks/bench_study.py [--runs 1] [key=value ...]
+    python benchmarks/bench_study.py [--runs 1] [--keep DIR] [key=value ...]
 
 Each run uses a fresh cache directory and a fresh run directory, so the testbed is built from
 nothing every time (the figure the README and issue 6 care about). Prints the per-stage
-seconds of every run and the median, as a markdown table for BENCHMARKS.md.
+seconds of every run and the median, as a markdown table for BENCHMARKS.md. With ``--keep``,
+each run's metrics.jsonl and manifest.json are copied to ``DIR/run<i>/`` so that two
+versions' runs can be compared line by line (``cmp``).
+
+To time another version side by side, run this script with that version's sources first on
+the path: ``PYTHONPATH=/tmp/oldmain/src python benchmarks/bench_study.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -19,7 +25,7 @@ import time
 from pathlib import Path
 
 
-def one_run(overrides: list[str]) -> dict[str, float]:
+def one_run(overrides: list[str], keep: Path | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         env_cache = Path(tmp) / "cache"
         run_dir = Path(tmp) / "run"
@@ -39,6 +45,10 @@ def one_run(overrides: list[str]) -> dict[str, float]:
         )
         wall = time.perf_counter() - t0
         manifest = json.loads((run_dir / "manifest.json").read_text())
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for name in ("metrics.jsonl", "manifest.json"):
+                shutil.copy2(run_dir / name, keep / name)
     stages = {name: s["seconds"] for name, s in manifest["stages"].items()}
     rl = sum(v for k, v in stages.items() if k.startswith("rl/"))
     out = {k: v for k, v in stages.items() if not k.startswith("rl/")}
@@ -51,9 +61,13 @@ def one_run(overrides: list[str]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--keep", type=Path, help="copy each run's metrics and manifest here")
     ap.add_argument("overrides", nargs="*", help="study overrides, e.g. bon.pool_size=256")
     args = ap.parse_args()
-    results = [one_run(args.overrides) for _ in range(args.runs)]
+    results = [
+        one_run(args.overrides, args.keep / f"run{i + 1}" if args.keep else None)
+        for i in range(args.runs)
+    ]
     print(f"\n| stage | {' | '.join(f'run {i + 1}' for i in range(len(results)))} | median |")
     print(f"|---|{'---:|' * (len(results) + 1)}")
     for key in results[0]:
