@@ -16,7 +16,8 @@ marks the ensemble complete, and a rerun after a kill keeps the members already 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,10 +111,16 @@ def train_proxies(
     root = Path(root) if root is not None else Path(tb.root) / "proxies"
     root.mkdir(parents=True, exist_ok=True)
     data = root / pairs_file_name(tb, pairs=pairs, noise=noise, seed=seed)
-    tag = "pretrain-seeds" if pretrain_seeds else "seeds"
-    ens = root / (
-        f"rm-{tb.gold_version}-{size}-noise{noise}-n{pairs}-ep{epochs}-lr{lr}-"
-        f"{tag}{'_'.join(map(str, seeds))}"
+    ens = root / proxy_set_dir_name(
+        tb,
+        pairs=pairs,
+        noise=noise,
+        seed=seed,
+        size=size,
+        seeds=seeds,
+        pretrain_seeds=pretrain_seeds,
+        epochs=epochs,
+        lr=lr,
     )
     workers = workers or StageWorkers(tb, show=_print_progress if progress else None)
     arg = workers.testbed_arg
@@ -121,14 +128,11 @@ def train_proxies(
     if not data.is_file():
         tasks.append(Task("pairs", sample_pairs, (arg, str(root), pairs, noise, seed, device)))
         units["pairs"] = ("pairs", pairs)
-    manifest = ens / "ensemble.json"
-    if manifest.is_file():
+    whole = _whole_ensemble(ens)
+    if whole is not None:
         workers.run("proxies", tasks, units)  # the pairs, if they went missing
-        info = json.loads(manifest.read_text())
         return ProxySet(
-            [ens / m["path"] for m in info["members"]],
-            [m.get("metrics", {}) for m in info["members"]],
-            data,
+            [ens / m["path"] for m in whole], [m.get("metrics", {}) for m in whole], data
         )
     backbone_seeds = list(seeds) if pretrain_seeds else [None] * len(seeds)
     if pretrain_seeds and not callable(getattr(tb, "is_built", None)):
@@ -148,6 +152,8 @@ def train_proxies(
         if saved is not None:
             members[i] = saved
             continue
+        if out.exists():  # damaged or of other settings (this is the cache's own directory)
+            shutil.rmtree(out)
         needs = tuple(n for n in ("pairs", backbone_task_name(size, b_seed)) if n in units)
         tasks.append(
             Task(
@@ -179,14 +185,61 @@ def pairs_file_name(tb, *, pairs: int, noise: float, seed: int) -> str:
     return f"pairs-{tb.gold_version}-n{pairs}-noise{noise}-seed{seed}.jsonl"
 
 
+def proxy_set_dir_name(
+    tb,
+    *,
+    pairs: int,
+    noise: float,
+    seed: int,
+    size: str,
+    seeds: Sequence[int],
+    pretrain_seeds: bool,
+    epochs: int,
+    lr: float,
+) -> str:
+    """The cached ensemble directory of :func:`train_proxies` under its root.
+
+    Named by every input that changes a member: the pairs (gold version, count, noise and
+    the study seed that sampled and labelled them), the backbone size, the members' seeds
+    and whether their backbones are pretrain-seeded, and the training settings. (The
+    testbed's build is the root's parent.)"""
+    tag = "pretrain-seeds" if pretrain_seeds else "seeds"
+    return (
+        f"rm-{tb.gold_version}-{size}-noise{noise}-n{pairs}-pairseed{seed}-ep{epochs}-lr{lr}-"
+        f"{tag}{'_'.join(map(str, seeds))}"
+    )
+
+
+def _whole_ensemble(ens: Path) -> list[dict] | None:
+    """The members listed by a finished ensemble's ``ensemble.json``, if every one of them is
+    intact (its checksums verify); None: (re)train what is missing or damaged."""
+    from goodhartlab.artifacts import verify
+
+    manifest = ens / "ensemble.json"
+    if not manifest.is_file():
+        return None
+    try:
+        members = json.loads(manifest.read_text())["members"]
+    except (ValueError, KeyError):
+        return None
+    if any(verify(ens / m["path"]) is not None for m in members):
+        return None
+    return members
+
+
 def _saved_member(tb, out: Path, config: dict, size: str, seed, info_file: str) -> dict | None:
     """A member that an earlier, killed run saved with these settings (None: train it).
 
-    Member directories are written atomically, so one that exists is whole; it is kept when
-    its recorded config and backbone are the ones this member would be trained with."""
+    Member directories are written atomically and sealed with checksums; one is kept when it
+    verifies and its recorded config and backbone are the ones this member would be trained
+    with (a damaged one is retrained)."""
+    from goodhartlab.artifacts import verify
+
     path = out / info_file
     is_built = getattr(tb, "is_built", None)
     if not path.is_file() or not callable(is_built) or not is_built("backbone", size, seed):
+        return None
+    if verify(out) is not None:
         return None
     try:
         info = json.loads(path.read_text())

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from goodhartlab.artifacts import MANIFEST, verify
 from goodhartlab.models.loading import check_vocabulary
 
 
@@ -169,17 +170,37 @@ class RewardModel:
         """Load a reward model and its tokenizer from a directory or a hub name.
 
         If the directory has a ``goodhart_rm.json`` (written by ``train_reward_model``),
-        its ``max_length`` is used unless ``max_length`` is given.
+        its ``max_length`` is used unless ``max_length`` is given. A directory sealed with
+        checksums (``goodhartlab.artifacts``; every one ``train_reward_model`` saves) is
+        verified first. Weights are read from safetensors only.
+
+        Raises:
+            ValueError: naming the directory, if it is damaged (a file missing, truncated or
+                altered since it was sealed) or cannot be loaded as a reward model.
         """
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(
-            path_or_hub_name, trust_remote_code=trust_remote_code
-        )
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path_or_hub_name, trust_remote_code=trust_remote_code
-        )
+        local = Path(path_or_hub_name)
+        if local.is_file():
+            raise ValueError(f"{local}: expected a reward-model directory, got a file")
+        if (local / MANIFEST).is_file() and (why := verify(local)) is not None:
+            raise ValueError(
+                f"{local}: the reward-model directory is damaged ({why}); delete it and train "
+                "it again (a study retrains a damaged cached proxy by itself)"
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                path_or_hub_name, trust_remote_code=trust_remote_code
+            )
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path_or_hub_name, trust_remote_code=trust_remote_code, use_safetensors=True
+            )
+        except Exception as e:  # OSError, SafetensorError, JSONDecodeError, ...: one line
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise ValueError(
+                f"{path_or_hub_name}: cannot load a reward model ({type(e).__name__}: {first})"
+            ) from e
         if model.config.num_labels != 1:
             raise ValueError(
                 f"{path_or_hub_name}: expected a reward model with num_labels=1, "

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 
+from goodhartlab.artifacts import seal
 from goodhartlab.core.losses import RM_OBJECTIVES
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.models.loading import check_vocabulary
@@ -419,8 +420,9 @@ def save_reward_model(
 ) -> Path:
     """Save model (safetensors), tokenizer and ``goodhart_rm.json`` atomically.
 
-    Everything is written to a temporary sibling directory, which is then renamed to
-    ``out_dir``. An existing ``out_dir`` is replaced only if it is empty or a reward-model
+    Everything is written to a temporary sibling directory, sealed with the checksums of its
+    files (``goodhartlab.artifacts``: a truncated or altered file is detected when the model
+    is loaded), then renamed to ``out_dir``. An existing ``out_dir`` is replaced only if it is empty or a reward-model
     directory (has ``goodhart_rm.json``); anything else raises ValueError.
     """
     out_dir = Path(out_dir)
@@ -438,6 +440,7 @@ def save_reward_model(
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / RM_INFO_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
+        seal(tmp, {"kind": "reward_model"})
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(out_dir, old)
