@@ -126,9 +126,41 @@ def _throttled(send: Callable[[int, int], None]) -> Callable[[int, int], None]:
     return report
 
 
-def _init_worker(queue) -> None:
+def _init_worker(queue, parent: int) -> None:
     global _progress_queue
     _progress_queue = queue
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """End this worker process when ``parent`` (the process that started it) dies.
+
+    A worker that outlived a killed study would keep writing into run directories that a
+    ``--resume`` now owns. On Linux the kernel sends the worker SIGKILL when its parent
+    exits, however it exits (``prctl(PR_SET_PDEATHSIG)``; the pool's processes are started
+    by the thread that submits, the study's main thread). Elsewhere a daemon thread polls
+    the parent's pid every half second.
+    """
+    import signal
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        armed = False
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+    if not armed:
+        import threading
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="goodhart-parent-watch", daemon=True).start()
 
 
 def _in_worker(threads: int, fn: Callable[..., Any], args: tuple, name: str | None = None) -> Any:
@@ -187,7 +219,7 @@ class WorkerPool:
                 max_workers=self.workers,
                 mp_context=ctx,
                 initializer=_init_worker,
-                initargs=(self._queue,),
+                initargs=(self._queue, os.getpid()),
             )
         return self._executor, self._queue
 
