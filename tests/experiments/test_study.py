@@ -156,7 +156,7 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
     ):
         assert (run_dir / name).is_file(), name
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["schema"] == "goodhart-run/v1"
+    assert manifest["status"] == "complete" and manifest["schema"] == "goodhart-run/v2"
     assert manifest["kind"] == "study" and manifest["versions"]["torch"]
     assert set(manifest["stages"]) == {
         "testbed",

@@ -258,6 +258,44 @@ def test_resumed_run_equals_an_uninterrupted_run(tmp_path, tiny_tokenizer):
     assert manifest["resumes"][0]["from_step"] == 3 and manifest["status"] == "complete"
 
 
+def test_a_line_lost_after_its_checkpoint_is_recomputed(tmp_path, tiny_tokenizer):
+    # Issue 17, defect 3: a finished 4-step run whose last metrics line is torn resumed from
+    # the step-4 checkpoint, recomputed nothing, and reported a final step of 2.
+    straight = _run(tmp_path, tiny_tokenizer, name="straight", steps=4)
+    run_dir = tmp_path / "torn"
+    _run(tmp_path, tiny_tokenizer, name="torn", steps=4)
+    metrics = run_dir / "metrics.jsonl"
+    text = metrics.read_text()
+    metrics.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 20])  # last line cut
+    assert [r["step"] for r in read_jsonl(metrics)] == [0, 2]
+    resumed = _run(tmp_path, tiny_tokenizer, name="torn", steps=4, resume=True)
+    assert metrics.read_text() == (tmp_path / "straight" / "metrics.jsonl").read_text()
+    assert resumed.metrics == straight.metrics
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final"]["step"] == 4
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["resumes"][-1]["from_step"] == 3  # the step-4 checkpoint lacks its line
+
+
+def test_a_damaged_line_inside_a_log_names_the_file_and_line(tmp_path, tiny_tokenizer):
+    _run(tmp_path, tiny_tokenizer, steps=4)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    lines[1] = lines[1][:15] + "\n"
+    metrics.write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"metrics\.jsonl, line 2: not a JSON line"):
+        _run(tmp_path, tiny_tokenizer, steps=4, resume=True)
+
+
+def test_resume_with_fewer_steps_than_done_is_refused_before_writing(tmp_path, tiny_tokenizer):
+    # Issue 17: `--resume --steps 2` on a 4-step run reported steps 2 and final step 4.
+    _run(tmp_path, tiny_tokenizer, steps=4)
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(ValueError, match=r"has already run 4 steps.*steps >= 4"):
+        _run(tmp_path, tiny_tokenizer, steps=2, resume=True)
+    assert (tmp_path / "run" / "config.yaml").read_text() == config
+
+
 def test_resume_with_a_different_config_is_an_error(tmp_path, tiny_tokenizer):
     _run(tmp_path, tiny_tokenizer, steps=3)
     with pytest.raises(ValueError, match=r"different configuration.*config\.lr"):

@@ -25,7 +25,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +48,7 @@ from goodhartlab.models.loading import load_policy_and_reference, resolve_autoca
 from goodhartlab.optimize.algorithms import RL_ALGORITHMS, AdvantageInputs
 from goodhartlab.optimize.rundir import (
     RunDir,
+    check_steps_reach,
     derived_seed,
     load_checkpoint,
     prompts_hash,
@@ -313,9 +314,7 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     r_final = scored.r_final.to(run.device)
 
     # 3. Advantages (the algorithm's: optimize.algorithms).
-    kl_token = (
-        token_kl(logp_old, logp_ref, cfg.kl_estimator or "k1") if in_reward else None
-    )
+    kl_token = token_kl(logp_old, logp_ref, cfg.kl_estimator or "k1") if in_reward else None
     advantages, returns, values_old = RL_ALGORITHMS[cfg.algorithm].advantages(
         run,
         AdvantageInputs(
@@ -372,6 +371,21 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
+
+
+def _logged_by(cfg: RLConfig) -> Callable[[int], dict[str, range | list[int]]]:
+    """The log lines a run checkpointed at a step has written (see RunDir.resume_checkpoint):
+    a train line per step, an evaluation at 0, every ``eval_every`` steps and at a final step
+    (a checkpoint off the ``checkpoint_every`` grid, or at ``steps``, was the last step)."""
+
+    def logged(step: int) -> dict[str, range | list[int]]:
+        evals = [k for k in range(step + 1) if k % cfg.eval_every == 0]
+        final = step == cfg.steps or step % cfg.checkpoint_every != 0
+        if final and step % cfg.eval_every != 0:
+            evals.append(step)
+        return {"train": range(1, step + 1), "metrics": evals}
+
+    return logged
 
 
 def _evaluate(run: _Run, step: int, eval_prompts: list[str], gold: Any) -> tuple[dict, list[dict]]:
@@ -456,9 +470,7 @@ def _build_run(
     pipeline = RewardPipeline(
         reward, cfg.reward, reference_sampler=reference_sampler, kl_penalty=kl_penalty
     )
-    value_model = (
-        ValueModel(model).to(device) if RL_ALGORITHMS[cfg.algorithm].value_model else None
-    )
+    value_model = ValueModel(model).to(device) if RL_ALGORITHMS[cfg.algorithm].value_model else None
     params = list(model.parameters()) + (list(value_model.parameters()) if value_model else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return _Run(
@@ -473,7 +485,6 @@ def _build_run(
         device,
         autocast_dtype,
     )
-
 
 
 def run_rl(
@@ -540,6 +551,8 @@ def run_rl(
         "identity": run_identity(policy_id, reward, gold, train_prompts, eval_prompts),
         "launch": launch or {},
     }
+    if resume:
+        check_steps_reach(out_dir, cfg.steps)
     rundir = RunDir.open(
         out_dir,
         kind="rl",
@@ -554,23 +567,21 @@ def run_rl(
     run = _build_run(cfg, model, reference, tokenizer, reward, train_prompts, device)
     optimizer, value_model, pipeline = run.optimizer, run.value_model, run.pipeline
 
-    start = 0
-    ckpt = rundir.latest_checkpoint() if resume else None
+    ckpt, start = rundir.resume_checkpoint(_logged_by(cfg)) if resume else (None, 0)
     if ckpt is not None:
         state = load_checkpoint(
             ckpt, policy=model, optimizer=optimizer, value_model=value_model, device=device
         )
         pipeline.load_state_dict(state["pipeline"])
-        start = int(state["step"])
         rundir.resumed(start)
     # Lines past the checkpoint are recomputed; without a checkpoint, everything is.
     rundir.truncate(("metrics", "train", "samples"), start if ckpt is not None else -1)
 
     def log_eval(step: int) -> None:
         line, samples = _evaluate(run, step, eval_prompts, gold)
-        rundir.append("metrics", line)
-        for s in samples:
+        for s in samples:  # before the metrics line, whose presence says they are all written
             rundir.append("samples", s)
+        rundir.append("metrics", line)
         if progress:
             print(
                 f"[{cfg.method}] step {step:>5}  kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  "

@@ -35,7 +35,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,15 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from goodhartlab.artifacts import atomic_write_text, building, verify
+from goodhartlab.artifacts import atomic_write_text, building, read_info, verify
 
 __all__ = [
     "MANIFEST_SCHEMA",
     "RunDir",
     "append_jsonl",
     "check_resume",
+    "check_steps_reach",
+    "complete_checkpoints",
     "derived_seed",
     "latest_checkpoint",
     "load_checkpoint",
@@ -160,8 +162,100 @@ def check_resume(
         )
 
 
-#: Bump on any change of manifest.json's fields.
-MANIFEST_SCHEMA = "goodhart-run/v1"
+#: Bump on any change of manifest.json's fields (v2: ``config`` replaces ``config_sha256``).
+MANIFEST_SCHEMA = "goodhart-run/v2"
+
+
+#: A run directory's lock file: held (``flock``) by the one process that runs it.
+LOCK = ".goodhart.lock"
+_held: dict[str, int] = {}  # run directory -> the descriptor of its lock, held here
+
+
+def _own(path: Path, what: str) -> bool:
+    """Take ``path``'s lock for this process (True: taken now; False: held already).
+
+    One process runs a directory at a time, so a ``--resume`` started while the killed
+    run's process, or another resume, still writes there is refused instead of interleaving
+    lines. The lock is the kernel's (``flock``): it goes with the process that holds it,
+    however that process ends. Without ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    key = str(path.resolve())
+    if key in _held:
+        return False
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise ValueError(
+            f"{path}: this {what} directory is in use by {holder}; one process runs it at a "
+            "time. Wait for that process to end (or stop it), then resume"
+        ) from None
+    import platform
+
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()} on {platform.node()}".encode())
+    _held[key] = fd
+    return True
+
+
+def _release(path: Path) -> None:
+    """Let go of ``path``'s lock if this process holds it."""
+    fd = _held.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the last descriptor releases the flock
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """A run's manifest.json ({} when there is none); a clear error when unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"resume: {path} is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"resume: {path}: expected a JSON object")
+    return manifest
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A run's config.yaml, parsed; a clear error naming the file when it is not a mapping."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"resume: {path} is not valid YAML ({e})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"resume: {path}: expected a mapping of settings")
+    return saved
+
+
+def _check_unedited(path: Path, saved: dict[str, Any], manifest: dict[str, Any], what: str):
+    """Refuse a config.yaml whose settings differ from those the run recorded at its start."""
+    recorded = manifest.get("config")
+    if recorded is None:  # goodhart-run/v1 recorded the hash of the file only
+        digest = manifest.get("config_sha256")
+        if digest and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise ValueError(
+                f"resume: {path} was edited after the {what} started (its hash differs from "
+                "the one in manifest.json); restore it, or start a new run directory"
+            )
+        return
+    edits = config_differences(recorded, saved)
+    if edits:
+        a, b = _flatten(recorded), _flatten(saved)
+        shown = "; ".join(f"{k}: {a.get(k)!r} (recorded) vs {b.get(k)!r} (file)" for k in edits[:6])
+        raise ValueError(
+            f"resume: {path} was edited after the {what} started ({len(edits)} setting(s) "
+            f"differ from manifest.json's record: {shown}); restore it, or start a new run "
+            "directory with the new settings"
+        )
 
 
 def _now() -> str:
@@ -180,11 +274,12 @@ class RunDir:
 
         schema, kind, name, metrics_version, seed, host, versions (package_versions()),
         status ("running" | "complete" | "failed"), started, finished, seconds, error,
-        resumes ([{from_step, at}]), config_sha256, and the kind's own fields (a study's
+        resumes ([{from_step, at}]), config, and the kind's own fields (a study's
         stages, a DAA run's rounds, a best-of-n study's timings).
 
-    ``config_sha256`` is the hash of config.yaml as the run wrote it: a resume refuses a
-    config.yaml edited by hand since, as well as a requested config that differs from it.
+    ``config`` is config.yaml's settings as the run wrote them: a resume compares the parsed
+    config.yaml with it, so a file edited by hand since is refused with what differs (a mere
+    reformat, comments or key order, is not a change), as is a requested config that differs.
     """
 
     CONFIG = "config.yaml"
@@ -229,24 +324,57 @@ class RunDir:
 
         path = Path(path)
         text = yaml.safe_dump(config, sort_keys=False)
+        config_file = path / cls.CONFIG
+        if resume and not replace and not config_file.is_file():
+            raise FileNotFoundError(f"resume: {config_file} not found (not a {what} directory)")
+        path.mkdir(parents=True, exist_ok=True)
+        locked_here = _own(path, what)
+        try:
+            manifest = cls._checked_manifest(path, config, resume, resumable, what, replace)
+        except BaseException:
+            if locked_here:
+                _release(path)
+            raise
+        # A resume may change the resumable settings (more steps): config.yaml says what
+        # the run is now, and the manifest records it.
+        atomic_write_text(config_file, text)
+        import platform
+
+        manifest.update(
+            schema=MANIFEST_SCHEMA,
+            kind=kind,
+            versions=package_versions(),
+            host=platform.node(),
+            status="running",
+        )
+        for key, value in (("name", name), ("seed", seed), ("metrics_version", metrics_version)):
+            if value is not None:
+                manifest[key] = value
+        manifest.setdefault("started", _now())
+        manifest.pop("config_sha256", None)  # goodhart-run/v1's record of config.yaml
+        manifest["config"] = yaml.safe_load(text)
+        run = cls(path, manifest)
+        run.save()
+        return run
+
+    @classmethod
+    def _checked_manifest(
+        cls,
+        path: Path,
+        config: dict[str, Any],
+        resume: bool,
+        resumable: Sequence[str],
+        what: str,
+        replace: bool,
+    ) -> dict[str, Any]:
+        """The manifest to continue (a resume whose settings match) or {} (a new run)."""
         config_file, manifest_file = path / cls.CONFIG, path / cls.MANIFEST
         if replace:
             manifest = {}
         elif resume:
-            if not config_file.is_file():
-                raise FileNotFoundError(
-                    f"resume: {config_file} not found (not a {what} directory)"
-                )
-            saved_text = config_file.read_text()
-            manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
-            recorded = manifest.get("config_sha256")
-            if recorded and hashlib.sha256(saved_text.encode()).hexdigest() != recorded:
-                raise ValueError(
-                    f"resume: {config_file} was edited after the {what} started (its hash "
-                    "differs from the one in manifest.json); restore it, or start a new run "
-                    "directory with the new settings"
-                )
-            saved = yaml.safe_load(saved_text) or {}
+            manifest = _read_manifest(manifest_file)
+            saved = _read_config(config_file)
+            _check_unedited(config_file, saved, manifest, what)
             diffs = config_differences(saved, config, resumable)
             if diffs:
                 a, b = _flatten(saved), _flatten(config)
@@ -267,27 +395,7 @@ class RunDir:
                     "(--resume) or choose a new directory"
                 )
             manifest = {}
-        path.mkdir(parents=True, exist_ok=True)
-        # A resume may change the resumable settings (more steps): config.yaml says what
-        # the run is now, and its hash is updated with it.
-        atomic_write_text(config_file, text)
-        import platform
-
-        manifest.update(
-            schema=MANIFEST_SCHEMA,
-            kind=kind,
-            versions=package_versions(),
-            host=platform.node(),
-            status="running",
-        )
-        for key, value in (("name", name), ("seed", seed), ("metrics_version", metrics_version)):
-            if value is not None:
-                manifest[key] = value
-        manifest.setdefault("started", _now())
-        manifest["config_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-        run = cls(path, manifest)
-        run.save()
-        return run
+        return manifest
 
     # -- manifest ---------------------------------------------------------------------
 
@@ -303,17 +411,19 @@ class RunDir:
         self.save()
 
     def finish(self, **fields: Any) -> None:
-        """Status "complete", with the end time and any ``fields``."""
+        """Status "complete", with the end time and any ``fields``; the directory is let go."""
         self.manifest.update(status="complete", finished=_now(), **fields)
         self.manifest.pop("error", None)
         self.save()
+        _release(self.path)
 
     def fail(self, error: BaseException) -> None:
-        """Status "failed", with the end time and the error."""
+        """Status "failed", with the end time and the error; the directory is let go."""
         self.manifest.update(
             status="failed", finished=_now(), error=f"{type(error).__name__}: {error}"
         )
         self.save()
+        _release(self.path)
 
     # -- logs -------------------------------------------------------------------------
 
@@ -335,6 +445,28 @@ class RunDir:
     def latest_checkpoint(self) -> Path | None:
         return latest_checkpoint(self.path)
 
+    def resume_checkpoint(
+        self, needs: Callable[[int], Mapping[str, Iterable[int]]]
+    ) -> tuple[Path | None, int]:
+        """The checkpoint to resume from and its step: the newest complete one whose lines
+        the logs all hold (``(None, 0)``: start over).
+
+        ``needs(step)`` names, per log, the steps whose lines a run checkpointed at ``step``
+        wrote (e.g. ``{"train": 1..step, "metrics": its evaluation steps}``). A line lost
+        after its checkpoint (a torn or truncated log) makes that checkpoint unusable, so the
+        run resumes from an older one, or from the start, and the line is recomputed rather
+        than silently missing."""
+        logs: dict[str, set[int]] = {}
+        for path in complete_checkpoints(self.path):
+            step = int(read_info(path)["step"])
+            need = needs(step)
+            for name in need:
+                if name not in logs:
+                    logs[name] = {r.get("step") for r in self.read(name)}
+            if all(set(steps) <= logs[name] for name, steps in need.items()):
+                return path, step
+        return None, 0
+
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and push it to disk (a kill loses at most this line)."""
@@ -345,26 +477,53 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of a JSONL file (a torn last line is skipped)."""
+def read_jsonl(path: str | os.PathLike, *, torn_tail: bool = True) -> list[dict[str, Any]]:
+    """The records of a JSONL log ([] when there is none).
+
+    Lines are appended whole and pushed to disk one by one (:func:`append_jsonl`), so a kill
+    can tear only the last line, which then lacks its newline: with ``torn_tail`` it is
+    skipped (a resume recomputes it). Any other line that is not a JSON object is damage,
+    never skipped: ValueError naming the file and the line.
+    """
+    path = Path(path)
     if not path.is_file():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            out.append(_record(path, i, line))
+    if tail.strip():
         try:
-            out.append(json.loads(line))
+            out.append(_record(path, len(lines) + 1, tail))
         except ValueError:
-            continue
+            if not torn_tail:
+                raise
     return out
+
+
+def _record(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError as e:
+        raise ValueError(
+            f"{path}, line {lineno}: not a JSON line ({e}); the file is damaged"
+        ) from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}, line {lineno}: expected a JSON object, got {line[:40]!r}")
+    return record
 
 
 def truncate_jsonl(path: Path, max_step: int) -> None:
     """Keep only the complete lines with ``step <= max_step`` (atomically)."""
     if not path.exists():
         return
-    kept = [
-        r for r in read_jsonl(path) if isinstance(r, dict) and r.get("step", 1 << 62) <= max_step
-    ]
+    kept = [r for r in read_jsonl(path) if r.get("step", 1 << 62) <= max_step]
     atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
 
 
@@ -430,12 +589,26 @@ def save_checkpoint(
     return path
 
 
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """The complete checkpoints (checksums verified), newest first."""
+    paths = sorted((Path(run_dir) / CHECKPOINTS).glob("step_*"), reverse=True)
+    return [p for p in paths if verify(p) is None]
+
+
+def check_steps_reach(run_dir: str | os.PathLike, steps: int, field: str = "steps") -> None:
+    """Refuse to resume ``run_dir`` with fewer ``steps`` than its newest checkpoint has run
+    (the run would report ``steps`` and end past them); called before anything is written."""
+    newest = latest_checkpoint(Path(run_dir))
+    if newest is not None and (done := int(read_info(newest)["step"])) > steps:
+        raise ValueError(
+            f"resume: {run_dir} has already run {done} steps ({newest.name}); {field}={steps} "
+            f"would end before them. Resume with {field} >= {done}, or start a new run directory"
+        )
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint (checksums verified), or None."""
-    for path in sorted((run_dir / CHECKPOINTS).glob("step_*"), reverse=True):
-        if verify(path) is None:
-            return path
-    return None
+    return next(iter(complete_checkpoints(run_dir)), None)
 
 
 def load_checkpoint(

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from goodhartlab.artifacts import atomic_write_json, atomic_write_text
+from goodhartlab.optimize.rundir import read_jsonl
 
 __all__ = ["HACKING_DROP", "build_report", "collect_metrics", "summary_table", "verdict"]
 
@@ -38,9 +39,8 @@ HACKING_DROP = 0.2
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """A finished run's JSONL log: any bad line, the last too, is an error naming it."""
+    return read_jsonl(path, torn_tail=False)
 
 
 #: Kinds of training runs, each in ``<kind>/<method>/`` with the RL loop's metrics.jsonl.
