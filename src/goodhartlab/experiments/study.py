@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -56,7 +57,6 @@ from goodhartlab.train.rm import RMTrainConfig
 
 
 class _ProxyBase(BaseModel):
-
     model_config = ConfigDict(extra="forbid")
     pairs: int = Field(6000, ge=10, description="Base-policy preference pairs labelled by gold.")
     noise: float = Field(
@@ -230,9 +230,7 @@ _DAA_STAGE_DEFAULTS = {"lr": 3e-4, "eval_points_in_first_epoch": (0.1, 0.25, 0.5
 _DAA_ONLINE = ("online", "rounds", "pairs_per_round", "temperature", "reward")
 _DAA_LOSS_FIELDS = ("loss", "beta", "eta", "label_smoothing")
 _DAA_FIELDS = [
-    f
-    for f in DAAConfig.model_fields
-    if f not in (*_SET_BY_STUDY, *_DAA_ONLINE, *_DAA_LOSS_FIELDS)
+    f for f in DAAConfig.model_fields if f not in (*_SET_BY_STUDY, *_DAA_ONLINE, *_DAA_LOSS_FIELDS)
 ]
 
 
@@ -479,6 +477,266 @@ def run_in_worker(kind: str, name: str, config: dict, proxy_info: dict, run_dir:
     return _daa_run(config, tb, proxy_info, run, run_dir, {})
 
 
+def _check_workers(backend: str, workers: int | None) -> tuple[int, int]:
+    """The machine's cores and the worker count; a bad backend or count fails before any write."""
+    from goodhartlab.experiments import dispatch
+
+    if backend not in dispatch.BACKENDS:
+        raise ValueError(f"backend: expected one of {list(dispatch.BACKENDS)}, got {backend!r}")
+    if backend == "ray":
+        dispatch.import_ray()  # fail now, not after the first stages
+    cores = dispatch.available_cpus()
+    workers = cores if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers: expected at least 1, got {workers}")
+    return cores, workers
+
+
+def _open_study_dir(config: StudyConfig, run_dir: str | Path | None, resume: bool) -> RunDir:
+    """The study's run directory, created or resumed, with a ``stages`` record in its manifest."""
+    if run_dir is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(config.out_dir) / config.name / stamp
+    run_dir = Path(run_dir)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(f"run directory {run_dir} is not empty (use --resume to continue it)")
+    rundir = RunDir.open(
+        run_dir,
+        kind="study",
+        config=config.model_dump(mode="json"),
+        resume=resume,
+        name=config.name,
+        seed=config.seed,
+        what="study",
+    )
+    rundir.manifest.setdefault("stages", {})
+    rundir.save()
+    return rundir
+
+
+def _independent_runs(config: StudyConfig) -> list[tuple[str, str]]:
+    """The enabled RL methods and DAA runs as ``(kind, name)``, in config order."""
+    runs = [("rl", m.name) for m in config.rl.methods if config.rl.enabled]
+    runs += [("daa", r.name) for r in config.daa.runs if config.daa.enabled]
+    return runs
+
+
+def _unfinished(runs: list[tuple[str, str]], stages: dict) -> list[tuple[str, str]]:
+    """The runs not recorded complete in the manifest's ``stages``."""
+    return [
+        (kind, name)
+        for kind, name in runs
+        if stages.get(f"{kind}/{name}", {}).get("status") != "complete"
+    ]
+
+
+def _display(config: StudyConfig, tb, workers: int, pool_workers: int, progress: bool):
+    """The overall progress display (``progress.StudyProgress``), one line per stage."""
+    from goodhartlab.experiments.progress import StageState, StudyProgress, estimate_stages
+
+    estimates = estimate_stages(
+        config, testbed_cached=tb.is_cached(), seconds_per=tb.seconds_per, workers=workers
+    )
+    return StudyProgress(
+        [
+            StageState(
+                name,
+                seconds,
+                group=name.split("/")[0] if "/" in name else "",
+                parallel="/" in name,
+                calibrates=name not in ("testbed", "proxies"),
+            )
+            for name, seconds in estimates.items()
+        ],
+        workers=pool_workers,
+        enabled=progress,
+    )
+
+
+@dataclass
+class _Stages:
+    """The study's stages as its manifest records them, each shown on the display."""
+
+    rundir: RunDir
+    display: Any
+
+    def record(self, name: str, result, seconds: float) -> None:
+        """Records the stage ``name`` complete in the manifest and on the display."""
+        self.rundir.manifest["stages"][name] = {
+            "status": "complete",
+            "seconds": seconds,
+            "result": result,
+        }
+        self.rundir.save()
+        self.display.done(name, seconds)
+
+    def run(self, name: str, fn):
+        """The stage's result: the recorded one if it is complete, else ``fn()``'s, recorded."""
+        done = self.rundir.manifest["stages"].get(name, {})
+        if done.get("status") == "complete":
+            self.display.skip(name, done.get("seconds", 0.0))
+            return done.get("result")
+        self.display.start(name)
+        t0 = time.perf_counter()
+        try:
+            result = fn()
+        except BaseException:
+            self.display.fail(name)
+            raise
+        self.record(name, result, time.perf_counter() - t0)
+        return result
+
+
+def _testbed_stage(config: StudyConfig, tb, stage_workers, workers: int) -> dict:
+    """Builds the testbed on the stage workers; returns what the manifest records of it."""
+    from goodhartlab.experiments.parallel_stages import build_testbed, pretrain_seeds_beside_policy
+
+    return {
+        **build_testbed(
+            tb,
+            stage_workers,
+            config.proxies.size,
+            pretrain_seeds_beside_policy(config.proxies, tb.seconds_per, workers),
+        ),
+        "gold_version": tb.gold_version,
+    }
+
+
+def _proxies_stage(config: StudyConfig, tb, stage_workers) -> dict:
+    """Trains the proxies; returns their member directories, metrics and pairs file."""
+    from goodhartlab.experiments.proxies import train_proxies
+
+    p = config.proxies
+    ps = train_proxies(
+        tb,
+        pairs=p.pairs,
+        noise=p.noise,
+        size=p.size,
+        seeds=tuple(p.seeds),
+        pretrain_seeds=p.pretrain_seeds,
+        epochs=p.epochs,
+        lr=p.lr,
+        seed=config.seed,
+        device=config.device,
+        progress=False,
+        workers=stage_workers,
+    )
+    return {
+        "members": [str(x) for x in ps.paths],
+        "metrics": ps.metrics,
+        "pairs": str(ps.pairs_path),
+    }
+
+
+def _bon_stage(config: StudyConfig, tb, stage_workers, proxy_info: dict, run_dir: Path) -> dict:
+    """The best-of-n study in ``run_dir/bon``; returns its summary."""
+    from goodhartlab.experiments.parallel_stages import sample_and_score_pool
+    from goodhartlab.optimize.bon import run_bon_study
+    from goodhartlab.report.plots import plot_bon_curves
+
+    members = proxy_info["members"]
+    b = config.bon
+    bon_config = BonStudyConfig(
+        pool_size=b.pool_size,
+        prompts_count=b.prompts,
+        max_new_tokens=tb.max_new_tokens,
+        aggregators=b.aggregators,
+        n_boot=b.n_boot,
+        standardize_members=b.standardize_members,
+        seed=config.seed,
+        device=config.device,
+    )
+    # The pool and its scores on the workers; run_bon_study finds them cached.
+    sample_and_score_pool(stage_workers, run_dir / "bon" / "pool", tb, bon_config, members)
+    result = run_bon_study(
+        run_dir / "bon",
+        policy=tb.policy_path,
+        tokenizer=tb.tokenizer,
+        prompts=tb.eval_prompts,
+        gold=tb.gold,
+        proxies={"single": members[0]},
+        ensembles={"ensemble": members} if len(members) > 1 else None,
+        config=bon_config,
+        plot=plot_bon_curves,
+        progress=False,
+    )
+    return result.summary
+
+
+def _tasks_here(runtime: StudyConfig, tb, proxy_info: dict, run_dir: Path, todo: list) -> list:
+    """The runs as tasks for this process, sharing its testbed and reward models."""
+    from goodhartlab.experiments import dispatch
+
+    rewards: dict = {}  # one process: load each reward model once for all runs
+    methods = {m.name: m for m in runtime.rl.methods}
+    daa_runs = {r.name: r for r in runtime.daa.runs}
+    return [
+        dispatch.Task(
+            f"{kind}/{name}",
+            _rl_run if kind == "rl" else _daa_run,
+            (
+                runtime,
+                tb,
+                proxy_info,
+                methods[name] if kind == "rl" else daa_runs[name],
+                run_dir,
+                rewards,
+            ),
+        )
+        for kind, name in todo
+    ]
+
+
+def _tasks_in_workers(runtime: StudyConfig, proxy_info: dict, run_dir: Path, todo: list) -> list:
+    """The runs as tasks for other processes (``run_in_worker``), with absolute paths."""
+    from goodhartlab.experiments import dispatch
+
+    absolute = {
+        **proxy_info,
+        "members": [str(Path(m).resolve()) for m in proxy_info["members"]],
+        "pairs": str(Path(proxy_info["pairs"]).resolve()),
+    }
+    return [
+        dispatch.Task(
+            f"{kind}/{name}",
+            run_in_worker,
+            (kind, name, runtime.model_dump(), absolute, str(run_dir.resolve())),
+        )
+        for kind, name in todo
+    ]
+
+
+def _dispatch_runs(tasks: list, stages: _Stages, **run_tasks: Any) -> None:
+    """Runs the tasks, recording each as it finishes; if one fails, those running show failed."""
+    from goodhartlab.experiments import dispatch
+
+    running: set[str] = set()
+
+    def started(name: str) -> None:
+        running.add(name)
+        stages.display.start(name)
+
+    def finished(name: str, result, seconds: float) -> None:
+        running.discard(name)
+        stages.record(name, result, seconds)
+
+    try:
+        dispatch.run_tasks(tasks, on_start=started, on_done=finished, **run_tasks)
+    except BaseException:
+        for name in sorted(running):
+            stages.display.fail(name)
+        raise
+
+
+def _write_study_results(run_dir: Path, summary: dict) -> None:
+    """Writes ``metrics.jsonl`` (from the stages' own files), ``summary.json`` and the report."""
+    from goodhartlab.report import build_report, collect_metrics
+
+    collect_metrics(run_dir)
+    atomic_write_json(run_dir / "summary.json", summary)
+    build_report(run_dir)
+
+
 def run_study(
     config: StudyConfig,
     run_dir: str | Path | None = None,
@@ -504,69 +762,19 @@ def run_study(
             in this process (one local worker) keep the caller's setting.
     """
     from goodhartlab.experiments import dispatch
-    from goodhartlab.experiments.parallel_stages import (
-        StageWorkers,
-        TestbedSpec,
-        build_testbed,
-        pretrain_seeds_beside_policy,
-        sample_and_score_pool,
-    )
-    from goodhartlab.experiments.progress import StageState, StudyProgress, estimate_stages
+    from goodhartlab.experiments.parallel_stages import StageWorkers, TestbedSpec
 
-    if backend not in dispatch.BACKENDS:
-        raise ValueError(f"backend: expected one of {list(dispatch.BACKENDS)}, got {backend!r}")
-    if backend == "ray":
-        dispatch.import_ray()  # fail now, not after the first stages
-    cores = dispatch.available_cpus()
-    workers = cores if workers is None else workers
-    if workers < 1:
-        raise ValueError(f"workers: expected at least 1, got {workers}")
-    if run_dir is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(config.out_dir) / config.name / stamp
-    run_dir = Path(run_dir)
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(f"run directory {run_dir} is not empty (use --resume to continue it)")
-    rundir = RunDir.open(
-        run_dir,
-        kind="study",
-        config=config.model_dump(mode="json"),
-        resume=resume,
-        name=config.name,
-        seed=config.seed,
-        what="study",
-    )
-    manifest = rundir.manifest
-    manifest.setdefault("stages", {})
-    rundir.save()
+    cores, workers = _check_workers(backend, workers)
+    rundir = _open_study_dir(config, run_dir, resume)
+    run_dir, recorded = rundir.path, rundir.manifest["stages"]
 
     runtime = _absolute_cache(config)
     tb = make_testbed(runtime, progress=False)
-    runs = [("rl", m.name) for m in config.rl.methods if config.rl.enabled]
-    runs += [("daa", r.name) for r in config.daa.runs if config.daa.enabled]
-    todo = [
-        (kind, name)
-        for kind, name in runs
-        if manifest["stages"].get(f"{kind}/{name}", {}).get("status") != "complete"
-    ]
+    runs = _independent_runs(config)
+    todo = _unfinished(runs, recorded)
     pool_workers = max(1, min(workers, len(todo)))
-    estimates = estimate_stages(
-        config, testbed_cached=tb.is_cached(), seconds_per=tb.seconds_per, workers=workers
-    )
-    display = StudyProgress(
-        [
-            StageState(
-                name,
-                seconds,
-                group=name.split("/")[0] if "/" in name else "",
-                parallel="/" in name,
-                calibrates=name not in ("testbed", "proxies"),
-            )
-            for name, seconds in estimates.items()
-        ],
-        workers=pool_workers,
-        enabled=progress,
-    )
+    display = _display(config, tb, workers, pool_workers, progress)
+    stages = _Stages(rundir, display)
     # The testbed, proxies and best-of-n stages in pieces on the same workers (one start).
     stage_workers = StageWorkers(
         tb,
@@ -577,26 +785,6 @@ def run_study(
         show=display.update,
     )
 
-    def record(name: str, result, seconds: float) -> None:
-        manifest["stages"][name] = {"status": "complete", "seconds": seconds, "result": result}
-        rundir.save()
-        display.done(name, seconds)
-
-    def stage(name: str, fn):
-        done = manifest["stages"].get(name, {})
-        if done.get("status") == "complete":
-            display.skip(name, done.get("seconds", 0.0))
-            return done.get("result")
-        display.start(name)
-        t0 = time.perf_counter()
-        try:
-            result = fn()
-        except BaseException:
-            display.fail(name)
-            raise
-        record(name, result, time.perf_counter() - t0)
-        return result
-
     summary: dict = {"gold_version": tb.gold_version}
     from transformers.utils import logging as hf_logging
 
@@ -606,153 +794,34 @@ def run_study(
         hf_logging.disable_progress_bar()
     display.open()
     try:
-        stage(
-            "testbed",
-            lambda: {
-                **build_testbed(
-                    tb,
-                    stage_workers,
-                    config.proxies.size,
-                    pretrain_seeds_beside_policy(config.proxies, tb.seconds_per, workers),
-                ),
-                "gold_version": tb.gold_version,
-            },
-        )
-
-        def proxies():
-            from goodhartlab.experiments.proxies import train_proxies
-
-            p = config.proxies
-            ps = train_proxies(
-                tb,
-                pairs=p.pairs,
-                noise=p.noise,
-                size=p.size,
-                seeds=tuple(p.seeds),
-                pretrain_seeds=p.pretrain_seeds,
-                epochs=p.epochs,
-                lr=p.lr,
-                seed=config.seed,
-                device=config.device,
-                progress=False,
-                workers=stage_workers,
-            )
-            return {
-                "members": [str(x) for x in ps.paths],
-                "metrics": ps.metrics,
-                "pairs": str(ps.pairs_path),
-            }
-
-        proxy_info = stage("proxies", proxies)
-
+        stages.run("testbed", lambda: _testbed_stage(config, tb, stage_workers, workers))
+        proxy_info = stages.run("proxies", lambda: _proxies_stage(config, tb, stage_workers))
         if config.bon.enabled:
-
-            def bon():
-                from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
-                from goodhartlab.report.plots import plot_bon_curves
-
-                members = proxy_info["members"]
-                b = config.bon
-                bon_config = BonStudyConfig(
-                    pool_size=b.pool_size,
-                    prompts_count=b.prompts,
-                    max_new_tokens=tb.max_new_tokens,
-                    aggregators=b.aggregators,
-                    n_boot=b.n_boot,
-                    standardize_members=b.standardize_members,
-                    seed=config.seed,
-                    device=config.device,
-                )
-                # The pool and its scores on the workers; run_bon_study finds them cached.
-                sample_and_score_pool(
-                    stage_workers, run_dir / "bon" / "pool", tb, bon_config, members
-                )
-                result = run_bon_study(
-                    run_dir / "bon",
-                    policy=tb.policy_path,
-                    tokenizer=tb.tokenizer,
-                    prompts=tb.eval_prompts,
-                    gold=tb.gold,
-                    proxies={"single": members[0]},
-                    ensembles={"ensemble": members} if len(members) > 1 else None,
-                    config=bon_config,
-                    plot=plot_bon_curves,
-                    progress=False,
-                )
-                return result.summary
-
-            summary["bon"] = stage("bon", bon)
+            summary["bon"] = stages.run(
+                "bon", lambda: _bon_stage(config, tb, stage_workers, proxy_info, run_dir)
+            )
 
         # The independent runs: RL methods and DAA runs, on the backend's workers.
         for kind, name in runs:
             if (kind, name) not in todo:
-                display.skip(f"{kind}/{name}", manifest["stages"][f"{kind}/{name}"]["seconds"])
+                display.skip(f"{kind}/{name}", recorded[f"{kind}/{name}"]["seconds"])
         if backend == "local" and pool_workers == 1:
-            rewards: dict = {}  # one process: load each reward model once for all runs
-            methods = {m.name: m for m in config.rl.methods}
-            daa_runs = {r.name: r for r in config.daa.runs}
-            tasks = [
-                dispatch.Task(
-                    f"{kind}/{name}",
-                    _rl_run if kind == "rl" else _daa_run,
-                    (
-                        runtime,
-                        tb,
-                        proxy_info,
-                        methods[name] if kind == "rl" else daa_runs[name],
-                        run_dir,
-                        rewards,
-                    ),
-                )
-                for kind, name in todo
-            ]
+            tasks = _tasks_here(runtime, tb, proxy_info, run_dir, todo)
         else:
-            absolute = {
-                **proxy_info,
-                "members": [str(Path(m).resolve()) for m in proxy_info["members"]],
-                "pairs": str(Path(proxy_info["pairs"]).resolve()),
-            }
-            tasks = [
-                dispatch.Task(
-                    f"{kind}/{name}",
-                    run_in_worker,
-                    (kind, name, runtime.model_dump(), absolute, str(run_dir.resolve())),
-                )
-                for kind, name in todo
-            ]
-        running: set[str] = set()
-
-        def started(name: str) -> None:
-            running.add(name)
-            display.start(name)
-
-        def finished(name: str, result, seconds: float) -> None:
-            running.discard(name)
-            record(name, result, seconds)
-
-        try:
-            dispatch.run_tasks(
-                tasks,
-                backend=backend,
-                workers=pool_workers,
-                threads=dispatch.threads_per_worker(pool_workers, cores, threads),
-                on_start=started,
-                on_done=finished,
-                pool=stage_workers.pool,
-            )
-        except BaseException:
-            for name in sorted(running):
-                display.fail(name)
-            raise
+            tasks = _tasks_in_workers(runtime, proxy_info, run_dir, todo)
+        _dispatch_runs(
+            tasks,
+            stages,
+            backend=backend,
+            workers=pool_workers,
+            threads=dispatch.threads_per_worker(pool_workers, cores, threads),
+            pool=stage_workers.pool,
+        )
         # Summaries in config order, whichever run finished first.
         for kind, name in runs:
-            summary.setdefault(kind, {})[name] = manifest["stages"][f"{kind}/{name}"]["result"]
+            summary.setdefault(kind, {})[name] = recorded[f"{kind}/{name}"]["result"]
 
-        from goodhartlab.report import build_report, collect_metrics
-
-        collect_metrics(run_dir)
-        atomic_write_json(run_dir / "summary.json", summary)
-        build_report(run_dir)
+        _write_study_results(run_dir, summary)
     except BaseException as e:
         rundir.fail(e)
         raise
@@ -761,5 +830,5 @@ def run_study(
         display.close()
         if hf_bars:
             hf_logging.enable_progress_bar()
-    rundir.finish(seconds=sum(s.get("seconds", 0) for s in manifest["stages"].values()))
+    rundir.finish(seconds=sum(s.get("seconds", 0) for s in recorded.values()))
     return run_dir

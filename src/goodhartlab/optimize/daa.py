@@ -41,6 +41,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +403,47 @@ def _win_rate(samples: list[dict], base: list[dict]) -> float:
     return sum(wins) / len(wins)
 
 
+def _log_eval(
+    run: _Run,
+    rundir: RunDir,
+    eval_prompts: list[str],
+    gold: Any,
+    pipeline: RewardPipeline | None,
+    steps_per_epoch: int,
+    progress: bool,
+    step: int,
+    round_: int,
+) -> None:
+    """Evaluates at ``step``: a metrics.jsonl line, its samples (step 0: base_eval.jsonl)."""
+    cfg = run.cfg
+    base_path = rundir.log("base_eval")
+    line_metrics, samples = _evaluate(run, eval_prompts, gold, pipeline)
+    if step == 0:
+        for s in samples:
+            append_jsonl(base_path, s)
+    base = read_jsonl(base_path)
+    line = {
+        "method": cfg.method,
+        "step": step,
+        "epoch_fraction": step / steps_per_epoch,
+        **({"round": round_} if cfg.online else {}),
+        **line_metrics,
+        "win_rate": _win_rate(samples, base),
+        "loss": cfg.loss,
+        "beta": cfg.beta,
+    }
+    rundir.append("metrics", line)
+    for s in samples[: cfg.logged_samples]:
+        rundir.append("samples", {"step": step, **s})
+    if progress:
+        print(
+            f"[{cfg.method} β={cfg.beta}] step {step:>5} ep {line['epoch_fraction']:5.2f}  "
+            f"kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  win {line['win_rate']:.3f}  "
+            f"len {line['length']:5.1f}",
+            flush=True,
+        )
+
+
 # --------------------------------------------------------------------------------------
 # Online rounds
 # --------------------------------------------------------------------------------------
@@ -460,6 +502,31 @@ def _online_pairs(
     return out, ties
 
 
+def _online_round(
+    run: _Run, rundir: RunDir, pipeline: RewardPipeline, prompts: list[str], round_: int
+) -> list[PreferencePair]:
+    """The round's usable proxy-labelled pairs: read from ``rounds/``, or labelled and written."""
+    from goodhartlab.data.io import read_pairs, write_pairs
+
+    round_file = rundir.path / "rounds" / f"round_{round_}.jsonl"
+    if round_file.is_file():
+        round_pairs = read_pairs(round_file)
+    else:
+        labelled, ties = _online_pairs(run, pipeline, prompts, round_)
+        round_pairs, dropped = filter_pairs(labelled, run.tokenizer, _context_length(run.policy))
+        dropped["proxy_tie"] = ties
+        rundir.manifest.setdefault("rounds", {})[str(round_)] = {
+            "pairs": len(round_pairs),
+            "skipped": dropped,
+        }
+        rundir.save()
+        round_file.parent.mkdir(exist_ok=True)
+        write_pairs(round_pairs, round_file)
+    if not round_pairs:
+        raise ValueError(f"round {round_}: the proxy preferred no completion")
+    return round_pairs
+
+
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
@@ -507,6 +574,130 @@ def _summary(cfg: DAAConfig, metrics: list[dict], skipped: dict[str, int]) -> di
     }
 
 
+def _held_out_prompts(eval_prompts: Sequence[str], limit: int | None) -> list[str]:
+    """The first ``limit`` held-out prompts (None: all); none at all is an error."""
+    eval_prompts = list(eval_prompts)
+    if not eval_prompts:
+        raise ValueError("eval_prompts: expected at least one held-out prompt")
+    return eval_prompts[:limit] if limit else eval_prompts
+
+
+def _training_pairs(
+    cfg: DAAConfig, pairs: list[PreferencePair], tokenizer, model: nn.Module
+) -> tuple[list[PreferencePair], list[str], dict[str, int]]:
+    """The offline pairs (online: none), the training prompts, and the skipped counts."""
+    if cfg.online:
+        train_prompts = list(dict.fromkeys(p.prompt for p in pairs))
+        if not train_prompts:
+            raise ValueError("pairs: online mode needs at least one prompt")
+        return [], train_prompts, dict.fromkeys(SKIP_REASONS, 0)
+    offline_pairs, skipped = filter_pairs(pairs, tokenizer, _context_length(model))
+    if not offline_pairs:
+        raise ValueError(f"pairs: none of the {len(pairs)} pairs is usable (skipped: {skipped})")
+    offline_pairs = offline_pairs[: cfg.max_pairs] if cfg.max_pairs else offline_pairs
+    return offline_pairs, [p.prompt for p in offline_pairs], skipped
+
+
+def _resolved_config(
+    cfg: DAAConfig,
+    policy_id: dict[str, Any],
+    proxy: Any,
+    gold: Any,
+    pairs: list[PreferencePair],
+    eval_prompts: list[str],
+) -> dict[str, Any]:
+    """What config.yaml records: the settings and what the run trains and measures on."""
+    return {
+        "study": "daa",
+        "metrics_version": METRICS_VERSION,
+        "config": cfg.model_dump(mode="json"),
+        "identity": {
+            "policy": policy_id,
+            "proxy": reward_identity(proxy) if proxy is not None else None,
+            "gold": {
+                "name": str(getattr(gold, "name", type(gold).__name__)),
+                "version": str(getattr(gold, "version", "unversioned")),
+            },
+            "pairs": {
+                "count": len(pairs),
+                "sha256": prompts_hash([p.model_dump_json() for p in pairs]),
+            },
+            "eval_prompts": {"count": len(eval_prompts), "sha256": prompts_hash(eval_prompts)},
+        },
+    }
+
+
+def _open_run_dir(out_dir: Path, cfg: DAAConfig, resolved: dict[str, Any], resume: bool) -> RunDir:
+    """The run directory, created or resumed (only ``RESUMABLE_CHANGES`` may differ)."""
+    return RunDir.open(
+        out_dir,
+        kind="daa",
+        config=resolved,
+        resume=resume,
+        name=cfg.method,
+        seed=cfg.seed,
+        metrics_version=METRICS_VERSION,
+        resumable=[*(f"config.{k}" for k in RESUMABLE_CHANGES), "launch."],
+    )
+
+
+def _restore(rundir: RunDir, run: _Run, resume: bool) -> int:
+    """The step to go on from (0: a new run), its checkpoint loaded and the logs cut back."""
+    start = 0
+    ckpt = rundir.latest_checkpoint() if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(
+            ckpt, policy=run.policy, optimizer=run.optimizer, value_model=None, device=run.device
+        )
+        start = int(state["step"])
+        rundir.resumed(start)
+    rundir.truncate(("metrics", "train", "samples"), start if ckpt is not None else -1)
+    base_path = rundir.log("base_eval")
+    if ckpt is None and base_path.exists():
+        base_path.unlink()
+    rundir.save()
+    return start
+
+
+def _pair_order(cfg: DAAConfig, n: int, round_: int, epoch: int) -> list[int]:
+    """The order of the ``n`` pairs in one epoch, seeded from (seed, round, epoch)."""
+    gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "order", round_, epoch))
+    return torch.randperm(n, generator=gen).tolist()
+
+
+def _batch_indices(order: list[int], k: int, batch_size: int) -> list[int]:
+    """The pair indices of the epoch's ``k``-th batch."""
+    idx = order[k * batch_size : (k + 1) * batch_size]
+    if not idx:
+        # An online round may hold fewer pairs than pairs_per_round (proxy ties are
+        # dropped) while its step count is fixed: wrap around.
+        span = range(k * batch_size, (k + 1) * batch_size)
+        idx = [order[j % len(order)] for j in span][: len(order)]
+    return idx
+
+
+def _checkpoint(run: _Run, out_dir: Path, step: int) -> None:
+    """Saves the policy, optimizer and RNG states after ``step``."""
+    save_checkpoint(
+        out_dir,
+        step,
+        policy=run.policy,
+        optimizer=run.optimizer,
+        value_model=None,
+        state={},
+        keep=run.cfg.keep_checkpoints,
+    )
+
+
+def _skipped_over_rounds(skipped: dict[str, int], manifest: dict[str, Any]) -> dict[str, int]:
+    """``skipped`` plus the sum over rounds of what each round's labelling dropped."""
+    skipped = {"proxy_tie": 0, **skipped}
+    for info in manifest.get("rounds", {}).values():
+        for k, v in info["skipped"].items():
+            skipped[k] = skipped.get(k, 0) + v
+    return skipped
+
+
 def run_daa(
     out_dir: str | os.PathLike,
     *,
@@ -542,16 +733,11 @@ def run_daa(
         :class:`DAAResult`.
     """
 
-    from goodhartlab.data.io import read_pairs, write_pairs
-
     cfg = config or DAAConfig()
     out_dir = Path(out_dir)
     device = torch.device(cfg.device)
     autocast_dtype = resolve_autocast_dtype(cfg.bf16, device)
-    eval_prompts = list(eval_prompts)
-    if not eval_prompts:
-        raise ValueError("eval_prompts: expected at least one held-out prompt")
-    eval_prompts = eval_prompts[: cfg.eval_prompts] if cfg.eval_prompts else eval_prompts
+    eval_prompts = _held_out_prompts(eval_prompts, cfg.eval_prompts)
     if cfg.online and proxy is None:
         raise ValueError("proxy: online mode labels its pairs with a proxy; none was given")
 
@@ -559,112 +745,22 @@ def run_daa(
         policy, tokenizer, device=device
     )
     pairs = list(pairs)
-    if cfg.online:
-        train_prompts = list(dict.fromkeys(p.prompt for p in pairs))
-        if not train_prompts:
-            raise ValueError("pairs: online mode needs at least one prompt")
-        skipped = dict.fromkeys(SKIP_REASONS, 0)
-        offline_pairs: list[PreferencePair] = []
-    else:
-        offline_pairs, skipped = filter_pairs(pairs, tokenizer, _context_length(model))
-        if not offline_pairs:
-            raise ValueError(
-                f"pairs: none of the {len(pairs)} pairs is usable (skipped: {skipped})"
-            )
-        offline_pairs = offline_pairs[: cfg.max_pairs] if cfg.max_pairs else offline_pairs
-        train_prompts = [p.prompt for p in offline_pairs]
-
+    offline_pairs, train_prompts, skipped = _training_pairs(cfg, pairs, tokenizer, model)
     pipeline = RewardPipeline(proxy, cfg.reward) if proxy is not None else None
-    resolved = {
-        "study": "daa",
-        "metrics_version": METRICS_VERSION,
-        "config": cfg.model_dump(mode="json"),
-        "identity": {
-            "policy": policy_id,
-            "proxy": reward_identity(proxy) if proxy is not None else None,
-            "gold": {
-                "name": str(getattr(gold, "name", type(gold).__name__)),
-                "version": str(getattr(gold, "version", "unversioned")),
-            },
-            "pairs": {
-                "count": len(pairs),
-                "sha256": prompts_hash([p.model_dump_json() for p in pairs]),
-            },
-            "eval_prompts": {"count": len(eval_prompts), "sha256": prompts_hash(eval_prompts)},
-        },
-    }
-    rundir = RunDir.open(
-        out_dir,
-        kind="daa",
-        config=resolved,
-        resume=resume,
-        name=cfg.method,
-        seed=cfg.seed,
-        metrics_version=METRICS_VERSION,
-        resumable=[*(f"config.{k}" for k in RESUMABLE_CHANGES), "launch."],
-    )
-    base_path = rundir.log("base_eval")
-
+    resolved = _resolved_config(cfg, policy_id, proxy, gold, pairs, eval_prompts)
+    rundir = _open_run_dir(out_dir, cfg, resolved, resume)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run = _Run(cfg, model, reference, tokenizer, optimizer, device, autocast_dtype)
-
-    manifest = rundir.manifest
-    manifest["pairs"] = {"given": len(pairs), "used": len(offline_pairs), "skipped": skipped}
-    start = 0
-    ckpt = rundir.latest_checkpoint() if resume else None
-    if ckpt is not None:
-        state = load_checkpoint(
-            ckpt, policy=model, optimizer=optimizer, value_model=None, device=device
-        )
-        start = int(state["step"])
-        rundir.resumed(start)
-    rundir.truncate(("metrics", "train", "samples"), start if ckpt is not None else -1)
-    if ckpt is None and base_path.exists():
-        base_path.unlink()
-    rundir.save()
+    rundir.manifest["pairs"] = {"given": len(pairs), "used": len(offline_pairs), "skipped": skipped}
+    start = _restore(rundir, run, resume)
 
     n_train = cfg.pairs_per_round if cfg.online else len(offline_pairs)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     steps_per_round = steps_per_epoch * cfg.epochs
     eval_at = _eval_steps(cfg, steps_per_epoch)
-
-    def log_eval(step: int, round_: int) -> None:
-        line_metrics, samples = _evaluate(run, eval_prompts, gold, pipeline)
-        if step == 0:
-            for s in samples:
-                append_jsonl(base_path, s)
-        base = read_jsonl(base_path)
-        line = {
-            "method": cfg.method,
-            "step": step,
-            "epoch_fraction": step / steps_per_epoch,
-            **({"round": round_} if cfg.online else {}),
-            **line_metrics,
-            "win_rate": _win_rate(samples, base),
-            "loss": cfg.loss,
-            "beta": cfg.beta,
-        }
-        rundir.append("metrics", line)
-        for s in samples[: cfg.logged_samples]:
-            rundir.append("samples", {"step": step, **s})
-        if progress:
-            print(
-                f"[{cfg.method} β={cfg.beta}] step {step:>5} ep {line['epoch_fraction']:5.2f}  "
-                f"kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  win {line['win_rate']:.3f}  "
-                f"len {line['length']:5.1f}",
-                flush=True,
-            )
-
-    def checkpoint(step: int) -> None:
-        save_checkpoint(
-            out_dir,
-            step,
-            policy=model,
-            optimizer=optimizer,
-            value_model=None,
-            state={},
-            keep=cfg.keep_checkpoints,
-        )
+    log_eval = partial(
+        _log_eval, run, rundir, eval_prompts, gold, pipeline, steps_per_epoch, progress
+    )
 
     try:
         if start == 0:
@@ -675,54 +771,30 @@ def run_daa(
             if start >= first + steps_per_round:
                 continue
             if cfg.online:
-                round_file = out_dir / "rounds" / f"round_{round_}.jsonl"
-                if round_file.is_file():
-                    round_pairs = read_pairs(round_file)
-                else:
-                    labelled, ties = _online_pairs(run, pipeline, train_prompts, round_)
-                    round_pairs, dropped = filter_pairs(labelled, tokenizer, _context_length(model))
-                    dropped["proxy_tie"] = ties
-                    manifest.setdefault("rounds", {})[str(round_)] = {
-                        "pairs": len(round_pairs),
-                        "skipped": dropped,
-                    }
-                    rundir.save()
-                    round_file.parent.mkdir(exist_ok=True)
-                    write_pairs(round_pairs, round_file)
-                if not round_pairs:
-                    raise ValueError(f"round {round_}: the proxy preferred no completion")
+                round_pairs = _online_round(run, rundir, pipeline, train_prompts, round_)
             else:
                 round_pairs = offline_pairs
             for epoch in range(cfg.epochs):
-                gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "order", round_, epoch))
-                order = torch.randperm(len(round_pairs), generator=gen).tolist()
+                order = _pair_order(cfg, len(round_pairs), round_, epoch)
                 for k in range(steps_per_epoch):
                     local = epoch * steps_per_epoch + k + 1
                     step = first + local
                     if step <= start:
                         continue
-                    idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-                    if not idx:
-                        # An online round may hold fewer pairs than pairs_per_round (proxy
-                        # ties are dropped) while its step count is fixed: wrap around.
-                        span = range(k * cfg.batch_size, (k + 1) * cfg.batch_size)
-                        idx = [order[j % len(order)] for j in span][: len(order)]
-                    stats = daa_step(run, [round_pairs[i] for i in idx], step)
+                    batch = [round_pairs[i] for i in _batch_indices(order, k, cfg.batch_size)]
+                    stats = daa_step(run, batch, step)
                     rundir.append("train", {"step": step, **stats})
                     in_first = round_ == 1 or local % steps_per_epoch == 0
                     if local in eval_at and in_first:
                         log_eval(step, round_)
-                        checkpoint(step)
+                        _checkpoint(run, out_dir, step)
     except BaseException as e:
         rundir.fail(e)
         raise
 
     metrics = rundir.read("metrics")
-    if cfg.online:  # the sum over rounds of what each round's labelling dropped
-        skipped = {"proxy_tie": 0, **skipped}
-        for info in manifest.get("rounds", {}).values():
-            for k, v in info["skipped"].items():
-                skipped[k] = skipped.get(k, 0) + v
+    if cfg.online:
+        skipped = _skipped_over_rounds(skipped, rundir.manifest)
     atomic_write_json(out_dir / "summary.json", _summary(cfg, metrics, skipped))
     rundir.finish()
     return DAAResult(out_dir=out_dir, metrics=metrics, policy=model)
