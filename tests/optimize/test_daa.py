@@ -177,6 +177,23 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_tokenizer):
         torch.testing.assert_close(resumed.policy.state_dict()[k], v)
 
 
+def test_a_metrics_line_torn_after_its_checkpoint_is_recomputed(tmp_path, tiny_tokenizer):
+    # Issue 17, defect 3: the last checkpoint's evaluation line cut by a kill (or by hand)
+    # was never recomputed; the run now goes back to the checkpoint before it.
+    full = _run(tmp_path, tiny_tokenizer, name="full", epochs=2)
+    part = _run(tmp_path, tiny_tokenizer, name="part", epochs=2)
+    metrics = part.out_dir / "metrics.jsonl"
+    text = metrics.read_text()
+    metrics.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 10])
+    resumed = _run(tmp_path, tiny_tokenizer, name="part", epochs=2, resume=True)
+    assert [m["step"] for m in resumed.metrics] == [m["step"] for m in full.metrics]
+    for a, b in zip(full.metrics, resumed.metrics, strict=True):
+        assert a["gold"] == b["gold"] and a["kl"] == pytest.approx(b["kl"], abs=1e-6)
+    manifest = json.loads((part.out_dir / "manifest.json").read_text())
+    last = full.metrics[-1]["step"]
+    assert manifest["resumes"][-1]["from_step"] < last
+
+
 def test_new_run_refuses_a_used_directory(tmp_path, tiny_tokenizer):
     _run(tmp_path, tiny_tokenizer, epochs=1)
     with pytest.raises(ValueError, match="already holds a run"):

@@ -432,9 +432,9 @@ def _log_eval(
         "loss": cfg.loss,
         "beta": cfg.beta,
     }
-    rundir.append("metrics", line)
-    for s in samples[: cfg.logged_samples]:
+    for s in samples[: cfg.logged_samples]:  # first: the metrics line says they are written
         rundir.append("samples", {"step": step, **s})
+    rundir.append("metrics", line)
     if progress:
         print(
             f"[{cfg.method} β={cfg.beta}] step {step:>5} ep {line['epoch_fraction']:5.2f}  "
@@ -642,14 +642,21 @@ def _open_run_dir(out_dir: Path, cfg: DAAConfig, resolved: dict[str, Any], resum
 
 
 def _restore(rundir: RunDir, run: _Run, resume: bool) -> int:
-    """The step to go on from (0: a new run), its checkpoint loaded and the logs cut back."""
-    start = 0
-    ckpt = rundir.latest_checkpoint() if resume else None
+    """The step to go on from (0: a new run), its checkpoint loaded and the logs cut back.
+
+    A checkpoint follows each evaluation, so one at ``step`` is used only if the logs hold a
+    train line per step up to it and its evaluation's metrics line (and step 0's): a line
+    torn or cut after it sends the run back to an older checkpoint, and the line is
+    recomputed."""
+
+    def logged(step: int) -> dict[str, range | list[int]]:
+        return {"train": range(1, step + 1), "metrics": [0, step]}
+
+    ckpt, start = rundir.resume_checkpoint(logged) if resume else (None, 0)
     if ckpt is not None:
-        state = load_checkpoint(
+        load_checkpoint(
             ckpt, policy=run.policy, optimizer=run.optimizer, value_model=None, device=run.device
         )
-        start = int(state["step"])
         rundir.resumed(start)
     rundir.truncate(("metrics", "train", "samples"), start if ckpt is not None else -1)
     base_path = rundir.log("base_eval")
