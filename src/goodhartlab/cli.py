@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from goodhartlab.cli_args import add_model_arguments, given_fields
 from goodhartlab.experiments.dispatch import MissingExtraError
@@ -49,6 +50,10 @@ def _testbed(args):
 
 
 def cmd_testbed(args) -> int:
+    from goodhartlab.testbeds import check_backbone_size
+
+    for size in args.backbones:
+        check_backbone_size(args.testbed, size, where="--backbones")
     tb = _testbed(args)
     tb.policy_path  # noqa: B018 - builds (or verifies) the tokenizer and base policy
     for size in args.backbones:
@@ -99,6 +104,13 @@ def cmd_train_rm(args) -> int:
     from goodhartlab.data import read_pairs
     from goodhartlab.train.rm import RMTrainConfig, train_ensemble
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} is a file; expected a directory for the reward models")
+    if args.backbone is None:
+        from goodhartlab.testbeds import check_backbone_size
+
+        check_backbone_size(args.testbed, args.size, where="--size")
     pairs = read_pairs(args.data)
     if args.backbone is not None:
         from transformers import AutoTokenizer
@@ -123,28 +135,39 @@ def cmd_train_rm(args) -> int:
 def _read_prompts(path: str) -> list[str]:
     """Prompts from a .jsonl file (a "prompt" field per line), a .json list, or a text file
     (one prompt per non-empty line)."""
-    from pathlib import Path
-
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
     if path.endswith(".jsonl"):
         prompts = []
         for i, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                prompts.append(str(json.loads(line)["prompt"]))
+                prompt = json.loads(line)["prompt"]
             except (ValueError, KeyError, TypeError):
                 raise ValueError(
                     f'{path}:{i}: expected a JSON object with a "prompt" field'
                 ) from None
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f'{path}:{i}: "prompt" must be a non-empty string, got {prompt!r}')
+            prompts.append(prompt)
     elif path.endswith(".json"):
         prompts = json.loads(text)
-        if not isinstance(prompts, list) or not all(isinstance(x, str) for x in prompts):
-            raise ValueError(f"{path}: expected a JSON list of prompt strings")
+        if not isinstance(prompts, list) or not all(
+            isinstance(x, str) and x.strip() for x in prompts
+        ):
+            raise ValueError(f"{path}: expected a JSON list of non-empty prompt strings")
     else:
         prompts = [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"{path}: no prompts in the file")
+    from goodhartlab.data.schema import MAX_TEXT_CHARS
+
+    long = next((i for i, x in enumerate(prompts, 1) if len(x) > MAX_TEXT_CHARS), None)
+    if long is not None:
+        raise ValueError(f"{path}: prompt {long} is longer than {MAX_TEXT_CHARS:,} characters")
     return prompts
 
 
@@ -164,8 +187,6 @@ def cmd_bon(args) -> int:
     gold = args.gold or tb.gold
     ensembles = {}
     for i, dirs in enumerate(args.ensemble or []):
-        from pathlib import Path
-
         name = Path(dirs[0]).name if len(dirs) == 1 else f"ensemble{i}"
         ensembles[name if name not in ensembles else f"{name}#{i}"] = (
             dirs[0] if len(dirs) == 1 else dirs
@@ -284,8 +305,6 @@ def cmd_run(args) -> int:
         config_path, overrides = None, [args.config, *overrides]
     where = {"backend": args.backend, "workers": args.workers, "threads": args.threads}
     if args.resume:
-        from pathlib import Path
-
         config = load_config(Path(args.resume) / "config.yaml", overrides, plugins=args.plugin)
         run_dir = run_study(config, args.resume, resume=True, **where)
     else:
@@ -327,8 +346,9 @@ def cmd_list(args) -> int:
 
 def cmd_report(args) -> int:
     from goodhartlab.report import build_report
+    from goodhartlab.report.report import check_study_dir
 
-    report = build_report(args.run_dir)
+    report = build_report(check_study_dir(args.run_dir))
     print(report["verdict"])
     print(f"wrote {args.run_dir}/report.html, summary.json, metrics.jsonl, plots/")
     return 0
@@ -412,7 +432,7 @@ def _add_data_command(sub, common) -> None:
         "data", help="sample preference pairs from the base policy and label them with gold"
     )
     common(d)
-    d.add_argument("--pairs", type=int, default=5000)
+    d.add_argument("--pairs", type=_positive_int, default=5000)
     d.add_argument("--noise", type=float, default=0.25, help="fraction of labels flipped")
     d.add_argument("--rule", choices=["argmax", "bradley_terry"], default="argmax")
     d.add_argument("--temperature", type=float, default=1.0)
@@ -605,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dpo_command(sub, _common)
     return p
 
+
 def _load_plugins(argv: list[str] | None) -> None:
     """Import the plugins before the parser is built, so that its choices include their
     parts (``--plugin`` is read from the command line first, on its own)."""
@@ -631,10 +652,42 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     try:
+        if getattr(args, "device", None) is not None:
+            from goodhartlab.models.loading import check_device
+
+            check_device(args.device, where="--device")
         return args.func(args)
-    except (ValueError, FileNotFoundError, MissingExtraError) as e:
+    except (ValueError, OSError, MissingExtraError) as e:  # a user can fix these
         print(f"goodhart {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug: a short message, the traceback in a log
+        if os.environ.get("GOODHART_DEBUG"):
+            raise
+        log = _write_traceback(args.command)
+        print(
+            f"goodhart {args.command}: internal error: {type(e).__name__}: {e}\n"
+            f"  the traceback is in {log} (GOODHART_DEBUG=1 shows it here); please report it",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _write_traceback(command: str) -> str:
+    """Write the exception being handled to a log under the cache; returns its path."""
+    import tempfile
+    import traceback
+
+    from goodhartlab.testbeds.toy_text.testbed import default_cache_dir
+
+    root = default_cache_dir()
+    try:
+        (root / "errors").mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(dir=root / "errors", prefix=f"{command}-", suffix=".log")
+    except OSError:
+        fd, path = tempfile.mkstemp(prefix=f"goodhart-{command}-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"goodhart {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path
 
 
 if __name__ == "__main__":

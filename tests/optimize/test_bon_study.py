@@ -12,7 +12,7 @@ import yaml
 from goodhartlab.measure.bon_curves import DEFAULT_AGGREGATORS
 from goodhartlab.models.tiny import build_causal_lm, build_reward_model
 from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
-from goodhartlab.optimize.pool import build_pool
+from goodhartlab.optimize.pool import PoolError, build_pool
 from goodhartlab.optimize.scores import (
     cached_scores,
     reward_model_source,
@@ -253,6 +253,15 @@ def test_run_bon_study_writes_the_run_directory(tmp_path, policy_dir, rm_dirs, m
     monkeypatch.setattr("goodhartlab.rewards.RewardModel.score", fail)
     again = run_bon_study(out, config=_config(), **kw)
     assert again.summary == result.summary
+
+    # Another pool size into the finished directory is refused, and nothing of the finished
+    # run is overwritten (issue 17: config.yaml and the manifest were replaced first).
+    before = {f: (out / f).read_bytes() for f in ("config.yaml", "manifest.json", "summary.json")}
+    monkeypatch.undo()
+    with pytest.raises(PoolError, match="other settings"):
+        other = BonStudyConfig(pool_size=N // 2, max_new_tokens=10, n_boot=200, chunk_size=32)
+        run_bon_study(out, config=other, **kw)
+    assert {f: (out / f).read_bytes() for f in before} == before
 
 
 def test_run_bon_study_bad_input(tmp_path, policy_dir, rm_dirs):

@@ -16,6 +16,8 @@ def _write_jsonl(path, rows):
 
 def _fake_run(tmp_path):
     run = tmp_path / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "manifest.json").write_text('{"kind": "study"}')  # what `goodhart report` checks
     bon = []
     for n, d in enumerate([0.0, 0.5, 1.0, 1.5, 2.0], start=1):
         bon.append(

@@ -120,11 +120,15 @@ def read_pairs(path: str | os.PathLike, *, extra: ExtraColumns = "error") -> lis
 
 def _read_jsonl(path: Path, extra: ExtraColumns) -> list[PreferencePair]:
     pairs = []
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}: line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{where}: not UTF-8 text (byte {e.start})") from None
             if not line.strip():
                 continue
-            where = f"{path}: line {lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:

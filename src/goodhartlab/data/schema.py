@@ -12,6 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+#: The longest prompt or completion accepted, in characters. Far beyond any context the
+#: models here read (they truncate to a few hundred tokens); an 8 MB line used to be read,
+#: tokenized (gigabytes of memory) and silently cut away.
+MAX_TEXT_CHARS = 100_000
+
 
 def _check_json_meta(meta: dict[str, Any]) -> dict[str, Any]:
     try:
@@ -26,9 +31,11 @@ class PreferencePair(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    prompt: str = Field(description="The prompt; the model sees prompt + completion.")
-    chosen: str = Field(description="The preferred completion.")
-    rejected: str = Field(description="The other completion.")
+    prompt: str = Field(
+        max_length=MAX_TEXT_CHARS, description="The prompt; the model sees prompt + completion."
+    )
+    chosen: str = Field(max_length=MAX_TEXT_CHARS, description="The preferred completion.")
+    rejected: str = Field(max_length=MAX_TEXT_CHARS, description="The other completion.")
     id: int | str | None = Field(default=None, description="Row identifier (RewardBench: int).")
     subset: str | None = Field(default=None, description="Subset name, for per-subset accuracy.")
     margin: float | None = Field(

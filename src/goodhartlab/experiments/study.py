@@ -47,6 +47,7 @@ from pydantic import (
 
 from goodhartlab.artifacts import atomic_write_json
 from goodhartlab.configs import fields_from
+from goodhartlab.models.loading import check_device
 from goodhartlab.optimize.bon import BonStudyConfig
 from goodhartlab.optimize.daa import DAAConfig
 from goodhartlab.optimize.rl import RLConfig
@@ -320,9 +321,10 @@ class StudyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_testbed(self) -> StudyConfig:
-        from goodhartlab.testbeds import testbed_options
+        from goodhartlab.testbeds import check_backbone_size, testbed_options
 
         testbed_options(self.testbed, self.testbed_options)
+        check_backbone_size(self.testbed, self.proxies.size, where="proxies.size")
         return self
 
 
@@ -765,6 +767,7 @@ def run_study(
     from goodhartlab.experiments.parallel_stages import StageWorkers, TestbedSpec
 
     cores, workers = _check_workers(backend, workers)
+    check_device(config.device)  # before anything is written or built
     rundir = _open_study_dir(config, run_dir, resume)
     run_dir, recorded = rundir.path, rundir.manifest["stages"]
 

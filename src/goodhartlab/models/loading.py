@@ -19,6 +19,7 @@ from torch import nn
 from goodhartlab.models.fingerprint import fingerprint_files, fingerprint_module
 
 __all__ = [
+    "check_device",
     "check_vocabulary",
     "embedding_rows",
     "load_policy",
@@ -26,6 +27,23 @@ __all__ = [
     "local_model_dir",
     "resolve_autocast_dtype",
 ]
+
+
+def check_device(device: str | torch.device, where: str = "device") -> str:
+    """``device`` if this torch can use it, else ValueError naming ``where`` (e.g. ``cuda``
+    on a CPU-only build, or a name that is not a device); checked before any work."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{where}: {device!r} is not a torch device ({e})") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{where}: {device!r}, but this torch ({torch.__version__}) has no usable CUDA "
+            "device; use cpu"
+        )
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{where}: {device!r}, but MPS is not available here; use cpu")
+    return str(device)
 
 
 def local_model_dir(path_or_hub: str | os.PathLike) -> Path:

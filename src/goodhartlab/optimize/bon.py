@@ -214,8 +214,7 @@ def _score_all(pool: Pool, gold_source, proxy_sources, ensemble_sources, **kw):
     r_gold = score_pool(pool, gold_source, **kw)
     r_proxies = {k: score_pool(pool, s, **kw) for k, s in proxy_sources.items()}
     r_ensembles = {
-        k: torch.stack([score_pool(pool, s, **kw) for s in v])
-        for k, v in ensemble_sources.items()
+        k: torch.stack([score_pool(pool, s, **kw) for s in v]) for k, v in ensemble_sources.items()
     }
     return r_gold, r_proxies, r_ensembles
 
@@ -241,9 +240,7 @@ def _write_results(
     }
     summary = _json_safe(summary)
     atomic_write_json(out_dir / "summary.json", summary)
-    picks = picking_rewards(
-        r_proxies, r_ensembles, config.aggregators, config.standardize_members
-    )
+    picks = picking_rewards(r_proxies, r_ensembles, config.aggregators, config.standardize_members)
     _write_samples(out_dir / "samples.jsonl", pool, r_gold, picks, config.samples_prompts)
 
     if plot is not None:
@@ -328,6 +325,27 @@ def run_bon_study(
         "ensembles": {k: [s.key for s in v] for k, v in ensemble_sources.items()},
         "pool_dir": str(pool_dir or out_dir / "pool"),
     }
+    # The pool first: one of other settings in the directory is refused before the run
+    # directory is taken over, so the finished run's config.yaml and manifest stay as they are.
+    t = time.perf_counter()
+    pool = build_pool(
+        Path(pool_dir) if pool_dir is not None else out_dir / "pool",
+        model,
+        tokenizer,
+        prompts,
+        config.pool_size,
+        max_new_tokens=max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        seed=config.seed,
+        chunk_size=config.chunk_size,
+        batch_size=config.batch_size,
+        add_special_tokens=config.add_special_tokens,
+        policy_fingerprint=policy_key,
+        progress=progress,
+    )
+    timings = {"pool_s": time.perf_counter() - t}
+    del model
     rundir = RunDir.open(
         out_dir,
         kind="bon",
@@ -337,29 +355,7 @@ def run_bon_study(
         seed=config.seed,
         metrics_version=METRICS_VERSION,
     )
-
-    timings = {}
     try:
-        t = time.perf_counter()
-        pool = build_pool(
-            Path(pool_dir) if pool_dir is not None else out_dir / "pool",
-            model,
-            tokenizer,
-            prompts,
-            config.pool_size,
-            max_new_tokens=max_new_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            seed=config.seed,
-            chunk_size=config.chunk_size,
-            batch_size=config.batch_size,
-            add_special_tokens=config.add_special_tokens,
-            policy_fingerprint=policy_key,
-            progress=progress,
-        )
-        timings["pool_s"] = time.perf_counter() - t
-        del model
-
         t = time.perf_counter()
         kw = dict(batch_size=config.score_batch_size, device=device, progress=progress)
         r_gold, r_proxies, r_ensembles = _score_all(

@@ -494,6 +494,32 @@ def _html(
     return "".join(parts)
 
 
+def check_study_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` if it holds a study (manifest.json of kind "study"), else a ValueError
+    saying what it is: the report is written into the directory and edits its summary.json,
+    so it is never built where a study did not run."""
+    run_dir = Path(run_dir)
+    manifest = run_dir / "manifest.json"
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"report: no such run directory {run_dir}")
+    if not manifest.is_file():
+        raise ValueError(
+            f"report: {run_dir} has no manifest.json: not a study directory (`goodhart run "
+            "--run-dir DIR` makes one)"
+        )
+    try:
+        kind = json.loads(manifest.read_text(encoding="utf-8")).get("kind")
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"report: {manifest} is not a valid manifest ({e})") from None
+    if kind != "study":
+        raise ValueError(
+            f"report: {run_dir} holds a run of kind {kind!r}, not a study; the report is "
+            "built for a `goodhart run` directory (its summary.json and metrics.jsonl say "
+            "how this run went)"
+        )
+    return run_dir
+
+
 def build_report(run_dir: str | Path) -> dict[str, Any]:
     """Build (or rebuild) the report of a run directory; returns summary.json's ``report``."""
     run_dir = Path(run_dir)

@@ -13,7 +13,7 @@ from goodhartlab.registry import TESTBEDS
 from goodhartlab.testbeds.base import Testbed
 from goodhartlab.testbeds.toy_text.testbed import ToyText, ToyTextConfig
 
-__all__ = ["TESTBEDS", "Testbed", "get_testbed", "testbed_options"]
+__all__ = ["TESTBEDS", "Testbed", "check_backbone_size", "get_testbed", "testbed_options"]
 
 TESTBEDS.register(
     "toy_text",
@@ -27,6 +27,18 @@ def testbed_options(name: str, options: Mapping[str, Any] | None, where: str = "
     """The options model of testbed ``name`` built from ``options`` (ValueError naming the
     field otherwise)."""
     return TESTBEDS.entry(name).validate_params(options, where=where)
+
+
+def check_backbone_size(name: str, size: str, where: str = "size") -> str:
+    """``size`` if testbed ``name`` has reward-model backbones of that size (its class's
+    ``backbone_sizes``), else ValueError naming ``where`` and the sizes; checked before any
+    build, so a typo costs no minutes of building."""
+    sizes = getattr(TESTBEDS.entry(name).obj, "backbone_sizes", None)
+    if sizes is not None and size not in sizes:
+        raise ValueError(
+            f"{where}: testbed {name!r} has backbone sizes {', '.join(sizes)}; got {size!r}"
+        )
+    return size
 
 
 def get_testbed(name: str, config=None, *, cache_dir=None, progress: bool = True) -> Testbed:

@@ -262,6 +262,7 @@ def train_reward_model(
     pairs = list(pairs)
     if not pairs:
         raise ValueError("pairs: expected at least one training pair")
+    _check_signal(pairs)
     if eval_pairs is None:
         train_pairs, eval_pairs = _split(pairs, config.eval_fraction, config.split_seed)
     else:
@@ -376,6 +377,26 @@ def train_reward_model(
         }
         result.path = save_reward_model(model, tokenizer, out_dir, info)
     return result
+
+
+def _check_signal(pairs: Sequence[PreferencePair]) -> None:
+    """Refuse pairs that carry no preference at all (every chosen equals its rejected: the
+    loss is log 2 whatever the model, and accuracy counts every tie as wrong); warn when
+    more than a quarter are such ties."""
+    import warnings
+
+    ties = sum(p.chosen == p.rejected for p in pairs)
+    if ties == len(pairs):
+        raise ValueError(
+            f"pairs: in all {len(pairs)} pairs chosen equals rejected (empty or duplicated "
+            "rows?): there is no preference to learn"
+        )
+    if ties > len(pairs) / 4:
+        warnings.warn(
+            f"pairs: {ties} of {len(pairs)} pairs have chosen equal to rejected; they carry "
+            "no preference and count as errors in accuracy",
+            stacklevel=3,
+        )
 
 
 def _epoch_record(epoch: int, train_loss: float | None, ev: dict[str, Any]) -> dict[str, Any]:
