@@ -20,21 +20,66 @@ from pathlib import Path
 MANIFEST = "goodhart_artifact.json"
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same directory, then rename)."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plainly created file gets under the process's umask (0o644 under 022).
+
+    Temporary files and directories are created private (0o600 / 0o700); what is renamed
+    into place gets the ordinary mode instead, so shared caches, Ray nodes and served
+    reports can read it."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode a plainly created directory gets under the umask (0o755 under 022)."""
+    return 0o777 & ~_umask()
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Push a directory's entries (a rename into it) to disk; a no-op where unsupported."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Write a file atomically: yields a temporary path beside ``path`` to write to; on
+    success it gets the umask's ordinary mode (:func:`file_mode`), is pushed to disk and
+    renamed to ``path`` (the rename pushed with the directory); on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        yield tmp
+        os.chmod(tmp, file_mode())
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -100,9 +145,11 @@ def building(directory: str | Path, info: dict | None = None) -> Iterator[Path]:
     try:
         yield tmp
         seal(tmp, info)
+        os.chmod(tmp, dir_mode())
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
+        fsync_dir(directory.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from goodhartlab.artifacts import atomic_path
 from goodhartlab.models.fingerprint import fingerprint_files
 from goodhartlab.models.loading import local_model_dir
 from goodhartlab.optimize.pool import Pool
@@ -154,27 +155,11 @@ def _read_scores(path: Path, pool: Pool, source: RewardSource) -> Tensor | None:
 
 
 def _write_scores(path: Path, scores: Tensor, pool: Pool, source: RewardSource) -> None:
-    import tempfile
-
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        meta = {
-            "format": SCORES_FORMAT,
-            "key": source.key,
-            "pool": pool.digest,
-            "name": source.name,
-        }
-        save_file({"scores": scores.contiguous()}, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    meta = {"format": SCORES_FORMAT, "key": source.key, "pool": pool.digest, "name": source.name}
+    with atomic_path(path) as tmp:
+        save_file({"scores": scores.contiguous()}, str(tmp), metadata=meta)
 
 
 def cached_scores(pool: Pool, source: RewardSource) -> Tensor | None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from goodhartlab.artifacts import atomic_write_text
+from goodhartlab.artifacts import atomic_path, atomic_write_text
 
 __all__ = ["plot_bon_curves"]
 
@@ -22,14 +21,8 @@ def _save_png_svg(fig, stem: Path) -> list[Path]:
     fig.savefig(svg, format="svg")
     atomic_write_text(stem.with_suffix(".svg"), svg.getvalue())
     png = stem.with_suffix(".png")
-    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=150)
-        os.replace(tmp, png)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150)
     return [png, stem.with_suffix(".svg")]
 
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 
-from goodhartlab.artifacts import seal
+from goodhartlab.artifacts import atomic_write_text, dir_mode, seal
 from goodhartlab.core.losses import RM_OBJECTIVES
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.models.loading import check_vocabulary
@@ -462,6 +462,7 @@ def save_reward_model(
         tokenizer.save_pretrained(tmp)
         (tmp / RM_INFO_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
         seal(tmp, {"kind": "reward_model"})
+        os.chmod(tmp, dir_mode())
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(out_dir, old)
@@ -548,16 +549,5 @@ def write_ensemble_index(
         ]
     }
     path = Path(out_dir) / "ensemble.json"
-    _write_json_atomic(path, index)
+    atomic_write_text(path, json.dumps(index, indent=2, allow_nan=False) + "\n")
     return path
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
