@@ -175,6 +175,8 @@ def cmd_bon(args) -> int:
     from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
     from goodhartlab.report.plots import plot_bon_curves
 
+    settings = given_fields(args, BonStudyConfig.model_fields, ("device",))
+    BonStudyConfig(**settings, device=args.device)  # a bad setting fails before any build
     testbed = args.testbed or ("toy_text" if args.policy is None else None)
     tb = (
         _testbed(argparse.Namespace(testbed=testbed, cache_dir=args.cache_dir)) if testbed else None
@@ -191,7 +193,6 @@ def cmd_bon(args) -> int:
         ensembles[name if name not in ensembles else f"{name}#{i}"] = (
             dirs[0] if len(dirs) == 1 else dirs
         )
-    settings = given_fields(args, BonStudyConfig.model_fields, ("device",))
     if tb is not None:
         settings.setdefault("max_new_tokens", tb.max_new_tokens)
     config = BonStudyConfig(**settings, device=args.device)

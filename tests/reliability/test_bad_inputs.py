@@ -175,3 +175,21 @@ def test_a_study_on_cuda_without_cuda_fails_before_writing(tmp_path, capsys):
     )
     assert "device: 'cuda', but this torch" in _err(capsys)
     assert not run.exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("command", ["bon", "rl"])
+def test_zero_new_tokens_is_refused_before_any_build(tmp_path, capsys, command):
+    # Issue 17: `--max-new-tokens 0` silently became 64.
+    cache = tmp_path / "cache"
+    argv = [
+        command,
+        "--max-new-tokens",
+        "0",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 2
+    assert "max_new_tokens" in _err(capsys)
+    assert not cache.exists()

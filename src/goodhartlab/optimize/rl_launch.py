@@ -42,7 +42,9 @@ class RLLaunch(BaseModel):
         None,
         description="training prompts file: .jsonl (field 'prompt'), .json list, or one per line",
     )
-    eval_prompts_file: str | None = Field(None, description="held-out prompts file (with --prompts)")
+    eval_prompts_file: str | None = Field(
+        None, description="held-out prompts file (with --prompts)"
+    )
     gold: str | None = Field(
         None, description="reward-model directory used as gold (instead of the testbed's)"
     )
@@ -63,17 +65,22 @@ def settings() -> list[str]:
     return [*RLLaunch.model_fields, *CONFIG_FIELDS, *REWARD_FIELDS]
 
 
+def _check_proxy_given(s: dict[str, Any]) -> None:
+    """Exactly one of --proxy and --ensemble."""
+    if s["proxy"] and s["ensemble"]:
+        raise ValueError("give either --proxy DIR or --ensemble DIR..., not both")
+    if not s["proxy"] and not s["ensemble"]:
+        raise ValueError("a proxy is required: --proxy RM_DIR or --ensemble DIR [DIR ...]")
+
+
 def _reward_source(s: dict[str, Any], device: str):
     """The proxy of the settings: a reward model or an ensemble (registry 'reward_source')."""
     from goodhartlab.rewards import REWARD_SOURCES
 
-    if s["proxy"] and s["ensemble"]:
-        raise ValueError("give either --proxy DIR or --ensemble DIR..., not both")
+    _check_proxy_given(s)
     if s["proxy"]:
         return REWARD_SOURCES["reward_model"](s["proxy"], device=device)
-    if s["ensemble"]:
-        return REWARD_SOURCES["ensemble"](list(s["ensemble"]), device=device)
-    raise ValueError("a proxy is required: --proxy RM_DIR or --ensemble DIR [DIR ...]")
+    return REWARD_SOURCES["ensemble"](list(s["ensemble"]), device=device)
 
 
 def launch_rl(
@@ -108,6 +115,11 @@ def launch_rl(
     given_now = {**{k: v for k, v in saved.items() if k in known}, **given}
     s = RLLaunch(**{k: v for k, v in given_now.items() if k in RLLaunch.model_fields})
     s = s.model_dump()
+    # Bad settings fail here, before the testbed is built (minutes from an empty cache).
+    cfg = {k: v for k, v in given_now.items() if k in CONFIG_FIELDS}
+    reward_cfg = {k: v for k, v in given_now.items() if k in REWARD_FIELDS}
+    RLConfig(**cfg, reward=RewardPipelineConfig(**reward_cfg))
+    _check_proxy_given(s)
 
     testbed = s["testbed"] or ("toy_text" if s["policy"] is None else None)
     tb = None
@@ -135,10 +147,8 @@ def launch_rl(
         gold = tb.gold
     reward = _reward_source(s, device)
 
-    cfg = {k: v for k, v in given_now.items() if k in CONFIG_FIELDS}
     if tb is not None:
         cfg.setdefault("max_new_tokens", tb.max_new_tokens)
-    reward_cfg = {k: v for k, v in given_now.items() if k in REWARD_FIELDS}
     config = RLConfig(**cfg, reward=RewardPipelineConfig(**reward_cfg))
     return run_rl(
         resume or out,
