@@ -193,3 +193,12 @@ def test_zero_new_tokens_is_refused_before_any_build(tmp_path, capsys, command):
     assert main(argv) == 2
     assert "max_new_tokens" in _err(capsys)
     assert not cache.exists()
+
+
+def test_wrong_typed_testbed_options_fail_at_load_leaving_no_cache(tmp_path, capsys):
+    # Issue 17: a wrong-typed option failed after 151 s of building, leaving a cache key.
+    cache = tmp_path / "cache"
+    argv = ["run", "testbed_options.policy_steps=many", f"cache_dir={cache}"]
+    assert main([*argv, "--run-dir", str(tmp_path / "run")]) == 2
+    assert "policy_steps" in _err(capsys)
+    assert not cache.exists() and not (tmp_path / "run").exists()
