@@ -1,0 +1,175 @@
+"""core.detect: hand-computed cases, naive re-implementations and identities."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from goodhartlab.core import detect
+
+
+def test_member_disagreement_by_hand():
+    # Reference: member 0 scores (0, 2) -> μ 1, σ 1; member 1 scores (10, 30) -> μ 20, σ 10.
+    # Item scored (2, 30): z = (1, 1) -> std 0. Item scored (0, 30): z = (-1, 1) -> std 1.
+    ref = np.array([[0.0, 2.0], [10.0, 30.0]])
+    assert detect.member_disagreement(np.array([[2.0], [30.0]]), ref) == pytest.approx(0.0)
+    assert detect.member_disagreement(np.array([[0.0], [30.0]]), ref) == pytest.approx(1.0)
+    both = np.array([[2.0, 0.0], [30.0, 30.0]])  # mean over items of (0, 1)
+    assert detect.member_disagreement(both, ref) == pytest.approx(0.5)
+
+
+def test_member_disagreement_ignores_member_offsets_and_scales():
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(3, 50))
+    ref = rng.normal(size=(3, 40))
+    a, c = np.array([[1.0], [5.0], [0.1]]), np.array([[0.0], [-7.0], [3.0]])
+    assert detect.member_disagreement(a * r + c, a * ref + c) == pytest.approx(
+        detect.member_disagreement(r, ref)
+    )
+    with pytest.raises(ValueError, match="at least 2 members"):
+        detect.member_disagreement(r[:1], ref[:1])
+
+
+def test_standardized_gain_by_hand():
+    # ref (1, 3): mean 2, population sd 1; r mean 5 -> gain 3.
+    assert detect.standardized_gain(np.array([4.0, 6.0]), np.array([1.0, 3.0])) == 3.0
+
+
+def _ledoit_wolf_naive(x):
+    n, p = x.shape
+    xc = x - x.mean(0)
+    s = sum(np.outer(r, r) for r in xc) / n
+    m = np.trace(s) / p
+    d2 = np.linalg.norm(s - m * np.eye(p), "fro") ** 2 / p
+    b2 = sum(np.linalg.norm(np.outer(r, r) - s, "fro") ** 2 for r in xc) / n**2 / p
+    rho = min(b2, d2) / d2
+    return rho * m * np.eye(p) + (1 - rho) * s, rho
+
+
+def test_ledoit_wolf_against_the_papers_sums():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(12, 4)) @ rng.normal(size=(4, 4))
+    cov, rho = detect.ledoit_wolf_covariance(x)
+    cov_naive, rho_naive = _ledoit_wolf_naive(x)
+    assert rho == pytest.approx(rho_naive, rel=1e-12)
+    np.testing.assert_allclose(cov, cov_naive, rtol=1e-12, atol=1e-14)
+    assert 0 < rho < 1
+
+
+def test_ledoit_wolf_two_points_by_hand():
+    # x = (1, 0), (−1, 0): centered as is, S = diag(1, 0), m = 1/2,
+    # δ² = ‖diag(1/2, −1/2)‖² / 2 = 1/4; x_k x_kᵀ = S for both rows, so b̄² = 0 and ρ = 0.
+    cov, rho = detect.ledoit_wolf_covariance(np.array([[1.0, 0.0], [-1.0, 0.0]]))
+    assert rho == 0.0
+    np.testing.assert_allclose(cov, np.diag([1.0, 0.0]))
+    # A multiple of the identity already: δ² = 0, nothing to shrink.
+    x = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    cov, rho = detect.ledoit_wolf_covariance(x)
+    assert rho == 0.0
+    np.testing.assert_allclose(cov, 0.5 * np.eye(2))
+
+
+def test_mahalanobis_tail_probability_by_hand():
+    # Reference ±1 on each axis: S = I/2 (ρ = 0 above), μ = 0. x = (1, 1):
+    # d² = (1, 1) (I/2)⁻¹ (1, 1)ᵀ = 4; P(χ²_2 ≥ 4) = e^{−2}.
+    ref = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    p = detect.mahalanobis_tail_probability(np.array([[1.0, 1.0], [0.0, 0.0]]), ref, reg_eps=0.0)
+    np.testing.assert_allclose(p, [math.exp(-2.0), 1.0])
+
+
+def test_mahalanobis_tail_probability_is_about_uniform_for_reference_like_samples():
+    rng = np.random.default_rng(2)
+    cov = np.diag([4.0, 1.0, 0.25])
+    ref = rng.multivariate_normal(np.zeros(3), cov, size=2000)
+    fresh = rng.multivariate_normal(np.zeros(3), cov, size=2000)
+    p = detect.mahalanobis_tail_probability(fresh, ref)
+    assert np.mean(p < 0.05) == pytest.approx(0.05, abs=0.015)
+    assert scipy.stats.kstest(p, "uniform").pvalue > 0.01
+    far = detect.mahalanobis_tail_probability(fresh + 10.0, ref)
+    assert far.max() < 1e-6
+
+
+def test_token_entropy_by_hand():
+    # Tokens with log-probs (log ½, log ½) and (log ¼): −(2 log ½ + log ¼) / 3 = (4/3) log 2.
+    h = detect.token_entropy([np.log([0.5, 0.5]), np.log([0.25])])
+    assert h == pytest.approx(4 / 3 * math.log(2))
+    assert math.isnan(detect.token_entropy([np.array([])]))
+
+
+def test_mean_within_group_std_by_hand():
+    # Groups (0, 2): sd 1; (5, 5): sd 0 -> mean 0.5.
+    assert detect.mean_within_group_std(np.array([[0.0, 2.0], [5.0, 5.0]])) == 0.5
+
+
+def test_kl_acceleration_by_hand():
+    # KL 0, 1, 2, 4 at steps 0, 1, 2, 3: v = 1, 1, 2.
+    # a_2 = (1 − 1) / 1 = 0; a_3 = (2 − 1) / mean(1, 1, 2) = 3/4.
+    a = detect.kl_acceleration(np.array([0.0, 1.0, 2.0, 4.0]), np.array([0, 1, 2, 3]))
+    assert np.isnan(a[:2]).all()
+    np.testing.assert_allclose(a[2:], [0.0, 0.75])
+    # Uneven steps: KL linear in steps has no acceleration.
+    steps = np.array([0, 1, 5, 6, 20])
+    np.testing.assert_allclose(detect.kl_acceleration(0.3 * steps, steps)[2:], 0.0, atol=1e-12)
+    assert (detect.kl_acceleration(np.zeros(4), np.arange(4))[2:] == 0).all()
+
+
+def test_early_law_residuals_linear_by_hand():
+    # k = 2 (fewer than 3 points): gain ≈ α d through the origin on d = (0, 1), gain = (0, 2):
+    # α = 2, in-sample residuals 0, scale = min_scale = 0.5. At d = 2, gain 5: e = (5 − 4)/0.5.
+    res = detect.early_law_residuals(np.array([0.0, 1.0, 2.0]), np.array([0.0, 2.0, 5.0]), 2, 0.5)
+    assert res.law == "linear" and res.alpha == pytest.approx(2.0)
+    np.testing.assert_allclose(res.residual, [0.0, 0.0, 2.0])
+
+
+def test_early_law_residuals_rl_law_is_exact_on_its_own_curve():
+    d = np.linspace(0.0, 3.0, 10)
+    gain = d * (1.5 - 0.2 * np.log(np.where(d > 0, d, 1.0)))
+    res = detect.early_law_residuals(d, gain, 5, 1e-3)
+    assert res.law == "rl"
+    assert (res.alpha, res.beta) == (pytest.approx(1.5), pytest.approx(0.2))
+    np.testing.assert_allclose(res.residual, 0.0, atol=1e-6)
+    jumped = gain.copy()
+    jumped[7:] += 0.5  # an exploit: proxy above the early trend
+    assert (detect.early_law_residuals(d, jumped, 5, 1e-3).residual[7:] > 100).all()
+
+
+def test_cusum_by_hand():
+    # Window (0, 2): μ 1, sd (ddof 1) sqrt(2). z_2 = (1 + 2√2 − 1)/√2 = 2 -> S = 2 − 0.5;
+    # x_3 NaN carries S; z_4 = 0 -> S = 1.5 − 0.5 = 1; z_5 = −5 → S = max(0, ...) = 0.
+    r2 = math.sqrt(2)
+    x = np.array([0.0, 2.0, 1 + 2 * r2, np.nan, 1.0, 1 - 5 * r2])
+    s = detect.cusum(x, k=2, drift=0.5)
+    assert np.isnan(s[:2]).all()
+    np.testing.assert_allclose(s[2:], [1.5, 1.5, 1.0, 0.0])
+
+
+def test_cusum_fires_after_a_shift_and_not_before():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=60)
+    x[40:] += 2.0
+    s = detect.cusum(x, k=10, drift=0.5)
+    assert np.nanmax(s[:40]) < 5.0
+    assert s[50] > 5.0 and s[-1] > 10.0
+    assert np.isnan(detect.cusum(np.array([1.0, np.nan, np.nan]), k=2)).all()
+
+
+def test_fit_logistic_matches_the_closed_form_of_a_balanced_single_feature():
+    # Two points x = ±1 with labels 1, 0 and no ridge separate perfectly: w grows without
+    # bound; with ridge λ the optimum of mean log loss + λ/(2n) w² solves
+    # σ(−w) = λ w / n (n = 2, b = 0 by symmetry). Check the fitted w satisfies it.
+    fit = detect.fit_logistic(np.array([[1.0], [-1.0]]), np.array([1.0, 0.0]), l2=1.0)
+    w = fit.weights[0]
+    assert fit.converged and fit.bias == pytest.approx(0.0, abs=1e-6)
+    assert float(detect.sigmoid(-w)) == pytest.approx(w / 2, abs=1e-6)
+
+
+def test_fit_logistic_recovers_weights_of_a_logistic_model():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(20000, 2))
+    y = (rng.random(20000) < detect.sigmoid(x @ np.array([2.0, -1.0]) + 0.5)).astype(float)
+    fit = detect.fit_logistic(x, y, l2=0.0)
+    np.testing.assert_allclose(fit.weights, [2.0, -1.0], atol=0.1)
+    assert fit.bias == pytest.approx(0.5, abs=0.1)
