@@ -100,7 +100,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize(
     "stage, sign",
     [
+        ("testbed", "cache/toy_text/*/lm-small-seed0-steps40/goodhart_artifact.json"),
         ("proxies", "cache/toy_text/*/proxies/*/member_0/goodhart_rm.json"),
+        ("bon", "run/bon/pool/scores/*.safetensors"),
         ("rl", "run/rl/*/checkpoints/step_000002/goodhart_artifact.json"),
     ],
 )
