@@ -93,3 +93,11 @@ def test_a_cached_ensemble_with_a_damaged_member_is_not_reused(tmp_path, saved):
     _flip_a_byte(ens / "member_1" / "model.safetensors")
     assert _whole_ensemble(ens) is None
     assert (ens / "member_0" / RM_INFO_FILE).is_file()
+
+
+def test_an_unsealed_invalid_config_is_one_clear_error(saved):
+    (saved / MANIFEST).unlink()
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot load a reward model") as e:
+        RewardModel.from_pretrained(saved)
+    assert str(saved) in str(e.value)
