@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from goodhartlab.cli import main
 
@@ -21,44 +20,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(sys.platform != "linux", reason="kill -9 semantics of Linux"),
 ]
-
-# A tiny study (the golden test's, smaller): proxies, best-of-n, RL runs and DAA runs.
-TINY = {
-    "testbed_options": {
-        "policy_steps": 40,
-        "pretrain_steps": {"small": 40, "medium": 40, "large": 2},
-        "pretrain_batch_size": 16,
-        "tokenizer_corpus": 400,
-        "max_new_tokens": 24,
-    },
-    "proxies": {"pairs": 120, "seeds": [0, 1], "epochs": 1},
-    "bon": {"pool_size": 8, "prompts": 6, "n_boot": 50},
-    "rl": {
-        "steps": 6,
-        "eval_every": 2,
-        "checkpoint_every": 2,
-        "prompts_per_step": 2,
-        "group_size": 2,
-        "eval_prompts": 4,
-        "lr": 1e-3,
-        "methods": [{"name": "single"}, {"name": "wco", "aggregator": "wco"}],
-    },
-    "daa": {
-        "enabled": True,
-        "max_pairs": 16,
-        "batch_size": 8,
-        "eval_points_in_first_epoch": [0.5],
-        "eval_prompts": 4,
-        "lr": 1e-3,
-        "runs": [{"name": "dpo", "loss": "dpo", "beta": 0.1}],
-    },
-}
-
-
-def _study(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, "cache_dir": str(tmp_path / "cache")}))
-    return path
 
 
 def _results(run_dir: Path) -> tuple[str, dict]:
@@ -68,10 +29,10 @@ def _results(run_dir: Path) -> tuple[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, tiny_study):
     tmp = tmp_path_factory.mktemp("straight")
     run_dir = tmp / "run"
-    argv = ["run", str(_study(tmp)), "--workers", "2", "--run-dir", str(run_dir)]
+    argv = ["run", str(tiny_study(tmp)), "--workers", "2", "--run-dir", str(run_dir)]
     assert main(argv) == 0
     return _results(run_dir)
 
@@ -107,10 +68,10 @@ def _alive(pid: int) -> bool:
     ],
 )
 def test_kill_9_at_a_stage_then_resume_gives_the_uninterrupted_results(
-    tmp_path, uninterrupted, stage, sign
+    tmp_path, uninterrupted, tiny_study, stage, sign
 ):
     run_dir = tmp_path / "run"
-    argv = ["run", str(_study(tmp_path)), "--workers", "2", "--run-dir", str(run_dir)]
+    argv = ["run", str(tiny_study(tmp_path)), "--workers", "2", "--run-dir", str(run_dir)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     study = subprocess.Popen(
         [sys.executable, "-m", "goodhartlab.cli", *argv],

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from goodhartlab.cli import main
 from goodhartlab.optimize.rundir import LOCK
@@ -23,34 +22,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(sys.platform != "linux", reason="kill -9 semantics of Linux"),
 ]
-
-TINY = {
-    "testbed_options": {
-        "policy_steps": 40,
-        "pretrain_steps": {"small": 40, "medium": 40, "large": 2},
-        "pretrain_batch_size": 16,
-        "tokenizer_corpus": 400,
-        "max_new_tokens": 24,
-    },
-    "proxies": {"pairs": 120, "seeds": [0, 1], "epochs": 1},
-    "bon": {"pool_size": 8, "prompts": 6, "n_boot": 50},
-    "rl": {
-        "steps": 6,
-        "eval_every": 2,
-        "checkpoint_every": 2,
-        "prompts_per_step": 2,
-        "group_size": 2,
-        "eval_prompts": 4,
-        "lr": 1e-3,
-        "methods": [{"name": "single"}, {"name": "wco", "aggregator": "wco"}],
-    },
-}
-
-
-def _study(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, "cache_dir": str(tmp_path / "cache")}))
-    return path
 
 
 def _free(lock: Path) -> bool:
@@ -66,18 +37,27 @@ def _free(lock: Path) -> bool:
         os.close(fd)
 
 
-def test_a_study_on_ray_killed_and_resumed_equals_the_local_pools(tmp_path, monkeypatch):
+def test_a_study_on_ray_killed_and_resumed_equals_the_local_pools(
+    tmp_path, monkeypatch, tiny_study
+):
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     local = tmp_path / "local"
     local.mkdir()
-    argv = ["run", str(_study(local)), "--workers", "2", "--run-dir", str(local / "run")]
+    argv = [
+        "run",
+        str(tiny_study(local, daa=False)),
+        "--workers",
+        "2",
+        "--run-dir",
+        str(local / "run"),
+    ]
     assert main(argv) == 0
 
     on_ray = tmp_path / "ray"
     on_ray.mkdir()
     run_dir = on_ray / "run"
-    argv = ["run", str(_study(on_ray)), "--backend", "ray", "--workers", "2"]
+    argv = ["run", str(tiny_study(on_ray, daa=False)), "--backend", "ray", "--workers", "2"]
     driver = subprocess.Popen(
         [sys.executable, "-m", "goodhartlab.cli", *argv, "--run-dir", str(run_dir)],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},

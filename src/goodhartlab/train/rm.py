@@ -259,23 +259,7 @@ def train_reward_model(
         progress: show a tqdm progress bar.
     """
     config = config or RMTrainConfig()
-    pairs = list(pairs)
-    if not pairs:
-        raise ValueError("pairs: expected at least one training pair")
-    _check_signal(pairs)
-    if eval_pairs is None:
-        train_pairs, eval_pairs = _split(pairs, config.eval_fraction, config.split_seed)
-    else:
-        train_pairs, eval_pairs = pairs, list(eval_pairs)
-    margins = None
-    if config.margin:
-        missing = [i for i, p in enumerate(train_pairs) if p.margin is None]
-        if missing:
-            raise ValueError(
-                f"config.margin=True: expected every training pair to have a margin; "
-                f"{len(missing)} do not (e.g. id {train_pairs[missing[0]].id!r})"
-            )
-        margins = torch.tensor([p.margin for p in train_pairs], dtype=torch.float32)
+    train_pairs, eval_pairs, margins = _training_pairs(pairs, eval_pairs, config)
 
     torch.manual_seed(config.seed)
     model = _load_backbone(backbone)
@@ -377,6 +361,36 @@ def train_reward_model(
         }
         result.path = save_reward_model(model, tokenizer, out_dir, info)
     return result
+
+
+def _training_pairs(
+    pairs: Sequence[PreferencePair],
+    eval_pairs: Sequence[PreferencePair] | None,
+    config: RMTrainConfig,
+) -> tuple[list[PreferencePair], list[PreferencePair], torch.Tensor | None]:
+    """(train pairs, held-out pairs, margins or None): the pairs checked, split unless
+    ``eval_pairs`` is given, and their margins when ``config.margin``."""
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs: expected at least one training pair")
+    _check_signal(pairs)
+    if eval_pairs is None:
+        train_pairs, eval_pairs = _split(pairs, config.eval_fraction, config.split_seed)
+    else:
+        train_pairs, eval_pairs = pairs, list(eval_pairs)
+    if not config.margin:
+        return train_pairs, eval_pairs, None
+    missing = [i for i, p in enumerate(train_pairs) if p.margin is None]
+    if missing:
+        raise ValueError(
+            f"config.margin=True: expected every training pair to have a margin; "
+            f"{len(missing)} do not (e.g. id {train_pairs[missing[0]].id!r})"
+        )
+    return (
+        train_pairs,
+        eval_pairs,
+        torch.tensor([p.margin for p in train_pairs], dtype=torch.float32),
+    )
 
 
 def _check_signal(pairs: Sequence[PreferencePair]) -> None:
