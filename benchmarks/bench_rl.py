@@ -212,7 +212,7 @@ def main() -> None:
             )
 
     def quality(policy):
-        m, _ = evaluate_policy(
+        m, _, _ = evaluate_policy(
             policy.eval(), base, tb.tokenizer, tb.eval_prompts[:100], gold=tb.gold, proxy=reward,
             num_samples=2, max_new_tokens=MAX_NEW_TOKENS, seed=1,
         )  # fmt: skip

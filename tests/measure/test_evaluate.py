@@ -84,7 +84,7 @@ def test_distinct_n_hand_computed():
 
 def test_evaluate_base_policy_against_itself(policy, tiny_tokenizer):
     reference = copy.deepcopy(policy)
-    metrics, samples = evaluate_policy(
+    metrics, samples, _ = evaluate_policy(
         policy,
         reference,
         tiny_tokenizer,
@@ -109,14 +109,14 @@ def test_evaluate_base_policy_against_itself(policy, tiny_tokenizer):
 
 def test_evaluation_uses_common_random_numbers(policy, tiny_tokenizer):
     kw = dict(gold=WORDS, proxy=CHARS, num_samples=2, max_new_tokens=8, seed=5)
-    a, _ = evaluate_policy(policy, None, tiny_tokenizer, PROMPTS, **kw)
-    b, _ = evaluate_policy(policy, None, tiny_tokenizer, PROMPTS, **kw)
+    a, _, _ = evaluate_policy(policy, None, tiny_tokenizer, PROMPTS, **kw)
+    b, _, _ = evaluate_policy(policy, None, tiny_tokenizer, PROMPTS, **kw)
     assert a == b and "kl" not in a
 
 
 def test_kl_is_positive_for_a_different_policy(policy, tiny_tokenizer):
     other = build_causal_lm("small", tiny_tokenizer, seed=1).eval()
-    metrics, _ = evaluate_policy(
+    metrics, _, _ = evaluate_policy(
         other,
         policy,
         tiny_tokenizer,
@@ -138,7 +138,7 @@ def test_ensemble_members_and_disagreement(policy, tiny_tokenizer):
             words = torch.tensor([float(len(c.split())) for c in completions])
             return torch.stack([words, words + 2.0])
 
-    metrics, _ = evaluate_policy(
+    metrics, _, _ = evaluate_policy(
         policy,
         None,
         tiny_tokenizer,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,7 @@ from goodhartlab.models.generation import (
 )
 
 __all__ = [
+    "EvalOutput",
     "Rollouts",
     "completion_logprobs",
     "distinct_n",
@@ -239,6 +240,54 @@ def _scores(source: Any, prompts: list[str], completions: list[str]) -> Tensor:
     return r
 
 
+class EvalOutput(NamedTuple):
+    """What :func:`evaluate_policy` returns."""
+
+    metrics: dict[str, Any]
+    samples: list[dict[str, Any]]
+    monitor_record: dict[str, Any] | None
+    """With ``monitor`` sources: the monitor's inputs at this evaluation, no gold (the fields
+    of ``goodhartlab.monitor.EvalPoint`` but ``step``, as plain lists); else None."""
+
+
+def _monitor_record(
+    sources: Any,
+    prompts: list[str],
+    completions: list[str],
+    r_proxy: Tensor,
+    r_members: Tensor | None,
+    ids: list[list[int]],
+    logp: list[list[float]],
+    kl: float | None,
+    num_samples: int,
+) -> dict[str, Any]:
+    """The monitor's view of an evaluation: the optimized proxy's and the monitoring
+    rewards' scores of the same samples, their tokens and log-probs, no gold."""
+    record: dict[str, Any] = {
+        "r_proxy": r_proxy.tolist(),
+        "completions": completions,
+        "completion_ids": ids,
+        "logp": logp,
+    }
+    if kl is not None:
+        record["kl"] = kl
+    members = sources.get("members")
+    if r_members is None and members is not None:
+        r_members = torch.as_tensor(members.score_members(prompts, completions))
+    if r_members is not None and r_members.shape[0] >= 2:
+        record["r_members"] = r_members.tolist()
+    heldout = sources.get("heldout")
+    if heldout is not None:
+        record["r_heldout"] = _scores(heldout, prompts, completions).tolist()
+    latent_model = sources.get("latents")
+    if latent_model is not None:
+        _, latents = latent_model.score_with_latents(prompts, completions)
+        record["latents"] = latents.tolist()
+    if num_samples >= 2:
+        record["r_groups"] = r_proxy.reshape(-1, num_samples).tolist()
+    return record
+
+
 @torch.no_grad()
 def evaluate_policy(
     policy: nn.Module,
@@ -255,7 +304,8 @@ def evaluate_policy(
     batch_size: int = 256,
     num_logged_samples: int = 0,
     autocast_dtype: torch.dtype | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    monitor: dict[str, Any] | None = None,
+) -> EvalOutput:
     """Sample held-out prompts from ``policy`` and measure gold, proxy, KL and diversity.
 
     The KL is estimated from the policy's own samples: per completion
@@ -282,9 +332,13 @@ def evaluate_policy(
         batch_size: rows sampled together.
         num_logged_samples: how many (prompt, completion, scores) records to return.
         autocast_dtype: bf16 autocast for the forward passes, or None.
+        monitor: collect the monitor's inputs (``EvalOutput.monitor_record``) with these
+            sources: ``members`` (an ensemble whose members' scores the monitor reads, if the
+            proxy is not one), ``heldout`` (a reward not optimized against), ``latents`` (a
+            ``RewardModel`` whose last hidden states are the latents). None: collect nothing.
 
     Returns:
-        ``(metrics, samples)``: ``metrics`` has ``kl``, ``kl_k3``, ``d``, ``gold``,
+        ``EvalOutput(metrics, samples, monitor_record)``: ``metrics`` has ``kl``, ``kl_k3``, ``d``, ``gold``,
         ``gold_std``, ``proxy``, ``proxy_std``, (for ensembles) ``proxy_members`` and
         ``disagreement`` (mean over completions of the population std over members),
         ``length`` (tokens before EOS), ``eos_frac``, ``distinct_1``, ``distinct_2``, ``n``;
@@ -299,6 +353,8 @@ def evaluate_policy(
     flat_prompts: list[str] = []
     completions: list[str] = []
     kl_k1, kl_k3, lengths, eos = [], [], [], []
+    ids: list[list[int]] = []
+    logps: list[list[float]] = []
     for start in range(0, len(prompts), rows_per_batch):
         batch = list(prompts[start : start + rows_per_batch])
         ro = sample_rollouts(
@@ -314,6 +370,11 @@ def evaluate_policy(
         flat_prompts += [p for p in batch for _ in range(num_samples)]
         completions += ro.completions
         lengths.append(ro.num_tokens.float())
+        if monitor is not None:
+            for i in range(len(ro.completions)):
+                keep = ro.completion_mask[i].bool()
+                ids.append(ro.completion_ids[i][keep].tolist())
+                logps.append(ro.logp[i][keep].float().tolist())
         eos.append(ro.eos.float())
         if reference is not None:
             with torch.autocast(
@@ -355,4 +416,17 @@ def evaluate_policy(
         }
         for i in range(min(num_logged_samples, len(completions)))
     ]
-    return metrics, samples
+    record = None
+    if monitor is not None:
+        record = _monitor_record(
+            monitor,
+            flat_prompts,
+            completions,
+            r_proxy,
+            r_members,
+            ids,
+            logps,
+            metrics.get("kl"),
+            num_samples,
+        )
+    return EvalOutput(metrics, samples, record)

@@ -19,15 +19,24 @@ individual empty completion is a real output, length 0, and is kept.)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 
 from goodhartlab.core.kl import sequence_kl
 
-__all__ = ["EvalPoint", "RunHistory"]
+__all__ = ["POINT_VERSION", "EvalPoint", "RunHistory"]
+
+#: Bump on any change of what a point's record (``EvalPoint.to_record``) holds.
+POINT_VERSION = "monitor-point/v1"
+
+#: Decimals kept in a record: scores and log-probs to 1e-5, latents to 1e-4 (a record is
+#: the monitor's input on resume and offline, so a live monitor reads it back the same way).
+_DECIMALS = {"latents": 4}
+_FLOAT_DECIMALS = 5
 
 # Log-probabilities a hair above 0 come from float32 rounding of log-softmax.
 _LOGP_TOL = 1e-5
@@ -183,6 +192,49 @@ class EvalPoint:
                     raise _fail(
                         self.step, f"{names[1]}[{b}]", f"token counts differ between fields: {lens}"
                     )
+
+    def to_record(self) -> dict[str, Any]:
+        """The point as a JSON-ready dict (a line of a run's ``monitor.jsonl``), floats
+        rounded (``_FLOAT_DECIMALS``, latents ``_DECIMALS``). ``EvalPoint.from_record`` reads
+        it back; a monitor fed ``from_record(p.to_record())`` computes what a resumed or
+        offline one does."""
+        out: dict[str, Any] = {"version": POINT_VERSION, "step": self.step}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "step" or v is None:
+                continue
+            digits = _DECIMALS.get(f.name, _FLOAT_DECIMALS)
+            if f.name == "kl":
+                out["kl"] = round(v, digits)
+            elif f.name == "completions":
+                out[f.name] = list(v)
+            elif f.name == "completion_ids":
+                out[f.name] = [a.tolist() for a in v]
+            elif isinstance(v, tuple):  # ragged float rows (logp, logp_ref)
+                out[f.name] = [np.round(a, digits).tolist() for a in v]
+            else:
+                out[f.name] = np.round(v, digits).tolist()
+        return out
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], where: str = "record") -> EvalPoint:
+        """The point of a record written by :meth:`to_record`; a bad record is a
+        ValueError naming ``where`` (e.g. ``monitor.jsonl line 3``) and the field."""
+        if not isinstance(record, Mapping):
+            raise ValueError(f"{where}: expected a JSON object; got {type(record).__name__}")
+        version = record.get("version")
+        if version != POINT_VERSION:
+            raise ValueError(f"{where}: version {version!r}; this version reads {POINT_VERSION!r}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(record) - names - {"version"})
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        if "step" not in record:
+            raise ValueError(f"{where}: step: missing")
+        try:
+            return cls(**{k: v for k, v in record.items() if k != "version"})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
 
     @property
     def batch_size(self) -> int | None:

@@ -373,7 +373,7 @@ def _evaluate(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     cfg = run.cfg
     n = len(eval_prompts) * cfg.eval_samples
-    metrics, samples = evaluate_policy(
+    metrics, samples, _ = evaluate_policy(
         run.policy,
         run.reference,
         run.tokenizer,

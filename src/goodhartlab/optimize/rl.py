@@ -45,7 +45,9 @@ from goodhartlab.measure.evaluate import (
     sample_rollouts,
 )
 from goodhartlab.models.loading import load_policy_and_reference, resolve_autocast_dtype
+from goodhartlab.monitor.live import MonitorConfig
 from goodhartlab.optimize.algorithms import RL_ALGORITHMS, AdvantageInputs
+from goodhartlab.optimize.monitoring import MONITOR_LOG, RunMonitor
 from goodhartlab.optimize.rundir import (
     RunDir,
     check_steps_reach,
@@ -149,6 +151,11 @@ class RLConfig(BaseModel):
     reward: RewardPipelineConfig = Field(
         default_factory=RewardPipelineConfig,
         description="The reward pipeline: ensemble aggregator and shaping.",
+    )
+    monitor: MonitorConfig | None = Field(
+        None,
+        description="The hacking monitor (no gold) at every evaluation: detectors in "
+        "metrics.jsonl, inputs in monitor.jsonl, alarm.json when it fires (None: off).",
     )
 
     @model_validator(mode="after")
@@ -383,14 +390,29 @@ def _logged_by(cfg: RLConfig) -> Callable[[int], dict[str, range | list[int]]]:
         final = step == cfg.steps or step % cfg.checkpoint_every != 0
         if final and step % cfg.eval_every != 0:
             evals.append(step)
-        return {"train": range(1, step + 1), "metrics": evals}
+        logged = {"train": range(1, step + 1), "metrics": evals}
+        return logged | ({MONITOR_LOG: evals} if cfg.monitor is not None else {})
 
     return logged
 
 
-def _evaluate(run: _Run, step: int, eval_prompts: list[str], gold: Any) -> tuple[dict, list[dict]]:
+def _monitor_sources(reward: Any, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The monitor's reward sources: the caller's (``members``, ``heldout``, ``latents``),
+    latents by default from the optimized reward model (member 0 of an ensemble)."""
+    from goodhartlab.rewards import Ensemble, RewardModel
+
+    sources = dict(given or {})
+    if "latents" not in sources:
+        model = reward.members[0] if isinstance(reward, Ensemble) else reward
+        sources["latents"] = model if isinstance(model, RewardModel) else None
+    return sources
+
+
+def _evaluate(
+    run: _Run, step: int, eval_prompts: list[str], gold: Any, monitor: dict[str, Any] | None
+) -> tuple[dict, list[dict], dict | None]:
     cfg = run.cfg
-    metrics, samples = evaluate_policy(
+    metrics, samples, record = evaluate_policy(
         run.policy,
         run.reference,
         run.tokenizer,
@@ -404,11 +426,12 @@ def _evaluate(run: _Run, step: int, eval_prompts: list[str], gold: Any) -> tuple
         batch_size=cfg.eval_batch_size,
         num_logged_samples=cfg.logged_samples,
         autocast_dtype=run.autocast_dtype,
+        monitor=monitor,
     )
     kl_coef = run.pipeline.kl_penalty.coef if run.pipeline.kl_penalty is not None else cfg.kl_coef
     # No timings here: a resumed run's metrics must equal an uninterrupted run's.
     line = {"method": cfg.method, "step": step, **metrics, "kl_coef": kl_coef}
-    return line, [{"step": step, **s} for s in samples]
+    return line, [{"step": step, **s} for s in samples], record
 
 
 def run_identity(
@@ -500,6 +523,7 @@ def run_rl(
     resume: bool = False,
     launch: dict[str, Any] | None = None,
     progress: bool = False,
+    monitor_sources: dict[str, Any] | None = None,
 ) -> RLResult:
     """Train a policy against a proxy reward and track gold, proxy and KL; write a run dir.
 
@@ -522,6 +546,9 @@ def run_rl(
         launch: how the run was launched (e.g. CLI arguments), saved in config.yaml so that
             ``goodhart rl --resume`` can rebuild it; not compared on resume.
         progress: print one line per evaluation.
+        monitor_sources: with ``config.monitor``, the rewards the monitor reads besides the
+            optimized one: ``members`` (an ensemble), ``heldout`` (a reward not optimized
+            against), ``latents`` (a ``RewardModel``; default: the optimized one).
 
     Returns:
         :class:`RLResult`.
@@ -575,29 +602,41 @@ def run_rl(
         pipeline.load_state_dict(state["pipeline"])
         rundir.resumed(start)
     # Lines past the checkpoint are recomputed; without a checkpoint, everything is.
-    rundir.truncate(("metrics", "train", "samples"), start if ckpt is not None else -1)
+    logs = ("metrics", "train", "samples", MONITOR_LOG)
+    rundir.truncate(logs, start if ckpt is not None else -1)
+    watch = RunMonitor(rundir, cfg.monitor, start) if cfg.monitor is not None else None
+    sources = _monitor_sources(reward, monitor_sources) if watch is not None else None
 
-    def log_eval(step: int) -> None:
-        line, samples = _evaluate(run, step, eval_prompts, gold)
+    def log_eval(step: int) -> bool:
+        """Evaluate and log; True when the monitor asks the run to stop."""
+        line, samples, record = _evaluate(run, step, eval_prompts, gold, sources)
+        reading = None
+        if watch is not None:
+            reading = watch.observe(step, record, model, tokenizer, line.get("kl", math.nan))
+            line["monitor"] = reading.to_json()
         for s in samples:  # before the metrics line, whose presence says they are all written
             rundir.append("samples", s)
         rundir.append("metrics", line)
         if progress:
+            alarm = f"  ALARM (step {reading.alarm_step})" if reading and reading.alarm else ""
             print(
                 f"[{cfg.method}] step {step:>5}  kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  "
-                f"proxy {line['proxy']:7.3f}  len {line['length']:5.1f}",
+                f"proxy {line['proxy']:7.3f}  len {line['length']:5.1f}{alarm}",
                 flush=True,
             )
+        return bool(reading and reading.alarm and cfg.monitor.stop_on_alarm)
 
+    stopped_at = None
     try:
         if start == 0:
             log_eval(0)  # the base policy
         for step in range(start + 1, cfg.steps + 1):
             stats = rl_step(run, step)
             rundir.append("train", {"step": step, **stats})
+            stop = False
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                log_eval(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                stop = log_eval(step)
+            if stop or step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save_checkpoint(
                     out_dir,
                     step,
@@ -607,6 +646,9 @@ def run_rl(
                     state={"pipeline": pipeline.state_dict()},
                     keep=cfg.keep_checkpoints,
                 )
+            if stop:
+                stopped_at = step
+                break
     except BaseException as e:
         rundir.fail(e)
         raise
@@ -623,6 +665,11 @@ def run_rl(
             "final": metrics[-1],
             "peak_gold": {k: peak[k] for k in ("step", "gold", "proxy", "kl")},
             "gold_drop_from_peak": peak["gold"] - metrics[-1]["gold"],
+            **(
+                {"alarm_step": watch.alarm_step, "stopped_at_step": stopped_at}
+                if watch is not None
+                else {}
+            ),
         },
     )
     rundir.finish()

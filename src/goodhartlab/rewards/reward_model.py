@@ -70,7 +70,9 @@ def collate_rm_inputs(
     return input_ids, attention_mask
 
 
-def reward_at_last_token(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def reward_at_last_token(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, *, return_hidden: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
     """Reward of each sequence: the score head at the last position where the mask is 1.
 
     For decoder reward models with a per-token ``score`` head (Llama, Qwen, Mistral, GPT-2,
@@ -83,6 +85,9 @@ def reward_at_last_token(model: nn.Module, input_ids: Tensor, attention_mask: Te
         model: a sequence-classification model with one label.
         input_ids: Shape: (B, T).
         attention_mask: 1 for real tokens, 0 for padding. Shape: (B, T).
+
+        return_hidden: also return the hidden state the head reads (InfoRM's latent; the
+            last layer at the last real token). Shape: (B, H). Decoder models only.
 
     Returns:
         Rewards. Shape: (B,)
@@ -100,12 +105,17 @@ def reward_at_last_token(model: nn.Module, input_ids: Tensor, attention_mask: Te
         h_last = hidden[torch.arange(input_ids.shape[0], device=hidden.device), last]
         rewards = head(h_last)
     else:
+        if return_hidden:
+            raise ValueError(
+                f"reward model {type(model).__name__}: latents need a decoder with a per-token "
+                "`score` head"
+            )
         rewards = model(input_ids=input_ids, attention_mask=attention_mask).logits
     if rewards.shape[-1] != 1:
         raise ValueError(
             f"reward model: expected one output (num_labels=1), got {rewards.shape[-1]}"
         )
-    return rewards[:, 0]
+    return (rewards[:, 0], h_last) if return_hidden else rewards[:, 0]
 
 
 def default_max_length(tokenizer, model: nn.Module) -> int:
@@ -231,21 +241,38 @@ class RewardModel:
 
     __call__ = score
 
+    def score_with_latents(
+        self, prompts: Sequence[str], completions: Sequence[str], *, batch_size: int = 64
+    ) -> tuple[Tensor, Tensor]:
+        """Rewards and the hidden state the score head reads (the monitor's latents).
+        Shapes: (B,), (B, H); float32, CPU."""
+        ids = self.input_ids(prompts, completions)
+        return score_token_ids(
+            self.model, ids, self.pad_token_id, batch_size=batch_size, return_hidden=True
+        )
+
     def __repr__(self) -> str:
         return f"RewardModel(name={self.name!r}, max_length={self.max_length})"
 
 
 def score_token_ids(
-    model: nn.Module, batch_ids: Sequence[Sequence[int]], pad_token_id: int, *, batch_size: int
-) -> Tensor:
+    model: nn.Module,
+    batch_ids: Sequence[Sequence[int]],
+    pad_token_id: int,
+    *,
+    batch_size: int,
+    return_hidden: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Rewards for pre-tokenized sequences, batched longest-first. Shape: (B,), float32, CPU.
 
-    Sorting by length keeps padding small; the scores are put back in input order.
+    Sorting by length keeps padding small; the scores are put back in input order. With
+    ``return_hidden``, also the hidden states the head reads. Shape: (B, H).
     """
     n = len(batch_ids)
     scores = torch.empty(n, dtype=torch.float32)
+    hidden: Tensor | None = None
     if n == 0:
-        return scores
+        return (scores, torch.empty(0, 0)) if return_hidden else scores
     order = sorted(range(n), key=lambda i: len(batch_ids[i]), reverse=True)
     device = next(model.parameters()).device
     was_training = model.training
@@ -255,11 +282,18 @@ def score_token_ids(
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 input_ids, mask = collate_rm_inputs([batch_ids[i] for i in idx], pad_token_id)
-                r = reward_at_last_token(model, input_ids.to(device), mask.to(device))
+                out = reward_at_last_token(
+                    model, input_ids.to(device), mask.to(device), return_hidden=return_hidden
+                )
+                r, h = out if return_hidden else (out, None)
                 scores[torch.as_tensor(idx)] = r.float().cpu()
+                if h is not None:
+                    if hidden is None:
+                        hidden = torch.empty(n, h.shape[-1], dtype=torch.float32)
+                    hidden[torch.as_tensor(idx)] = h.float().cpu()
     finally:
         model.train(was_training)
-    return scores
+    return (scores, hidden) if return_hidden else scores
 
 
 def _saved_max_length(path: str | os.PathLike) -> int | None:
