@@ -728,3 +728,6 @@ RM_OBJECTIVES.register(
         "center_coef": "c: weight of the (r_c + r_r)² centering term",
     },
 )
+
+# The variants of issue 14 (ordinal, noise_robust) register in RM_OBJECTIVES from their module.
+from goodhartlab.core import rm_objectives as _rm_objectives  # noqa: E402,F401

@@ -36,6 +36,7 @@ from goodhartlab.rewards.reward_model import (
     reward_at_last_token,
     rm_batch_input_ids,
 )
+from goodhartlab.train.rm_pair_inputs import pair_inputs
 
 #: Name of the metadata file written next to a trained reward model.
 RM_INFO_FILE = "goodhart_rm.json"
@@ -49,7 +50,9 @@ class RMTrainConfig(BaseModel):
     objective: name_in(RM_OBJECTIVES) = Field(
         "bradley_terry",
         description="The loss (registry 'rm_objective'); its parameters are the fields of "
-        "the same names (bradley_terry: label_smoothing, center_coef).",
+        "the same names (bradley_terry: label_smoothing, center_coef; ordinal: grade_edges, "
+        "ordinal_levels, ordinal_spacing; noise_robust: robust_members, suspect_fraction, "
+        "suspect_action, suspect_weight, strength_margin, label_smoothing).",
     )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
@@ -74,6 +77,41 @@ class RMTrainConfig(BaseModel):
         0.0,
         ge=0,
         description="c of the reward-centering penalty c·(r_c + r_r)² (Eisenstein et al.).",
+    )
+    grade_edges: list[float] = Field(
+        [1.0, 3.0],
+        description="ordinal: gold-margin edges between preference grades "
+        "(data.grades: grade = 1 + #edges <= |gold_c - gold_r|, unless meta['grade']).",
+    )
+    ordinal_levels: int = Field(
+        9, ge=2, description="ordinal: K, the number of ordinal ratings (OPRM: 9)."
+    )
+    ordinal_spacing: float = Field(
+        1.0, gt=0, description="ordinal: distance between the ordered logit's cut points."
+    )
+    robust_members: int = Field(
+        3,
+        ge=2,
+        description="noise_robust: folds (= members) of the cross-fitted Bradley-Terry "
+        "ensemble that measures each pair's preference strength.",
+    )
+    suspect_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="noise_robust: fraction of lowest-strength pairs flagged as likely "
+        "flipped (Wang et al. 2024 flip the lowest 10%).",
+    )
+    suspect_action: Literal["flip", "downweight"] = Field(
+        "flip", description="noise_robust: flip the suspects' labels or down-weight them."
+    )
+    suspect_weight: float = Field(
+        0.0, ge=0, le=1, description="noise_robust: a suspect's weight under 'downweight'."
+    )
+    strength_margin: float = Field(
+        1.0,
+        ge=0,
+        description="noise_robust: λ of the adaptive margin λ·max(0, strength) (0: none).",
     )
     max_length: int = Field(
         128,
@@ -114,6 +152,9 @@ class RMTrainResult:
     num_parameters: int
     path: Path | None = None
     """Directory the model was saved to, if ``out_dir`` was given."""
+    pair_inputs: dict[str, Any] = field(default_factory=dict)
+    """What the objective's per-pair inputs were (``train.rm_pair_inputs``): grade counts,
+    or the strength ensemble and how many known flipped labels its suspects caught."""
 
 
 @dataclass
@@ -260,6 +301,12 @@ def train_reward_model(
     """
     config = config or RMTrainConfig()
     train_pairs, eval_pairs, margins = _training_pairs(pairs, eval_pairs, config)
+    objective = RM_OBJECTIVES.entry(config.objective)
+    # Per-pair inputs the objective needs (grades, ensemble strengths), computed before this
+    # model's seed is set, so that they leave its initialisation and data order alone.
+    inputs, inputs_report = pair_inputs(
+        objective.meta.get("needs", ()), train_pairs, tokenizer, backbone, config
+    )
 
     torch.manual_seed(config.seed)
     model = _load_backbone(backbone)
@@ -304,7 +351,6 @@ def train_reward_model(
     history = [_epoch_record(0, None, last_eval)]
     order_gen = torch.Generator().manual_seed(config.seed)
     bar = tqdm(total=total_steps, desc="train rm", disable=not progress, leave=False)
-    objective = RM_OBJECTIVES.entry(config.objective)
     # The objective's parameters are RMTrainConfig fields of the same names.
     objective_params = {k: getattr(config, k) for k in objective.params.model_fields}
     for epoch in range(1, config.epochs + 1):
@@ -324,6 +370,7 @@ def train_reward_model(
                 r_chosen,
                 r_rejected,
                 margin=None if margins is None else margins[idx].to(config.device),
+                **{k: v[idx].to(config.device) for k, v in inputs.items()},
                 **objective_params,
             )
             optimizer.zero_grad(set_to_none=True)
@@ -345,12 +392,15 @@ def train_reward_model(
         history=history,
         metrics=last_eval,
         num_parameters=_count_parameters(model),
+        pair_inputs=inputs_report,
     )
     if out_dir is not None:
         info = {
             "format_version": 1,
             "backbone": _backbone_name(backbone),
             "config": config.model_dump(),
+            "objective_version": objective.version,
+            "pair_inputs": inputs_report,
             "max_length": config.max_length,
             "num_parameters": result.num_parameters,
             "num_train_pairs": n,
