@@ -298,6 +298,42 @@ def cmd_dpo(args) -> int:
     return 0
 
 
+def cmd_eval_rm(args) -> int:
+    from goodhartlab.measure.rm_eval import REWARDBENCH_SECTIONS, format_table, run_eval_rm
+    from goodhartlab.report.rm_eval_plot import plot_rm_eval
+
+    try:
+        params = json.loads(args.reward_params) if args.reward_params else None
+    except ValueError as e:
+        raise ValueError(f"--reward-params: expected a JSON object ({e})") from None
+    if params is not None and not isinstance(params, dict):
+        raise ValueError(f"--reward-params: expected a JSON object, got {args.reward_params!r}")
+    reward = {"rm": args.rm, "ensemble": args.ensemble, "reward": args.reward, "gold": args.gold}
+    result, written = run_eval_rm(
+        args.data,
+        args.out,
+        reward_options={
+            **reward,
+            "reward_params": params,
+            "device": args.device,
+            "cache_dir": args.cache_dir,
+        },
+        batch_size=args.batch_size,
+        aggregator=args.aggregator,
+        sections=None if args.sections == "none" else REWARDBENCH_SECTIONS,
+        plot=plot_rm_eval,
+        ties=args.ties,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        ece_bins=args.ece_bins,
+        length_tolerance=args.length_tolerance,
+        unknown_subsets=args.unknown_subsets,
+    )
+    print(format_table(result))
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from goodhartlab.experiments.study import load_config, run_study
 
@@ -593,6 +629,71 @@ def _add_dpo_command(sub, common) -> None:
     dpo.set_defaults(func=cmd_dpo)
 
 
+def _add_eval_rm_command(sub, common) -> None:
+    """``goodhart eval-rm``."""
+    e = sub.add_parser(
+        "eval-rm",
+        help="a reward model on RewardBench-format rows: per-subset accuracy, ties, length "
+        "baselines, calibration, RewardBench's section scores",
+    )
+    e.add_argument(
+        "data",
+        help="rows (prompt, chosen, rejected [a string or a list], subset): .jsonl, .parquet, "
+        "or a directory written by datasets' save_to_disk",
+    )
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--rm", metavar="DIR", help="a reward-model directory (ours or any HF sequence "
+        "classifier with one label), or an ensemble directory (ensemble.json)"
+    )  # fmt: skip
+    which.add_argument("--ensemble", nargs="+", metavar="DIR", help="ensemble member directories")
+    which.add_argument(
+        "--reward", metavar="NAME", help="a registered reward source (goodhart list reward_source)"
+    )
+    which.add_argument("--gold", metavar="TESTBED", help="a testbed's programmatic gold reward")
+    e.add_argument("--reward-params", metavar="JSON", help="parameters of --reward, a JSON object")
+    e.add_argument(
+        "--aggregator", default="mean", help="how an ensemble's members combine (default: mean)"
+    )
+    e.add_argument(
+        "--ties",
+        choices=["strict", "split"],
+        default="strict",
+        help="strict: a tie at the top is wrong (RewardBench); split: 1/m for m tied "
+        "completions (RewardBench 2) (default: strict)",
+    )
+    e.add_argument("--bootstrap", type=_positive_int, default=1000, help="resamples (1000)")
+    e.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    e.add_argument("--ece-bins", type=_positive_int, default=10, help="ECE bins over [0.5, 1]")
+    e.add_argument(
+        "--length-tolerance",
+        type=float,
+        default=0.1,
+        help="length-matched rows: every rejected within this fraction of the longer (0.1)",
+    )
+    e.add_argument(
+        "--sections",
+        choices=["rewardbench", "none"],
+        default="rewardbench",
+        help="section map of the weighted total (RewardBench 0.1.4's, or none)",
+    )
+    e.add_argument(
+        "--unknown-subsets",
+        choices=["unweighted", "error"],
+        default="unweighted",
+        help="subsets outside the section map: reported but in no section (default), or an error",
+    )
+    e.add_argument("--batch-size", type=_positive_int, default=64)
+    e.add_argument(
+        "--cache-dir", default=None, help="testbed cache, for --gold (default: $GOODHART_CACHE)"
+    )
+    e.add_argument("--device", default="cpu", help="cpu or cuda")
+    e.add_argument(
+        "--out", required=True, help="output directory: eval_rm.json, scores.jsonl, eval_rm.png"
+    )
+    e.set_defaults(func=cmd_eval_rm)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``goodhart`` parser: global options, then one sub-command per ``_add_*_command``."""
     p = argparse.ArgumentParser(prog="goodhart", description="Measure and mitigate reward hacking.")
@@ -624,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rl_command(sub, _common)
     _add_report_command(sub, _common)
     _add_dpo_command(sub, _common)
+    _add_eval_rm_command(sub, _common)
     return p
 
 

@@ -93,7 +93,9 @@ def test_ece_is_zero_when_calibrated_and_symmetric_in_orientation():
     gen = torch.Generator().manual_seed(1)
     p = torch.rand(200, generator=gen, dtype=torch.float64)
     y = (torch.rand(200, generator=gen, dtype=torch.float64) < p).double()
-    assert expected_calibration_error(1 - p, 1 - y) == pytest.approx(expected_calibration_error(p, y))
+    assert expected_calibration_error(1 - p, 1 - y) == pytest.approx(
+        expected_calibration_error(p, y)
+    )
     assert brier_score(1 - p, 1 - y) == pytest.approx(brier_score(p, y))
     # A coin flip (p = 1/2) counts as half right: conf 1/2, correct 1/2, ECE 0.
     assert expected_calibration_error(torch.full((3,), 0.5), torch.ones(3)) == 0.0
