@@ -332,6 +332,8 @@ def noise_robust_bt_loss(
 RM_OBJECTIVES.register(
     "ordinal",
     ordinal_preference_loss,
+    description="Ordinal probabilistic reward: a pair of grade g puts its joint rating mass "
+    "on S_c - S_r >= g (needs grades).",
     paper="Chen et al. 2026, 'Learning Ordinal Probabilistic Reward from Preferences', "
     "arXiv 2602.12660 (OPRM + region flooding on pair grades)",
     params={
@@ -344,6 +346,8 @@ RM_OBJECTIVES.register(
 RM_OBJECTIVES.register(
     "noise_robust",
     noise_robust_bt_loss,
+    description="Bradley-Terry that flips or down-weights the lowest-strength pairs, with an "
+    "adaptive margin and label smoothing (needs a cross-fitted ensemble's strengths).",
     paper="Wang et al. 2024, 'Secrets of RLHF in Large Language Models Part II', arXiv 2401.06080",
     params={
         "suspect_action": "what to do with suspect (lowest-strength) pairs: flip | downweight",
