@@ -129,20 +129,15 @@ def test_section_map_is_rewardbench_0_1_4s():
 
 
 def test_section_scores_equal_rewardbenchs_calculate_scores_per_section():
+    from goodhartlab.core.rm_metrics import section_scores, section_total
+
     constants = _rewardbench_constants()
     theirs = _rewardbench_function("calculate_scores_per_section")
     rng = np.random.default_rng(0)
     every = list(constants.EXAMPLE_COUNTS)
-    for present in (every, every[::3]):  # all subsets; a third of them (some sections empty)
+    # All subsets; then only Chat's alpacaeval and Reasoning's hep ones (two sections empty).
+    for present in (every, [s for s in every if s.startswith(("alpacaeval", "hep"))]):
         accuracy = {s: float(rng.uniform()) for s in present}
-        rows = [{"prompt": "q", "chosen": " 1", "rejected": " 0", "subset": s} for s in present]
-        from goodhartlab.data.bench_rows import bench_rows_from_records
-
-        bench = bench_rows_from_records(rows, "mem")
-        # Scores whose per-subset accuracy is exactly `accuracy`: one row per subset can only
-        # give 0 or 1, so feed the metric function the accuracies through the section map.
-        from goodhartlab.core.rm_metrics import section_scores, section_total
-
         ours = section_scores(
             accuracy, REWARDBENCH_SECTIONS.example_counts, REWARDBENCH_SECTIONS.subset_mapping
         )
@@ -150,9 +145,9 @@ def test_section_scores_equal_rewardbenchs_calculate_scores_per_section():
         # reward-bench writes 0 for a section with no subset present; ours leaves it out.
         assert ours == pytest.approx({s: v for s, v in ref.items() if s in ours})
         assert all(ref[s] == 0 for s in ref if s not in ours)
+        assert list(ours) == (list(ref) if present is every else ["Chat", "Reasoning"])
         if present is every:
             assert section_total(ours) == pytest.approx(float(np.mean(list(ref.values()))))
-        assert len(bench) == len(present)
 
 
 def test_per_subset_accuracy_and_sections_equal_rewardbenchs_on_the_same_scores(tmp_path):
