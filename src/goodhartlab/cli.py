@@ -694,6 +694,98 @@ def _add_eval_rm_command(sub, common) -> None:
     e.set_defaults(func=cmd_eval_rm)
 
 
+def cmd_serve(args) -> int:
+    import yaml
+
+    from goodhartlab.integrations.scoring import MonitoredScorer, load_reward
+    from goodhartlab.monitor.live import MonitorConfig
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from goodhartlab.integrations.server import run_server
+    except ImportError as e:
+        raise MissingExtraError(
+            f"goodhart serve needs the serve extra ({e}): pip install 'goodhart-lab[serve]'"
+        ) from None
+    settings: dict = {}
+    if args.monitor_config:
+        path = Path(args.monitor_config)
+        settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(settings, dict):
+            raise ValueError(f"--monitor-config {path}: expected a mapping of MonitorConfig fields")
+    if args.detectors:
+        settings["detectors"] = args.detectors
+    for item in args.threshold or []:
+        name, sep, value = item.partition("=")
+        try:
+            settings.setdefault("thresholds", {})[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--threshold {item!r}: expected DETECTOR=VALUE, e.g. length_drift=2")
+    if args.alarm is not None:
+        settings["alarm"] = None if args.alarm == "none" else args.alarm
+    if args.patience is not None:
+        settings["patience"] = args.patience
+    config = MonitorConfig(**settings)
+    reward = load_reward(args.proxy, args.ensemble, device=args.device)
+    heldout = load_reward(args.heldout, device=args.device) if args.heldout else None
+    scorer = MonitoredScorer(
+        reward, config, heldout=heldout, aggregator=args.aggregator,
+        samples_per_point=args.samples_per_point,
+    )  # fmt: skip
+    print(
+        f"goodhart serve: POST http://{args.host}:{args.port}/get_reward (OpenRLHF "
+        f"--reward.remote_url), GET /monitor; {args.samples_per_point} samples per point",
+        flush=True,
+    )
+    try:
+        run_server(scorer, host=args.host, port=args.port)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
+        pass
+    print(f"goodhart serve: stopped; monitor: {json.dumps(scorer.feed.summary())}")
+    return 0
+
+
+def _add_serve_command(sub, common) -> None:
+    """``goodhart serve``."""
+    s = sub.add_parser(
+        "serve",
+        help="an HTTP reward server for OpenRLHF's remote reward protocol (POST /get_reward), "
+        "the proxy and the reward-hacking monitor inside",
+    )
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--proxy", metavar="DIR", help="the reward-model directory to serve")
+    which.add_argument(
+        "--ensemble", nargs="+", metavar="DIR",
+        help="ensemble member directories, or one ensemble directory (ensemble.json)",
+    )  # fmt: skip
+    s.add_argument("--aggregator", default="mean", help="how an ensemble's members combine")
+    s.add_argument(
+        "--heldout", metavar="DIR", help="a reward model the policy is not trained on (monitor only)"
+    )
+    s.add_argument("--monitor-config", metavar="FILE", help="MonitorConfig fields (YAML or JSON)")
+    s.add_argument("--detectors", nargs="+", metavar="NAME", help="detectors to compute")
+    s.add_argument(
+        "--threshold", action="append", metavar="NAME=VALUE",
+        help="alarm when detector NAME is above VALUE; repeatable",
+    )  # fmt: skip
+    s.add_argument(
+        "--alarm", default=None, help="a combined alarm: packaged name or JSON file; none: off"
+    )
+    s.add_argument("--patience", type=_positive_int, default=None, help="alarming points in a row")
+    s.add_argument(
+        "--samples-per-point", type=_positive_int, default=128,
+        help="samples in each evaluation point; the first point is the reference (128)",
+    )  # fmt: skip
+    s.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1)")
+    s.add_argument("--port", type=int, default=5000, help="(default: 5000)")
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``goodhart`` parser: global options, then one sub-command per ``_add_*_command``."""
     p = argparse.ArgumentParser(prog="goodhart", description="Measure and mitigate reward hacking.")
@@ -726,6 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_command(sub, _common)
     _add_dpo_command(sub, _common)
     _add_eval_rm_command(sub, _common)
+    _add_serve_command(sub, _common)
     return p
 
 

@@ -429,6 +429,12 @@ class MonitorFeed:
             return True
         return any(math.isfinite(reading.scores.get(n, math.nan)) for n in cfg.thresholds)
 
+    def skip(self, reason: str, n: int) -> None:
+        """Count ``n`` rows an adapter skipped before they reached the feed (e.g. a query
+        it could not split into prompt and completion)."""
+        with self._lock:
+            self._count(reason, n)
+
     def _count(self, reason: str, n: int) -> None:
         self.bad_rows[reason] += n
         self._bad[reason] += n

@@ -40,40 +40,15 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from transformers import TrainerCallback
 
 from goodhartlab.integrations.feed import FeedReading, MonitorFeed, completion_text
+from goodhartlab.integrations.scoring import score_with
 from goodhartlab.monitor.live import Monitor, MonitorConfig
 
-__all__ = ["GoodhartCallback", "MonitoredReward", "score_with"]
+__all__ = ["GoodhartCallback", "MonitoredReward"]
 
 logger = logging.getLogger("goodhartlab.integrations")
-
-
-def score_with(
-    reward: Any, prompts: Sequence[str], completions: Sequence[str], aggregator: str = "mean"
-) -> tuple[list[float], Any]:
-    """Score texts with a goodhart reward source: ``(r_proxy (B,), r_members (M, B) | None)``.
-
-    ``reward``: an :class:`~goodhartlab.rewards.Ensemble` (anything with ``score_members``;
-    aggregated with ``aggregator``), a :class:`~goodhartlab.rewards.RewardModel` or
-    :class:`~goodhartlab.rewards.ProgrammaticReward` (``score``), or a callable
-    ``f(prompts, completions)`` returning B numbers. Values are passed on as the source gives
-    them (a NaN stays NaN: the monitor counts it; the engine decides what a NaN reward does).
-    """
-    prompts, completions = list(prompts), list(completions)
-    if callable(getattr(reward, "score_members", None)):
-        from goodhartlab.core.aggregate import get_aggregator
-
-        members = torch.as_tensor(reward.score_members(prompts, completions), dtype=torch.float32)
-        r = get_aggregator(aggregator)(members)
-        return [float(x) for x in r.detach().cpu().tolist()], members.detach().cpu().numpy()
-    fn = reward.score if callable(getattr(reward, "score", None)) else reward
-    out = fn(prompts, completions)
-    if isinstance(out, torch.Tensor):
-        out = out.detach().cpu().tolist()
-    return [None if x is None else float(x) for x in out], None
 
 
 def _trl_style(fn: Callable) -> bool:
