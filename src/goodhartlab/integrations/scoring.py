@@ -113,6 +113,7 @@ class MonitoredScorer:
         monitored: Sequence[bool] | None = None,
         step: int | None = None,
         group_ids: Sequence[Any] | None = None,
+        completion_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float | None]:
         """The rewards of B (prompt, completion) pairs; the rows where ``monitored`` is
         False (e.g. a query the caller could not split into prompt and completion) are scored
@@ -120,10 +121,14 @@ class MonitoredScorer:
         :meth:`MonitorFeed.add`."""
         with self._lock:
             scores, members = score_with(self.reward, prompts, completions, self.aggregator)
-            self._record(prompts, completions, scores, members, monitored, step, group_ids)
+            self._record(
+                prompts, completions, scores, members, monitored, step, group_ids, completion_ids
+            )
             return scores
 
-    def _record(self, prompts, completions, scores, members, monitored, step, group_ids):
+    def _record(
+        self, prompts, completions, scores, members, monitored, step, group_ids, completion_ids
+    ):
         try:
             keep = [i for i in range(len(completions)) if monitored is None or monitored[i]]
             if not keep:
@@ -137,6 +142,7 @@ class MonitoredScorer:
                 ptexts, texts, r_proxy=pick(scores),
                 r_members=None if members is None else members[:, keep], r_heldout=heldout,
                 group_ids=pick(None if group_ids is None else list(group_ids)), step=step,
+                completion_ids=pick(None if completion_ids is None else list(completion_ids)),
             )  # fmt: skip
         except Exception:
             logger.exception("goodhart monitor: could not record a batch")
