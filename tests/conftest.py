@@ -49,6 +49,12 @@ def _train_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def tiny_corpus() -> list[str]:
+    """The review sentences the shared tokenizer is trained on (to pretrain tiny policies)."""
+    return list(_CORPUS)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A byte-level BPE tokenizer (~400 tokens), pad "<pad>" != eos "<eos>", no BOS."""
     return _train_tokenizer()

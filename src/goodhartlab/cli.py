@@ -234,6 +234,8 @@ def cmd_rl(args) -> int:
     from goodhartlab.optimize.rl_launch import launch_rl, settings
 
     given = given_fields(args, settings())
+    if getattr(args, "stop_on_alarm", False):
+        given["monitor"] = {**(given.get("monitor") or {}), "stop_on_alarm": True}
     result = launch_rl(
         given,
         out=getattr(args, "out", None),
@@ -568,6 +570,120 @@ def _add_bon_command(sub, common) -> None:
     b.set_defaults(func=cmd_bon)
 
 
+def cmd_monitor(args) -> int:
+    from goodhartlab.artifacts import atomic_write_json
+    from goodhartlab.experiments.monitor_offline import monitor_path
+    from goodhartlab.monitor.live import MonitorConfig
+
+    settings = dict(args.monitor or {})
+    if args.stop_on_alarm:
+        raise ValueError("--stop-on-alarm: a finished run cannot be stopped; drop the flag")
+    config = MonitorConfig(**settings)
+    runs = monitor_path(args.path, config, reward_columns=args.reward_column)
+    print(f"{'run':<36} {'points':>6} {'alarm':>6} {'at step':>8}  reasons")
+    for run in runs:
+        last = run["readings"][-1]
+        first = next((r for r in run["readings"] if r["alarm"]), None)
+        print(
+            f"{run['run']:<36} {run['points']:>6} {'YES' if run['alarm'] else 'no':>6} "
+            f"{run['alarm_step'] if run['alarm'] else '':>8}  "
+            f"{', '.join(first['reasons']) if first else ''}"
+        )
+        if run.get("skipped_rows"):
+            print(f"  skipped rows: {run['skipped_rows']}")
+        if not run["alarm"] and last["alarm_score"] is None and not config.thresholds:
+            print("  (no alarm rule: give alarm=NAME|FILE or thresholds to get a verdict)")
+    if args.json:
+        atomic_write_json(args.json, {"config": config.model_dump(mode="json"), "runs": runs})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_monitor_bench(args) -> int:
+    from goodhartlab.experiments.monitor_bench import analyze_bench, bench_summary_line
+
+    study_dir = args.analyze
+    if study_dir is None:
+        from goodhartlab.experiments.study import load_config, run_study
+
+        where = {"workers": args.workers, "threads": args.threads}
+        if args.resume:
+            config = load_config(Path(args.resume) / "config.yaml", args.overrides)
+            study_dir = run_study(config, args.resume, resume=True, **where)
+        else:
+            config = load_config("monitor-bench", args.overrides)
+            study_dir = run_study(config, args.run_dir, **where)
+    result = analyze_bench(study_dir)
+    print(Path(study_dir, "monitor_bench.md").read_text())
+    print(bench_summary_line(result))
+    print(f"wrote {study_dir}/monitor_bench.json, monitor_bench.md, combined_alarm.json, plots/")
+    return 0
+
+
+def _add_monitor_commands(sub, common) -> None:
+    """``goodhart monitor`` and ``goodhart monitor-bench``."""
+    m = sub.add_parser(
+        "monitor",
+        help="check a finished run for reward hacking, without gold: a goodhart RL or study "
+        "directory (monitor.jsonl) or TRL's completion logs (completions/*.parquet)",
+    )
+    m.add_argument("path", help="RL run directory, study directory, or TRL output_dir")
+    _add_monitor_flags(m, "--settings")
+    m.add_argument(
+        "--reward-column",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="TRL logs: the reward column(s) optimized (default: the sum of every reward "
+        "column); repeatable",
+    )
+    m.add_argument("--json", default=None, help="also write every reading to this JSON file")
+    m.set_defaults(func=cmd_monitor, stop_on_alarm=False)
+    b = sub.add_parser(
+        "monitor-bench",
+        help="the monitor's labelled benchmark: run the packaged monitor-bench study (48 RL "
+        "runs) and score every detector against gold on its held-out runs",
+    )
+    b.add_argument("overrides", nargs="*", help="key=value overrides of the study config")
+    b.add_argument("--run-dir", default=None, help="the study directory (default runs/...)")
+    b.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted benchmark study")
+    b.add_argument("--analyze", metavar="RUN_DIR", help="only score a finished study's runs")
+    b.add_argument("--workers", type=_positive_int, default=None, help="runs at once")
+    b.set_defaults(func=cmd_monitor_bench)
+
+
+def _monitor_settings(text: str) -> dict:
+    from goodhartlab.cli_args import parse_mapping
+
+    return parse_mapping(text)
+
+
+def _add_monitor_flags(parser, flag: str) -> None:
+    """``--monitor [KEY=VALUE,...]`` (MonitorConfig's fields) and ``--stop-on-alarm``."""
+    from goodhartlab.monitor.live import MonitorConfig
+
+    fields = ", ".join(MonitorConfig.model_fields)
+    parser.add_argument(
+        flag,
+        dest="monitor",
+        nargs="?",
+        const={},
+        type=_monitor_settings,
+        metavar="KEY=VALUE,...",
+        help="watch the run for reward hacking without gold: detectors at every evaluation in "
+        "metrics.jsonl, their inputs in monitor.jsonl, alarm.json when the alarm fires; "
+        f"settings ({fields}) as key=value, e.g. 'patience=2' or 'alarm=none,thresholds="
+        "{length_drift: 1.5}' (default: every detector, the packaged toy_text alarm)",
+    )
+    parser.add_argument(
+        "--stop-on-alarm",
+        dest="stop_on_alarm",
+        action="store_true",
+        help="with --monitor: stop the run when the alarm fires; before_alarm/ keeps the "
+        "last policy the monitor had not flagged",
+    )
+
+
 def _add_rl_command(sub, common) -> None:
     """``goodhart rl``."""
     from goodhartlab.rewards.pipeline import RewardPipelineConfig
@@ -584,9 +700,13 @@ def _add_rl_command(sub, common) -> None:
 
     add_model_arguments(rl, RLLaunch)
     add_model_arguments(
-        rl, RLConfig, CONFIG_FIELDS, default_text={"max_new_tokens": "the testbed's, else 64"}
+        rl,
+        RLConfig,
+        [f for f in CONFIG_FIELDS if f != "monitor"],
+        default_text={"max_new_tokens": "the testbed's, else 64"},
     )
     add_model_arguments(rl, RewardPipelineConfig, REWARD_FIELDS)
+    _add_monitor_flags(rl, "--monitor")
     rl.add_argument("--out", help="a new run directory")
     rl.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint"
@@ -815,6 +935,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_rm_command(sub, _common)
     _add_bon_command(sub, _common)
     _add_rl_command(sub, _common)
+    _add_monitor_commands(sub, _common)
     _add_report_command(sub, _common)
     _add_dpo_command(sub, _common)
     _add_eval_rm_command(sub, _common)

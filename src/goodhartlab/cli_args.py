@@ -21,10 +21,10 @@ from pydantic import BaseModel
 
 from goodhartlab.configs import registry_of
 
-__all__ = ["add_model_arguments", "given_fields"]
+__all__ = ["add_model_arguments", "given_fields", "parse_mapping"]
 
 
-def _mapping(text: str) -> dict:
+def parse_mapping(text: str) -> dict:
     """``lam=0.1,k=2`` or a YAML mapping ``{lam: 0.1}`` -> dict (values parsed as YAML)."""
     text = text.strip()
     if text.startswith("{"):
@@ -119,7 +119,7 @@ def add_model_arguments(
             else:
                 kwargs.update(nargs="+", type=str)
         elif origin is dict or annotation is dict:
-            kwargs.update(type=_mapping, metavar="KEY=VALUE[,...]")
+            kwargs.update(type=parse_mapping, metavar="KEY=VALUE[,...]")
         elif annotation in (int, float, str):
             kwargs["type"] = annotation
         help_text = (info.description or "").replace("%", "%%")

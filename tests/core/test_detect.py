@@ -173,3 +173,52 @@ def test_fit_logistic_recovers_weights_of_a_logistic_model():
     fit = detect.fit_logistic(x, y, l2=0.0)
     np.testing.assert_allclose(fit.weights, [2.0, -1.0], atol=0.1)
     assert fit.bias == pytest.approx(0.5, abs=0.1)
+
+
+# -- scoring against gold ----------------------------------------------------------------
+
+
+def test_hacking_onset_by_hand():
+    # Peak 1.0 at index 2 (gain 1.0); end = mean(0.6, 0.5) = 0.55, drop 0.45 >= 0.2: hacks.
+    # Onset: the first point after the peak at or below 1.0 - 0.1 = 0.9: index 3 (0.85).
+    label = detect.hacking_onset(np.array([0.0, 0.5, 1.0, 0.85, 0.6, 0.5]))
+    assert label.hacks and label.peak == 2 and label.onset == 3
+    assert label.gain == pytest.approx(1.0) and label.drop == pytest.approx(0.45)
+
+
+def test_hacking_onset_needs_the_fall_to_last():
+    # A dip of 30 % that recovers to 95 % of the gain: drop 0.05 < 0.2, no hacking.
+    label = detect.hacking_onset(np.array([0.0, 1.0, 0.7, 0.95, 0.95]))
+    assert not label.hacks and label.onset is None
+    # Still climbing: the peak is the end.
+    assert not detect.hacking_onset(np.array([0.0, 0.3, 0.6, 1.0])).hacks
+    # No gain at all (gold only falls): nothing to lose, no hacking by this definition.
+    falling = detect.hacking_onset(np.array([0.0, -0.5, -1.0]))
+    assert not falling.hacks and falling.gain == 0.0
+
+
+def test_hacking_onset_uses_the_peak_not_a_noisy_early_high():
+    # Early high 0.5 at 1, a dip to 0.4, then the real peak 2.0 at 3; end 1.5: drop 0.25.
+    # The onset is after the real peak (index 4, 1.7 <= 2.0 - 0.2), not the early dip.
+    label = detect.hacking_onset(np.array([0.0, 0.5, 0.4, 2.0, 1.7, 1.6, 1.4]))
+    assert label.hacks and label.peak == 3 and label.onset == 4
+
+
+def test_hacking_onset_refuses_bad_fractions():
+    with pytest.raises(ValueError, match="onset_frac"):
+        detect.hacking_onset(np.array([0.0, 1.0, 0.0]), onset_frac=0.3, hack_frac=0.2)
+
+
+def test_auroc_by_hand_and_against_brute_force():
+    # Positives (3, 2) vs negatives (1, 2): 3>1, 3>2, 2>1, 2=2 -> (1 + 1 + 1 + 1/2) / 4.
+    assert detect.auroc(np.array([3.0, 2.0]), np.array([1.0, 2.0])) == 0.875
+    rng = np.random.default_rng(0)
+    pos, neg = rng.integers(0, 5, 30).astype(float), rng.integers(0, 5, 40).astype(float)
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert detect.auroc(pos, neg) == pytest.approx(brute, abs=1e-12)
+    assert detect.auroc(neg, pos) == pytest.approx(1 - brute, abs=1e-12)
+
+
+def test_auroc_drops_nan_and_is_nan_without_one_side():
+    assert detect.auroc(np.array([1.0, math.nan]), np.array([0.0])) == 1.0
+    assert math.isnan(detect.auroc(np.array([math.nan]), np.array([0.0])))

@@ -47,13 +47,11 @@ def gold(prompts, completions):
 
 
 @pytest.fixture(scope="module")
-def base_policy(tiny_tokenizer):
-    from conftest import _CORPUS
-
+def base_policy(tiny_tokenizer, tiny_corpus):
     torch.manual_seed(0)
     model = build_causal_lm("small", tiny_tokenizer, seed=0)
     enc = tiny_tokenizer(
-        [s + tiny_tokenizer.eos_token for s in _CORPUS], return_tensors="pt", padding=True
+        [s + tiny_tokenizer.eos_token for s in tiny_corpus], return_tensors="pt", padding=True
     )
     labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

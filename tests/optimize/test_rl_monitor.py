@@ -156,3 +156,32 @@ def test_a_bad_monitor_record_names_the_file_and_line(tmp_path, tiny_tokenizer):
 
     with pytest.raises(ValueError, match=r"monitor\.jsonl line 2.*r_proxy.*NaN"):
         RunMonitor(Dir(), QUIET, start=6)
+
+
+def test_cli_rl_monitor_flags(tmp_path, tiny_tokenizer):
+    from goodhartlab.cli import main
+
+    policy_dir, gold_dir, proxy_dir = tmp_path / "policy", tmp_path / "gold", tmp_path / "proxy"
+    build_causal_lm("small", tiny_tokenizer, seed=0).save_pretrained(policy_dir)
+    build_reward_model("small", tiny_tokenizer, seed=1).save_pretrained(gold_dir)
+    build_reward_model("small", tiny_tokenizer, seed=2).save_pretrained(proxy_dir)
+    for d in (policy_dir, gold_dir, proxy_dir):
+        tiny_tokenizer.save_pretrained(d)
+    (tmp_path / "train.txt").write_text("\n".join(PROMPTS))
+    (tmp_path / "eval.txt").write_text("\n".join(EVAL_PROMPTS))
+    argv = (
+        f"rl --policy {policy_dir} --prompts {tmp_path / 'train.txt'} --gold {gold_dir} "
+        f"--eval-prompts-file {tmp_path / 'eval.txt'} --proxy {proxy_dir} "
+        f"--monitor-heldout {gold_dir} --max-new-tokens 6 --prompts-per-step 2 --group-size 2 "
+        f"--eval-every 1 --eval-prompts 2 --steps 2 --out {tmp_path / 'run'}"
+    ).split()
+    # A threshold every point passes after the base one: the alarm fires at step 1 and stops.
+    argv += ["--monitor", "alarm=none,thresholds={length_drift: -1000}", "--stop-on-alarm"]
+    assert main(argv) == 0
+    lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in lines] == [0, 1]
+    assert lines[1]["monitor"]["alarm"] and lines[1]["monitor"]["alarm_step"] == 1
+    records = read_jsonl(tmp_path / "run" / "monitor.jsonl")
+    assert all("r_heldout" in r for r in records)
+    saved = json.loads((tmp_path / "run" / "alarm.json").read_text())
+    assert saved["config"]["stop_on_alarm"] is True and saved["step"] == 1

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -161,6 +161,20 @@ class _RLMethodBase(BaseModel):
         description="None: the single proxy (ensemble member 0); else an aggregator "
         "(registry 'aggregator') over the whole ensemble.",
     )
+    optimize: Literal["proxy", "gold"] = Field(
+        "proxy",
+        description="What the run is trained on: the proxy (single or aggregated) or the "
+        "testbed's gold itself (a run that cannot hack: the monitor's negative control).",
+    )
+    seed: int | None = Field(None, description="The run's seed (None: the study's).")
+
+    @model_validator(mode="after")
+    def _gold_alone(self):
+        if self.optimize == "gold" and (self.aggregator is not None or self.shaping != "none"):
+            raise ValueError(
+                "optimize: 'gold' trains on gold itself; it takes no aggregator or shaping"
+            )
+        return self
 
 
 #: One RL run of the study: its reward pipeline (RewardPipelineConfig's fields; the
@@ -203,9 +217,13 @@ class _RLStageBase(BaseModel):
         """The RLConfig of one method: the stage's settings, the method's overrides and
         reward pipeline, and what the study sets (``name``, ``seed``, ``device``,
         ``max_new_tokens``)."""
-        given = method.model_dump(exclude={"name", "aggregator"}, exclude_none=True)
+        given = method.model_dump(
+            exclude={"name", "aggregator", "optimize", "seed"}, exclude_none=True
+        )
         reward = {k: given.pop(k) for k in RewardPipelineConfig.model_fields if k in given}
         settings = {f: getattr(self, f) for f in _RL_FIELDS} | given
+        if method.seed is not None:
+            study = {**study, "seed": method.seed}
         return RLConfig(
             **settings,
             name=method.name,
@@ -328,6 +346,12 @@ class StudyConfig(BaseModel):
         return self
 
 
+def packaged_configs() -> list[str]:
+    """Names of the packaged studies (``goodhart run NAME``): default, monitor-bench, ..."""
+    folder = resources.files("goodhartlab.experiments")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
 def default_config_text() -> str:
     return resources.files("goodhartlab.experiments").joinpath("default.yaml").read_text()
 
@@ -351,10 +375,16 @@ def load_config(
     """
     if path is None:
         text, where = default_config_text(), "default.yaml"
+    elif not Path(path).is_file() and str(path) in packaged_configs():
+        where = f"{path}.yaml"
+        text = resources.files("goodhartlab.experiments").joinpath(where).read_text()
     else:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config: no such file {path}")
+            raise FileNotFoundError(
+                f"config: no such file {path}, nor a packaged study "
+                f"({', '.join(packaged_configs())})"
+            )
         text, where = path.read_text(), str(path)
     try:
         raw = yaml.safe_load(text) or {}
@@ -437,11 +467,14 @@ def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, r
     from goodhartlab.optimize.rl import run_rl
 
     key = "single" if method.aggregator is None else "ensemble"
-    reward = _reward(config, proxy_info, key, rewards)
+    reward = tb.gold if method.optimize == "gold" else _reward(config, proxy_info, key, rewards)
     rl_config = config.rl.run_config(
         method, seed=config.seed, device=config.device, max_new_tokens=tb.max_new_tokens
     )
     out = Path(run_dir) / "rl" / method.name
+    sources = None
+    if rl_config.monitor is not None:
+        sources = _monitor_sources(config, proxy_info, method, rewards)
     result = run_rl(
         out,
         policy=tb.policy_path,
@@ -451,8 +484,21 @@ def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, r
         eval_prompts=tb.eval_prompts,
         config=rl_config,
         resume=(out / "config.yaml").is_file(),
+        monitor_sources=sources,
     )
     return json.loads((result.out_dir / "summary.json").read_text())
+
+
+def _monitor_sources(config: StudyConfig, proxy_info: dict, method, rewards: dict) -> dict:
+    """What the monitor of a study's RL run reads, the same for every run: the ensemble's
+    members, the latents of member 0 (the single proxy), and as the held-out reward the mean
+    of the members the run is not trained on (members 1.. for a run on the single proxy or
+    on gold; none for a run on the whole ensemble)."""
+    ensemble = _reward(config, proxy_info, "ensemble", rewards)
+    sources = {"members": ensemble, "latents": ensemble.members[0]}
+    if method.aggregator is None and len(ensemble) > 1:
+        sources["heldout_members"] = list(range(1, len(ensemble)))
+    return sources
 
 
 def _absolute_cache(config: StudyConfig) -> StudyConfig:

@@ -276,9 +276,11 @@ def _monitor_record(
         r_members = torch.as_tensor(members.score_members(prompts, completions))
     if r_members is not None and r_members.shape[0] >= 2:
         record["r_members"] = r_members.tolist()
-    heldout = sources.get("heldout")
+    heldout, rows = sources.get("heldout"), sources.get("heldout_members")
     if heldout is not None:
         record["r_heldout"] = _scores(heldout, prompts, completions).tolist()
+    elif rows and r_members is not None:  # the mean of members not optimized against
+        record["r_heldout"] = r_members[list(rows)].mean(dim=0).tolist()
     latent_model = sources.get("latents")
     if latent_model is not None:
         _, latents = latent_model.score_with_latents(prompts, completions)
@@ -334,8 +336,10 @@ def evaluate_policy(
         autocast_dtype: bf16 autocast for the forward passes, or None.
         monitor: collect the monitor's inputs (``EvalOutput.monitor_record``) with these
             sources: ``members`` (an ensemble whose members' scores the monitor reads, if the
-            proxy is not one), ``heldout`` (a reward not optimized against), ``latents`` (a
-            ``RewardModel`` whose last hidden states are the latents). None: collect nothing.
+            proxy is not one), ``heldout`` (a reward not optimized against) or
+            ``heldout_members`` (indices of members not optimized against: their mean),
+            ``latents`` (a ``RewardModel`` whose last hidden states are the latents). None:
+            collect nothing.
 
     Returns:
         ``EvalOutput(metrics, samples, monitor_record)``: ``metrics`` has ``kl``, ``kl_k3``, ``d``, ``gold``,

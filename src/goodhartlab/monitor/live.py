@@ -11,7 +11,8 @@ finished run gives at k) and applies the alarm rule:
   its threshold;
 - with ``thresholds`` (detector name → value), the alarm is any of those detectors above its
   value;
-- ``patience`` consecutive alarming points raise it (the first of them is the alarm's step).
+- ``patience`` consecutive alarming points raise it (the first of them is the alarm's step);
+- the first point is the reference of the drift detectors (the base policy) and never alarms.
 
 The monitor is what ``goodhart rl --monitor``, ``goodhart monitor RUN_DIR`` and the engine
 adapters (``goodhartlab.integrations``) share. It never reads gold.
@@ -36,7 +37,14 @@ from goodhartlab.monitor.detectors import run_detector
 from goodhartlab.monitor.history import EvalPoint, RunHistory
 from goodhartlab.registry import DETECTORS
 
-__all__ = ["DEFAULT_ALARM", "Monitor", "MonitorConfig", "Reading", "default_detectors", "load_alarm"]
+__all__ = [
+    "DEFAULT_ALARM",
+    "Monitor",
+    "MonitorConfig",
+    "Reading",
+    "default_detectors",
+    "load_alarm",
+]
 
 #: The packaged combined alarm: fitted by ``goodhart monitor-bench`` on its training runs
 #: (toy_text); see BENCHMARKS.md for its held-out figures.
@@ -48,8 +56,7 @@ def default_detectors() -> list[str]:
     return [
         e.name
         for e in DETECTORS.entries()
-        if e.name != "combined"
-        and not any(f.is_required() for f in e.params.model_fields.values())
+        if e.name != "combined" and not any(f.is_required() for f in e.params.model_fields.values())
     ]
 
 
@@ -70,8 +77,7 @@ def load_alarm(name_or_path: str | os.PathLike) -> CombinedAlarm:
             if p.name.endswith(".json")
         )
         raise ValueError(
-            f"alarm: {text!r} is neither a packaged alarm ({', '.join(names) or 'none'}) nor a "
-            "file"
+            f"alarm: {text!r} is neither a packaged alarm ({', '.join(names) or 'none'}) nor a file"
         )
     try:
         return CombinedAlarm.from_dict(json.loads(raw))
@@ -101,6 +107,11 @@ class MonitorConfig(BaseModel):
         1, ge=1, description="Consecutive alarming evaluations that raise the alarm."
     )
     stop_on_alarm: bool = Field(False, description="Stop the run when the alarm is raised.")
+
+    @field_validator("alarm", mode="before")
+    @classmethod
+    def _none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and v.lower() in ("none", "null", "") else v
 
     @field_validator("detectors")
     @classmethod
@@ -187,10 +198,12 @@ class Monitor:
                 "increasing steps"
             )
         history = RunHistory([*self.points, point])  # checks members / latents agree
-        self.points.append(point)
+        # Scored before the point is kept, so a detector that raises leaves the monitor as it was.
         scores = {n: float(run_detector(history, n)[-1]) for n in self.detectors}
         reasons = [
-            n for n, t in self.config.thresholds.items() if math.isfinite(scores[n]) and scores[n] > t
+            n
+            for n, t in self.config.thresholds.items()
+            if math.isfinite(scores[n]) and scores[n] > t
         ]
         alarm_score = None
         if self.alarm is not None:
@@ -198,7 +211,7 @@ class Monitor:
             alarm_score = p
             if math.isfinite(p) and p > self.alarm.threshold:
                 reasons.insert(0, "combined")
-        alarming = bool(reasons)
+        alarming = bool(reasons) and len(history) > 1  # the first point is the reference
         previous = self.readings[-1] if self.readings else None
         alarm_step = previous.alarm_step if previous else None
         if alarm_step is None and alarming:
@@ -209,6 +222,7 @@ class Monitor:
                 run += 1
             if run >= self.config.patience:
                 alarm_step = self.readings[-(run - 1)].step if run > 1 else point.step
+        self.points.append(point)
         reading = Reading(
             step=point.step,
             scores=scores,

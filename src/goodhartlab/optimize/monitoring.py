@@ -77,7 +77,9 @@ class RunMonitor:
                     "kl": kl,
                     "reasons": list(reading.reasons),
                     "alarm_score": reading.alarm_score,
-                    "threshold": None if self.monitor.alarm is None else self.monitor.alarm.threshold,
+                    "threshold": None
+                    if self.monitor.alarm is None
+                    else self.monitor.alarm.threshold,
                     "scores": reading.to_json()["scores"],
                     "before_alarm": BEFORE_ALARM_DIR
                     if (self.rundir.path / BEFORE_ALARM_DIR).is_dir()

@@ -52,6 +52,16 @@ class RLLaunch(BaseModel):
     ensemble: list[str] | None = Field(
         None, description="ensemble member directories, or one ensemble directory"
     )
+    monitor_heldout: str | None = Field(
+        None,
+        description="with --monitor: a reward-model directory the run is not trained on, "
+        "read by the held-out divergence detector",
+    )
+    monitor_ensemble: list[str] | None = Field(
+        None,
+        description="with --monitor: ensemble member directories whose disagreement the "
+        "monitor reads (default: the --ensemble being optimized, if any)",
+    )
 
 
 #: RLConfig's fields that ``goodhart rl`` sets (``reward`` is made of REWARD_FIELDS; ``name``
@@ -81,6 +91,18 @@ def _reward_source(s: dict[str, Any], device: str):
     if s["proxy"]:
         return REWARD_SOURCES["reward_model"](s["proxy"], device=device)
     return REWARD_SOURCES["ensemble"](list(s["ensemble"]), device=device)
+
+
+def _monitor_sources(s: dict[str, Any], device: str) -> dict[str, Any]:
+    """The rewards the monitor reads besides the optimized one (``--monitor-*``)."""
+    from goodhartlab.rewards import REWARD_SOURCES
+
+    sources: dict[str, Any] = {}
+    if s["monitor_heldout"]:
+        sources["heldout"] = REWARD_SOURCES["reward_model"](s["monitor_heldout"], device=device)
+    if s["monitor_ensemble"]:
+        sources["members"] = REWARD_SOURCES["ensemble"](list(s["monitor_ensemble"]), device=device)
+    return sources
 
 
 def launch_rl(
@@ -147,6 +169,7 @@ def launch_rl(
         gold = tb.gold
     reward = _reward_source(s, device)
 
+    sources = _monitor_sources(s, device) if cfg.get("monitor") is not None else None
     if tb is not None:
         cfg.setdefault("max_new_tokens", tb.max_new_tokens)
     config = RLConfig(**cfg, reward=RewardPipelineConfig(**reward_cfg))
@@ -162,4 +185,5 @@ def launch_rl(
         resume=resume is not None,
         launch=given_now,
         progress=progress,
+        monitor_sources=sources,
     )

@@ -11,10 +11,10 @@ from typing import Any
 
 from goodhartlab.artifacts import atomic_path, atomic_write_text
 
-__all__ = ["plot_bon_curves"]
+__all__ = ["plot_bon_curves", "save_png_svg"]
 
 
-def _save_png_svg(fig, stem: Path) -> list[Path]:
+def save_png_svg(fig, stem: Path) -> list[Path]:
     """Write ``stem.png`` and ``stem.svg`` atomically (temp file, then rename)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     svg = io.StringIO()
@@ -104,6 +104,6 @@ def plot_bon_curves(
         fig.suptitle(title)
     fig.tight_layout()
     try:
-        return _save_png_svg(fig, Path(out))
+        return save_png_svg(fig, Path(out))
     finally:
         plt.close(fig)

@@ -252,7 +252,7 @@ def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
     import numpy as np
 
     from goodhartlab.core.scaling import bon_law, rl_law
-    from goodhartlab.report.plots import _save_png_svg
+    from goodhartlab.report.plots import save_png_svg
 
     curves = _curves(points)
     kinds = [k for k in ("bon", *TRAINED) if any(kk == k for kk, _ in curves)]
@@ -299,7 +299,7 @@ def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
         ax_gold.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     try:
-        return _save_png_svg(fig, out)
+        return save_png_svg(fig, out)
     finally:
         plt.close(fig)
 
@@ -313,7 +313,7 @@ def _plot_disagreement(points: list[dict[str, Any]], out: Path) -> list[Path]:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from goodhartlab.report.plots import _save_png_svg
+    from goodhartlab.report.plots import save_png_svg
 
     fig, ax = plt.subplots(figsize=(6, 4))
     by: dict[str, list[dict[str, Any]]] = {}
@@ -331,7 +331,7 @@ def _plot_disagreement(points: list[dict[str, Any]], out: Path) -> list[Path]:
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     try:
-        return _save_png_svg(fig, out)
+        return save_png_svg(fig, out)
     finally:
         plt.close(fig)
 

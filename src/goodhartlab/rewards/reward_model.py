@@ -282,9 +282,8 @@ def score_token_ids(
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 input_ids, mask = collate_rm_inputs([batch_ids[i] for i in idx], pad_token_id)
-                out = reward_at_last_token(
-                    model, input_ids.to(device), mask.to(device), return_hidden=return_hidden
-                )
+                extra = {"return_hidden": True} if return_hidden else {}
+                out = reward_at_last_token(model, input_ids.to(device), mask.to(device), **extra)
                 r, h = out if return_hidden else (out, None)
                 scores[torch.as_tensor(idx)] = r.float().cpu()
                 if h is not None:
