@@ -53,6 +53,15 @@ def test_fit_rl_law_recovers_parameters_and_peak_with_d_zero():
     assert float(rl_law(grid, fit.alpha, fit.beta).max()) <= fit.gold_peak + 1e-12
 
 
+def test_rl_law_peak_beyond_any_float_is_infinite_not_an_overflow():
+    # α = 1, β = 1e-4: d* = exp(α/β − 1) = exp(9999), past the largest float; the fit
+    # reports no finite peak (math.exp raised OverflowError here in the monitor's fits).
+    d = np.linspace(0.5, 3.0, 6)
+    fit = fit_rl_law(d, rl_law(d, 1.0, 1e-4))
+    assert fit.beta == pytest.approx(1e-4, rel=1e-6)
+    assert fit.d_peak == math.inf and fit.gold_peak == math.inf
+
+
 def test_fit_noisy_curve_has_r2_below_one():
     rng = np.random.default_rng(0)
     d = np.linspace(0.1, 5.0, 40)

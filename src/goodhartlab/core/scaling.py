@@ -120,7 +120,9 @@ def _rl_peak(alpha: float, beta: float) -> tuple[float, float]:
     # R' = α − β (log d + 1) = 0 at d* = exp(α/β − 1), a maximum if β > 0, where
     # R(d*) = d* (α − (α − β)) = β d*. β < 0: convex, unbounded above.
     if beta > 0:
-        d_star = math.exp(alpha / beta - 1)
+        # A tiny β puts the peak beyond any float (seen in early-law fits of the monitor).
+        exponent = alpha / beta - 1
+        d_star = math.exp(exponent) if exponent < 700 else math.inf
         return d_star, beta * d_star
     if beta < 0 or alpha > 0:
         return math.inf, math.inf
