@@ -42,7 +42,7 @@ def _write_run(run_dir, gold, heldout_gain, seed):
 def _study(tmp_path):
     """Hacking runs: gold peaks at evaluation 4 and falls, the held-out RM stalls from
     evaluation 3 at 0.6 + 0.05·seed (a warning before the peak). Quiet runs: gold and the
-    held-out RM climb with the proxy."""
+    held-out RM climb with the proxy, but for one lag of 0.1 at evaluation 3."""
     study = tmp_path / "study"
     k = np.arange(len(STEPS))
     for seed in range(3):
@@ -53,7 +53,7 @@ def _study(tmp_path):
         _write_run(
             study / "rl" / f"quiet-s{seed}",
             (0.2 * k + shift).tolist(),
-            (0.3 * k).tolist(),
+            (0.3 * k - 0.1 * (k == 3)).tolist(),  # the held-out RM lags once: 0.1 at 3
             seed + 10,
         )
     return study
@@ -77,14 +77,15 @@ def test_a_detector_that_sees_the_hack_scores_perfectly_and_warns_early(tmp_path
     div = result["detectors"]["heldout_divergence"]
     # After the peak the divergence is larger than anywhere before it or in a quiet run.
     assert div["auroc"] == 1.0
-    # Its training threshold is the largest quiet / pre-peak value of the training runs
-    # (the 95 % quantile of 4 runs' maxima is their max): seed 0's divergence at the peak
-    # (evaluation 4: 1.2 - 0.6 = 0.6). The held-out hacking run (seed 2: 1.2 - 0.7 = 0.5 at
-    # evaluation 4, 1.5 - 0.7 = 0.8 at 5) passes it at the onset: warned by, not before it.
-    assert div["threshold"] == pytest.approx(0.6, abs=1e-4)
+    # Its training threshold bounds false alarms on the training runs that do not hack: the
+    # 95 % quantile of their maxima (two runs: their max), the quiet runs' lag of 0.1. The
+    # held-out hacking run (seed 2, stall 0.7) passes it at evaluation 3 (0.9 - 0.7 = 0.2),
+    # two evaluations (10 steps, 1 nat) before its onset at evaluation 5.
+    assert div["threshold"] == pytest.approx(0.1, abs=1e-4)
     hack = next(r for r in div["runs"] if r["run"] == "hack-s2")
-    assert hack["alarm_step"] == 25 and hack["onset_step"] == 25 and hack["lead_steps"] == 0
-    assert div["warned_before_onset"] == 0.0 and div["warned_by_onset"] == 1.0
+    assert hack["alarm_step"] == 15 and hack["onset_step"] == 25 and hack["lead_steps"] == 10
+    assert hack["lead_kl"] == pytest.approx(1.0)
+    assert div["warned_before_onset"] == 1.0 and div["median_lead_steps"] == 10
     assert div["false_alarm_rate"] == 0.0
     # length_drift sees nothing (constant completions): chance AUROC, no alarm.
     assert result["detectors"]["length_drift"]["auroc"] == 0.5
