@@ -284,7 +284,9 @@ SHAPINGS: Registry[Callable[..., Any]] = Registry(
     home="goodhartlab.core.shaping",
     doc="f(r: Tensor[B], context: ShapingContext, **params) -> Tensor[B]; meta 'needs' says "
     "what the context must hold: 'references' (r_ref, Shape (B, M)), 'moments' (running "
-    "statistics, updated with the batch first) or nothing.",
+    "statistics, updated with the batch first), 'steps' (r_steps and step_mask, Shape (B, K): "
+    "the score of every sentence prefix; meta 'step_rewards' gives the per-step rewards) or "
+    "nothing.",
 )
 REGULARIZERS: Registry[Callable[..., Any]] = Registry(
     "regularizer",

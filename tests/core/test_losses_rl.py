@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from goodhartlab.core.advantages import group_normalized_advantages
-from goodhartlab.core.losses import grpo_loss, ppo_policy_loss, rloo_loss, value_loss
+from goodhartlab.core.losses import (
+    grpo_loss,
+    ppo_policy_loss,
+    rloo_loss,
+    sft_nll_loss,
+    value_loss,
+)
 
 
 def t(*xs: float) -> torch.Tensor:
@@ -328,3 +334,17 @@ def test_rloo_bad_input():
         rloo_loss(
             torch.zeros(1, 2), torch.tensor([[0.0, math.nan]]), torch.zeros(1), torch.ones(1, 2)
         )
+
+
+def test_sft_nll_loss_hand_computed():
+    # Row 0: two target tokens, log-probs −1 and −3: NLL 2. Row 1: one token, −0.5 (the
+    # second position is padding and ignored): NLL 0.5. Mean over rows: 1.25.
+    logp = torch.tensor([[-1.0, -3.0], [-0.5, -7.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1], [1, 0]])
+    loss, stats = sft_nll_loss(logp, mask)
+    assert loss.item() == pytest.approx(1.25) and stats["sft_nll"].item() == pytest.approx(1.25)
+    loss.backward()
+    # ∂L/∂logp = −1 / (B · |y_i|) on target tokens, 0 on padding.
+    torch.testing.assert_close(logp.grad, torch.tensor([[-0.25, -0.25], [-0.5, 0.0]]))
+    with pytest.raises(ValueError, match="at least one token"):
+        sft_nll_loss(logp.detach(), torch.tensor([[1, 1], [0, 0]]))

@@ -154,3 +154,28 @@ def test_meanstd_hand_computed():
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_running_center_hand_computed():
+    from goodhartlab.core.shaping import running_center
+
+    # Seen 1, 2, 3, then the batch 6: the mean of all four is 3, so 6 − 3 = 3.
+    state = RunningMoments().update(torch.tensor([1.0, 2.0, 3.0])).update(torch.tensor([6.0]))
+    torch.testing.assert_close(running_center(torch.tensor([6.0]), state), torch.tensor([3.0]))
+    with pytest.raises(ValueError, match="count = 0"):
+        running_center(torch.tensor([1.0]), RunningMoments())
+
+
+def test_step_shapings_are_registered_with_their_step_rewards():
+    from goodhartlab.core.shaping import SHAPINGS, ShapingContext
+    from goodhartlab.core.step_rewards import clip_step_rewards, delta_step_rewards
+
+    r_steps, mask = torch.tensor([[1.0, 3.0, 2.0]]), torch.ones(1, 3, dtype=torch.bool)
+    context = ShapingContext(r_steps=r_steps, step_mask=mask)
+    # The registered shaping is the return of its step rewards: Σ min(r − 2, 0) = −1;
+    # Delta: (1 − 3) + (3 − 2) + 2 = 1 = r_1.
+    assert SHAPINGS["step_clip"](r_steps[:, -1], context, eta=2.0).item() == -1.0
+    assert SHAPINGS["step_delta"](r_steps[:, -1], context).item() == 1.0
+    assert SHAPINGS.entry("step_clip").meta["step_rewards"] is clip_step_rewards
+    assert SHAPINGS.entry("step_delta").meta["step_rewards"] is delta_step_rewards
+    assert SHAPINGS.entry("step_delta").meta["needs"] == "steps"

@@ -168,3 +168,91 @@ def test_score_source_is_pure():
     pipe = RewardPipeline(WORDS, RewardPipelineConfig(shaping="meanstd"))
     pipe.score_source(PROMPTS, COMPLETIONS)
     assert pipe.moments.count == 0
+
+
+# -- step-level shaping (Gao et al. 2024) ------------------------------------------------------
+
+STEP_PROMPTS = ["q1:", "q2:", "q3:"]
+# Sentences: " a b ." | " c ." | " d e f"  (3 steps); " x ." (1 step); "" (1 step, itself).
+STEP_COMPLETIONS = [" a b . c . d e f", " x .", ""]
+
+
+def test_step_delta_scores_each_sentence_prefix():
+    out = RewardPipeline(WORDS, RewardPipelineConfig(shaping="step_delta"))(
+        STEP_PROMPTS, STEP_COMPLETIONS
+    )
+    # Prefix word counts (the '.' is a word): 3, 5, 8 | 2 | 0. Delta: 3 − 5, 5 − 8, 8 | 2 | 0;
+    # the sums (= the first prefix's score) are the sequence rewards.
+    torch.testing.assert_close(
+        out.steps.r_steps, torch.tensor([[3.0, 5.0, 8.0], [2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    )
+    torch.testing.assert_close(
+        out.steps.rewards, torch.tensor([[-2.0, -3.0, 8.0], [2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    )
+    assert out.steps.mask.sum(dim=1).tolist() == [3, 1, 1]
+    assert out.steps.ends == [[6, 10, 16], [4], [0]]
+    torch.testing.assert_close(out.r_shaped, torch.tensor([3.0, 2.0, 0.0]))
+    torch.testing.assert_close(out.r_proxy, torch.tensor([8.0, 2.0, 0.0]))  # the whole completion
+
+
+def test_step_clip_bounds_the_return_by_zero():
+    config = RewardPipelineConfig(shaping="step_clip", shaping_params={"eta": 4.0})
+    out = RewardPipeline(WORDS, config)(STEP_PROMPTS, STEP_COMPLETIONS)
+    # min(r − 4, 0) per prefix: (−1, 0, 0) | −2 | −4.
+    torch.testing.assert_close(out.r_shaped, torch.tensor([-1.0, -2.0, -4.0]))
+    torch.testing.assert_close(out.steps.rewards[0], torch.tensor([-1.0, 0.0, 0.0]))
+
+
+def test_step_clip_rejects_a_bad_eta_at_config_time():
+    with pytest.raises(ValueError, match="eta"):
+        RewardPipelineConfig(shaping="step_clip", shaping_params={"eta": float("nan")})
+
+
+def test_running_center_subtracts_the_mean_of_all_rewards_seen():
+    pipe = RewardPipeline(WORDS, RewardPipelineConfig(shaping="running_center"))
+    out = pipe(PROMPTS, COMPLETIONS)  # rewards 1, 2, 3, 0: mean 1.5
+    torch.testing.assert_close(out.r_shaped, torch.tensor([-0.5, 0.5, 1.5, -1.5]))
+    out = pipe(PROMPTS[:1], [" a b c d e f g h i"])  # 9: mean of the five seen is 15/5 = 3
+    torch.testing.assert_close(out.r_shaped, torch.tensor([6.0]))
+
+
+class OffsetMembers:
+    """Two members: the word count, and 100 + 2 × the count of 'b' (an arbitrary offset)."""
+
+    name = "offsets"
+
+    def score_members(self, prompts, completions):
+        words = [float(len(c.split())) for c in completions]
+        bs = [100.0 + 2.0 * c.count("b") for c in completions]
+        return torch.tensor([words, bs])
+
+
+class ABCSampler(CountingSampler):
+    def __call__(self, prompts):
+        self.asked += list(prompts)
+        return [[" a", " a b", " a b c"] for _ in prompts]
+
+
+def test_standardize_members_on_base_policy_samples():
+    sampler = ABCSampler(3)
+    config = RewardPipelineConfig(aggregator="wco", standardize_members=True, reference_samples=3)
+    pipe = RewardPipeline(
+        OffsetMembers(), config, reference_sampler=sampler, calibration_prompts=["c1", "c2"]
+    )
+    r, members = pipe.score_source(["q"], [" a b"])
+    # Calibration: words 1, 2, 3 (twice): μ = 2, σ = sqrt(2/3); b's 100, 102, 102: μ = 304/3,
+    # σ = sqrt(8/9). " a b": z_words = 0, z_b = (102 − 304/3) / sqrt(8/9) = (2/3)/sqrt(8/9).
+    torch.testing.assert_close(
+        members[:, 0], torch.tensor([0.0, (2 / 3) / math.sqrt(8 / 9)]), rtol=1e-5, atol=1e-6
+    )
+    assert r.item() == pytest.approx(0.0, abs=1e-6)  # WCO: the minimum of the z-scores
+    raw = RewardPipeline(OffsetMembers(), RewardPipelineConfig(aggregator="wco"))
+    assert raw.score_source(["q"], [" a b"])[0].item() == 2.0  # raw: always the low-offset member
+    pipe.score_source(["q"], [" a"])
+    assert sampler.asked == ["c1", "c2"]  # calibrated once
+
+
+def test_standardize_members_needs_a_sampler_and_prompts():
+    config = RewardPipelineConfig(standardize_members=True)
+    with pytest.raises(ValueError, match="standardize_members"):
+        RewardPipeline(WORDS, config)

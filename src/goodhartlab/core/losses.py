@@ -700,6 +700,34 @@ def rpo_loss(
     return dpo + eta * nll, stats
 
 
+def sft_nll_loss(logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The SFT regularizer of RL: the length-normalized NLL of imitation-target completions.
+
+        L_SFT = 1/B Σ_i NLL_i,   NLL_i = −(1/|y_i|) Σ_t log π(y_i,t | x_i, y_i,<t)
+
+    Liu et al. 2024, "Provably mitigating overoptimization in RLHF: your SFT loss is
+    implicitly an adversarial regularizer", arXiv 2405.16436: the pessimistic RL objective
+    max_π min_r [J(π, r) − β KL] − η·(regret of r on the data) is equivalent to maximizing
+    the reward plus η times the log-likelihood of the baseline policy's responses; in RL the
+    loss is then L_RL + η · L_SFT with y_i sampled from the baseline (base) policy π0, or taken
+    from the chosen data. NLL_i is normalized per completion as in ``rpo_loss``, so η means the
+    same in DAA's RPO and here.
+
+    Args:
+        logp: log π of each target token (carries the gradient). Shape: (B, T)
+        mask: 1 on the target completion's tokens (EOS included). Shape: (B, T)
+
+    Returns:
+        ``(loss, stats)``: ``loss`` a scalar; ``stats`` ``sft_nll`` (the loss, detached).
+    """
+    logp, mask = _logp_and_mask(logp, mask)
+    lengths = mask.sum(dim=1)
+    if bool((lengths == 0).any()):
+        raise ValueError("mask: every target completion needs at least one token")
+    nll = (-(logp * mask).sum(dim=1) / lengths).mean()
+    return nll, {"sft_nll": nll.detach()}
+
+
 # --------------------------------------------------------------------------------------
 # Registries: the DAA losses and the reward-model objectives
 # --------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Fu et al. 2025, "Reward shaping to mitigate reward hacking in RLHF" (PAR), arXiv 2502.18770;
 reference code PorUna-byte/PAR, ``trainers/reward_shaper.py``. ``par`` is their method; the
-others are the baselines they compare against.
+others are the baselines they compare against. Besides them: ``running_center`` (reward
+centering, Naik et al. 2024) and the step-level ``step_clip`` / ``step_delta`` of Gao et al.
+2024 (the formulas in :mod:`goodhartlab.core.step_rewards`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from goodhartlab.core.step_rewards import clip_step_rewards, delta_step_rewards
 from goodhartlab.registry import SHAPINGS, params_from_signature
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "meanstd",
     "minmax",
     "par",
+    "running_center",
 ]
 
 TensorLike = torch.Tensor | np.ndarray | float
@@ -253,6 +257,34 @@ class RunningMoments:
         )
 
 
+def running_center(r: TensorLike, state: RunningMoments) -> torch.Tensor:
+    """Reward centering: the reward minus the running mean of every reward seen, r − r̄.
+
+        r̄_t = (1/n_t) Σ_{i ≤ n_t} r_i,    r_RL = r − r̄_t
+
+    Naik, Wan, Tomar, Sutton 2024, "Reward centering", arXiv 2405.09999 (there r̄ is an
+    exponential moving average with step size β; ours is the β_t = 1/n_t special case, the
+    mean of everything seen, updated with the batch first as ``meanstd``). This is the RL-side
+    counterpart of TRL's ``center_rewards_coefficient``, which is a reward-model training term
+    (c · (r_c + r_r)², Eisenstein et al. 2023; ``core.losses.bradley_terry_loss``). Under GRPO
+    and RLOO it changes nothing: the same r̄ is subtracted from every row of a batch and the
+    group baseline removes it; it acts through PPO's value model.
+
+    Args:
+        r: proxy reward. Shape: (B,).
+        state: running statistics, with count ≥ 1.
+
+    Returns:
+        Shape: (B,).
+    """
+    r = _as_rewards(r)
+    if not isinstance(state, RunningMoments):
+        raise ValueError(f"state must be a RunningMoments; got {type(state).__name__}")
+    if state.count == 0:
+        raise ValueError("state has seen no rewards (count = 0); call state.update(r) first")
+    return r - state.mean
+
+
 def meanstd(r: TensorLike, state: RunningMoments) -> torch.Tensor:
     """Reward standardized with running statistics: (r − μ) / σ.
 
@@ -290,6 +322,11 @@ class ShapingContext:
     """Rewards of M base-policy responses to each prompt (``needs="references"``). Shape: (B, M)."""
     moments: RunningMoments | None = None
     """Running statistics, already updated with this batch (``needs="moments"``)."""
+    r_steps: torch.Tensor | None = None
+    """The proxy's score of every step prefix of each completion (``needs="steps"``).
+    Shape: (B, K)."""
+    step_mask: torch.Tensor | None = None
+    """1 on each row's steps (left-aligned), 0 on padding (``needs="steps"``). Shape: (B, K)."""
 
 
 PAR_PAPER = "Fu et al. 2025, arXiv 2502.18770"
@@ -355,3 +392,53 @@ def _minmax(r: TensorLike, context: ShapingContext) -> torch.Tensor:
     """Running min / max mapped to [0, 1] (r − min while max = min)."""
     lo, hi = context.moments.min, context.moments.max
     return minmax(r, lo, hi) if hi > lo else _as_rewards(r) - lo
+
+
+@SHAPINGS.register(
+    "running_center",
+    paper="Naik et al. 2024, arXiv 2405.09999",
+    needs="moments",
+    description="r − running mean of all rewards seen (reward centering; a no-op under GRPO / "
+    "RLOO, whose group baseline removes it)",
+)
+def _running_center(r: TensorLike, context: ShapingContext) -> torch.Tensor:
+    return running_center(r, context.moments)
+
+
+GAO_PAPER = "Gao et al. 2024, arXiv 2410.15115"
+
+
+class StepClipParams(BaseModel):
+    """The parameter of step_clip shaping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    eta: float = Field(
+        0.0,
+        allow_inf_nan=False,
+        description="η: a step prefix scored above η earns 0, one below it r − η (the proxy's "
+        "units; with standardize: true, base-policy standard deviations)",
+    )
+
+
+@SHAPINGS.register(
+    "step_clip",
+    paper=GAO_PAPER,
+    needs="steps",
+    params=StepClipParams,
+    step_rewards=clip_step_rewards,
+    description="Σ_k min(r(prefix_k) − η, 0) over sentence prefixes (Clip; return ≤ 0)",
+)
+def _step_clip(r: TensorLike, context: ShapingContext, eta: float) -> torch.Tensor:
+    return clip_step_rewards(context.r_steps, context.step_mask, eta).sum(dim=1)
+
+
+@SHAPINGS.register(
+    "step_delta",
+    paper=GAO_PAPER,
+    needs="steps",
+    step_rewards=delta_step_rewards,
+    description="r(prefix_k) − r(prefix_k+1) per sentence, r of the whole at the end (Delta; "
+    "the return from step k is r(prefix_k))",
+)
+def _step_delta(r: TensorLike, context: ShapingContext) -> torch.Tensor:
+    return delta_step_rewards(context.r_steps, context.step_mask).sum(dim=1)

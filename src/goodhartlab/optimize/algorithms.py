@@ -24,6 +24,7 @@ from goodhartlab.core.advantages import (
     whiten,
 )
 from goodhartlab.core.losses import grpo_loss, ppo_policy_loss, rloo_loss, value_loss
+from goodhartlab.core.step_rewards import scatter_step_rewards
 from goodhartlab.registry import RL_ALGORITHMS
 
 if TYPE_CHECKING:
@@ -46,6 +47,12 @@ class AdvantageInputs:
     kl_token: Tensor | None
     """The per-token KL estimate of the penalty in the reward, or None. Shape: (B, T)"""
     group_size: int
+    step_rewards: Tensor | None = None
+    """Step-level shaping: each sentence's reward (their row sums are ``r_shaped``). (B, K)"""
+    step_mask: Tensor | None = None
+    """1 on each row's steps (left-aligned). Shape: (B, K)"""
+    step_token: Tensor | None = None
+    """The completion-token index where each step ends. Shape: (B, K)"""
 
 
 #: ``advantages(run, inputs) -> (advantages, returns | None, values_old | None)``
@@ -100,9 +107,15 @@ def _ppo_advantages(run, x: AdvantageInputs):
     cfg, mask = run.cfg, x.rollouts.completion_mask
     with torch.no_grad(), run.autocast():
         values_old = run.value_model(x.rollouts)
-    token_rewards = ppo_token_rewards(
-        x.r_shaped.to(run.device), x.kl_token, mask, x.kl_coef if x.kl_token is not None else 0.0
-    )
+    coef = x.kl_coef if x.kl_token is not None else 0.0
+    if x.step_rewards is None:
+        token_rewards = ppo_token_rewards(x.r_shaped.to(run.device), x.kl_token, mask, coef)
+    else:  # each step's reward on its last token (Gao et al. 2024), the KL on every token
+        zero = torch.zeros_like(x.r_shaped, device=run.device)
+        token_rewards = ppo_token_rewards(zero, x.kl_token, mask, coef) + scatter_step_rewards(
+            x.step_rewards.to(run.device), x.step_mask.to(run.device),
+            x.step_token.to(run.device), mask.shape[1],
+        ).to(zero.dtype)  # fmt: skip
     advantages, returns = gae(token_rewards, values_old, mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
         advantages = whiten(advantages, mask)

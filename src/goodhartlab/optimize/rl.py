@@ -6,7 +6,9 @@ One loop, read top to bottom in :func:`run_rl`; each training step (:func:`rl_st
    ids and the sampling-time log-probs (``logp_old``);
 2. score them with the reward pipeline (source -> shaping -> KL penalty in the reward);
 3. advantages: GRPO group-normalized, RLOO leave-one-out, PPO GAE with a value model;
-4. a few epochs of PPO-style clipped steps over minibatches (``core.losses``).
+4. a few epochs of PPO-style clipped steps over minibatches (``core.losses``), plus, with
+   ``sft_coef`` > 0, η times the NLL of base-policy samples of the batch's prompts (the SFT
+   regularizer of Liu et al. 2024, arXiv 2405.16436: ``core.losses.sft_nll_loss``).
 
 Every ``eval_every`` steps (and at step 0, the base policy) the policy is evaluated on
 held-out prompts (:func:`goodhartlab.measure.evaluate_policy`): one line in metrics.jsonl.
@@ -37,6 +39,7 @@ from torch import Tensor, nn
 
 from goodhartlab.artifacts import atomic_write_json
 from goodhartlab.core.kl import REGULARIZERS, sequence_kl, token_kl
+from goodhartlab.core.losses import sft_nll_loss
 from goodhartlab.measure.evaluate import (
     Rollouts,
     completion_logprobs,
@@ -123,6 +126,15 @@ class RLConfig(BaseModel):
     )
     loss_type: Literal["grpo", "bnpo", "dapo"] = Field(
         "grpo", description="grpo: how token losses are averaged (core.losses.grpo_loss)."
+    )
+    sft_coef: float = Field(
+        0.0,
+        ge=0,
+        description="η of the SFT regularizer (Liu et al. 2024, arXiv 2405.16436): the loss "
+        "adds η × the per-token NLL of base-policy samples of the step's prompts (0: off).",
+    )
+    sft_samples: int = Field(
+        2, ge=1, description="Base-policy completions per prompt of a step for the SFT term."
     )
     gamma: float = Field(1.0, ge=0, le=1, description="ppo: discount γ.")
     lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE λ.")
@@ -276,11 +288,61 @@ class _Experience:
         )  # fmt: skip
 
 
-def _loss(run: _Run, exp: _Experience) -> tuple[Tensor, dict[str, Tensor]]:
-    """The algorithm's loss on a minibatch (``optimize.algorithms``), and its statistics."""
+def _loss(
+    run: _Run, exp: _Experience, sft: Rollouts | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The algorithm's loss on a minibatch (``optimize.algorithms``), and its statistics;
+    with ``sft`` (base-policy samples), plus η · their NLL under the policy."""
     with run.autocast():
         logp = completion_logprobs(run.policy, exp.rollouts, run.cfg.temperature)
-        return RL_ALGORITHMS[run.cfg.algorithm].loss(run, exp, logp)
+        loss, stats = RL_ALGORITHMS[run.cfg.algorithm].loss(run, exp, logp)
+        if sft is not None:
+            nll, sft_stats = sft_nll_loss(
+                completion_logprobs(run.policy, sft, run.cfg.temperature), sft.completion_mask
+            )
+            loss, stats = loss + run.cfg.sft_coef * nll, {**stats, **sft_stats}
+        return loss, stats
+
+
+def _sft_samples(run: _Run, prompts: list[str], step: int) -> Rollouts:
+    """The SFT regularizer's targets: ``sft_samples`` completions of each prompt from the
+    frozen base policy, seeded by (seed, step)."""
+    cfg = run.cfg
+    generator = torch.Generator(device=run.device).manual_seed(
+        derived_seed(cfg.seed, "sft", step)
+    )
+    return sample_rollouts(
+        run.reference,
+        run.tokenizer,
+        prompts,
+        cfg.sft_samples,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        generator=generator,
+        autocast_dtype=run.autocast_dtype,
+    )
+
+
+def step_token_index(tokenizer: Any, rollouts: Rollouts, ends: list[list[int]]) -> Tensor:
+    """The completion-token index where each step ends, from the steps' character ends.
+
+    Step k ends on the first token whose decoded prefix reaches its end offset; the last step
+    ends on the row's last completion token (EOS when sampled), where the sequence reward of
+    PPO goes (``core.advantages.ppo_token_rewards``). Shape: (B, K), 0 past a row's steps.
+    """
+    last = rollouts.completion_mask.sum(dim=1) - 1
+    out = torch.zeros(len(ends), max(len(e) for e in ends), dtype=torch.long)
+    for b, row_ends in enumerate(ends):
+        n = int(rollouts.num_tokens[b])
+        ids = rollouts.completion_ids[b, :n].tolist()
+        reach = [len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) for t in range(n)]
+        t = 0
+        for k, e in enumerate(row_ends[:-1]):
+            while t < n - 1 and reach[t] < e:
+                t += 1
+            out[b, k] = min(t, int(last[b]))
+        out[b, len(row_ends) - 1] = int(last[b])
+    return out
 
 
 def rl_step(run: _Run, step: int) -> dict[str, float]:
@@ -322,12 +384,21 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
 
     # 3. Advantages (the algorithm's: optimize.algorithms).
     kl_token = token_kl(logp_old, logp_ref, cfg.kl_estimator or "k1") if in_reward else None
+    step_inputs = {}
+    if scored.steps is not None:  # step-level shaping: a token-level algorithm uses each step
+        step_inputs = dict(
+            step_rewards=scored.steps.rewards,
+            step_mask=scored.steps.mask,
+            step_token=step_token_index(run.tokenizer, rollouts, scored.steps.ends),
+        )
     advantages, returns, values_old = RL_ALGORITHMS[cfg.algorithm].advantages(
         run,
         AdvantageInputs(
-            rollouts, r_final, scored.r_shaped, scored.kl_coef if in_reward else 0.0, kl_token, G
+            rollouts, r_final, scored.r_shaped, scored.kl_coef if in_reward else 0.0, kl_token, G,
+            **step_inputs,
         ),
-    )
+    )  # fmt: skip
+    sft = _sft_samples(run, prompts, step) if cfg.sft_coef > 0 else None
 
     # 4. Clipped updates: `epochs` passes over shuffled minibatches.
     experience = _Experience(
@@ -341,7 +412,7 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     for _ in range(cfg.epochs):
         order = torch.randperm(B * G, generator=shuffle)
         for start in range(0, B * G, mb):
-            loss, stats = _loss(run, experience.select(order[start : start + mb]))
+            loss, stats = _loss(run, experience.select(order[start : start + mb]), sft)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
@@ -372,6 +443,8 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     )
     if kl_seq is not None:
         out["kl"] = float(kl_seq.mean())
+    if scored.steps is not None:
+        out["sentences"] = float(scored.steps.mask.sum(dim=1).float().mean())
     return out
 
 
@@ -491,7 +564,11 @@ def _build_run(
         else None
     )
     pipeline = RewardPipeline(
-        reward, cfg.reward, reference_sampler=reference_sampler, kl_penalty=kl_penalty
+        reward,
+        cfg.reward,
+        reference_sampler=reference_sampler,
+        kl_penalty=kl_penalty,
+        calibration_prompts=train_prompts,
     )
     value_model = ValueModel(model).to(device) if RL_ALGORITHMS[cfg.algorithm].value_model else None
     params = list(model.parameters()) + (list(value_model.parameters()) if value_model else [])

@@ -1,7 +1,8 @@
 """A reward pipeline: source -> (aggregate) -> shape -> (KL penalty), the reward RL optimizes.
 
     r_proxy  = source(prompts, completions)                    Shape: (B,)
-               (an Ensemble: aggregator(score_members(...)), members Shape: (M, B))
+               (an Ensemble: aggregator(score_members(...)), members Shape: (M, B);
+               with standardize_members, each member first z-scored on base-policy samples)
     r_shaped = shaping(r_proxy, context)                       core.shaping
     r_final  = r_shaped − β · KL                               core.advantages, optional
 
@@ -15,6 +16,19 @@ time it sees that prompt, scores them once, and caches the M scores per prompt. 
 is injected (the RL loop passes one that samples from the frozen base policy), so this
 module needs no model code; it should be deterministic per prompt, so that a resumed run
 rebuilds the same cache.
+
+Step-level shaping (``step_clip``, ``step_delta``: Gao et al. 2024, arXiv 2410.15115) splits
+each completion into sentences (:mod:`goodhartlab.rewards.steps`), scores every sentence
+prefix with the source, and returns the step rewards beside their sum (``PipelineOutput.steps``)
+so that a token-level algorithm (PPO) can put each on the last token of its sentence.
+
+``standardize_members`` puts every member (the single proxy is one member) on the scale of
+the base policy: z_m = (r_m − μ_m) / σ_m with μ_m, σ_m member m's mean and standard deviation
+over ``reference_samples`` base-policy completions of each of the first
+``standardize_prompts`` calibration prompts (``core.aggregate.standardize_members``, as
+best-of-n does). Bradley-Terry leaves each member's offset arbitrary; without this WCO's
+minimum is mostly the member with the lowest offset. The statistics are computed once, on
+first use, from the same deterministic reference sampler.
 """
 
 from __future__ import annotations
@@ -30,9 +44,10 @@ from torch import Tensor
 
 from goodhartlab.core import shaping as shaping_fns
 from goodhartlab.core.advantages import AdaptiveKLController, kl_penalized_rewards
-from goodhartlab.core.aggregate import AGGREGATORS, get_aggregator
+from goodhartlab.core.aggregate import AGGREGATORS, get_aggregator, standardize_members
 from goodhartlab.core.shaping import SHAPINGS, ShapingContext
 from goodhartlab.registry import name_in
+from goodhartlab.rewards.steps import sentence_ends
 
 __all__ = [
     "KLPenalty",
@@ -40,6 +55,7 @@ __all__ = [
     "ReferenceSampler",
     "RewardPipeline",
     "RewardPipelineConfig",
+    "StepRewards",
     "source_name",
 ]
 
@@ -67,14 +83,28 @@ class RewardPipelineConfig(BaseModel):
         description="Reward shaping (registry 'shaping'): none; par (mean σ(r − r_ref)); lsc "
         "(log σ(r − q-quantile of the references)); centered (r − mean r_ref); clip (to "
         "running μ ± σ); meanstd ((r − μ)/σ, running); minmax (running min/max to [0, 1]); "
-        "ceil (min(r, c)).",
+        "ceil (min(r, c)); running_center (r − running mean); step_clip (Σ over sentence "
+        "prefixes of min(r − η, 0)); step_delta (successive differences of sentence-prefix "
+        "rewards).",
     )
     shaping_params: dict[str, float] = Field(
         default_factory=dict,
-        description="Shaping parameters (lsc: quantile, default 0.85; ceil: c, required).",
+        description="Shaping parameters (lsc: quantile, default 0.85; ceil: c, required; "
+        "step_clip: eta, default 0).",
     )
     reference_samples: int = Field(
-        10, ge=1, description="M: base-policy completions per prompt for par / lsc / centered."
+        10,
+        ge=1,
+        description="M: base-policy completions per prompt for par / lsc / centered, and per "
+        "calibration prompt for standardize_members.",
+    )
+    standardize_members: bool = Field(
+        False,
+        description="z-score each ensemble member (a single proxy: itself) on base-policy "
+        "samples before aggregation and shaping (core.aggregate.standardize_members).",
+    )
+    standardize_prompts: int = Field(
+        32, ge=1, description="Calibration prompts of standardize_members (the first ones)."
     )
 
     @model_validator(mode="after")
@@ -92,7 +122,8 @@ class RewardPipelineConfig(BaseModel):
 
     @property
     def shaping_needs(self) -> str | None:
-        """What the shaping needs besides the rewards: "references", "moments" or None."""
+        """What the shaping needs besides the rewards: "references", "moments", "steps" or
+        None."""
         return SHAPINGS.entry(self.shaping).meta.get("needs")
 
 
@@ -140,6 +171,20 @@ class KLPenalty:
 
 
 @dataclass(frozen=True)
+class StepRewards:
+    """The step-level rewards of a batch (sentences as steps), row-aligned with it."""
+
+    r_steps: Tensor
+    """The proxy's score of every sentence prefix (after standardization). Shape: (B, K)"""
+    rewards: Tensor
+    """The shaping's reward of each step; their row sums are ``r_shaped``. Shape: (B, K)"""
+    mask: Tensor
+    """1 on each row's steps (left-aligned). Shape: (B, K)"""
+    ends: list[list[int]]
+    """Character offset just past each step in its completion (rewards.steps)."""
+
+
+@dataclass(frozen=True)
 class PipelineOutput:
     """The rewards at each stage of the pipeline, for one batch."""
 
@@ -153,6 +198,8 @@ class PipelineOutput:
     """After the KL penalty: what the optimizer sees. Shape: (B,)"""
     kl_coef: float
     """β used for this batch (0 when there is no penalty)."""
+    steps: StepRewards | None = None
+    """The step rewards, for step-level shaping; else None."""
 
 
 def source_name(source: Any) -> str:
@@ -195,8 +242,11 @@ class RewardPipeline:
             ``f(prompts, completions) -> Tensor[B]`` (or a list of B floats).
         config: :class:`RewardPipelineConfig`.
         reference_sampler: ``prompts -> M completions each`` from the base policy; required
-            for par / lsc / centered shaping.
+            for par / lsc / centered shaping and for ``standardize_members``.
         kl_penalty: a :class:`KLPenalty`, or None for no penalty.
+        calibration_prompts: the prompts whose base-policy samples standardize the members
+            (the first ``standardize_prompts`` are used); required for
+            ``standardize_members``.
     """
 
     def __init__(
@@ -206,6 +256,7 @@ class RewardPipeline:
         *,
         reference_sampler: ReferenceSampler | None = None,
         kl_penalty: KLPenalty | None = None,
+        calibration_prompts: Sequence[str] | None = None,
     ):
         self.source = source
         self.config = config or RewardPipelineConfig()
@@ -229,26 +280,27 @@ class RewardPipeline:
                 f"shaping {self.config.shaping!r} needs a reference_sampler (M base-policy "
                 "completions per prompt)"
             )
+        if self.config.standardize_members and (
+            reference_sampler is None or not calibration_prompts
+        ):
+            raise ValueError(
+                "standardize_members needs a reference_sampler and calibration_prompts (the "
+                "members are standardized on base-policy samples of those prompts)"
+            )
         self.reference_sampler = reference_sampler
         self.kl_penalty = kl_penalty
+        self.calibration_prompts = list(calibration_prompts or [])[
+            : self.config.standardize_prompts
+        ]
         self.moments = shaping_fns.RunningMoments()
         self._references: dict[str, Tensor] = {}
+        self._calibration: Tensor | None = None
 
     # -- the source -----------------------------------------------------------------------
 
-    def score_source(
-        self, prompts: Sequence[str], completions: Sequence[str]
-    ) -> tuple[Tensor, Tensor | None]:
-        """The proxy reward and, for an ensemble, every member's. Shapes: (B,), (M, B) | None.
-
-        Pure: no pipeline state changes (use it for evaluation).
-        """
-        prompts, completions = list(prompts), list(completions)
+    def _raw_members(self, prompts: list[str], completions: list[str]) -> Tensor:
+        """Every member's checked score, unstandardized (a single source: M = 1). (M, B)"""
         n = len(prompts)
-        if len(completions) != n:
-            raise ValueError(
-                f"prompts and completions: expected the same length, got {n} and {len(completions)}"
-            )
         if self.is_ensemble:
             members = self.source.score_members(prompts, completions)
             members = torch.as_tensor(members, dtype=torch.float32).detach().cpu()
@@ -261,18 +313,51 @@ class RewardPipeline:
                 _checked(
                     members[m], n, f"reward source {self.name!r} member {m}", prompts, completions
                 )
-            r = _checked(
-                self._aggregate(members),
-                n,
-                f"reward source {self.name!r} ({self.config.aggregator})",
-                prompts,
-                completions,
-            )
-            return r, members
+            return members
         fn = self.source.score if callable(getattr(self.source, "score", None)) else self.source
-        return _checked(
+        r = _checked(
             fn(prompts, completions), n, f"reward source {self.name!r}", prompts, completions
-        ), None
+        )
+        return r.unsqueeze(0)
+
+    def calibration_scores(self) -> Tensor:
+        """Every member's raw scores on the base-policy samples of the calibration prompts
+        (sampled and scored once). Shape: (M, N · reference_samples)"""
+        if self._calibration is None:
+            refs = self.reference_sampler(self.calibration_prompts)
+            flat_p = [p for p, cs in zip(self.calibration_prompts, refs, strict=True) for _ in cs]
+            flat_c = [c for cs in refs for c in cs]
+            self._calibration = self._raw_members(flat_p, flat_c)
+        return self._calibration
+
+    def score_source(
+        self, prompts: Sequence[str], completions: Sequence[str]
+    ) -> tuple[Tensor, Tensor | None]:
+        """The proxy reward and, for an ensemble, every member's. Shapes: (B,), (M, B) | None.
+
+        With ``standardize_members`` the members (or the single source) are standardized on
+        the base policy's samples first. Pure but for the calibration scores, computed once
+        (use it for evaluation).
+        """
+        prompts, completions = list(prompts), list(completions)
+        n = len(prompts)
+        if len(completions) != n:
+            raise ValueError(
+                f"prompts and completions: expected the same length, got {n} and {len(completions)}"
+            )
+        members = self._raw_members(prompts, completions)
+        if self.config.standardize_members:
+            members = standardize_members(members, self.calibration_scores())
+        if not self.is_ensemble:
+            return members[0], None
+        r = _checked(
+            self._aggregate(members),
+            n,
+            f"reward source {self.name!r} ({self.config.aggregator})",
+            prompts,
+            completions,
+        )
+        return r, members
 
     # -- shaping --------------------------------------------------------------------------
 
@@ -296,17 +381,58 @@ class RewardPipeline:
                 self._references[p], _ = self.score_source([p] * m, cs)
         return torch.stack([self._references[p] for p in prompts])
 
-    def shape(self, prompts: Sequence[str], r: Tensor) -> Tensor:
-        """Apply the configured shaping (updating running statistics). Shape: (B,) -> (B,)."""
+    def step_scores(
+        self, prompts: Sequence[str], completions: Sequence[str], r_proxy: Tensor
+    ) -> tuple[Tensor, Tensor, list[list[int]]]:
+        """The proxy's score of every sentence prefix of each completion (the last prefix is
+        the completion: its score is ``r_proxy``), left-aligned with a mask, and the
+        sentences' end offsets. Shapes: (B, K), (B, K), B lists."""
+        ends = [sentence_ends(c) for c in completions]
+        flat_p, flat_c = [], []
+        for p, c, e in zip(prompts, completions, ends, strict=True):
+            flat_p += [p] * (len(e) - 1)
+            flat_c += [c[:k] for k in e[:-1]]
+        inner = self.score_source(flat_p, flat_c)[0] if flat_c else torch.zeros(0)
+        width = max(len(e) for e in ends)
+        r_steps = torch.zeros(len(completions), width, dtype=r_proxy.dtype)
+        mask = torch.zeros(len(completions), width, dtype=torch.bool)
+        i = 0
+        for b, e in enumerate(ends):
+            k = len(e) - 1
+            r_steps[b, :k] = inner[i : i + k].to(r_proxy.dtype)
+            r_steps[b, k] = r_proxy[b]
+            mask[b, : k + 1] = True
+            i += k
+        return r_steps, mask, ends
+
+    def shape(
+        self, prompts: Sequence[str], r: Tensor, completions: Sequence[str] | None = None
+    ) -> Tensor:
+        """Apply the configured shaping (updating running statistics). Shape: (B,) -> (B,).
+
+        Step-level shaping needs the ``completions``."""
+        return self._shape_with_steps(prompts, r, completions)[0]
+
+    def _shape_with_steps(
+        self, prompts: Sequence[str], r: Tensor, completions: Sequence[str] | None
+    ) -> tuple[Tensor, StepRewards | None]:
         needs = self.config.shaping_needs
         context = ShapingContext()
+        if needs == "steps":
+            if completions is None:
+                raise ValueError(f"shaping {self.config.shaping!r} needs the completions")
+            r_steps, mask, ends = self.step_scores(prompts, completions, r)
+            context = ShapingContext(r_steps=r_steps, step_mask=mask)
+            step_fn = SHAPINGS.entry(self.config.shaping).meta["step_rewards"]
+            steps = StepRewards(r_steps, step_fn(r_steps, mask, **self._shaping_params), mask, ends)
+            return self._shape(r, context, **self._shaping_params), steps
         if needs == "references":
             context = ShapingContext(r_ref=self.reference_rewards(prompts))
         elif needs == "moments":
             # As the PAR reference code: update the running statistics with the batch first.
             self.moments = self.moments.update(r)
             context = ShapingContext(moments=self.moments)
-        return self._shape(r, context, **self._shaping_params)
+        return self._shape(r, context, **self._shaping_params), None
 
     # -- all stages -----------------------------------------------------------------------
 
@@ -322,7 +448,7 @@ class RewardPipeline:
                 tokens), required when there is a KL penalty. Shape: (B,)
         """
         r_proxy, r_members = self.score_source(prompts, completions)
-        r_shaped = self.shape(prompts, r_proxy)
+        r_shaped, steps = self._shape_with_steps(prompts, r_proxy, completions)
         _checked(
             r_shaped, len(prompts), f"shaped reward ({self.config.shaping})", prompts, completions
         )
@@ -335,7 +461,7 @@ class RewardPipeline:
             r_final = self.kl_penalty.apply(
                 r_shaped, torch.as_tensor(kl).detach().cpu().to(r_shaped.dtype)
             )
-        return PipelineOutput(r_proxy, r_members, r_shaped, r_final, coef)
+        return PipelineOutput(r_proxy, r_members, r_shaped, r_final, coef, steps)
 
     def state_dict(self) -> dict[str, Any]:
         """The state a resumed run needs (running moments, the adaptive β), JSON-able."""
