@@ -301,7 +301,7 @@ def cmd_dpo(args) -> int:
 
 
 def cmd_eval_rm(args) -> int:
-    from goodhartlab.measure.rm_eval import REWARDBENCH_SECTIONS, format_table, run_eval_rm
+    from goodhartlab.measure.rm_eval import format_table, run_eval_rm
     from goodhartlab.report.rm_eval_plot import plot_rm_eval
 
     try:
@@ -322,7 +322,7 @@ def cmd_eval_rm(args) -> int:
         },
         batch_size=args.batch_size,
         aggregator=args.aggregator,
-        sections=None if args.sections == "none" else REWARDBENCH_SECTIONS,
+        sections=_section_map(args.sections),
         plot=plot_rm_eval,
         ties=args.ties,
         n_boot=args.bootstrap,
@@ -333,6 +333,29 @@ def cmd_eval_rm(args) -> int:
     )
     print(format_table(result))
     print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def _section_map(text: str):
+    """``--sections``: rewardbench, none, or a section-map JSON file."""
+    from goodhartlab.measure.rm_eval import REWARDBENCH_SECTIONS, SectionMap
+
+    if text == "rewardbench":
+        return REWARDBENCH_SECTIONS
+    if text == "none":
+        return None
+    return SectionMap.from_json(text)
+
+
+def cmd_reward_bench(args) -> int:
+    from goodhartlab.testbeds.toy_text.reward_bench import BENCH_VERSION, write_reward_bench
+
+    rows, sections = write_reward_bench(
+        args.out, args.per_subset, seed=args.seed, testbed_seed=args.testbed_seed
+    )
+    n = sum(1 for _ in rows.open())
+    print(f"wrote {n} rows of {BENCH_VERSION} to {rows} and its section map to {sections}")
+    print(f"score a reward model: goodhart eval-rm {rows} --sections {sections} --rm DIR --out DIR")
     return 0
 
 
@@ -793,9 +816,10 @@ def _add_eval_rm_command(sub, common) -> None:
     )
     e.add_argument(
         "--sections",
-        choices=["rewardbench", "none"],
         default="rewardbench",
-        help="section map of the weighted total (RewardBench 0.1.4's, or none)",
+        metavar="rewardbench|none|FILE",
+        help="section map of the weighted total: RewardBench 0.1.4's (default), none, or a "
+        "JSON file such as the .sections.json goodhart reward-bench writes",
     )
     e.add_argument(
         "--unknown-subsets",
@@ -869,6 +893,28 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _add_reward_bench_command(sub, common) -> None:
+    """``goodhart reward-bench``."""
+    r = sub.add_parser(
+        "reward-bench",
+        help="build the toy_text reward benchmark (subsets from the gold's parts, reader "
+        "personas, fact-sheet grounding) as RewardBench-format rows for goodhart eval-rm",
+    )
+    r.add_argument("out", help="rows file (.jsonl); its section map goes to <stem>.sections.json")
+    r.add_argument(
+        "--per-subset", type=_positive_int, default=100, help="rows of each subset (100)"
+    )
+    r.add_argument("--seed", type=int, default=0, help="seed of the construction (0)")
+    r.add_argument(
+        "--testbed-seed",
+        type=int,
+        default=0,
+        help="the toy_text seed whose held-out evaluation prompts are used (0, the default "
+        "study's)",
+    )
+    r.set_defaults(func=cmd_reward_bench)
+
+
 def _add_serve_command(sub, common) -> None:
     """``goodhart serve``."""
     s = sub.add_parser(
@@ -939,6 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_command(sub, _common)
     _add_dpo_command(sub, _common)
     _add_eval_rm_command(sub, _common)
+    _add_reward_bench_command(sub, _common)
     _add_serve_command(sub, _common)
     return p
 

@@ -81,6 +81,43 @@ class SectionMap:
     example_counts: Mapping[str, int]
     subset_mapping: Mapping[str, Sequence[str]]
 
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> SectionMap:
+        """A section map from a JSON file ``{"name", "example_counts": {subset: n},
+        "subset_mapping": {section: [subset, ...]}}`` (other keys ignored), as
+        ``goodhart reward-bench`` writes beside its rows.
+
+        Raises:
+            ValueError: naming the file and the field that is missing or malformed.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--sections: {path}: not a readable JSON file ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"--sections: {path}: expected a JSON object")
+        counts, mapping = data.get("example_counts"), data.get("subset_mapping")
+        if not isinstance(counts, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in counts.items()
+        ):
+            raise ValueError(
+                f"--sections: {path}: field 'example_counts': expected {{subset: rows >= 1}}"
+            )
+        if not isinstance(mapping, dict) or not all(
+            isinstance(v, list) and all(isinstance(t, str) for t in v) for v in mapping.values()
+        ):
+            raise ValueError(
+                f"--sections: {path}: field 'subset_mapping': expected {{section: [subset, ...]}}"
+            )
+        uncounted = [t for tests in mapping.values() for t in tests if t not in counts]
+        if uncounted:
+            raise ValueError(
+                f"--sections: {path}: field 'example_counts': no count for "
+                f"{', '.join(uncounted)} (named in subset_mapping)"
+            )
+        return cls(str(data.get("name") or path.name), counts, mapping)
+
 
 # Facts of RewardBench v1, carried from the ``rewardbench`` package 0.1.4
 # (``rewardbench/constants.py``: EXAMPLE_COUNTS and SUBSET_MAPPING; Lambert et al. 2024,
@@ -524,6 +561,11 @@ def load_reward(
             from goodhartlab.testbeds import get_testbed
 
             tb = get_testbed(gold, cache_dir=cache_dir)
+            # A testbed's benchmark gold also scores its benchmark's persona and fact-sheet
+            # prompts (toy_text: testbeds.toy_text.reward_bench.BenchGold).
+            bench = getattr(tb, "bench_gold", None)
+            if bench is not None:
+                return bench, f"{gold} gold {bench.version}"
             return tb.gold, f"{gold} gold {tb.gold_version}"
     except ValueError as e:
         where = str(rm or (ensemble or [""])[0])

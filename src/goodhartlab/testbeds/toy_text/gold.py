@@ -113,8 +113,9 @@ class GoldFeatures:
     gold: float = 0.0
 
 
-def _parse_sentence(words: list[str]):
-    """(kind, noun, adjective, n_intensifiers, polarity) or ("broken",...)/("filler",...)."""
+def parse_sentence(words: list[str]):
+    """(kind, noun, adjective, n_intensifiers, polarity) of one sentence's words (without the
+    full stop); kind is "opinion", "verb", "filler" or "broken"."""
     if tuple(words) in _FILLER_SET:
         return ("filler", None, None, 0, 0)
     if (
@@ -177,7 +178,7 @@ def gold_features(prompt: str, completion: str) -> GoldFeatures:
     mention_ok = False
     target = p.constraint.split(":", 1)[1] if p.constraint.startswith("mention:") else None
     for s in raw:
-        kind, noun, _adj, n_int, pol = _parse_sentence(s)
+        kind, noun, _adj, n_int, pol = parse_sentence(s)
         if kind == "broken":
             f.broken += 1
             continue
@@ -208,6 +209,20 @@ def gold_features(prompt: str, completion: str) -> GoldFeatures:
         f.constraint = w["detailed"] if f.coverage >= w["detailed_coverage"] else 0.0
     elif target is not None:
         f.constraint = w["mention"] if mention_ok else -w["mention_missing"]
+    f.gold = gold_from_features(f, w)
+    return f
+
+
+def gold_from_features(f: GoldFeatures, weights: dict[str, float] = WEIGHTS) -> float:
+    """The formula of the module docstring on parsed features, under ``weights``.
+
+    The constraint term is taken as parsed (``f.constraint``, computed with the gold's own
+    weights); the reader personas of ``personas.py`` reweight the other terms through this.
+    ``gold_from_features(gold_features(p, c))`` is ``gold_features(p, c).gold``.
+    """
+    w = weights
+    if f.words == 0:
+        return -2.0
     penalty = (
         w["misfit"] * f.misfit
         + w["contra"] * f.contra
@@ -219,14 +234,13 @@ def gold_features(prompt: str, completion: str) -> GoldFeatures:
         + w["long"] * max(0, f.sentences - w["max_sentences"])
         + w["wordy"] * max(0, f.words - w["max_words"])
     )
-    f.gold = (
+    return (
         w["coverage"] * (1 - math.exp(-f.coverage / w["coverage_scale"]))
-        + w["sentiment"] * math.tanh(s_total / w["sentiment_scale"])
-        - w["gush"] * max(0.0, abs(s_total) - w["gush_threshold"]) ** 2
+        + w["sentiment"] * math.tanh(f.sentiment / w["sentiment_scale"])
+        - w["gush"] * max(0.0, abs(f.sentiment) - w["gush_threshold"]) ** 2
         + f.constraint
         - penalty
     )
-    return f
 
 
 class ToyTextGold:

@@ -133,6 +133,14 @@ class ToyText:
         return GOLD_VERSION
 
     @property
+    def bench_gold(self):
+        """The gold of the toy_text reward benchmark (``goodhart reward-bench``): this gold on
+        toy_text prompts, the reader's on persona prompts, the grounded gold on fact sheets."""
+        from goodhartlab.testbeds.toy_text.reward_bench import BenchGold
+
+        return BenchGold()
+
+    @property
     def max_new_tokens(self) -> int:
         return self.config.max_new_tokens
 
