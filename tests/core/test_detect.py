@@ -179,28 +179,39 @@ def test_fit_logistic_recovers_weights_of_a_logistic_model():
 
 
 def test_hacking_onset_by_hand():
-    # Peak 1.0 at index 2 (gain 1.0); end = mean(0.6, 0.5) = 0.55, drop 0.45 >= 0.2: hacks.
-    # Onset: the first point after the peak at or below 1.0 - 0.1 = 0.9: index 3 (0.85).
+    # Running peak 1.0 at index 2 (gain 1.0). Two-point means: k=3 (0.85+0.6)/2 = 0.725,
+    # a fall of 0.275 >= 0.2: the run hacks there (h = 3). Onset: the first point after the
+    # peak at or below 1.0 - 0.1 = 0.9: index 3 (0.85). Never back to 1.0: not recovered.
     label = detect.hacking_onset(np.array([0.0, 0.5, 1.0, 0.85, 0.6, 0.5]))
-    assert label.hacks and label.peak == 2 and label.onset == 3
-    assert label.gain == pytest.approx(1.0) and label.drop == pytest.approx(0.45)
+    assert label.hacks and label.peak == 2 and label.onset == 3 and label.recovered is None
+    assert label.gain == pytest.approx(1.0)
+    assert label.drop == pytest.approx(0.5)  # k=4: 1.0 - (0.6 + 0.5)/2 = 0.45; k=5: 0.5
+    assert [label.hacked(k) for k in range(6)] == [False, False, False, True, True, True]
 
 
-def test_hacking_onset_needs_the_fall_to_last():
-    # A dip of 30 % that recovers to 95 % of the gain: drop 0.05 < 0.2, no hacking.
+def test_one_noisy_evaluation_is_not_a_hack_but_a_sustained_transient_one_is():
+    # One low evaluation: k=2 mean (0.7 + 0.95)/2 = 0.825, a fall of 0.175 < 0.2.
     label = detect.hacking_onset(np.array([0.0, 1.0, 0.7, 0.95, 0.95]))
     assert not label.hacks and label.onset is None
-    # Still climbing: the peak is the end.
+    # Two low evaluations, then gold climbs past the peak (a KL penalty pulled it back):
+    # k=2 mean (0.6 + 0.7)/2 = 0.65, a fall of 0.35: a hack from the peak at 1, onset 2,
+    # recovered at 4 (1.1 >= 1.0). Points 2 and 3 are in the hack, 4 and 5 are not.
+    label = detect.hacking_onset(np.array([0.0, 1.0, 0.6, 0.7, 1.1, 1.2]))
+    assert label.hacks and (label.peak, label.onset, label.recovered) == (1, 2, 4)
+    assert [label.hacked(k) for k in range(6)] == [False, False, True, True, False, False]
+
+
+def test_runs_that_only_climb_or_only_fall_do_not_hack():
     assert not detect.hacking_onset(np.array([0.0, 0.3, 0.6, 1.0])).hacks
     # No gain at all (gold only falls): nothing to lose, no hacking by this definition.
     falling = detect.hacking_onset(np.array([0.0, -0.5, -1.0]))
     assert not falling.hacks and falling.gain == 0.0
 
 
-def test_hacking_onset_uses_the_peak_not_a_noisy_early_high():
-    # Early high 0.5 at 1, a dip to 0.4, then the real peak 2.0 at 3; end 1.5: drop 0.25.
-    # The onset is after the real peak (index 4, 1.7 <= 2.0 - 0.2), not the early dip.
-    label = detect.hacking_onset(np.array([0.0, 0.5, 0.4, 2.0, 1.7, 1.6, 1.4]))
+def test_the_fall_is_measured_from_the_running_peak():
+    # Early high 0.5 at 1, a dip to 0.45 (10 % of 0.5: below 20 %), then the peak 2.0 at
+    # 3 and a fall to 1.7, 1.5 (mean 1.6: 20 % of 2.0). Onset 4 (1.7 <= 1.8).
+    label = detect.hacking_onset(np.array([0.0, 0.5, 0.45, 2.0, 1.7, 1.5]))
     assert label.hacks and label.peak == 3 and label.onset == 4
 
 

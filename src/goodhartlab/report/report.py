@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import math
 from pathlib import Path
@@ -263,7 +264,7 @@ def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
     )
     for col, kind in enumerate(kinds):
         ax_gold, ax_proxy = axes[0][col], axes[1][col]
-        colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
+        colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
         for (k, method), pts in curves.items():
             if k != kind:
                 continue
