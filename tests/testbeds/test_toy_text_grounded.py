@@ -38,13 +38,18 @@ def test_links_resolve_to_a_fixed_point_and_conflicts_hold_both_polarities():
 
 def test_prompts_round_trip_and_bad_sheets_are_named():
     text = grounded_prompt(SHEET, MENTION)
-    assert text == f"facts: [1] the screen is bright . [2] the battery is weak . | {MENTION}"
+    assert text == f"fact one : the screen is bright . fact two : the battery is weak . {MENTION}"
     assert parse_grounded_prompt(text) == (SHEET, MENTION)
     assert parse_grounded_prompt(MENTION) is None
-    with pytest.raises(ValueError, match=r"fact \[2\] 'the battery weak'"):
-        parse_grounded_prompt(f"facts: [1] the screen is bright . [2] the battery weak . | {PLAIN}")
-    with pytest.raises(ValueError, match="numbered from 1"):
-        parse_grounded_prompt(f"facts: [2] the screen is bright . | {PLAIN}")
+    # Every word is in the toy_text alphabet (letters, ',', '.', ':'): no <unk> for the
+    # language's tokenizer.
+    assert all(ch.isalpha() or ch in " ,.:" for ch in text)
+    with pytest.raises(ValueError, match="fact two 'the battery weak'"):
+        parse_grounded_prompt(
+            f"fact one : the screen is bright . fact two : the battery weak . {PLAIN}"
+        )
+    with pytest.raises(ValueError, match=r"expected 'fact two : STATEMENT \.'"):
+        parse_grounded_prompt(f"fact one : the screen is bright . fact three : {PLAIN}")
 
 
 def test_a_faithful_answer_without_citations_scores_as_the_gold():
@@ -58,12 +63,16 @@ def test_a_faithful_answer_without_citations_scores_as_the_gold():
 
 def test_each_grounding_term_costs_its_weight():
     prompt = grounded_prompt(SHEET, PLAIN)
-    base = grounded_gold(prompt, " the screen is bright [1] . the battery is weak [2] .")
+    base = grounded_gold(
+        prompt, " the screen is bright , fact one . the battery is weak , fact two ."
+    )
     assert base == pytest.approx(
         gold_features(PLAIN, " the screen is bright . the battery is weak .").gold
     )
     # A wrong citation: exactly its weight.
-    wrong = grounded_gold(prompt, " the screen is bright [2] . the battery is weak [2] .")
+    wrong = grounded_gold(
+        prompt, " the screen is bright , fact two . the battery is weak , fact two ."
+    )
     assert base - wrong == pytest.approx(GROUNDED_WEIGHTS["wrong_citation"])
     # A contradiction (battery great against the facts' weak): its weight, plus what the
     # toy_text gold itself makes of the changed sentiment.

@@ -63,9 +63,10 @@ def test_each_persona_differs_from_the_gold_somewhere():
 
 def test_persona_prompts_round_trip_and_unknown_readers_are_named():
     text = persona_prompt("stickler", PHONE)
-    assert text.startswith("persona: stickler (") and text.endswith(f"| {PHONE}")
+    assert text == f"reader stickler , hates sloppy writing . {PHONE}"
+    assert all(ch.isalpha() or ch in " ,.:" for ch in text)  # the toy_text alphabet
     persona, prompt = parse_persona_prompt(text)
     assert persona is PERSONAS["stickler"] and prompt == PHONE
     assert parse_persona_prompt(PHONE) is None
     with pytest.raises(ValueError, match=f"'pirate' is not one of .*{PERSONAS_VERSION}"):
-        parse_persona_prompt(f"persona: pirate (arr) | {PHONE}")
+        parse_persona_prompt(f"reader pirate , says arr . {PHONE}")

@@ -14,6 +14,7 @@ from goodhartlab.measure.rm_eval import SectionMap
 from goodhartlab.testbeds.toy_text.gold import WEIGHTS, gold_features
 from goodhartlab.testbeds.toy_text.grounded import (
     GROUNDED_VERSION,
+    NUMBER_WORDS,
     grounded_features,
     parse_grounded_prompt,
     resolve_polarities,
@@ -62,6 +63,15 @@ def _words_differing(row: dict) -> list[tuple[str, str]]:
     c, r = row["chosen"].split(), row["rejected"].split()
     assert len(c) == len(r), row
     return [(a, b) for a, b in zip(c, r, strict=True) if a != b]
+
+
+def test_every_prompt_and_completion_is_in_the_toy_text_alphabet(by_subset):
+    # Letters, ',', '.' and ':' only: the language's tokenizer reads every word (a bracket, a
+    # digit or a bar would be <unk>, and citations [1] and [2] would tokenize alike).
+    for rows in by_subset.values():
+        for row in rows:
+            text = row["prompt"] + row["chosen"] + row["rejected"]
+            assert all(ch.isalpha() or ch in " ,.:" for ch in text), row
 
 
 def test_every_subset_of_every_section_is_built_with_unique_ids(by_subset):
@@ -194,8 +204,9 @@ def test_grounded_pairs_differ_in_faithfulness_to_the_sheet(by_subset):
         (pol,) = resolve_polarities(sheet)[target]
         assert (a in POSITIVE) == (pol > 0) and (b in POSITIVE) != (pol > 0)
     for row in by_subset["grounded-citation"]:
-        strip = [w for w in row["chosen"].split() if not w.startswith("[")]
-        assert strip == [w for w in row["rejected"].split() if not w.startswith("[")]
+        cited = [(a, b) for a, b in zip(row["chosen"].split(), row["rejected"].split(),
+                                        strict=True) if a != b]  # fmt: skip
+        assert len(cited) == 2 and all(a in NUMBER_WORDS and b in NUMBER_WORDS for a, b in cited)
         c = grounded_features(row["prompt"], row["chosen"])
         r = grounded_features(row["prompt"], row["rejected"])
         assert (c.wrong_citation, r.wrong_citation, c.citations) == (0, 2, 2)

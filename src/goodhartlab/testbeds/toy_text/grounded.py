@@ -5,7 +5,9 @@ it (the pretraining corpus and ``LANGUAGE_VERSION`` are unchanged: the base poli
 sees these prompts; they exist for the reward benchmark, in the manner of RAG-RewardBench,
 Jin et al. 2024, arXiv 2412.13746, in miniature).
 
-A grounded prompt is ``facts: [1] STATEMENT [2] STATEMENT ... | TOY_PROMPT`` with statements
+A grounded prompt is ``fact one : STATEMENT fact two : STATEMENT ... TOY_PROMPT`` (numbers as
+words, and only the toy_text alphabet, so that the language's tokenizer reads every word of it:
+brackets, digits and bars would all be ``<unk>``) with statements
 
     the N is ADJ .          a fact: part N of the product has ADJ's polarity
     the A matches the B .   a link: part A has whatever polarity B has (multi-hop)
@@ -14,7 +16,7 @@ and a completion may use, beside the toy_text sentences,
 
     the facts say nothing about the N .     abstain on N
     the facts disagree about the N .        note that the facts conflict on N
-    the N is ADJ [k] .                      an opinion citing statement k
+    the N is ADJ , fact K .                 an opinion citing statement K (a number word)
 
 The facts resolve to pol(N), the polarities the sheet gives part N (through links, to a
 fixed point); N is *conflicted* when pol(N) holds both. Each grammatical opinion or verb
@@ -25,7 +27,7 @@ sentence on a part or generic noun is a *claim* (noun, polarity) and is
     one-sided     N conflicted (the claim takes a side the facts do not settle)
     unsupported   pol(N) empty (nothing in the facts says it)
 
-A citation [k] is right when statement k is about N (its subject), else wrong. Abstaining on
+A citation ``fact K`` is right when statement K is about N (its subject), else wrong. Abstaining on
 a noun the facts cover is over-abstaining; noting a conflict that is not there is a false
 conflict.
 
@@ -43,7 +45,6 @@ T (T conflicted); else -0.6. Other constraints are the gold's. Results record
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from goodhartlab.testbeds.toy_text.gold import (
@@ -71,9 +72,8 @@ GROUNDED_WEIGHTS: dict[str, float] = {
     "wrong_citation": 1.0,
 }
 
-_GROUNDED_PROMPT = re.compile(r"^facts: (.+?) \| (.+)$")
-_SOURCE = re.compile(r"\[(\d+)\]")
-_CITATION = re.compile(r"^\[(\d+)\]$")
+#: Statement and citation numbers, as words of the toy_text alphabet.
+NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _POS, _NEG = set(POSITIVE), set(NEGATIVE)
 
 
@@ -101,9 +101,16 @@ def conflict_sentence(noun: str) -> str:
 
 
 def grounded_prompt(statements: list[Statement], prompt: str) -> str:
-    """The toy_text ``prompt`` with a fact sheet of ``statements`` (numbered from 1)."""
-    sheet = " ".join(f"[{k}] {s.text}" for k, s in enumerate(statements, start=1))
-    return f"facts: {sheet} | {prompt}"
+    """The toy_text ``prompt`` after a fact sheet of ``statements`` (numbered from one)."""
+    if not 1 <= len(statements) <= len(NUMBER_WORDS):
+        raise ValueError(f"statements: expected 1 to {len(NUMBER_WORDS)}, got {len(statements)}")
+    sheet = " ".join(f"fact {NUMBER_WORDS[k]} : {s.text}" for k, s in enumerate(statements))
+    return f"{sheet} {prompt}"
+
+
+def citation(k: int) -> str:
+    """The words that cite statement ``k`` (1-based) at the end of an opinion."""
+    return f", fact {NUMBER_WORDS[k - 1]}"
 
 
 def _statement(text: str, where: str) -> Statement:
@@ -118,25 +125,27 @@ def _statement(text: str, where: str) -> Statement:
 
 
 def parse_grounded_prompt(text: str) -> tuple[list[Statement], str] | None:
-    """(statements, toy_text prompt) of a grounded prompt; None for any other text.
+    """(statements, toy_text prompt) of a grounded prompt; None for text that does not open
+    with ``fact one :``.
 
     Raises:
         ValueError: a fact sheet that does not parse, naming the statement.
     """
-    m = _GROUNDED_PROMPT.match(text.strip())
-    if m is None:
+    words = text.split()
+    if words[:3] != ["fact", "one", ":"]:
         return None
-    parts = _SOURCE.split(m.group(1))  # ["", "1", "the ... .", "2", ...]
-    if parts[0].strip() or len(parts) < 3:
-        raise ValueError(f"prompt: fact sheet {m.group(1)!r}: expected '[1] the N is ADJ . ...'")
-    statements = []
-    for k in range(1, len(parts), 2):
-        body = parts[k + 1].strip()
-        if int(parts[k]) != len(statements) + 1 or not body.endswith(" ."):
-            raise ValueError(f"prompt: fact [{parts[k]}] {body!r}: expected [k] numbered from 1, "
-                             "each ending with ' .'")  # fmt: skip
-        statements.append(_statement(body[:-2], f"[{parts[k]}]"))
-    return statements, m.group(2)
+    statements: list[Statement] = []
+    while words[:1] == ["fact"]:
+        number = NUMBER_WORDS[len(statements)] if len(statements) < len(NUMBER_WORDS) else "?"
+        if words[1:3] != [number, ":"] or "." not in words:
+            raise ValueError(
+                f"prompt: fact {' '.join(words[1:3])!r}: expected 'fact {number} : STATEMENT .' "
+                "(numbered from one, each ending with ' .')"
+            )
+        end = words.index(".")
+        statements.append(_statement(" ".join(words[3:end]), f"{number}"))
+        words = words[end + 1 :]
+    return statements, " ".join(words)
 
 
 def resolve_polarities(statements: list[Statement]) -> dict[str, set[int]]:
@@ -184,7 +193,9 @@ def grounded_features(prompt: str, completion: str) -> GroundedFeatures:
     """
     parsed = parse_grounded_prompt(prompt)
     if parsed is None:
-        raise ValueError(f"prompt: {prompt!r} is not a grounded toy_text prompt ('facts: ... | ')")
+        raise ValueError(
+            f"prompt: {prompt!r} is not a grounded toy_text prompt ('fact one : ... TOY_PROMPT')"
+        )
     statements, toy = parsed
     p = parse_prompt(toy)
     pol = resolve_polarities(statements)
@@ -217,8 +228,8 @@ def grounded_features(prompt: str, completion: str) -> GroundedFeatures:
                 g.false_conflict += 1
             continue
         cite = None
-        if s and _CITATION.match(s[-1]):
-            cite, s = int(s[-1][1:-1]), s[:-1]
+        if len(s) >= 3 and s[-3:-1] == [",", "fact"] and s[-1] in NUMBER_WORDS:
+            cite, s = NUMBER_WORDS.index(s[-1]) + 1, s[:-3]
         kept.append(s)
         kind, noun, _adj, _n_int, polarity = parse_sentence(s)
         if kind not in ("opinion", "verb") or noun not in on_topic:

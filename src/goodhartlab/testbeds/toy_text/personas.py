@@ -18,7 +18,8 @@ it). The documented differences from the gold (``toy_text-gold-v4``):
 - ``stickler``: a pedant about form: broken sentences cost 3.0 (gold 1.2), misfits 1.5
   (gold 0.4), stacked intensifiers 2.0 (gold 1.0), repeated sentences 3.0 (gold 1.5).
 
-A persona prompt is ``persona: NAME (DESCRIPTION) | TOY_PROMPT``. Results record
+A persona prompt is ``reader NAME , DESCRIPTION . TOY_PROMPT`` (words of the toy_text alphabet
+only, so that the language's tokenizer reads all of it). Results record
 ``PERSONAS_VERSION``: bump it on any change of a persona or of the prompt format.
 """
 
@@ -79,13 +80,13 @@ PERSONAS: dict[str, Persona] = {
     )
 }
 
-_PERSONA_PROMPT = re.compile(r"^persona: (\w+) \(([^)]*)\) \| (.+)$")
+_PERSONA_PROMPT = re.compile(r"^reader (\w+) , ([a-z ]*) \. (.+)$")
 
 
 def persona_prompt(persona: str, prompt: str) -> str:
     """The prompt ``prompt`` (a toy_text prompt) written for reader ``persona``."""
     p = PERSONAS[persona]
-    return f"persona: {p.name} ({p.description}) | {prompt}"
+    return f"reader {p.name} , {p.description} . {prompt}"
 
 
 def parse_persona_prompt(text: str) -> tuple[Persona, str] | None:

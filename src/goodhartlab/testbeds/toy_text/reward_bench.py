@@ -55,6 +55,7 @@ from goodhartlab.testbeds.toy_text.grounded import (
     GROUNDED_VERSION,
     Statement,
     abstain_sentence,
+    citation,
     conflict_sentence,
     grounded_gold,
     grounded_prompt,
@@ -591,7 +592,7 @@ def _claim(c: _Context, noun: str, pol: int, cite: int | None = None) -> str | N
     adj = _fitting(c.rng, noun, pol)
     if adj is None:
         return None
-    return f"the {noun} is {adj}" + (f" [{cite}]" if cite is not None else "") + " ."
+    return f"the {noun} is {adj}" + (f" {citation(cite)}" if cite is not None else "") + " ."
 
 
 def _shuffled(c: _Context, statements: list[Statement]) -> list[Statement]:
@@ -634,8 +635,11 @@ def _citation(c: _Context) -> Built:
     right = [_claim(c, n, pol[n], k) for n, k in claims]
     if None in right:
         return None
-    wrong = [r.replace(f"[{k}]", f"[{k2}]") for r, (_n, k), (_m, k2)
-             in zip(right, claims, claims[::-1], strict=True)]  # fmt: skip
+    # The same claims, each citing the statement the other cites.
+    wrong = [
+        r.replace(citation(k), citation(k2))
+        for r, (_n, k), (_m, k2) in zip(right, claims, claims[::-1], strict=True)
+    ]
     return (
         grounded_prompt(sheet, prompt.text),
         " " + " ".join(right),
