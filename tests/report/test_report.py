@@ -271,3 +271,27 @@ def test_the_table_columns_are_the_metrics_registry(tmp_path):
     rows = summary_table(json.loads(line) for line in (run / "metrics.jsonl").open())
     single = next(r for r in rows if r["method"] == "single")
     assert f"<td>{2 * single['peak_gold']:.3g}</td>" in page
+
+
+def test_watched_rl_runs_get_the_monitor_plot_and_unwatched_ones_none(tmp_path):
+    from goodhartlab.report.monitor_plot import plot_monitor
+
+    run = _fake_run(tmp_path)
+    # Unwatched runs (no "monitor" in their lines): no monitor plot.
+    assert main(["report", str(run)]) == 0
+    assert not (run / "plots" / "monitor.png").exists()
+    # "hack" watched: alarm raised at step 30, where gold has fallen.
+    path = run / "rl/hack/metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    for k, r in enumerate(rows):
+        raised = 30 if r["step"] >= 30 else None
+        r["monitor"] = {"alarm_score": 0.2 * k, "alarm": raised is not None, "alarm_step": raised}
+    _write_jsonl(path, rows)
+    assert main(["report", str(run)]) == 0
+    assert (run / "plots" / "monitor.png").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert "plots/monitor.png" in summary["report"]["plots"]
+    from goodhartlab.report.report import collect_metrics
+
+    written = plot_monitor(collect_metrics(run), tmp_path / "again")
+    assert [p.suffix for p in written] == [".png", ".svg"]

@@ -32,6 +32,7 @@ from typing import Any
 
 from goodhartlab.artifacts import atomic_write_json, atomic_write_text
 from goodhartlab.optimize.rundir import read_jsonl
+from goodhartlab.report.monitor_plot import plot_monitor
 
 __all__ = ["HACKING_DROP", "build_report", "collect_metrics", "summary_table", "verdict"]
 
@@ -536,6 +537,7 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     plots = _plot_curves(points, run_dir / "plots" / "curves") + _plot_disagreement(
         points, run_dir / "plots" / "disagreement"
     )
+    plots += plot_monitor(points, run_dir / "plots" / "monitor")
     atomic_write_text(
         run_dir / "report.html", _html(run_dir, rows, text, plots, _samples(run_dir, points))
     )
