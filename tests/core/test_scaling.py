@@ -10,6 +10,7 @@ from goodhartlab.core.scaling import (
     bon_law,
     fit_bon_law,
     fit_rl_law,
+    gold_at_kl,
     overoptimization,
     peak_drop_intervals,
     rl_law,
@@ -157,3 +158,14 @@ def test_peak_drop_intervals_contain_the_drop_and_are_deterministic():
     assert ci.lo <= drop <= ci.hi and ci.paired_lo <= drop <= ci.paired_hi
     assert ci.lo >= 0
     assert peak_drop_intervals(g.numpy(), n_boot=500, seed=1) == ci
+
+
+def test_gold_at_kl_interpolates_at_the_first_crossing():
+    kl = [0.0, 2.0, 6.0, 3.0, 8.0]
+    gold = [0.0, 1.0, 3.0, -1.0, -2.0]
+    # b = 4: first crossing between KL 2 (gold 1) and 6 (gold 3): 1 + (4 − 2)/4 · 2 = 2.
+    assert gold_at_kl(kl, gold, 4.0) == pytest.approx(2.0)
+    # b = 7: only the last point reaches it, from KL 3 (gold −1): −1 + (7 − 3)/5 · (−1) = −1.8.
+    assert gold_at_kl(kl, gold, 7.0) == pytest.approx(-1.8)
+    assert gold_at_kl(kl, gold, 0.0) == 0.0  # the start
+    assert math.isnan(gold_at_kl(kl, gold, 16.0))  # never reached

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from goodhartlab.core.stats import bootstrap_ci
+from goodhartlab.core.stats import bootstrap_ci, t_interval
 
 
 def test_constant_column_has_zero_width():
@@ -46,3 +46,13 @@ def test_matches_normal_theory_and_is_deterministic():
 def test_bad_input_names_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         bootstrap_ci(**kwargs)
+
+
+def test_t_interval_hand_computed():
+    # 1, 2, 3: mean 2, s = 1, t_{0.975, 2} = 4.302653: 2 ± 4.302653 / sqrt(3) = 2 ± 2.484138.
+    lo, hi = t_interval(np.array([1.0, 2.0, 3.0]))
+    assert lo == pytest.approx(2 - 2.484138, abs=1e-5)
+    assert hi == pytest.approx(2 + 2.484138, abs=1e-5)
+    # NaN runs are dropped; one value left has no interval.
+    assert t_interval(np.array([1.0, 2.0, 3.0, np.nan])) == (lo, hi)
+    assert all(np.isnan(t_interval(np.array([1.0, np.nan]))))

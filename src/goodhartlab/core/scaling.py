@@ -24,6 +24,7 @@ __all__ = [
     "bon_law",
     "fit_bon_law",
     "fit_rl_law",
+    "gold_at_kl",
     "overoptimization",
     "peak_drop_intervals",
     "rl_law",
@@ -316,3 +317,41 @@ def peak_drop_intervals(
     lo, hi = (float(x) for x in np.quantile(drops, q))
     paired_lo, paired_hi = bootstrap_ci(g[:, [k_peak]] - g[:, [-1]], n_boot, alpha, seed)
     return PeakDropIntervals(lo, hi, float(paired_lo[0]), float(paired_hi[0]))
+
+
+def gold_at_kl(
+    kl: torch.Tensor | np.ndarray, gold: torch.Tensor | np.ndarray, budget: float
+) -> float:
+    """Gold of a run when its KL first reaches a budget, interpolated linearly.
+
+        k = min{j : KL_j ≥ b},   gold(b) = g_{k−1} + (b − KL_{k−1}) / (KL_k − KL_{k−1}) · (g_k − g_{k−1})
+
+    The curve is a run's evaluations in step order (KL need not grow monotonically); the first
+    crossing is what a practitioner with a KL budget b would stop at. gold(b) = g_0 when the
+    run starts at or above b, NaN when it never reaches b (the budget was not spent: no value
+    to report). Gold at fixed KL budgets is how Gao, Schulman, Hilton 2023 (arXiv 2210.10760)
+    compare methods along the frontier.
+
+    Args:
+        kl: KL(π ‖ π0) at each evaluation, in step order (nats). Shape: (K,), K ≥ 1.
+        gold: gold at each evaluation. Shape: (K,).
+        budget: b in nats, ≥ 0.
+
+    Returns:
+        gold(b), or NaN.
+    """
+    kl = np.asarray(kl, dtype=np.float64)
+    gold = np.asarray(gold, dtype=np.float64)
+    assert kl.ndim == 1 and kl.shape == gold.shape, (kl.shape, gold.shape)
+    if kl.size == 0:
+        raise ValueError("kl and gold are empty")
+    if not budget >= 0:
+        raise ValueError(f"budget must be >= 0; got {budget}")
+    reached = np.nonzero(kl >= budget)[0]
+    if reached.size == 0:
+        return math.nan
+    k = int(reached[0])
+    if k == 0:
+        return float(gold[0])
+    w = (budget - kl[k - 1]) / (kl[k] - kl[k - 1])
+    return float(gold[k - 1] + w * (gold[k] - gold[k - 1]))

@@ -1,0 +1,39 @@
+"""The packaged mitigations study (issue 18): every method for seeds 0, 1, 2, one schedule."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from goodhartlab.experiments.study import load_config, packaged_configs
+
+
+def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
+    assert "mitigations" in packaged_configs()
+    config = load_config("mitigations")
+    seeds = defaultdict(set)
+    for m in config.rl.methods:
+        name, seed = re.fullmatch(r"(.+)-s(\d)", m.name).groups()
+        assert m.seed == int(seed)
+        seeds[name].add(m.seed)
+    existing = {"single", "single-nokl", "mean", "wco", "uwo", "par"}
+    new = {"wco-std", "uwo-std", "clip", "delta", "sft", "ppo-center", "ppo-clip", "ppo-delta"}
+    assert existing | new <= set(seeds)
+    assert all(s == {0, 1, 2} for s in seeds.values())
+    resolved = {
+        m.name: config.rl.run_config(m, seed=0, device="cpu", max_new_tokens=64)
+        for m in config.rl.methods
+    }
+    # The same steps, prompts and evaluation schedule for every run.
+    assert (
+        len(
+            {(c.steps, c.eval_every, c.eval_prompts, c.prompts_per_step) for c in resolved.values()}
+        )
+        == 1
+    )
+    assert resolved["clip-s0"].reward.shaping == "step_clip"
+    assert resolved["delta-s1"].reward.shaping == "step_delta"
+    assert resolved["wco-std-s2"].reward.standardize_members
+    assert resolved["sft-s0"].sft_coef > 0 and resolved["single-s0"].sft_coef == 0
+    assert resolved["ppo-center-s0"].algorithm == "ppo"
+    assert resolved["single-s0"].kl_coef == 0.01 and resolved["single-nokl-s0"].kl_coef == 0.0
