@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from goodhartlab.experiments.study import StudyConfig, load_config, run_study
+from goodhartlab.optimize.rundir import read_jsonl
 
 
 def test_default_config_loads_with_the_documented_defaults():
@@ -332,3 +333,27 @@ def test_missing_ray_fails_before_anything_is_written(tmp_path, monkeypatch, cap
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="workers"):
         run_study(load_config(), tmp_path / "run", progress=False, workers=0)
+
+
+def test_a_watched_study_logs_the_monitor_in_every_rl_run(tmp_path):
+    """rl.monitor={} watches each RL run with the packaged alarm: readings in metrics.jsonl,
+    inputs in monitor.jsonl (the ensemble's members, member 0's latents, the held-out mean
+    of the members a single-proxy run is not trained on), and the report's monitor plot."""
+    tiny = {**TINY, "bon": {"enabled": False}, "daa": {"enabled": False}}
+    tiny["rl"] = {
+        **TINY["rl"],
+        "monitor": {},
+        "methods": [{"name": "single"}, {"name": "on-gold", "optimize": "gold", "seed": 3}],
+    }
+    config = StudyConfig.model_validate({**tiny, "cache_dir": str(tmp_path / "cache")})
+    run_dir = run_study(config, tmp_path / "run", progress=False, workers=1)
+    for name in ("single", "on-gold"):
+        lines = read_jsonl(run_dir / "rl" / name / "metrics.jsonl")
+        records = read_jsonl(run_dir / "rl" / name / "monitor.jsonl")
+        assert [r["step"] for r in records] == [r["step"] for r in lines] == [0, 2, 4]
+        assert all(0 <= line["monitor"]["alarm_score"] <= 1 for line in lines)
+        assert all(len(r["r_members"]) == 2 and "latents" in r for r in records)
+        # The held-out mean of members 1.. (member 0 is the single proxy; a gold run is
+        # trained on neither).
+        assert all("r_heldout" in r for r in records)
+    assert (run_dir / "plots" / "monitor.png").is_file()
