@@ -438,7 +438,7 @@ def _step_clip(r: TensorLike, context: ShapingContext, eta: float) -> torch.Tens
     needs="steps",
     step_rewards=delta_step_rewards,
     description="r(prefix_k) − r(prefix_k+1) per sentence, r of the whole at the end (Delta; "
-    "the return from step k is r(prefix_k))",
+    "the return from step k is r(prefix_k), so GRPO / RLOO optimize the first sentence's score)",
 )
 def _step_delta(r: TensorLike, context: ShapingContext) -> torch.Tensor:
     return delta_step_rewards(context.r_steps, context.step_mask).sum(dim=1)

@@ -10,6 +10,10 @@ learns to repeat correct but useless steps. The paper's two refinements bound th
 - Delta: r'_k = r_k − r_{k+1} for k < K and r'_K = r_K, so that the return from step k on
   telescopes to Σ_{j ≥ k} r'_j = r_k, one reward-model score, whatever follows it.
 
+A sequence-level algorithm (GRPO, RLOO) sees only the return from the first step: Σ_k r'_k,
+which for Delta is r_1, the score of the first step alone; the per-step rewards matter to a
+token-level one (PPO, each on the last token of its step: :func:`scatter_step_rewards`).
+
 Notation: our ``r_steps[b, k]`` is the paper's r_process(q, p^(k+1)) (0-based k); rows hold
 K_b ≥ 1 steps, left-aligned, ``step_mask`` 1 on them. The paper adds the success reward of
 the final answer and, in its figure, drops the last step's process reward (the answer step is
