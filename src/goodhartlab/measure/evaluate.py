@@ -28,6 +28,7 @@ from goodhartlab.models.generation import (
     position_ids,
     sample_token_ids,
 )
+from goodhartlab.models.prompts import encode_prompts
 
 __all__ = [
     "EvalOutput",
@@ -110,7 +111,8 @@ def sample_rollouts(
     Args:
         policy: a causal LM.
         tokenizer: its tokenizer (needs ``eos_token_id``; ``pad_token_id`` or eos as pad).
-        prompts: the P prompts, tokenized without special tokens.
+        prompts: the P prompts, through the tokenizer's chat template when it has one
+            (``models.prompts.encode_prompts``), else tokenized without special tokens.
         num_samples: completions per prompt (G).
         max_new_tokens: most tokens per completion (EOS included).
         temperature: τ > 0.
@@ -133,7 +135,7 @@ def sample_rollouts(
         raise ValueError("tokenizer: expected an eos_token to end completions")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     device = next(policy.parameters()).device
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    prompt_ids = encode_prompts(tokenizer, prompts)
     if any(len(x) == 0 for x in prompt_ids):
         raise ValueError("prompts: an empty prompt has no token to condition on")
     rows = torch.arange(len(prompts)).repeat_interleave(num_samples)

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from goodhartlab.models.prompts import encode_prompts
+
 
 @dataclass(frozen=True)
 class SampledBatch:
@@ -227,9 +229,11 @@ def sample_completions(
 ) -> list[list[str]]:
     """``num_samples`` completions for each prompt, sampled from ``policy``, as text.
 
-    A thin text interface over :func:`sample_token_ids`: completions are decoded without
-    special tokens and are the text that followed the prompt. ``on_batch(prompts_done,
-    prompts)`` is called after each batch (a prompt is done once all its samples are).
+    A thin text interface over :func:`sample_token_ids`: prompts go through the chat
+    template when the tokenizer has one (``models.prompts.encode_prompts``); completions
+    are decoded without special tokens and are the text that followed the prompt.
+    ``on_batch(prompts_done, prompts)`` is called after each batch (a prompt is done once
+    all its samples are).
 
     Returns a list (one per prompt) of lists of completion strings. Deterministic for a seed
     on a given device; rows of one prompt share one prefill.
@@ -244,7 +248,7 @@ def sample_completions(
     policy.eval()
     policy_device = next(policy.parameters()).device
     gen = torch.Generator(device=policy_device).manual_seed(seed)
-    ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    ids = encode_prompts(tokenizer, prompts)
     rows = [i for i in range(len(prompts)) for _ in range(num_samples)]
     out: list[str] = []
     for start in tqdm(

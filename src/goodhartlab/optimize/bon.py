@@ -42,6 +42,7 @@ from goodhartlab.measure.bon_curves import (
     picking_rewards,
 )
 from goodhartlab.models.loading import load_policy
+from goodhartlab.models.prompts import without_chat_template
 from goodhartlab.optimize.pool import Pool, build_pool
 from goodhartlab.optimize.rundir import RunDir
 from goodhartlab.optimize.scores import RewardSource, as_reward_source, score_pool
@@ -80,6 +81,11 @@ class BonStudyConfig(BaseModel):
     score_batch_size: int = Field(256, ge=1, description="Completions per reward-model call.")
     add_special_tokens: bool = Field(
         False, description="Tokenize prompts with special tokens (BOS)."
+    )
+    chat_template: bool = Field(
+        True,
+        description="Prompts go through the tokenizer's chat template when it has one (an "
+        "instruct policy, as TRL feeds conversational data); false: raw prompts.",
     )
     aggregators: dict[str, dict[str, float]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_AGGREGATORS.items()},
@@ -306,6 +312,8 @@ def run_bon_study(
 
     t0 = time.perf_counter()
     model, tokenizer, policy_id = load_policy(policy, tokenizer, device=device)
+    if not config.chat_template:
+        tokenizer = without_chat_template(tokenizer)
     policy_name = policy_id["name"]
     # The pool's policy key as pools have always recorded it.
     policy_key = (

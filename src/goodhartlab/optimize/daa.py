@@ -56,6 +56,7 @@ from goodhartlab.data.schema import PreferencePair
 from goodhartlab.measure.evaluate import Rollouts, completion_logprobs, evaluate_policy
 from goodhartlab.models.generation import left_pad
 from goodhartlab.models.loading import load_policy_and_reference, resolve_autocast_dtype
+from goodhartlab.models.prompts import encode_prompts
 from goodhartlab.optimize.rundir import (
     RunDir,
     append_jsonl,
@@ -214,8 +215,9 @@ def filter_pairs(
         if not pair.chosen or not pair.rejected:
             skipped["empty_completion"] += 1
             continue
-        ids = tokenizer([pair.prompt, pair.chosen, pair.rejected], add_special_tokens=False)
-        n_prompt, n_chosen, n_rejected = (len(x) for x in ids["input_ids"])
+        ids = tokenizer([pair.chosen, pair.rejected], add_special_tokens=False)["input_ids"]
+        n_prompt = len(encode_prompts(tokenizer, [pair.prompt])[0])
+        n_chosen, n_rejected = (len(x) for x in ids)
         if n_prompt == 0:
             skipped["empty_prompt"] += 1
             continue
@@ -233,9 +235,7 @@ def _completion_batch(tokenizer, prompts: Sequence[str], completions: Sequence[s
     """Prompt (left-padded) + completion + EOS (right-padded) as :class:`Rollouts` rows."""
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    prompt_ids, prompt_mask = left_pad(
-        tokenizer(list(prompts), add_special_tokens=False)["input_ids"], pad
-    )
+    prompt_ids, prompt_mask = left_pad(encode_prompts(tokenizer, prompts), pad)
     toks = [
         [*ids, eos] for ids in tokenizer(list(completions), add_special_tokens=False)["input_ids"]
     ]

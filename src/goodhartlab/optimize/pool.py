@@ -50,6 +50,7 @@ from goodhartlab.artifacts import MANIFEST, atomic_write_json, atomic_write_text
 from goodhartlab.models.fingerprint import fingerprint_module, fingerprint_tokenizer
 from goodhartlab.models.generation import SampledBatch, decode_completion, sample_token_ids
 from goodhartlab.models.loading import check_vocabulary
+from goodhartlab.models.prompts import chat_template, encode_prompts
 
 __all__ = [
     "POOL_FORMAT",
@@ -286,7 +287,10 @@ def prepare_pool(
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer: expected an eos token (it ends a completion)")
     check_vocabulary(tokenizer, policy)
-    prompt_ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+    template = chat_template(tokenizer)
+    prompt_ids = encode_prompts(
+        tokenizer, prompts, add_special_tokens=add_special_tokens, template=template
+    )
     limit = getattr(getattr(policy, "config", None), "max_position_embeddings", None)
     for i, ids in enumerate(prompt_ids):
         if not ids:
@@ -310,6 +314,8 @@ def prepare_pool(
         "batch_size": int(batch_size),
         "add_special_tokens": bool(add_special_tokens),
     }
+    if template is not None:  # recorded only when used: older pools keep their identity
+        config["chat_template"] = template
     samples = pool_dir / SAMPLES_DIR
     config_path = samples / POOL_FILE
     if config_path.is_file():
@@ -380,9 +386,14 @@ def sample_pool_chunks(
         )
     pool_size, batch_size = int(config["pool_size"]), int(config["batch_size"])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prompt_ids = tokenizer(config["prompts"], add_special_tokens=config["add_special_tokens"])[
-        "input_ids"
-    ]
+    # The template the pool recorded, not the worker's tokenizer's: every chunk of a pool
+    # conditions on the same text.
+    prompt_ids = encode_prompts(
+        tokenizer,
+        config["prompts"],
+        add_special_tokens=config["add_special_tokens"],
+        template=config.get("chat_template"),
+    )
     device = next(policy.parameters()).device
     was_training = policy.training
     policy.eval()

@@ -11,6 +11,7 @@ from typing import Any
 
 from goodhartlab.registry import TESTBEDS
 from goodhartlab.testbeds.base import Testbed
+from goodhartlab.testbeds.real_text.testbed import RealText, RealTextConfig
 from goodhartlab.testbeds.toy_text.testbed import ToyText, ToyTextConfig
 
 __all__ = ["TESTBEDS", "Testbed", "check_backbone_size", "get_testbed", "testbed_options"]
@@ -20,6 +21,13 @@ TESTBEDS.register(
     ToyText,
     params=ToyTextConfig,
     paper="goodhart-lab (a generated review language; docs/toy-text-findings.md)",
+)
+TESTBEDS.register(
+    "real_text",
+    RealText,
+    params=RealTextConfig,
+    paper="SmolLM2-135M-Instruct (Allal et al. 2025, arXiv:2502.02737) from PyPI; gold from "
+    "all-MiniLM-L6-v2, VADER (Hutto & Gilbert 2014) and SmolLM2 (testbeds/real_text/gold.py)",
 )
 
 
