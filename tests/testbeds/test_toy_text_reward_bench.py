@@ -163,6 +163,14 @@ def test_defect_pairs_add_their_defect_to_a_clean_review(by_subset, defect):
         assert getattr(r, field) >= 1, row
 
 
+def test_contradiction_pairs_keep_sentiment_and_coverage(by_subset):
+    for row in by_subset["toy-defect-contradiction"]:
+        c, r = _features(row, "chosen"), _features(row, "rejected")
+        assert c.sentiment == pytest.approx(r.sentiment)  # the same terms, summed in another order
+        assert (c.coverage, c.contra) == (r.coverage, 0)
+        assert r.contra == 1 and len(_words_differing(row)) == 2
+
+
 def test_long_and_gushing_pairs(by_subset):
     for row in by_subset["toy-defect-long"]:
         c, r = _features(row, "chosen"), _features(row, "rejected")

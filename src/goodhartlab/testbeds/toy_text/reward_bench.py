@@ -12,7 +12,7 @@ that ``goodhart eval-rm`` reads, in five sections:
   (coverage 3, against the coverage edit that brings it to 2).
 - ``Defects``: a clean base review against the same review with one defect the gold
   penalizes (``toy-defect-misfit``: an adjective that does not fit its noun;
-  ``-contradiction``: a noun both praised and criticized; ``-repetition``: a sentence
+  ``-contradiction``: a noun both praised and criticized, sentiment and coverage unchanged; ``-repetition``: a sentence
   repeated; ``-stuffing``: a noun a third time; ``-stacking``: stacked intensifiers;
   ``-offtopic``: another product's part; ``-broken``: a shuffled sentence; ``-long``: the
   review padded past four sentences; ``-gushing``: every opinion intensified past |S| = 2).
@@ -349,7 +349,8 @@ def _defect(name: str) -> Callable[[_Context], Built]:
         prompt = c.prompt(lambda p: p.constraint == "")
         if name == "gushing":
             return _gushing(c, prompt)
-        sents = c.clean_review(prompt, max_sentences=3 if name in ("repetition", "long") else 4)
+        short = name in ("repetition", "long", "contradiction")
+        sents = c.clean_review(prompt, max_sentences=3 if short else 4)
         if not sents:
             return None
         out = _DEFECT_EDITS[name](c, prompt, sents)
@@ -379,23 +380,33 @@ def _misfit(c, prompt, sents):
 
 
 def _contradiction(c, prompt, sents):
-    ops = c.opinions(prompt, sents)
+    # Two opinions of opposite polarity on nouns n and m (each mentioned once); the chosen
+    # adds a second opinion on n of n's polarity; the rejected gives that one the other
+    # polarity and m's opinion n's polarity: S and coverage stay equal, only n is both
+    # praised and criticized. (Flipping the second opinion alone would confound the
+    # contradiction with sentiment: the gold would keep only the pairs that end more
+    # positive.)
     counts = _mentions(sents)
-    o = _pick(c, [x for x in ops if counts[x[3]] == 1])
-    if o is None or len(sents) < 2:
+    once = [x for x in c.opinions(prompt, sents) if counts[x[3]] == 1]
+    plain = [x for x in once if not set(sents[x[0]]) & set(INTENSIFIERS)]  # S x1 each way
+    o = _pick(c, [(a, b) for a in once for b in plain if a[3] != b[3] and a[4] == -b[4]])
+    if o is None:
         return None
-    i, _ni, ai, noun, pol = o
-    j = _pick(c, [k for k in range(len(sents)) if k != i])
+    (i, _ni, ai, noun, pol), (k, _nk, ak, other, _pk) = o
     same = _fitting(c.rng, noun, pol, exclude=(sents[i][ai],))
-    other = _fitting(c.rng, noun, -pol)
-    if same is None or other is None:
+    flipped, swapped = _fitting(c.rng, noun, -pol), _fitting(c.rng, other, pol)
+    if None in (same, flipped, swapped):
         return None
-    chosen, rejected = [list(s) for s in sents], [list(s) for s in sents]
-    chosen[j] = ["the", noun, "feels", same]
-    rejected[j] = ["the", noun, "feels", other]
+    chosen = [*[list(s) for s in sents], ["the", noun, "feels", same]]
+    rejected = [list(s) for s in chosen]
+    rejected[-1][3], rejected[k][ak] = flipped, swapped
     if not _clean(prompt, chosen):
         return None
-    return chosen, rejected, f"sentence {j}: the {noun} again, the other polarity"
+    return (
+        chosen,
+        rejected,
+        (f"the {noun} again, the other polarity; sentence {k} (the {other}) takes the {noun}'s"),
+    )
 
 
 def _repetition(c, prompt, sents):
