@@ -97,3 +97,13 @@ def test_gold_on_real_models_orders_what_it_should(tb):
     assert g[3]["repetition"] > 0.5
     gold = [x["gold"] for x in g]
     assert gold[0] > max(gold[1], gold[2], gold[3])
+
+
+def test_minilm_backbone_is_sealed_and_its_tokenizer_ends_with_sep(tb):
+    from goodhartlab.artifacts import verify
+
+    path = tb.backbone_path("minilm")
+    assert verify(path) is None and (path / "model.safetensors").is_file()
+    tok = tb.backbone_tokenizer("minilm")
+    assert tok.eos_token == "[SEP]" and tok.pad_token == "[PAD]"
+    assert tb.backbone_tokenizer("smollm2") is tb.tokenizer

@@ -32,6 +32,10 @@ study builds the policy and the backbones at once on its workers, each worker re
 testbed from its registry name and options. A testbed without it is built in the study's
 own process, one artifact after the other.
 
+Optional: ``backbone_tokenizer(size)``, the tokenizer of the backbones of ``size`` where it is
+not the policy's (real_text's MiniLM backbone reads with BERT's WordPiece); without it every
+backbone shares ``tokenizer``.
+
 A testbed is registered in ``goodhartlab.registry.TESTBEDS`` with its options model as the
 entry's ``params`` (a pydantic model; a study's ``testbed_options`` are validated against
 it) and built as ``cls(options, cache_dir=..., progress=...)``. A user's own world plugs in

@@ -194,6 +194,19 @@ class RealText:
             return self.policy_path
         raise ValueError(f"size: expected one of {', '.join(self.backbone_sizes)}, got {size!r}")
 
+    def backbone_tokenizer(self, size: str):
+        """The tokenizer of the ``size`` backbone: MiniLM's own WordPiece for ``minilm`` (with
+        ``[SEP]`` as its eos: reward models end every input with eos), the policy's for
+        ``smollm2``."""
+        if size == "minilm":
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self.minilm_path)
+            tok.eos_token = tok.sep_token
+            return tok
+        self.backbone_path(size)  # ValueError for an unknown size
+        return self.tokenizer
+
     def load_policy(self, device: str = "cpu"):
         from transformers import LlamaForCausalLM
 
