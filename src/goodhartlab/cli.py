@@ -119,9 +119,9 @@ def cmd_train_rm(args) -> int:
         backbones = [args.backbone] * len(args.seeds)
     else:
         tb = _testbed(args)
-        # A backbone of another family (real_text's MiniLM) brings its own tokenizer.
-        own = getattr(tb, "backbone_tokenizer", None)
-        tokenizer = own(args.size) if own is not None else tb.tokenizer
+        from goodhartlab.testbeds import backbone_tokenizer
+
+        tokenizer = backbone_tokenizer(tb, args.size)
         if args.pretrain_seeds:
             backbones = [str(tb.backbone_path(args.size, seed=s)) for s in args.seeds]
         else:

@@ -295,3 +295,17 @@ def test_gold_module_documents_every_weight():
         w["length"],
         w["empty"],
     ) == (3.0, 6.0, 0.15, 1.5, 1.0, -4.0, 2.0, 3.0, 1.5, -2.0)
+
+
+def test_backbone_tokenizer_is_the_testbeds_own_unless_it_names_one():
+    from goodhartlab.testbeds import backbone_tokenizer
+
+    class Shared:
+        tokenizer = "policy's"
+
+    class Own(Shared):
+        def backbone_tokenizer(self, size):
+            return f"{size}'s"
+
+    assert backbone_tokenizer(Shared(), "small") == "policy's"
+    assert backbone_tokenizer(Own(), "minilm") == "minilm's"

@@ -312,13 +312,14 @@ def train_member(
     """Task: one ensemble member, trained as ``train.rm.train_ensemble`` trains it, on the
     testbed's backbone of ``size`` and ``seed`` (None: the testbed's own)."""
     from goodhartlab.data import read_pairs
+    from goodhartlab.testbeds import backbone_tokenizer
     from goodhartlab.train.rm import RMTrainConfig, train_reward_model
 
     tb = _testbed(testbed)
     backbone = str(tb.backbone_path(size, seed))
     member = train_reward_model(
         read_pairs(pairs_path),
-        tb.tokenizer,
+        backbone_tokenizer(tb, size),
         backbone,
         RMTrainConfig.model_validate(config),
         out_dir=out_dir,

@@ -14,7 +14,14 @@ from goodhartlab.testbeds.base import Testbed
 from goodhartlab.testbeds.real_text.testbed import RealText, RealTextConfig
 from goodhartlab.testbeds.toy_text.testbed import ToyText, ToyTextConfig
 
-__all__ = ["TESTBEDS", "Testbed", "check_backbone_size", "get_testbed", "testbed_options"]
+__all__ = [
+    "TESTBEDS",
+    "Testbed",
+    "backbone_tokenizer",
+    "check_backbone_size",
+    "get_testbed",
+    "testbed_options",
+]
 
 TESTBEDS.register(
     "toy_text",
@@ -47,6 +54,14 @@ def check_backbone_size(name: str, size: str, where: str = "size") -> str:
             f"{where}: testbed {name!r} has backbone sizes {', '.join(sizes)}; got {size!r}"
         )
     return size
+
+
+def backbone_tokenizer(tb: Testbed, size: str):
+    """The tokenizer reward models on ``tb``'s backbone of ``size`` read with: the testbed's
+    ``backbone_tokenizer(size)`` where it has one (a backbone of another family, as
+    real_text's MiniLM), else the testbed's own tokenizer."""
+    own = getattr(tb, "backbone_tokenizer", None)
+    return own(size) if own is not None else tb.tokenizer
 
 
 def get_testbed(name: str, config=None, *, cache_dir=None, progress: bool = True) -> Testbed:
