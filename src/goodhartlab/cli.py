@@ -361,6 +361,26 @@ def cmd_reward_bench(args) -> int:
     return 0
 
 
+def cmd_rm_downstream(args) -> int:
+    from goodhartlab.experiments.rm_downstream import format_correlations, run_rm_downstream
+
+    result = run_rm_downstream(
+        args.out,
+        grid=args.grid,
+        per_subset=args.per_subset,
+        prompts=args.prompts,
+        pool_size=args.pool_size,
+        ns=args.ns,
+        rl_steps=args.rl_steps,
+        rl_eval_prompts=args.rl_eval_prompts,
+        n_boot=args.bootstrap,
+        cache_dir=args.cache_dir,
+    )
+    print(format_correlations(result))
+    print(f"wrote {args.out}/rm_downstream.json, rm_downstream.txt, rm_downstream.png")
+    return 0
+
+
 def cmd_run(args) -> int:
     from goodhartlab.experiments.study import load_config, run_study
 
@@ -917,6 +937,37 @@ def _add_reward_bench_command(sub, common) -> None:
     r.set_defaults(func=cmd_reward_bench)
 
 
+def _add_rm_downstream_command(sub, common) -> None:
+    """``goodhart rm-downstream``."""
+    from goodhartlab.experiments.rm_downstream import DEFAULT_GRID
+
+    r = sub.add_parser(
+        "rm-downstream",
+        help="which reward-model benchmark predicts downstream gold: proxies of varied quality "
+        "on toy_text, their benchmark scores against best-of-n and RL gold (rank correlations)",
+    )
+    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument(
+        "--grid",
+        nargs="+",
+        default=list(DEFAULT_GRID),
+        metavar="PAIRSxNOISE",
+        help="proxies to train besides the default study's cached ones (default: "
+        f"{' '.join(DEFAULT_GRID)})",
+    )
+    r.add_argument("--per-subset", type=_positive_int, default=100, help="bench rows per subset")
+    r.add_argument("--prompts", type=_positive_int, default=64, help="held-out pool prompts")
+    r.add_argument("--pool-size", type=_positive_int, default=256, help="samples per prompt")
+    r.add_argument("--ns", nargs="+", type=_positive_int, default=[64, 256], help="best-of-n")
+    r.add_argument(
+        "--rl-steps", type=int, default=40, help="GRPO steps per proxy (0: no RL) (40)"
+    )
+    r.add_argument("--rl-eval-prompts", type=_positive_int, default=64)
+    r.add_argument("--bootstrap", type=_positive_int, default=1000, help="resamples of proxies")
+    r.add_argument("--cache-dir", default=None, help="testbed cache (default: $GOODHART_CACHE)")
+    r.set_defaults(func=cmd_rm_downstream)
+
+
 def _add_serve_command(sub, common) -> None:
     """``goodhart serve``."""
     s = sub.add_parser(
@@ -988,6 +1039,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dpo_command(sub, _common)
     _add_eval_rm_command(sub, _common)
     _add_reward_bench_command(sub, _common)
+    _add_rm_downstream_command(sub, _common)
     _add_serve_command(sub, _common)
     return p
 

@@ -5,17 +5,19 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import kendalltau, pearsonr, spearmanr
 
 from goodhartlab.core.rm_metrics import (
     best_of_k_credit,
     brier_score,
     chosen_tied_at_top,
     expected_calibration_error,
+    kendall_tau,
     length_matched,
     member_sign_agreement,
     pairwise_chosen_probability,
     pearson,
+    rank_correlation_interval,
     section_scores,
     section_total,
     spearman,
@@ -139,3 +141,34 @@ def test_section_scores_weight_by_example_counts_and_skip_absent_sections():
     assert section_total(sections) == pytest.approx((114 / 128 + 0.2) / 2)
     with pytest.raises(ValueError, match="at least one section"):
         section_total({})
+
+
+def test_kendall_tau_hand_computed_and_against_scipy_with_ties():
+    # x = (1, 2, 3), y = (1, 3, 2): pairs (1,2) +, (1,3) +, (2,3) −: (2 − 1) / 3.
+    assert kendall_tau([1.0, 2.0, 3.0], [1.0, 3.0, 2.0]) == pytest.approx(1 / 3)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        x, y = rng.integers(0, 3, 8).astype(float), rng.integers(0, 3, 8).astype(float)
+        expected = kendalltau(x, y).statistic  # tau-b
+        got = kendall_tau(x, y)
+        assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+
+
+def test_rank_correlation_interval_of_a_monotone_relation_is_one():
+    # Every resample of a strictly increasing relation is increasing (or constant: skipped).
+    x = np.arange(8.0)
+    for method in ("spearman", "kendall"):
+        assert rank_correlation_interval(x, x**3, method, n_boot=200) == (1.0, 1.0, 1.0)
+        assert rank_correlation_interval(x, -x, method, n_boot=200) == (-1.0, -1.0, -1.0)
+
+
+def test_rank_correlation_interval_contains_noisy_estimates_and_is_deterministic():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=15)
+    y = x + rng.normal(size=15)
+    est, lo, hi = rank_correlation_interval(x, y, "spearman", n_boot=500, seed=3)
+    assert est == pytest.approx(spearmanr(x, y).statistic)
+    assert -1 <= lo < est < hi <= 1
+    assert rank_correlation_interval(x, y, "spearman", n_boot=500, seed=3) == (est, lo, hi)
+    with pytest.raises(ValueError, match="spearman or kendall"):
+        rank_correlation_interval(x, y, "pearson")

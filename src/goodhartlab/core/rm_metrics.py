@@ -9,6 +9,7 @@ reward functions. Scores themselves must be finite; the caller checks that and n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -22,10 +23,12 @@ __all__ = [
     "brier_score",
     "chosen_tied_at_top",
     "expected_calibration_error",
+    "kendall_tau",
     "length_matched",
     "member_sign_agreement",
     "pairwise_chosen_probability",
     "pearson",
+    "rank_correlation_interval",
     "section_scores",
     "section_total",
     "spearman",
@@ -182,6 +185,59 @@ def spearman(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
     assert x.ndim == 1 and y.shape == x.shape, (x.shape, y.shape)
     return pearson(rankdata(x), rankdata(y))
 
+
+
+def kendall_tau(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
+    """Kendall's tau-b: (concordant − discordant) / sqrt((n0 − n1)(n0 − n2)) over the
+    n0 = N(N−1)/2 pairs, n1 / n2 the pairs tied in x / y (Kendall 1945); NaN if either is
+    constant or there are fewer than 2 points. Shapes: (N,), (N,)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    assert x.ndim == 1 and y.shape == x.shape, (x.shape, y.shape)
+    if x.size < 2:
+        return float("nan")
+    i, j = np.triu_indices(x.size, k=1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    n0 = len(i)
+    denom = math.sqrt((n0 - (sx == 0).sum()) * (n0 - (sy == 0).sum()))
+    return float((sx * sy).sum() / denom) if denom > 0 else float("nan")
+
+
+def rank_correlation_interval(
+    x: Tensor | np.ndarray,
+    y: Tensor | np.ndarray,
+    method: str = "spearman",
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """A rank correlation of x and y and its percentile bootstrap interval over the points.
+
+    Resample the N (x_i, y_i) pairs with replacement ``n_boot`` times and take the
+    (α/2, 1 − α/2) quantiles of the statistic over the resamples whose statistic is defined
+    (a resample can make x or y constant). Benchmark against downstream: one point per
+    reward model, x its benchmark score, y its downstream gold.
+
+    Args:
+        x, y: Shape: (N,) each.
+        method: ``"spearman"`` or ``"kendall"`` (tau-b).
+
+    Returns:
+        (estimate, low, high); NaN where undefined.
+    """
+    fn = {"spearman": spearman, "kendall": kendall_tau}.get(method)
+    if fn is None:
+        raise ValueError(f"method: expected spearman or kendall, got {method!r}")
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    assert x.ndim == 1 and y.shape == x.shape, (x.shape, y.shape)
+    idx = np.random.default_rng(seed).integers(x.size, size=(n_boot, x.size))
+    boots = np.array([fn(x[k], y[k]) for k in idx])
+    boots = boots[np.isfinite(boots)]
+    if not boots.size:
+        return fn(x, y), float("nan"), float("nan")
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return fn(x, y), float(lo), float(hi)
 
 def length_matched(len_chosen: Tensor, len_rejected: Tensor, tolerance: float = 0.1) -> Tensor:
     """Rows whose rejected completions all have about the chosen one's length.
