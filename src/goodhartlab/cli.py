@@ -393,10 +393,16 @@ def cmd_run(args) -> int:
         run_dir = run_study(config, args.resume, resume=True, **where)
     else:
         config = load_config(config_path, overrides, plugins=args.plugin)
+        bon = (
+            f"best-of-n over {config.bon.prompts} prompts x {config.bon.pool_size}"
+            if config.bon.enabled
+            else "no best-of-n"
+        )
+        rl = f"{len(config.rl.methods)} RL runs" if config.rl.enabled else "no RL"
         print(
             f"goodhart run: study {config.name!r} on {config.testbed} "
             f"({config.proxies.noise:.0%} label noise, {len(config.proxies.seeds)} {config.proxies.size} "
-            f"proxies, best-of-n over {config.bon.prompts} prompts x {config.bon.pool_size})"
+            f"proxies, {bon}, {rl})"
         )
         run_dir = run_study(config, args.run_dir, **where)
     print(f"goodhart run: results in {run_dir} (report.html, summary.json, metrics.jsonl, plots/)")
