@@ -712,6 +712,7 @@ def _monitor_settings(text: str) -> dict:
 def _add_monitor_flags(parser, flag: str) -> None:
     """``--monitor [KEY=VALUE,...]`` (MonitorConfig's fields) and ``--stop-on-alarm``."""
     from goodhartlab.monitor.live import MonitorConfig
+    from goodhartlab.optimize.rl import RLConfig
 
     fields = ", ".join(MonitorConfig.model_fields)
     parser.add_argument(
@@ -721,10 +722,9 @@ def _add_monitor_flags(parser, flag: str) -> None:
         const={},
         type=_monitor_settings,
         metavar="KEY=VALUE,...",
-        help="watch the run for reward hacking without gold: detectors at every evaluation in "
-        "metrics.jsonl, their inputs in monitor.jsonl, alarm.json when the alarm fires; "
-        f"settings ({fields}) as key=value, e.g. 'patience=2' or 'alarm=none,thresholds="
-        "{length_drift: 1.5}' (default: every detector, the packaged toy_text alarm)",
+        help=f"{RLConfig.model_fields['monitor'].description} Settings ({fields}) as "
+        "key=value, e.g. 'patience=2' or 'alarm=none,thresholds={length_drift: 1.5}' "
+        "(default: every detector, the packaged toy_text alarm)",
     )
     parser.add_argument(
         "--stop-on-alarm",
