@@ -60,10 +60,10 @@ def load(run_dir: Path) -> dict[str, dict[int, dict[str, float]]]:
 def _cell(values: list[float], digits: int = 2) -> str:
     x = np.array(values, dtype=float)
     x = x[~np.isnan(x)]
+    note = "" if x.size == len(values) else f" ({x.size}/{len(values)} seeds)"
     if x.size < 2:
-        return "n/a" if x.size == 0 else f"{x[0]:.{digits}f} (1 seed)"
+        return "n/a" if x.size == 0 else f"{x[0]:.{digits}f}{note}"
     lo, hi = t_interval(x)
-    note = "" if x.size == len(values) else f" ({x.size}/{len(values)})"
     return f"{x.mean():.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]{note}"
 
 
