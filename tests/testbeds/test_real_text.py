@@ -213,7 +213,7 @@ def fake_conversion(monkeypatch, tiny_tokenizer, tmp_path):
     gguf = tmp_path / "fake.gguf"
     gguf.write_bytes(b"GGUF")
 
-    def convert(path, out):
+    def convert(path, out, progress=True):
         assert path == gguf
         builds.append(out)
         tok = copy.deepcopy(tiny_tokenizer)

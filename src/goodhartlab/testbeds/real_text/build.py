@@ -84,11 +84,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def convert_gguf(gguf_file: Path, out: Path, expected_sha256: str | None = SMOLLM2_SHA256) -> dict:
+def convert_gguf(
+    gguf_file: Path,
+    out: Path,
+    expected_sha256: str | None = SMOLLM2_SHA256,
+    progress: bool = True,
+) -> dict:
     """Convert a GGUF causal LM into an ordinary HF folder (float32 safetensors, tokenizer,
     chat template) in ``out``; returns what was converted (for ``build_info.json``).
 
-    ``expected_sha256``: the file must have this digest (None: any file)."""
+    ``expected_sha256``: the file must have this digest (None: any file). ``progress``:
+    transformers' de-quantization progress bars."""
     try:
         import gguf  # noqa: F401 - transformers reads GGUF through it
     except ImportError:
@@ -104,23 +110,27 @@ def convert_gguf(gguf_file: Path, out: Path, expected_sha256: str | None = SMOLL
             f"({SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}); reinstall it"
         )
     t0 = time.perf_counter()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the de-quantization progress bars and GGUF notices
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # GGUF notices
+    if not progress:
+        hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
         )
+        # The loaded model is plain float32 modules; only the quantization record stops
+        # save_pretrained ("quantized with gguf and is not serializable").
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config._name_or_path = gguf_file.stem
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
     finally:
         hf_logging.set_verbosity(verbosity)
-    # The loaded model is plain float32 modules; only the quantization record stops
-    # save_pretrained ("quantized with gguf and is not serializable").
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config._name_or_path = gguf_file.stem
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+        if bars:
+            hf_logging.enable_progress_bar()
     return {
         "conversion": CONVERSION_VERSION,
         "source": f"{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}:{gguf_file.name}",

