@@ -1,7 +1,7 @@
 """A small version of the monitor's benchmark (slow: toy_text RL runs on the default study's
 proxies, cached by the default-study test when it ran first).
 
-Two runs of the packaged monitor-bench study, 60 steps each: GRPO on the single proxy without
+Two runs of the packaged monitor-bench study, 40 steps each: GRPO on the single proxy without
 KL (it hacks: measured in every seed of the full benchmark) and GRPO on gold itself (it cannot
 hack). The packaged combined alarm (fitted by ``goodhart monitor-bench`` on its training runs)
 must fire on the first and stay quiet on the second.
@@ -26,7 +26,7 @@ RUNS = [
 
 
 def test_the_packaged_alarm_fires_on_a_hacking_run_and_not_on_gold(tmp_path):
-    config = load_config("monitor-bench", ["rl.steps=60", f"rl.methods={json.dumps(RUNS)}"])
+    config = load_config("monitor-bench", ["rl.steps=40", f"rl.methods={json.dumps(RUNS)}"])
     study = run_study(config, tmp_path / "study", progress=False)
     runs = {r["run"]: r for r in monitor_path(study, MonitorConfig())}
     hacking, gold = runs["rl/grpo-single-kl0-s2"], runs["rl/grpo-gold-kl0-s2"]
