@@ -587,6 +587,26 @@ def _build_run(
     )
 
 
+def _write_summary(
+    out_dir: Path, cfg: RLConfig, metrics: list[dict[str, Any]], extra: dict[str, Any]
+) -> None:
+    """summary.json: the base, peak-gold and final evaluations (and the monitor's alarm)."""
+    peak = max(metrics, key=lambda r: r["gold"])
+    atomic_write_json(
+        out_dir / "summary.json",
+        {
+            "method": cfg.method,
+            "metrics_version": METRICS_VERSION,
+            "steps": cfg.steps,
+            "base": metrics[0],
+            "final": metrics[-1],
+            "peak_gold": {k: peak[k] for k in ("step", "gold", "proxy", "kl")},
+            "gold_drop_from_peak": peak["gold"] - metrics[-1]["gold"],
+            **extra,
+        },
+    )
+
+
 def run_rl(
     out_dir: str | os.PathLike,
     *,
@@ -731,23 +751,7 @@ def run_rl(
         raise
 
     metrics = rundir.read("metrics")
-    peak = max(metrics, key=lambda r: r["gold"])
-    atomic_write_json(
-        out_dir / "summary.json",
-        {
-            "method": cfg.method,
-            "metrics_version": METRICS_VERSION,
-            "steps": cfg.steps,
-            "base": metrics[0],
-            "final": metrics[-1],
-            "peak_gold": {k: peak[k] for k in ("step", "gold", "proxy", "kl")},
-            "gold_drop_from_peak": peak["gold"] - metrics[-1]["gold"],
-            **(
-                {"alarm_step": watch.alarm_step, "stopped_at_step": stopped_at}
-                if watch is not None
-                else {}
-            ),
-        },
-    )
+    alarm = {"alarm_step": watch.alarm_step, "stopped_at_step": stopped_at} if watch else {}
+    _write_summary(out_dir, cfg, metrics, alarm)
     rundir.finish()
     return RLResult(out_dir=out_dir, metrics=metrics, policy=model)
