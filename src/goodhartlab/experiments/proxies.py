@@ -174,6 +174,139 @@ def train_proxies(
     return ProxySet(paths, metrics, data)
 
 
+@dataclass(frozen=True)
+class ComponentProxySet:
+    """One reward model per component of the gold (``paths[k]`` for ``components[k]``)."""
+
+    components: list[str]
+    paths: list[Path]
+    metrics: list[dict]
+    pairs_paths: list[Path]
+
+    @property
+    def ensemble_dir(self) -> Path:
+        return self.paths[0].parent
+
+
+def component_pairs(
+    tb, root: Path, base_pairs: Path, component: str, *, noise: float, seed: int
+) -> Path:
+    """The study's base-policy pairs relabelled by one gold component, with fresh label noise
+    (cached beside them).
+
+    The pairs are those of :func:`preference_pairs` (the same base-policy completions the
+    study's proxies see); ``data.label_with_gold`` labels each by the component
+    (``tb.gold_components[component]``) and flips a ``noise`` fraction, seeded by (seed,
+    component). Pairs whose two completions tie on the component carry no preference about
+    it (a coin would label them) and are dropped: most base-policy pairs tie on the
+    constraint and length components."""
+    from goodhartlab.data import label_with_gold, read_pairs, write_pairs
+
+    names = list(tb.gold_components)
+    k = names.index(component)
+    path = Path(root) / f"{Path(base_pairs).stem}-{tb.gold_components_version}-{component}.jsonl"
+    if path.is_file():
+        return path
+    labelled = label_with_gold(
+        read_pairs(base_pairs),
+        tb.gold_components[component],
+        noise=noise,
+        seed=seed * 1000 + 17 * (k + 1),
+    )
+    write_pairs([p for p in labelled if not p.meta["tie"]], path)
+    return path
+
+
+def _component_pairs_task(testbed, root: str, base_pairs: str, component: str, noise, seed):
+    """Task: :func:`component_pairs` on a worker."""
+    from goodhartlab.experiments.parallel_stages import _testbed
+
+    tb = _testbed(testbed)
+    return str(component_pairs(tb, Path(root), Path(base_pairs), component, noise=noise, seed=seed))
+
+
+def train_component_proxies(
+    tb,
+    root: str | Path | None = None,
+    *,
+    pairs: int = 6000,
+    noise: float = 0.25,
+    size: str = "small",
+    epochs: int = 2,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    workers: StageWorkers | None = None,
+) -> ComponentProxySet:
+    """One Bradley-Terry reward model per gold component (cached), for constrained RLHF
+    (Moskovitz et al. 2023, arXiv 2310.04373).
+
+    Each is trained as a study proxy member (``parallel_stages.train_member``: the same
+    recipe, on the testbed's own backbone of ``size``, member seed 0) on
+    :func:`component_pairs` of the study's pairs (:func:`preference_pairs` with ``pairs``,
+    ``noise`` and ``seed``: the file the study's proxies use). The testbed must offer
+    ``gold_components`` (toy_text: ``testbeds.toy_text.components``)."""
+    from goodhartlab.experiments.parallel_stages import StageWorkers, sample_pairs, train_member
+    from goodhartlab.train.rm import RM_INFO_FILE, RMTrainConfig, write_ensemble_index
+
+    if not hasattr(tb, "gold_components"):
+        raise ValueError(f"testbed {getattr(tb, 'name', tb)!r} has no gold components")
+    names = list(tb.gold_components)
+    root = Path(root) if root is not None else Path(tb.root) / "proxies"
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / pairs_file_name(tb, pairs=pairs, noise=noise, seed=seed)
+    ens = root / (
+        f"components-{tb.gold_components_version}-{size}-noise{noise}-n{pairs}-pairseed{seed}"
+        f"-ep{epochs}-lr{lr}"
+    )
+    workers = workers or StageWorkers(tb, show=_print_progress if progress else None)
+    arg = workers.testbed_arg
+    tasks, units = [], {}
+    if not data.is_file():
+        tasks.append(Task("pairs", sample_pairs, (arg, str(root), pairs, noise, seed, device)))
+        units["pairs"] = ("pairs", pairs)
+    config = RMTrainConfig(epochs=epochs, lr=lr, device=device, seed=0).model_dump()
+    pair_paths = [
+        root / f"{data.stem}-{tb.gold_components_version}-{k}.jsonl" for k in names
+    ]
+    members: dict[int, dict] = {}
+    whole = _whole_ensemble(ens)
+    for i, k in enumerate(names):
+        if not pair_paths[i].is_file():
+            name = f"pairs/{k}"
+            tasks.append(
+                Task(name, _component_pairs_task, (arg, str(root), str(data), k, noise, seed),
+                     needs=("pairs",) if "pairs" in units else ())
+            )  # fmt: skip
+            units[name] = ("component labels", 1)
+        out = ens / f"member_{i}"
+        saved = _saved_member(tb, out, config, size, None, RM_INFO_FILE)
+        if saved is not None:
+            members[i] = saved
+            continue
+        if out.exists():
+            shutil.rmtree(out)
+        needs = tuple(n for n in (f"pairs/{k}",) if n in units)
+        tasks.append(
+            Task(f"member/{k}", train_member,
+                 (arg, str(pair_paths[i]), size, None, config, str(out)), needs=needs)
+        )  # fmt: skip
+        units[f"member/{k}"] = ("component proxies", 1)
+    results = workers.run("component proxies", tasks, units)
+    for i, k in enumerate(names):
+        members.setdefault(i, results.get(f"member/{k}"))
+    ordered = [members[i] for i in range(len(names))]
+    paths = [Path(m["path"]) for m in ordered]
+    metrics = [m["metrics"] for m in ordered]
+    if whole is None:
+        write_ensemble_index(ens, paths, [0] * len(names), [m["backbone"] for m in ordered],
+                             metrics)  # fmt: skip
+        meta = {"components": names, "version": tb.gold_components_version}
+        (ens / "components.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return ComponentProxySet(names, paths, metrics, pair_paths)
+
+
 def _print_progress(stage: str, text: str) -> None:
     import sys
 

@@ -133,6 +133,20 @@ class ToyText:
         return GOLD_VERSION
 
     @property
+    def gold_components(self) -> dict:
+        """The gold's components as reward sources, by name (``components.COMPONENTS``;
+        their sum is the gold): what labels the component proxies' pairs."""
+        from goodhartlab.testbeds.toy_text.components import COMPONENTS, ToyTextGoldComponent
+
+        return {k: ToyTextGoldComponent(k) for k in COMPONENTS}
+
+    @property
+    def gold_components_version(self) -> str:
+        from goodhartlab.testbeds.toy_text.components import COMPONENTS_VERSION
+
+        return COMPONENTS_VERSION
+
+    @property
     def bench_gold(self):
         """The gold of the toy_text reward benchmark (``goodhart reward-bench``): this gold on
         toy_text prompts, the reader's on persona prompts, the grounded gold on fact sheets."""
