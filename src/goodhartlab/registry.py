@@ -39,6 +39,7 @@ __all__ = [
     "DAA_LOSSES",
     "DETECTORS",
     "METRICS",
+    "OCCUPANCY_DIVERGENCES",
     "REGISTRIES",
     "REGULARIZERS",
     "REWARD_SOURCES",
@@ -295,6 +296,14 @@ REGULARIZERS: Registry[Callable[..., Any]] = Registry(
     "Tensor[B, T]; summed over the completion for a penalty in the reward, averaged like the "
     "policy loss for a penalty in the loss.",
 )
+OCCUPANCY_DIVERGENCES: Registry[Callable[..., Any]] = Registry(
+    "occupancy divergence",
+    home="goodhartlab.core.occupancy",
+    doc="A divergence between the policy's and the reference's distributions over whole "
+    "sequences (their occupancy measures), f(log_ratio: Tensor[B], weights: Tensor[B]) -> "
+    "core.occupancy.OccupancyPenalty (the batch estimate and a per-sample reward term whose "
+    "policy gradient is the divergence's gradient); not additive over tokens.",
+)
 RL_ALGORITHMS: Registry[Any] = Registry(
     "RL algorithm",
     home="goodhartlab.optimize.algorithms",
@@ -339,6 +348,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "aggregator": AGGREGATORS,
     "shaping": SHAPINGS,
     "regularizer": REGULARIZERS,
+    "occupancy_divergence": OCCUPANCY_DIVERGENCES,
     "rl_algorithm": RL_ALGORITHMS,
     "daa_loss": DAA_LOSSES,
     "rm_objective": RM_OBJECTIVES,

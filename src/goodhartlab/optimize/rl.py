@@ -51,6 +51,7 @@ from goodhartlab.models.loading import load_policy_and_reference, resolve_autoca
 from goodhartlab.monitor.live import MonitorConfig
 from goodhartlab.optimize.algorithms import RL_ALGORITHMS, AdvantageInputs
 from goodhartlab.optimize.monitoring import MONITOR_LOG, RunMonitor
+from goodhartlab.optimize.occupancy import occupancy_penalized
 from goodhartlab.optimize.rundir import (
     RunDir,
     check_steps_reach,
@@ -60,7 +61,7 @@ from goodhartlab.optimize.rundir import (
     reward_identity,
     save_checkpoint,
 )
-from goodhartlab.registry import name_in
+from goodhartlab.registry import OCCUPANCY_DIVERGENCES, name_in
 from goodhartlab.rewards.pipeline import KLPenalty, RewardPipeline, RewardPipelineConfig
 
 __all__ = ["METRICS_VERSION", "RLConfig", "RLResult", "ValueModel", "rl_step", "run_rl"]
@@ -135,6 +136,26 @@ class RLConfig(BaseModel):
     )
     sft_samples: int = Field(
         2, ge=1, description="Base-policy completions per prompt of a step for the SFT term."
+    )
+    occupancy_reg: name_in(OCCUPANCY_DIVERGENCES) | None = Field(
+        None,
+        description="Occupancy-measure regularizer over whole sequences (registry "
+        "'occupancy_divergence'; Laidlaw et al. 2024, arXiv 2403.03185): sqrt_chi2 (the "
+        "paper's), chi2, tv or kl; the reward becomes r − λ·t, t its per-sample gradient term "
+        "from the sequence log-ratio (optimize.occupancy). None: off.",
+    )
+    occupancy_coef: float = Field(
+        0.1,
+        ge=0,
+        description="λ of occupancy_reg: with occupancy_scale 'proxy_std', the paper's "
+        "scale-free coefficient (λ = coef × the proxy's std on base-policy samples; "
+        "√(1 − r²) by its Theorem 5.1), else λ itself.",
+    )
+    occupancy_scale: Literal["proxy_std", "none"] = Field(
+        "proxy_std",
+        description="proxy_std: λ = occupancy_coef × σ of the proxy on reference_samples "
+        "base-policy completions of each of the first standardize_prompts training prompts; "
+        "none: λ = occupancy_coef.",
     )
     gamma: float = Field(1.0, ge=0, le=1, description="ppo: discount γ.")
     lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE λ.")
@@ -381,6 +402,9 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     in_reward = run.pipeline.kl_penalty is not None
     scored = run.pipeline(flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None)
     r_final = scored.r_final.to(run.device)
+    occupancy: dict[str, float] = {}
+    if cfg.occupancy_reg is not None:  # r − λ·t (Laidlaw et al. 2024): optimize.occupancy
+        r_final, occupancy = occupancy_penalized(run, rollouts, logp_old, logp_ref, r_final)
 
     # 3. Advantages (the algorithm's: optimize.algorithms).
     kl_token = token_kl(logp_old, logp_ref, cfg.kl_estimator or "k1") if in_reward else None
@@ -434,13 +458,14 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     out.update(
         r_proxy=float(scored.r_proxy.mean()),
         r_shaped=float(scored.r_shaped.mean()),
-        r_final=float(scored.r_final.mean()),
+        r_final=float(r_final.mean()),
         length=float(rollouts.num_tokens.float().mean()),
         eos_frac=float(rollouts.eos.float().mean()),
         kl_coef=scored.kl_coef if in_reward else cfg.kl_coef,
         sample_s=t_sample - t0,
         step_s=time.perf_counter() - t0,
     )
+    out.update(occupancy)
     if kl_seq is not None:
         out["kl"] = float(kl_seq.mean())
     if scored.steps is not None:
