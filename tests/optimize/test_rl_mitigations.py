@@ -181,3 +181,16 @@ def test_a_resumed_run_with_the_mitigations_equals_an_uninterrupted_one(tmp_path
     assert train["resumed"] == train["straight"]
     for k, v in straight.policy.state_dict().items():
         assert torch.equal(v, resumed.policy.state_dict()[k]), k
+
+
+def test_length_fit_removes_a_pure_length_proxy_and_trains(tmp_path, tiny_tokenizer):
+    # Proxy = length in words: f(ℓ), fitted on π0's samples of the train prompts, is ℓ itself
+    # wherever π0 put mass, so the residual r − f(ℓ) is ≈ 0 while the proxy is not.
+    shaping = RewardPipelineConfig(shaping="length_fit", reference_samples=4)
+    _, train, moved = _run(
+        tmp_path, tiny_tokenizer, "lenfit", source=WORDS, steps=2, reward=shaping
+    )
+    assert moved and len(train) == 2
+    for r in train:
+        assert r["r_proxy"] > 1.0
+        assert abs(r["r_shaped"]) < 0.1 * r["r_proxy"], r

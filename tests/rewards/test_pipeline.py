@@ -256,3 +256,43 @@ def test_standardize_members_needs_a_sampler_and_prompts():
     config = RewardPipelineConfig(standardize_members=True)
     with pytest.raises(ValueError, match="standardize_members"):
         RewardPipeline(WORDS, config)
+
+
+class GoodBadSampler(CountingSampler):
+    def __call__(self, prompts):
+        self.asked += list(prompts)
+        return [[" a", " a b", " a b c", " good", " good b", " good b c"] for _ in prompts]
+
+
+# Quality q = 1 with "good", else 0; the proxy r = q − ℓ/2 pays for brevity (ℓ in words).
+BREVITY = ProgrammaticReward(
+    lambda p, c: float("good" in c) - 0.5 * len(c.split()), name="brevity", version="1"
+)
+
+
+def test_length_fit_subtracts_the_length_bias_fitted_on_base_samples():
+    sampler = GoodBadSampler(6)
+    config = RewardPipelineConfig(shaping="length_fit", reference_samples=6)
+    pipe = RewardPipeline(BREVITY, config, reference_sampler=sampler, calibration_prompts=["c"])
+    # Calibration: ℓ = 1, 2, 3 each with q = 0 and 1, so E[r | ℓ] = 1/2 − ℓ/2 = f(ℓ).
+    # " a b": r = −1, f = −1/2 -> −1/2; " good b c": r = −1/2, f = −1 -> 1/2;
+    # " good": r = 1/2, f = 0 -> 1/2. The residual is q − 1/2: length no longer pays.
+    out = pipe(["q"] * 3, [" a b", " good b c", " good"])
+    torch.testing.assert_close(out.r_proxy, torch.tensor([-1.0, -0.5, 0.5]))
+    torch.testing.assert_close(
+        out.r_shaped, torch.tensor([-0.5, 0.5, 0.5], dtype=out.r_shaped.dtype), atol=0.03, rtol=0
+    )
+    report = pipe.length_bias_report
+    # ρ(r, ℓ) = −½ Var ℓ / sqrt((¼ + ¼ Var ℓ) Var ℓ) with Var ℓ = 2/3: −(1/3) / sqrt(5/18).
+    assert report.n == 6 and report.pearson_before == pytest.approx(-(1 / 3) / math.sqrt(5 / 18))
+    assert abs(report.pearson_after) < 0.01
+    assert report.curve == pytest.approx({1: 0.0, 2: -0.5, 3: -1.0}, abs=0.03)
+    pipe(["q"], [" a"])
+    assert sampler.asked == ["c"]  # sampled and fitted once
+
+
+def test_length_fit_needs_a_sampler_and_prompts_and_checks_its_params():
+    with pytest.raises(ValueError, match="length_fit"):
+        RewardPipeline(WORDS, RewardPipelineConfig(shaping="length_fit"))
+    with pytest.raises(ValueError, match="dim"):
+        RewardPipelineConfig(shaping="length_fit", shaping_params={"dim": 3})

@@ -757,5 +757,7 @@ RM_OBJECTIVES.register(
     },
 )
 
-# The variants of issue 14 (ordinal, noise_robust) register in RM_OBJECTIVES from their module.
+# The variants of issue 14 (ordinal, noise_robust) and ODIN (issue 18) register in
+# RM_OBJECTIVES from their modules.
+from goodhartlab.core import length_bias as _length_bias  # noqa: E402,F401
 from goodhartlab.core import rm_objectives as _rm_objectives  # noqa: E402,F401

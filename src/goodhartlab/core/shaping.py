@@ -327,6 +327,9 @@ class ShapingContext:
     Shape: (B, K)."""
     step_mask: torch.Tensor | None = None
     """1 on each row's steps (left-aligned), 0 on padding (``needs="steps"``). Shape: (B, K)."""
+    length_bias: torch.Tensor | None = None
+    """The fitted length bias f(ℓ) of each completion (``needs="length_bias"``: FiMi-RM's fit
+    on base-policy samples, ``core.length_bias.fit_length_bias``). Shape: (B,)."""
 
 
 PAR_PAPER = "Fu et al. 2025, arXiv 2502.18770"
@@ -442,3 +445,34 @@ def _step_clip(r: TensorLike, context: ShapingContext, eta: float) -> torch.Tens
 )
 def _step_delta(r: TensorLike, context: ShapingContext) -> torch.Tensor:
     return delta_step_rewards(context.r_steps, context.step_mask).sum(dim=1)
+
+
+class LengthFitParams(BaseModel):
+    """The fitting model of length_fit shaping (FiMi-RM, ``core.length_bias``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dim: int = Field(16, ge=2, multiple_of=2, description="d of the sinusoidal length encoding")
+    hidden: int = Field(32, ge=1, description="width of the fitting model's residual blocks")
+    fit_steps: int = Field(500, ge=1, description="full-batch Adam steps of the fit")
+    fit_lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="Adam's learning rate")
+
+
+@SHAPINGS.register(
+    "length_fit",
+    paper="Zhao et al. 2025, arXiv 2505.12843 (FiMi-RM)",
+    needs="length_bias",
+    params=LengthFitParams,
+    description="r − f(ℓ): the proxy minus its length bias f, fitted once on base-policy "
+    "samples of the calibration prompts (FiMi-RM; ℓ in words)",
+)
+def _length_fit(
+    r: TensorLike, context: ShapingContext, dim: int, hidden: int, fit_steps: int, fit_lr: float
+) -> torch.Tensor:
+    r = _as_rewards(r)
+    bias = context.length_bias
+    if bias is None or bias.shape != r.shape:
+        raise ValueError(
+            f"length_fit: expected the length bias of each completion, shape {tuple(r.shape)}; "
+            f"got {None if bias is None else tuple(bias.shape)}"
+        )
+    return r - bias.to(r.dtype)

@@ -29,6 +29,10 @@ over ``reference_samples`` base-policy completions of each of the first
 best-of-n does). Bradley-Terry leaves each member's offset arbitrary; without this WCO's
 minimum is mostly the member with the lowest offset. The statistics are computed once, on
 first use, from the same deterministic reference sampler.
+
+``length_fit`` shaping (FiMi-RM, Zhao et al. 2025, arXiv 2505.12843) fits the proxy's length
+bias f(ℓ) once, on first use, on the same calibration samples (``core.length_bias``), and
+optimizes the residual r − f(ℓ).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from torch import Tensor
 from goodhartlab.core import shaping as shaping_fns
 from goodhartlab.core.advantages import AdaptiveKLController, kl_penalized_rewards
 from goodhartlab.core.aggregate import AGGREGATORS, get_aggregator, standardize_members
+from goodhartlab.core.length_bias import completion_lengths, fit_length_bias
 from goodhartlab.core.shaping import SHAPINGS, ShapingContext
 from goodhartlab.registry import name_in
 from goodhartlab.rewards.steps import sentence_ends
@@ -85,18 +90,18 @@ class RewardPipelineConfig(BaseModel):
         "running μ ± σ); meanstd ((r − μ)/σ, running); minmax (running min/max to [0, 1]); "
         "ceil (min(r, c)); running_center (r − running mean); step_clip (Σ over sentence "
         "prefixes of min(r − η, 0)); step_delta (successive differences of sentence-prefix "
-        "rewards).",
+        "rewards); length_fit (r − f(length), f fitted on base-policy samples, FiMi-RM).",
     )
     shaping_params: dict[str, float] = Field(
         default_factory=dict,
         description="Shaping parameters (lsc: quantile, default 0.85; ceil: c, required; "
-        "step_clip: eta, default 0).",
+        "step_clip: eta, default 0; length_fit: dim, hidden, fit_steps, fit_lr).",
     )
     reference_samples: int = Field(
         10,
         ge=1,
         description="M: base-policy completions per prompt for par / lsc / centered, and per "
-        "calibration prompt for standardize_members.",
+        "calibration prompt for standardize_members and length_fit.",
     )
     standardize_members: bool = Field(
         False,
@@ -104,7 +109,10 @@ class RewardPipelineConfig(BaseModel):
         "samples before aggregation and shaping (core.aggregate.standardize_members).",
     )
     standardize_prompts: int = Field(
-        32, ge=1, description="Calibration prompts of standardize_members (the first ones)."
+        32,
+        ge=1,
+        description="Calibration prompts of standardize_members and length_fit (the first "
+        "ones).",
     )
 
     @model_validator(mode="after")
@@ -122,8 +130,8 @@ class RewardPipelineConfig(BaseModel):
 
     @property
     def shaping_needs(self) -> str | None:
-        """What the shaping needs besides the rewards: "references", "moments", "steps" or
-        None."""
+        """What the shaping needs besides the rewards: "references", "moments", "steps",
+        "length_bias" or None."""
         return SHAPINGS.entry(self.shaping).meta.get("needs")
 
 
@@ -287,6 +295,14 @@ class RewardPipeline:
                 "standardize_members needs a reference_sampler and calibration_prompts (the "
                 "members are standardized on base-policy samples of those prompts)"
             )
+        if self.config.shaping_needs == "length_bias" and (
+            reference_sampler is None or not calibration_prompts
+        ):
+            raise ValueError(
+                f"shaping {self.config.shaping!r} needs a reference_sampler and "
+                "calibration_prompts (the length bias is fitted on base-policy samples of "
+                "those prompts)"
+            )
         self.reference_sampler = reference_sampler
         self.kl_penalty = kl_penalty
         self.calibration_prompts = list(calibration_prompts or [])[
@@ -295,6 +311,10 @@ class RewardPipeline:
         self.moments = shaping_fns.RunningMoments()
         self._references: dict[str, Tensor] = {}
         self._calibration: Tensor | None = None
+        self._calibration_samples: tuple[list[str], list[str]] | None = None
+        self._length_fit: Any = None
+        self.length_bias_report: Any = None
+        """``core.length_bias.LengthBiasReport`` of the length_fit shaping's fit (else None)."""
 
     # -- the source -----------------------------------------------------------------------
 
@@ -324,11 +344,36 @@ class RewardPipeline:
         """Every member's raw scores on the base-policy samples of the calibration prompts
         (sampled and scored once). Shape: (M, N · reference_samples)"""
         if self._calibration is None:
+            self._calibration = self._raw_members(*self.calibration_samples())
+        return self._calibration
+
+    def calibration_samples(self) -> tuple[list[str], list[str]]:
+        """The base-policy samples of the calibration prompts, flat: (prompts, completions),
+        each of length N · reference_samples (sampled once)."""
+        if self._calibration_samples is None:
             refs = self.reference_sampler(self.calibration_prompts)
             flat_p = [p for p, cs in zip(self.calibration_prompts, refs, strict=True) for _ in cs]
-            flat_c = [c for cs in refs for c in cs]
-            self._calibration = self._raw_members(flat_p, flat_c)
-        return self._calibration
+            self._calibration_samples = (flat_p, [c for cs in refs for c in cs])
+        return self._calibration_samples
+
+    def length_bias(self, completions: Sequence[str]) -> Tensor:
+        """FiMi-RM's fitted length bias f(ℓ) of each completion (``core.length_bias``), f
+        fitted on first use to the proxy (as ``score_source`` returns it: standardized and
+        aggregated) on the calibration samples. Shape: (B,)"""
+        if self._length_fit is None:
+            cal_p, cal_c = self.calibration_samples()
+            r_cal, _ = self.score_source(cal_p, cal_c)
+            p = self._shaping_params
+            self._length_fit, self.length_bias_report = fit_length_bias(
+                completion_lengths(cal_c),
+                r_cal,
+                dim=p["dim"],
+                hidden=p["hidden"],
+                steps=p["fit_steps"],
+                lr=p["fit_lr"],
+            )
+        with torch.no_grad():
+            return self._length_fit(completion_lengths(completions))
 
     def score_source(
         self, prompts: Sequence[str], completions: Sequence[str]
@@ -428,6 +473,10 @@ class RewardPipeline:
             return self._shape(r, context, **self._shaping_params), steps
         if needs == "references":
             context = ShapingContext(r_ref=self.reference_rewards(prompts))
+        elif needs == "length_bias":
+            if completions is None:
+                raise ValueError(f"shaping {self.config.shaping!r} needs the completions")
+            context = ShapingContext(length_bias=self.length_bias(completions))
         elif needs == "moments":
             # As the PAR reference code: update the running statistics with the batch first.
             self.moments = self.moments.update(r)
