@@ -64,7 +64,7 @@ def test_every_registry_loads_and_kinds_are_documented():
         assert registry.doc, kind
         names = registry.names()  # imports the home module
         assert len(set(names)) == len(names)
-    assert set(REGISTRIES["rl_algorithm"]) == {"grpo", "rloo", "ppo"}
+    assert set(REGISTRIES["rl_algorithm"]) == {"grpo", "rloo", "ppo", "nash_mp"}
     assert set(REGISTRIES["daa_loss"]) == {"dpo", "ipo", "slic", "rpo"}
     assert set(REGISTRIES["regularizer"]) >= {"k1", "k2", "k3"}
     assert "toy_text" in REGISTRIES["testbed"]

@@ -9,7 +9,7 @@ KL term in the loss). A new algorithm is one more :class:`RLAlgorithm` registere
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from goodhartlab.core.advantages import (
 )
 from goodhartlab.core.losses import grpo_loss, ppo_policy_loss, rloo_loss, value_loss
 from goodhartlab.core.step_rewards import scatter_step_rewards
+from goodhartlab.optimize.nash_mp import nash_mp_advantages, nash_mp_loss_fn
 from goodhartlab.registry import RL_ALGORITHMS
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ class AdvantageInputs:
     """1 on each row's steps (left-aligned). Shape: (B, K)"""
     step_token: Tensor | None = None
     """The completion-token index where each step ends. Shape: (B, K)"""
+    prompts: Sequence[str] = ()
+    """The prompt of each row (nash_mp samples opponents of the batch's prompts). (B,)"""
+    step: int = 0
+    """The training step (seeds what an algorithm samples itself, e.g. nash_mp's opponents)."""
 
 
 #: ``advantages(run, inputs) -> (advantages, returns | None, values_old | None)``
@@ -151,4 +156,12 @@ RL_ALGORITHMS.register(
     RLAlgorithm(_ppo_advantages, _ppo_loss, value_model=True),
     description="GAE with a value model, token-level clipped loss",
     paper="Schulman et al. 2017, arXiv 1707.06347; Ziegler et al. 2019, arXiv 1909.08593",
+)
+RL_ALGORITHMS.register(
+    "nash_mp",
+    RLAlgorithm(nash_mp_advantages, nash_mp_loss_fn, group_based=True, kl_in_loss=True),
+    description="Nash Mirror Prox: an extrapolation step on the preference over the policy's "
+    "own samples, then the update on the preference over the extrapolated policy's samples "
+    "(Bradley-Terry preference from the proxy; optimize.nash_mp)",
+    paper="Tiapkin et al. 2025, arXiv 2505.19731; Munos et al. 2023, arXiv 2312.00886",
 )

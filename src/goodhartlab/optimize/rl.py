@@ -82,7 +82,8 @@ class RLConfig(BaseModel):
         "grpo",
         description="Registry 'rl_algorithm'. grpo: group-normalized advantage, token-level clipped loss; rloo: "
         "leave-one-out advantage, sequence-level clipped REINFORCE; ppo: GAE with a value "
-        "model (a copy of the policy's body with a linear head), token-level clipped loss.",
+        "model (a copy of the policy's body with a linear head), token-level clipped loss; "
+        "nash_mp: Nash Mirror Prox on the proxy's Bradley-Terry preference (optimize.nash_mp).",
     )
     name: str | None = Field(None, description="Method label in metrics.jsonl (default rl-ALGO).")
     steps: int = Field(200, ge=1, description="Training steps (one batch of B·G completions each).")
@@ -157,6 +158,19 @@ class RLConfig(BaseModel):
         "base-policy completions of each of the first standardize_prompts training prompts; "
         "none: λ = occupancy_coef.",
     )
+    nash_prox_coef: float = Field(
+        1.0,
+        ge=0,
+        description="nash_mp: 1/η, weight of the k3 KL to π_k (the step's sampling policy) in "
+        "both proximal steps' loss (Tiapkin et al. 2025, arXiv 2505.19731); its gradient is 0 "
+        "on a batch's first update, so it acts only with epochs > 1 or minibatches.",
+    )
+    nash_opponents: int | None = Field(
+        None,
+        ge=1,
+        description="nash_mp: G', completions per prompt sampled from the extrapolated policy "
+        "π_{k+1/2} as the update step's opponents (None: group_size).",
+    )
     gamma: float = Field(1.0, ge=0, le=1, description="ppo: discount γ.")
     lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE λ.")
     vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
@@ -211,6 +225,11 @@ class RLConfig(BaseModel):
             raise ValueError(
                 f"kl_in: 'loss' (the KL in the loss) exists for {', '.join(with_loss)} only; "
                 f"{self.algorithm} takes the KL in the reward (kl_in='reward')"
+            )
+        if self.algorithm == "nash_mp" and self.reward.shaping != "none":
+            raise ValueError(
+                f"reward.shaping: nash_mp's payoff is the preference σ(r(y) − r(y')) of the "
+                f"proxy itself; it takes no shaping (expected 'none', got {self.reward.shaping!r})"
             )
         if self.kl_target is not None and (self.kl_in != "reward" or self.kl_coef <= 0):
             raise ValueError(
@@ -419,7 +438,7 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
         run,
         AdvantageInputs(
             rollouts, r_final, scored.r_shaped, scored.kl_coef if in_reward else 0.0, kl_token, G,
-            **step_inputs,
+            **step_inputs, prompts=flat_prompts, step=step,
         ),
     )  # fmt: skip
     sft = _sft_samples(run, prompts, step) if cfg.sft_coef > 0 else None

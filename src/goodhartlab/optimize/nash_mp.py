@@ -1,0 +1,146 @@
+"""Nash-MP as an RL algorithm: one Mirror Prox iteration per training step.
+
+The practical Nash Mirror Prox of Tiapkin et al. 2025 (arXiv 2505.19731, §6), each proximal
+step approximated by the loop's policy-gradient updates on one batch (formulas in
+``core.nash``). Step k of ``optimize.rl.rl_step`` has sampled G completions y_i ∼ π_k of
+each prompt; then
+
+1. extrapolation: the payoff of y_i is its preference over the other completions of its
+   group, P̂(y_i ≻ π_k) (self-play); the same clipped updates as the update step (epochs ×
+   minibatches, β KL to π_ref, 1/η KL to π_k) turn θ_k into θ_{k+1/2};
+2. G' opponents y'_j ∼ π_{k+1/2} of each prompt are sampled and scored; θ, the optimizer's
+   state and nothing else are put back to θ_k;
+3. update: the advantages returned to the loop are those of P̂(y_i ≻ π_{k+1/2}), so the
+   loop's updates go from θ_k towards π_{k+1}.
+
+Both steps reuse the samples of π_k (the update step's proximal objective is anchored at
+π_k, whose samples the loop has), so a step costs one extra set of updates and one extra
+sampling pass over the GRPO step. The preference is Bradley-Terry from the proxy
+(``core.nash.bt_preference`` on the aggregated proxy reward), with the KL penalty of the
+reward (``kl_in='reward'``) added to the payoff as in the regularized game.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from goodhartlab.core.advantages import group_normalized_advantages
+from goodhartlab.core.nash import nash_mp_loss, win_rate_against
+from goodhartlab.measure.evaluate import Rollouts, completion_logprobs, sample_rollouts
+from goodhartlab.optimize.rundir import derived_seed
+
+__all__ = ["nash_mp_advantages", "nash_mp_loss_fn"]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What :func:`nash_mp_loss_fn` reads of a minibatch (the loop's ``_Experience`` has it)."""
+
+    rollouts: Rollouts
+    logp_old: Tensor  # (B, T)
+    logp_ref: Tensor | None  # (B, T)
+    advantages: Tensor  # (B,)
+
+    def select(self, idx: Tensor) -> _Batch:
+        idx = idx.to(self.logp_old.device)
+        ref = None if self.logp_ref is None else self.logp_ref[idx]
+        return _Batch(self.rollouts.select(idx), self.logp_old[idx], ref, self.advantages[idx])
+
+
+def nash_mp_loss_fn(run: Any, exp: Any, logp: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """``core.nash.nash_mp_loss`` with the run's settings; logp (B, T)."""
+    cfg = run.cfg
+    return nash_mp_loss(
+        logp, exp.logp_old, exp.logp_ref, exp.advantages, exp.rollouts.completion_mask,
+        prox_coef=cfg.nash_prox_coef, clip_coef=cfg.clip_coef, loss_type=cfg.loss_type,
+        kl_coef=cfg.kl_coef if exp.logp_ref is not None else 0.0,
+        kl_estimator=cfg.kl_estimator or "k3",
+    )  # fmt: skip
+
+
+def _proximal_updates(run: Any, batch: _Batch, step: int) -> None:
+    """The loop's clipped updates (epochs × minibatches) on ``batch``, in place."""
+    cfg = run.cfg
+    rows = batch.logp_old.shape[0]
+    mb = cfg.minibatch_size or rows
+    shuffle = torch.Generator().manual_seed(derived_seed(cfg.seed, "nash_mp_minibatches", step))
+    params = [p for g in run.optimizer.param_groups for p in g["params"]]
+    for _ in range(cfg.epochs):
+        order = torch.randperm(rows, generator=shuffle)
+        for start in range(0, rows, mb):
+            part = batch.select(order[start : start + mb])
+            with run.autocast():
+                logp = completion_logprobs(run.policy, part.rollouts, cfg.temperature)
+                loss, _ = nash_mp_loss_fn(run, part, logp)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
+            if not torch.isfinite(grad_norm):
+                raise FloatingPointError(
+                    f"step {step}: Nash-MP's extrapolation gradient norm is {float(grad_norm)}"
+                )
+            run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def _opponents(run: Any, prompts: list[str], step: int) -> Tensor:
+    """Sample G' completions of each prompt from the current policy and score them with the
+    proxy (aggregated, unshaped). Shape: (B·G',)"""
+    cfg = run.cfg
+    g_opp = cfg.nash_opponents or cfg.group_size
+    generator = torch.Generator(device=run.device).manual_seed(
+        derived_seed(cfg.seed, "nash_mp_opponents", step)
+    )
+    with torch.no_grad():
+        opp = sample_rollouts(
+            run.policy, run.tokenizer, prompts, g_opp, max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature, generator=generator, autocast_dtype=run.autocast_dtype,
+        )  # fmt: skip
+    flat = [p for p in prompts for _ in range(g_opp)]
+    return run.pipeline.score_source(flat, opp.completions)[0]
+
+
+def nash_mp_advantages(run: Any, x: Any) -> tuple[Tensor, None, None]:
+    """The update step's advantages, after the extrapolation step (module docstring).
+
+    ``x`` is the loop's ``AdvantageInputs``: its ``prompts`` (one per row) and ``step`` seed
+    the opponents' sampling; ``r_shaped`` is the proxy (Nash-MP takes no shaping).
+    """
+    cfg, G = run.cfg, x.group_size
+    if len(x.prompts) != x.r_shaped.shape[0]:
+        raise ValueError("nash_mp: AdvantageInputs.prompts must hold one prompt per row")
+    prompts = list(x.prompts[::G])
+    r_self = x.r_shaped.to(torch.float64)
+    kl_payoff = (x.r_final.cpu() - x.r_shaped.cpu()).to(torch.float64)  # −β·KL in the reward
+    device = run.device
+
+    def advantages(payoff: Tensor) -> Tensor:
+        adv = group_normalized_advantages(payoff + kl_payoff, G, scale_by_std=cfg.scale_rewards)
+        return adv.to(device=device, dtype=torch.float32)
+
+    rollouts = x.rollouts
+    logp_ref = None
+    if cfg.kl_in == "loss" and cfg.kl_coef > 0:
+        with torch.no_grad(), run.autocast():
+            logp_ref = completion_logprobs(run.reference, rollouts, cfg.temperature)
+
+    # 1. Extrapolation from θ_k on the payoff against π_k, then 2. opponents from π_{k+1/2}.
+    theta_k = {k: v.detach().clone() for k, v in run.policy.state_dict().items()}
+    optimizer_k = copy.deepcopy(run.optimizer.state_dict())
+    try:
+        half = _Batch(rollouts, rollouts.logp, logp_ref, advantages(win_rate_against(r_self, G)))
+        _proximal_updates(run, half, x.step)
+        r_opp = _opponents(run, prompts, x.step).to(torch.float64)
+    finally:
+        run.policy.load_state_dict(theta_k)
+        run.optimizer.load_state_dict(optimizer_k)
+
+    # 3. The update step's payoff: the preference over π_{k+1/2}'s samples.
+    g_opp = cfg.nash_opponents or cfg.group_size
+    return advantages(win_rate_against(r_self, G, r_opp, g_opp)), None, None
