@@ -81,13 +81,13 @@ def test_proxy_point_of_a_synthetic_hump():
     # in 20 bins of 50, the bins' centers are 0.025, 0.075, ...: the peak bin's center is one
     # of the two beside 0.3 (0.275 or 0.325).
     x = torch.linspace(0, 1, 1000)
-    pp = proxy_point(x, -(x - 0.3) ** 2, bins=20)
+    pp = proxy_point(x, -((x - 0.3) ** 2), bins=20)
     assert pp.threshold == pytest.approx(0.3, abs=0.03)
     assert sum(pp.counts) == 1000 and len(pp.centers) == 20
     assert pp.mean_gold[pp.peak_bin] == max(pp.mean_gold)
     # Unsorted input gives the same point.
     perm = torch.randperm(1000, generator=torch.Generator().manual_seed(1))
-    assert proxy_point(x[perm], (-(x - 0.3) ** 2)[perm], bins=20).threshold == pp.threshold
+    assert proxy_point(x[perm], (-((x - 0.3) ** 2))[perm], bins=20).threshold == pp.threshold
 
 
 def test_proxy_point_hand_computed_and_monotone():

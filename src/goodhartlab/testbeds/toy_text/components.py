@@ -96,5 +96,7 @@ class ToyTextGoldComponent:
 
 def component_matrix(prompts: list[str], completions: list[str]) -> torch.Tensor:
     """Every component of every completion. Shape: (K, B), rows in ``COMPONENTS`` order."""
-    rows = [component_values(gold_features(p, c)) for p, c in zip(prompts, completions, strict=True)]
+    rows = [
+        component_values(gold_features(p, c)) for p, c in zip(prompts, completions, strict=True)
+    ]
     return torch.tensor([[r[k] for r in rows] for k in COMPONENTS], dtype=torch.float32)
