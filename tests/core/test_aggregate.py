@@ -58,6 +58,8 @@ def test_nan_members_are_ignored():
         "median": [3.5, NAN, 7.0],
         "uwo": [3.5 - 0.5 * 6.25, NAN, 7.0],
         "mean_minus_std": [3.5 - 2.5, NAN, 7.0],
+        # The first member alone has no fallback: where it is NaN, so is the reward.
+        "first": [1.0, NAN, NAN],
     }
     for name, fn in AGGREGATORS.items():
         torch.testing.assert_close(
@@ -104,7 +106,7 @@ def test_get_aggregator_binds_parameters():
     torch.testing.assert_close(get_aggregator("uwo", lam=0.1)(R), uwo(R, lam=0.1))
     torch.testing.assert_close(get_aggregator("mean_minus_std", k=2.0)(R), mean_minus_std(R, k=2.0))
     assert get_aggregator("wco") is wco
-    assert set(AGGREGATORS) == {"mean", "wco", "uwo", "median", "mean_minus_std"}
+    assert set(AGGREGATORS) == {"mean", "wco", "uwo", "median", "mean_minus_std", "first"}
 
 
 def test_get_aggregator_unknown_name_lists_valid_names():
@@ -157,3 +159,10 @@ def test_standardize_members_makes_wco_offset_invariant():
 def test_standardize_members_rejects_a_reference_with_other_members():
     with pytest.raises(ValueError, match="r_ref has 3 members"):
         standardize_members(torch.zeros(2, 4), torch.zeros(3, 4))
+
+
+def test_first_is_member_zero_whatever_the_others_say():
+    # R = R_1: the others (here wildly different) do not move it; one member is the identity.
+    r = torch.tensor([[0.5, -1.0, 2.0], [100.0, -100.0, 0.0], [3.0, 3.0, 3.0]])
+    assert torch.equal(AGGREGATORS["first"](r), r[0])
+    assert torch.equal(AGGREGATORS["first"](r[:1]), r[0])

@@ -16,6 +16,7 @@ from goodhartlab.registry import AGGREGATORS
 
 __all__ = [
     "AGGREGATORS",
+    "first",
     "get_aggregator",
     "mean",
     "mean_minus_std",
@@ -168,6 +169,23 @@ def mean_minus_std(r_members: torch.Tensor, k: float = 1.0) -> torch.Tensor:
     return torch.nanmean(r, dim=0) - k * _nan_variance(r).sqrt()
 
 
+def first(r_members: torch.Tensor) -> torch.Tensor:
+    """The first member alone: R = R_1.
+
+    A run that optimizes one proxy (the study's single proxy is member 0) while something
+    else reads the whole ensemble: GARDO's gated KL takes its uncertainty from the other
+    members (He et al. 2025, arXiv 2512.24138, who optimize one reward model and consult
+    auxiliary ones; ``optimize.gardo``).
+
+    Args:
+        r_members: reward of each member for each item. Shape: (M, B).
+
+    Returns:
+        Shape: (B,).
+    """
+    return _as_members(r_members)[0]
+
+
 COSTE = "Coste et al. 2023, arXiv 2310.02743"
 EISENSTEIN = "Eisenstein et al. 2023, arXiv 2312.09244"
 AGGREGATORS.register("mean", mean, paper=COSTE)
@@ -181,6 +199,12 @@ AGGREGATORS.register(
     rl_params={"lam": 0.1},
 )
 AGGREGATORS.register("median", median, paper=EISENSTEIN)
+AGGREGATORS.register(
+    "first",
+    first,
+    description="The first member alone (the others read only by e.g. GARDO's kl_gate).",
+    paper="He et al. 2025, arXiv 2512.24138 (one optimized proxy, auxiliary members)",
+)
 AGGREGATORS.register(
     "mean_minus_std", mean_minus_std, paper=EISENSTEIN, params={"k": "standard deviations subtracted"}
 )
