@@ -131,3 +131,12 @@ def test_a_resumed_nash_mp_run_equals_an_uninterrupted_one(tmp_path, tiny_tokeni
         resume=True,
     )
     assert resumed.metrics == straight.metrics
+
+
+def test_without_extrapolation_no_opponents_are_sampled(tmp_path, tiny_tokenizer, monkeypatch):
+    def no_opponents(*args):
+        raise AssertionError("nash_extrapolate=False samples no opponents")
+
+    monkeypatch.setattr(nash_mp, "_opponents", no_opponents)
+    _, train, moved = _run(tmp_path, tiny_tokenizer, "md", nash_extrapolate=False)
+    assert len(train) == 2 and moved

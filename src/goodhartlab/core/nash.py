@@ -14,12 +14,15 @@ iteration k, both anchored at π_k (step size η):
     π_{k+1/2} = argmax_π  η P(π ≻ π_k)       − ηβ KL(π ‖ π_ref) − KL(π ‖ π_k)   (extrapolation)
     π_{k+1}   = argmax_π  η P(π ≻ π_{k+1/2}) − ηβ KL(π ‖ π_ref) − KL(π ‖ π_k)   (update)
 
-whose closed form on a finite action set is :func:`mirror_prox_step`. Its last iterate
-converges linearly to π*_β (KL rate (1 + 2ηβ)^{-k/2} in the paper's step-size regime). For
-language models the paper approximates each proximal step by policy-gradient steps on the
-payoff P(y ≻ opponent) of sampled completions with the two KL terms as regularizers; this
-module gives those pieces (:func:`win_rate_against`, :func:`nash_mp_loss`), and
-``optimize.nash_mp`` runs them.
+whose closed form on a finite action set is :func:`mirror_prox_step`. The paper writes the
+steps as argmin_π (1/β) P(π_k ≻ π) + KL(π ‖ π_ref) + (1/η_paper) KL(π ‖ π_k); dividing by
+1/β shows the two forms agree with our η = η_paper / β. Its last iterate converges linearly
+to π*_β. For language models the paper estimates the proximal steps with stochastic policy
+gradients; this module gives the pieces of our version of that (the payoff of a sampled
+completion is its preference over the opponent policy's samples, the two KL terms are
+regularizers of the loss: :func:`win_rate_against`, :func:`nash_mp_loss`), and
+``optimize.nash_mp`` runs them. (Checked against the abstract and the two steps as quoted
+in a review of the paper; its practical section's exact estimator was not available to us.)
 
 The preference here is the Bradley-Terry one of a reward model, P(y ≻ y') = σ(r(y) − r(y'))
 (:func:`bt_preference`): it is transitive, so the game has no cycles to resolve, but its
@@ -68,8 +71,8 @@ def win_rate_against(
         P̂(y_i ≻ π)  = 1/(G − 1) Σ_{j ≠ i} σ(r(y_i) − r(y_j))     (self-play, r_opp None)
 
     The Monte-Carlo payoff of Nash-MP's policy-gradient steps (Tiapkin et al. 2025, arXiv
-    2505.19731, §6: the payoff of a completion is its preference over the other policy's
-    samples of the same prompt). Self-play leaves the completion itself out, so each term
+    2505.19731: the stochastic estimate of P(π ≻ π') in the proximal steps, here the
+    completion's preference over the other policy's samples of the same prompt). Self-play leaves the completion itself out, so each term
     is an independent sample of π and the estimate is unbiased (including j = i would add a
     constant 1/2 · 1/G and shrink the rest by (G − 1)/G).
 
@@ -129,8 +132,9 @@ def nash_mp_loss(
     with Â the group-normalized payoff P̂(y ≻ opponent) (:func:`win_rate_against`), the
     β KL(π ‖ π_ref) of the proximal steps as GRPO's k3 term (``core.losses.grpo_loss``) and
     KL(π ‖ π_k) as the k3 estimate on the anchor's samples (π_k = π_old, the sampling policy:
-    Tiapkin et al. 2025, arXiv 2505.19731, eq. of Nash-MP's steps, here with 1/η =
-    ``prox_coef``). At θ = θ_k the anchor term and its gradient are 0: it only acts after the
+    Tiapkin et al. 2025, arXiv 2505.19731, Nash-MP's proximal steps per unit of payoff, 1/η =
+    ``prox_coef`` = β / η_paper; GRPO's std normalization of Â rescales the payoff, and so
+    these weights relative to it, per group). At θ = θ_k the anchor term and its gradient are 0: it only acts after the
     first of several updates on the same batch (epochs > 1 or minibatches).
 
     Args:

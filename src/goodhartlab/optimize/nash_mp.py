@@ -1,8 +1,8 @@
 """Nash-MP as an RL algorithm: one Mirror Prox iteration per training step.
 
-The practical Nash Mirror Prox of Tiapkin et al. 2025 (arXiv 2505.19731, §6), each proximal
-step approximated by the loop's policy-gradient updates on one batch (formulas in
-``core.nash``). Step k of ``optimize.rl.rl_step`` has sampled G completions y_i ∼ π_k of
+Nash Mirror Prox (Tiapkin et al. 2025, arXiv 2505.19731) with each proximal step estimated
+by the loop's stochastic policy-gradient updates on one batch, as the paper's approximate
+version does (formulas in ``core.nash``; the batching below is ours). Step k of ``optimize.rl.rl_step`` has sampled G completions y_i ∼ π_k of
 each prompt; then
 
 1. extrapolation: the payoff of y_i is its preference over the other completions of its
@@ -123,6 +123,9 @@ def nash_mp_advantages(run: Any, x: Any) -> tuple[Tensor, None, None]:
     def advantages(payoff: Tensor) -> Tensor:
         adv = group_normalized_advantages(payoff + kl_payoff, G, scale_by_std=cfg.scale_rewards)
         return adv.to(device=device, dtype=torch.float32)
+
+    if not cfg.nash_extrapolate:  # the ablation: mirror descent, the opponent is π_k
+        return advantages(win_rate_against(r_self, G)), None, None
 
     rollouts = x.rollouts
     logp_ref = None

@@ -171,6 +171,12 @@ class RLConfig(BaseModel):
         description="nash_mp: G', completions per prompt sampled from the extrapolated policy "
         "π_{k+1/2} as the update step's opponents (None: group_size).",
     )
+    nash_extrapolate: bool = Field(
+        True,
+        description="nash_mp: take Mirror Prox's extrapolation step; False: the ablation "
+        "without it, one proximal step per batch on the self-play payoff P̂(y ≻ π_k) "
+        "(mirror descent on the preference game).",
+    )
     gamma: float = Field(1.0, ge=0, le=1, description="ppo: discount γ.")
     lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE λ.")
     vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
