@@ -127,14 +127,14 @@ def test_odin_loss_hand_computed():
 
 
 def test_odin_gradients_push_length_into_the_length_head():
-    inputs = {k: v.clone().requires_grad_(k.startswith(("r_", "length_reward", "w_")))
-              for k, v in _odin_inputs().items()}
+    inputs = {
+        k: v.clone().requires_grad_(k.startswith(("r_", "length_reward", "w_")))
+        for k, v in _odin_inputs().items()
+    }
     loss, _ = odin_loss(**inputs, length_coef=1.0, ortho_coef=1.0)
     loss.backward()
     ell = torch.cat([inputs["length_chosen"], inputs["length_rejected"]])
-    g_len = torch.cat(
-        [inputs["length_reward_chosen"].grad, inputs["length_reward_rejected"].grad]
-    )
+    g_len = torch.cat([inputs["length_reward_chosen"].grad, inputs["length_reward_rejected"].grad])
     # Descending the gradient on r_L raises ρ(r_L, ℓ): −grad correlates positively with ℓ.
     assert pearson(-g_len, ell).item() > 0
     # W_Q · W_L = 1 > 0: the gradient on W_Q is sign(1)·W_L (+ nothing else), so it lowers it.

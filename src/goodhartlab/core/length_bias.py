@@ -40,8 +40,13 @@ __all__ = [
     "pearson",
 ]
 
-FIMI_PAPER = "Zhao et al. 2025, 'Bias Fitting to Mitigate Length Bias of Reward Model in RLHF', arXiv 2505.12843"
-ODIN_PAPER = "Chen et al. 2024, 'ODIN: Disentangled Reward Mitigates Hacking in RLHF', arXiv 2402.07319"
+FIMI_PAPER = (
+    "Zhao et al. 2025, 'Bias Fitting to Mitigate Length Bias of Reward Model in RLHF', "
+    "arXiv 2505.12843"
+)
+ODIN_PAPER = (
+    "Chen et al. 2024, 'ODIN: Disentangled Reward Mitigates Hacking in RLHF', arXiv 2402.07319"
+)
 
 
 def completion_lengths(completions: Sequence[str]) -> Tensor:
@@ -237,9 +242,7 @@ def fit_length_bias(
     with torch.no_grad():
         fitted = model(ell)
         grid = torch.arange(int(ell.min()), int(ell.max()) + 1, dtype=torch.float64)
-        by_len = {
-            int(v): float(target[ell == v].mean()) for v in torch.unique(ell).tolist()
-        }
+        by_len = {int(v): float(target[ell == v].mean()) for v in torch.unique(ell).tolist()}
         report = LengthBiasReport(
             n=int(ell.numel()),
             pearson_before=float(pearson(target, ell)),

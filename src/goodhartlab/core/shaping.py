@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from goodhartlab.core.length_bias import FIMI_PAPER
 from goodhartlab.core.step_rewards import clip_step_rewards, delta_step_rewards
 from goodhartlab.registry import SHAPINGS, params_from_signature
 
@@ -459,7 +460,7 @@ class LengthFitParams(BaseModel):
 
 @SHAPINGS.register(
     "length_fit",
-    paper="Zhao et al. 2025, arXiv 2505.12843 (FiMi-RM)",
+    paper=FIMI_PAPER,
     needs="length_bias",
     params=LengthFitParams,
     description="r − f(ℓ): the proxy minus its length bias f, fitted once on base-policy "

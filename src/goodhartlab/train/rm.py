@@ -36,6 +36,11 @@ from goodhartlab.rewards.reward_model import (
     reward_at_last_token,
     rm_batch_input_ids,
 )
+from goodhartlab.train.rm_length_head import (
+    build_length_head,
+    head_length_correlations,
+    odin_rewards,
+)
 from goodhartlab.train.rm_pair_inputs import pair_inputs
 
 #: Name of the metadata file written next to a trained reward model.
@@ -52,7 +57,8 @@ class RMTrainConfig(BaseModel):
         description="The loss (registry 'rm_objective'); its parameters are the fields of "
         "the same names (bradley_terry: label_smoothing, center_coef; ordinal: grade_edges, "
         "ordinal_levels, ordinal_spacing; noise_robust: robust_members, suspect_fraction, "
-        "suspect_action, suspect_weight, strength_margin, label_smoothing).",
+        "suspect_action, suspect_weight, strength_margin, label_smoothing; odin: length_coef, "
+        "ortho_coef).",
     )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
@@ -112,6 +118,14 @@ class RMTrainConfig(BaseModel):
         1.0,
         ge=0,
         description="noise_robust: λ of the adaptive margin λ·max(0, strength) (0: none).",
+    )
+    length_coef: float = Field(
+        1.0,
+        ge=0,
+        description="odin: λ_L, weight of |ρ(r_Q, length)| − ρ(r_L, length) (Chen et al. 2024).",
+    )
+    ortho_coef: float = Field(
+        1.0, ge=0, description="odin: λ_O, weight of |W_Q · W_L|, the heads' orthogonality."
     )
     max_length: int = Field(
         128,
@@ -327,12 +341,16 @@ def train_reward_model(
         tokenizer, prompts, [p.rejected for p in train_pairs], config.max_length
     )
 
+    # ODIN's length head (objective meta length_head): trained beside the score head, not saved.
+    length_head = (
+        build_length_head(model, config.seed) if objective.meta.get("length_head") else None
+    )
+    trained = list(model.parameters()) + (list(length_head.parameters()) if length_head else [])
+
     n = len(train_pairs)
     steps_per_epoch = -(-n // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     if config.lr_schedule == "linear":
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 1.0 - step / total_steps
@@ -362,21 +380,27 @@ def train_reward_model(
             input_ids, mask = collate_rm_inputs(
                 [ids_chosen[i] for i in idx] + [ids_rejected[i] for i in idx], pad_id
             )
-            rewards = reward_at_last_token(
-                model, input_ids.to(config.device), mask.to(config.device)
-            )
-            r_chosen, r_rejected = rewards[: len(idx)], rewards[len(idx) :]
+            input_ids, mask = input_ids.to(config.device), mask.to(config.device)
+            head_inputs = {}
+            if length_head is None:
+                rewards = reward_at_last_token(model, input_ids, mask)
+                r_chosen, r_rejected = rewards[: len(idx)], rewards[len(idx) :]
+            else:
+                r_chosen, r_rejected, head_inputs = odin_rewards(
+                    model, length_head, input_ids, mask, len(idx)
+                )
             loss, stats = objective.obj(
                 r_chosen,
                 r_rejected,
                 margin=None if margins is None else margins[idx].to(config.device),
                 **{k: v[idx].to(config.device) for k, v in inputs.items()},
+                **head_inputs,
                 **objective_params,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             loss_sum += loss.item() * len(idx)
@@ -386,6 +410,10 @@ def train_reward_model(
         history.append(_epoch_record(epoch, loss_sum / n, last_eval))
     bar.close()
     model.eval()
+    if length_head is not None:
+        inputs_report["length_heads"] = head_length_correlations(
+            reward_model, length_head, eval_pairs or train_pairs
+        )
 
     result = RMTrainResult(
         reward_model=reward_model,

@@ -10,6 +10,8 @@ per pair, and the training loop hands the batch's slice to the loss under the sa
   other folds scores fold k, so that no member scores a pair it was trained on), and the
   pairs flagged as likely flipped, the ``suspect_fraction`` of lowest strength
   (``core.rm_objectives.flag_suspect_pairs``; Wang et al. 2024, arXiv 2401.06080).
+- ``length``: the length in words of the chosen and of the rejected completion, handed over
+  as ``length_chosen`` and ``length_rejected`` (``core.length_bias.completion_lengths``; ODIN).
 
 Each provider also returns a small JSON-ready report (saved in ``goodhart_rm.json``): for
 the strengths, how many of the known flipped labels (``meta["flipped"]``) the suspects catch.
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from goodhartlab.core.length_bias import completion_lengths
 from goodhartlab.core.rm_objectives import (
     detection_precision_recall,
     flag_suspect_pairs,
@@ -45,13 +48,14 @@ def pair_inputs(
     """The tensors (one value per pair, in ``pairs`` order) that ``needs`` names, and a report.
 
     Args:
-        needs: names from an objective entry's ``needs`` ("grade", "strength", "suspect").
+        needs: names from an objective entry's ``needs`` ("grade", "strength", "suspect",
+            "length").
         pairs: the training pairs.
         tokenizer, backbone: those of the model being trained (the strength ensemble's
             members start from the same backbone).
         config: the ``RMTrainConfig`` of the run.
     """
-    unknown = sorted(set(needs) - {"grade", "strength", "suspect"})
+    unknown = sorted(set(needs) - {"grade", "strength", "suspect", "length"})
     if unknown:
         raise ValueError(f"objective {config.objective!r} needs unknown pair inputs {unknown}")
     tensors: dict[str, torch.Tensor] = {}
@@ -70,7 +74,11 @@ def pair_inputs(
         suspect = flag_suspect_pairs(strength, config.suspect_fraction)
         tensors["strength"], tensors["suspect"] = strength, suspect
         report["strength"] = _strength_report(pairs, strength, suspect, config)
-    return {k: v for k, v in tensors.items() if k in needs}, report
+    out = {k: v for k, v in tensors.items() if k in needs}
+    if "length" in needs:
+        out["length_chosen"] = completion_lengths([p.chosen for p in pairs])
+        out["length_rejected"] = completion_lengths([p.rejected for p in pairs])
+    return out, report
 
 
 def cross_fitted_strength(
