@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "AGGREGATORS",
+    "CLAIM_CHECKS",
     "DAA_LOSSES",
     "DETECTORS",
     "METRICS",
@@ -343,6 +344,12 @@ METRICS: Registry[Callable[..., Any]] = Registry(
     doc="f(summary_row: dict) -> float | None: a column of the report's table.",
 )
 
+CLAIM_CHECKS: Registry[Callable[..., Any]] = Registry(
+    "claim check",
+    home="goodhartlab.report.claims",
+    doc="f(claim: ClaimConfig, figures: {method: {seed: run figures}}, rows: {method: row "
+    "over seeds}) -> (measured: str, verdict: str): a paper's claim tested on a study.",
+)
 #: Every registry by kind, for ``goodhart list``.
 REGISTRIES: dict[str, Registry[Any]] = {
     "aggregator": AGGREGATORS,
@@ -357,6 +364,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "detector": DETECTORS,
     "metric": METRICS,
 }
+    "claim_check": CLAIM_CHECKS,
 
 
 def name_in(registry: Registry[Any]) -> Any:

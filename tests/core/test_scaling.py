@@ -169,3 +169,13 @@ def test_gold_at_kl_interpolates_at_the_first_crossing():
     assert gold_at_kl(kl, gold, 7.0) == pytest.approx(-1.8)
     assert gold_at_kl(kl, gold, 0.0) == 0.0  # the start
     assert math.isnan(gold_at_kl(kl, gold, 16.0))  # never reached
+
+
+def test_gold_at_proxy_gain_is_the_first_crossing_of_the_proxy_gain():
+    from goodhartlab.core.scaling import gold_at_proxy_gain
+
+    # Proxy gains 0, 1, 3, 2; gold 0, 0.5, 1.5, 0.7. Level 2: first crossed between the
+    # 2nd and 3rd evaluations, halfway: 0.5 + 0.5 * (1.5 - 0.5) = 1.0 (the later return
+    # to gain 2 at gold 0.7 is not the first crossing).
+    assert math.isclose(gold_at_proxy_gain([0, 1, 3, 2], [0, 0.5, 1.5, 0.7], 2.0), 1.0)
+    assert math.isnan(gold_at_proxy_gain([0, 1, 3, 2], [0, 0.5, 1.5, 0.7], 3.5))

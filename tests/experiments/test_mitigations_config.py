@@ -14,7 +14,7 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     seeds = defaultdict(set)
     for m in config.rl.methods:
         name, seed = re.fullmatch(r"(.+)-s(\d)", m.name).groups()
-        assert m.seed == int(seed)
+        assert m.seed == int(seed) and m.group == name
         seeds[name].add(m.seed)
     existing = {"single", "single-nokl", "mean", "wco", "uwo", "par"}
     new = {"wco-std", "uwo-std", "clip", "delta", "sft", "ppo-center", "ppo-clip", "ppo-delta"}
@@ -24,16 +24,31 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
         m.name: config.rl.run_config(m, seed=0, device="cpu", max_new_tokens=64)
         for m in config.rl.methods
     }
-    # The same steps, prompts and evaluation schedule for every run.
-    assert (
-        len(
-            {(c.steps, c.eval_every, c.eval_prompts, c.prompts_per_step) for c in resolved.values()}
-        )
-        == 1
-    )
+    # The same steps, prompts and evaluation schedule for every run but PAR run twice as
+    # long (Fu et al.'s claim).
+    schedules = {
+        (c.steps, c.eval_every, c.eval_prompts, c.prompts_per_step)
+        for name, c in resolved.items()
+        if not name.startswith("par-long")
+    }
+    assert schedules == {(60, 10, 100, 8)}
+    assert resolved["par-long-s1"].steps == 120 and resolved["par-long-s1"].reward.shaping == "par"
     assert resolved["clip-s0"].reward.shaping == "step_clip"
     assert resolved["delta-s1"].reward.shaping == "step_delta"
     assert resolved["wco-std-s2"].reward.standardize_members
     assert resolved["sft-s0"].sft_coef > 0 and resolved["single-s0"].sft_coef == 0
     assert resolved["ppo-center-s0"].algorithm == "ppo"
     assert resolved["single-s0"].kl_coef == 0.01 and resolved["single-nokl-s0"].kl_coef == 0.0
+
+
+def test_mitigations_pairs_each_method_with_its_own_algorithms_single_proxy():
+    config = load_config("mitigations")
+    for m in config.rl.methods:
+        algorithm = config.rl.run_config(m, seed=0, device="cpu", max_new_tokens=64).algorithm
+        if m.group.startswith("ppo-") and m.group != "ppo-single":
+            assert m.baseline == "ppo-single" and algorithm == "ppo", m.name
+        elif m.group != "ppo-single":
+            assert m.baseline is None and algorithm == "grpo", m.name  # the report's 'single'
+    # Every claim names methods of the study (checked at load time, too).
+    groups = {m.group for m in config.rl.methods}
+    assert config.claims and all(set(c.methods) <= groups for c in config.claims)

@@ -105,6 +105,27 @@ def test_default_rl_stage_is_the_issue_six_set():
         load_config(None, ["rl.methods=[{name: a, shaping: wiggle}]"])
 
 
+def test_rl_seeds_run_every_method_once_per_seed_and_reload_to_the_same_runs():
+    c = load_config(None, ["rl.seeds=[3, 4]", "rl.methods=[{name: a}, {name: b, kl_coef: 0}]"])
+    assert [(m.name, m.seed, m.group) for m in c.rl.methods] == [
+        ("a-s3", 3, "a"), ("b-s3", 3, "b"), ("a-s4", 4, "a"), ("b-s4", 4, "b"),
+    ]  # fmt: skip
+    assert c.rl.run_config(c.rl.methods[3], seed=0, device="cpu", max_new_tokens=8).seed == 4
+    # A saved config holds the expanded runs and the seeds: it loads to the same runs.
+    assert StudyConfig.model_validate(c.model_dump()).rl.methods == c.rl.methods
+    with pytest.raises(ValueError, match=r"method a: seed is set by rl\.seeds"):
+        load_config(None, ["rl.seeds=[0]", "rl.methods=[{name: a, seed: 1}]"])
+    with pytest.raises(ValueError, match=r"baseline 'c' is not a method"):
+        load_config(None, ["rl.methods=[{name: a}, {name: b, baseline: c}]"])
+    with pytest.raises(ValueError, match=r"claims\.0: zz is not a method of the RL stage"):
+        load_config(
+            None,
+            ["claims=[{paper: p, claim: c, check: better, methods: [zz], baseline: single}]"],
+        )
+    with pytest.raises(ValueError, match=r"claims\.0\.check"):
+        load_config(None, ["claims=[{paper: p, claim: c, check: vibes, methods: [single]}]"])
+
+
 def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -203,7 +224,7 @@ def test_tiny_study_writes_every_artifact_and_resumes_without_recomputing(
     assert ("daa", "dpo") in table
     assert summary["report"]["verdict"] and set(summary["rl"]) == {"single", "mean"}
     assert set(summary["daa"]) == {"dpo"} and summary["daa"]["dpo"]["loss"] == "dpo"
-    assert "direct alignment with 'dpo'" in summary["report"]["verdict"]
+    assert "- direct alignment 'dpo' " in summary["report"]["verdict"]
 
     # Best-of-n samples at n = 1, the peak n and N = 8, read back from the pool: nested
     # draws (n = 1 is pool sample 0 for every method), and at N the study's own best-of-N

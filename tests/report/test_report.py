@@ -122,8 +122,16 @@ def test_table_and_verdict_name_the_method_that_hacked(tmp_path):
     assert math.isclose(single["alpha"], 1.0) and math.isclose(single["beta"], 0.5)
     assert math.isclose(single["r2"], 1.0)
     text = verdict(list(rows.values()))
-    assert "RL with 'hack' started hacking at KL ≈ 1 nats" in text
-    assert "RL with 'safe' did not within the budget" in text
+    head, *lines = text.split("\n")
+    # A short headline naming what hacked, then one line per method, RL first.
+    assert head.startswith("2 of 3 methods hacked (RL 'hack', best-of-n 'single')")
+    assert "highest final gold: RL 'safe' (+0.60" in head
+    assert lines[0] == (
+        "- RL 'hack' hacked: gold peaked at +0.80 (KL 1 nats), then lost 100% of that gain by KL 4."
+    )
+    assert lines[1] == "- RL 'safe' held: gold ended at +0.60 at KL 4 nats."
+    # The table's status is the verdict's word.
+    assert [r["status"] for r in rows.values() if r["curve"] != "oracle"].count("hacked") == 2
     assert verdict([]).startswith("No results")
 
 
@@ -136,9 +144,12 @@ def test_a_significant_best_of_n_drop_under_the_threshold_is_reported_as_signifi
     not_significant = {"single": {"n_peak": 4, "drop_paired_lo": -0.02, "drop_paired_hi": 0.1}}
     (row,) = [r for r in summary_table(points, significant) if r["method"] == "single"]
     assert not row["hacking"] and row["drop_ci"] == [0.01, 0.09] and row["n_peak"] == 4
-    assert "fell significantly, to +0.75 (drop 95 % CI [0.01, 0.09]" in verdict([row])
+    # The table says "fell" where the verdict says it fell significantly (they agree).
+    assert row["status"] == "fell"
+    assert "fell significantly to +0.75 (drop 95 % CI [0.01, 0.09])" in verdict([row])
     (row,) = [r for r in summary_table(points, not_significant) if r["method"] == "single"]
-    assert "best-of-n with 'single' did not within the budget" in verdict([row])
+    assert row["status"] == "held"
+    assert "- best-of-n 'single' held: gold ended at +0.75" in verdict([row])
     (row,) = [r for r in summary_table(points) if r["method"] == "single"]
     assert "drop_ci" not in row
 
@@ -147,7 +158,7 @@ def test_build_report_writes_plots_html_and_summary(tmp_path, capsys):
     run = _fake_run(tmp_path)
     (run / "summary.json").write_text(json.dumps({"bon": {"kept": 1}}))
     assert main(["report", str(run)]) == 0
-    assert "hacking" in capsys.readouterr().out
+    assert "2 of 3 methods hacked" in capsys.readouterr().out
     for name in ("curves.png", "curves.svg", "disagreement.png", "disagreement.svg"):
         assert (run / "plots" / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
@@ -171,7 +182,7 @@ def test_daa_runs_are_collected_with_the_rl_law_and_an_optional_proxy(tmp_path):
     assert all(p["proxy"] is None for p in points)
     (row,) = summary_table(points)
     assert (row["kind"], row["method"], row["law"]) == ("daa", "dpo", "rl")
-    assert "direct alignment with 'dpo'" in verdict([row])
+    assert "- direct alignment 'dpo' hacked: gold peaked at +0.50" in verdict([row])
 
 
 def test_daa_frontier_fits_each_loss_across_its_beta_sweep(tmp_path):

@@ -25,6 +25,7 @@ __all__ = [
     "fit_bon_law",
     "fit_rl_law",
     "gold_at_kl",
+    "gold_at_proxy_gain",
     "overoptimization",
     "peak_drop_intervals",
     "rl_law",
@@ -355,3 +356,29 @@ def gold_at_kl(
         return float(gold[0])
     w = (budget - kl[k - 1]) / (kl[k] - kl[k - 1])
     return float(gold[k - 1] + w * (gold[k] - gold[k - 1]))
+
+
+def gold_at_proxy_gain(
+    proxy_gain: torch.Tensor | np.ndarray | list[float],
+    gold: torch.Tensor | np.ndarray | list[float],
+    level: float,
+) -> float:
+    """Gold of a run when its proxy gain first reaches a level, interpolated linearly.
+
+        k = min{j : Δproxy_j ≥ c},   gold(c) = g_{k−1} + (c − Δproxy_{k−1}) / (Δproxy_k − Δproxy_{k−1}) · (g_k − g_{k−1})
+
+    the first crossing of ``gold_at_kl`` with the proxy's gain over the base policy in place
+    of KL. Comparing methods at equal proxy gain (rather than equal KL) is how Laidlaw et al.
+    2024 ("Correlated Proxies", arXiv 2403.03185) compare regularizers: which one buys the
+    most true reward for the same optimization of the proxy. NaN when the run never reaches c.
+
+    Args:
+        proxy_gain: proxy − the base policy's proxy at each evaluation, in step order.
+            Shape: (K,), K ≥ 1.
+        gold: gold at each evaluation. Shape: (K,).
+        level: c, ≥ 0, in the proxy's units.
+
+    Returns:
+        gold(c), or NaN.
+    """
+    return gold_at_kl(np.asarray(proxy_gain, dtype=np.float64), gold, level)

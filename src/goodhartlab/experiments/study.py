@@ -53,6 +53,7 @@ from goodhartlab.optimize.daa import DAAConfig
 from goodhartlab.optimize.rl import RLConfig
 from goodhartlab.optimize.rundir import RunDir
 from goodhartlab.registry import AGGREGATORS, TESTBEDS, name_in
+from goodhartlab.report.claims import ClaimConfig
 from goodhartlab.rewards.pipeline import RewardPipelineConfig
 from goodhartlab.train.rm import RMTrainConfig
 
@@ -73,6 +74,12 @@ class _ProxyBase(BaseModel):
         True,
         description="Members also start from differently-seeded backbones (Eisenstein et al. "
         "2023); member k's backbone is pretrained with seed k.",
+    )
+    components: bool = Field(
+        False,
+        description="Also train one proxy per gold component (constrained RLHF; "
+        "experiments.proxies.train_component_proxies) on these pairs relabelled by each "
+        "component, for RL methods with components: true. The testbed must have components.",
     )
 
 
@@ -167,9 +174,33 @@ class _RLMethodBase(BaseModel):
         "testbed's gold itself (a run that cannot hack: the monitor's negative control).",
     )
     seed: int | None = Field(None, description="The run's seed (None: the study's).")
+    group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The method this run is one seed of: the report pools a group's runs "
+        "(set by rl.seeds; None: the run is its own group).",
+    )
+    baseline: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The method (group) the report pairs this one's seeds against: "
+        "differences of final and peak gold, seed by seed (None: 'single' where it exists).",
+    )
+
+    components: bool = Field(
+        False,
+        description="The reward is the ensemble of component proxies (proxies.components), "
+        "aggregated by aggregator (mean: their fixed equal-weight sum) or, with "
+        "constrained, μ-PPO's Lagrangian.",
+    )
 
     @model_validator(mode="after")
     def _gold_alone(self):
+        if self.components and (self.optimize == "gold" or self.aggregator is None):
+            raise ValueError(
+                "components: the component proxies are an ensemble; give an aggregator (mean: "
+                "their equal-weight sum) and optimize: proxy"
+            )
         if self.optimize == "gold" and (self.aggregator is not None or self.shaping != "none"):
             raise ValueError(
                 "optimize: 'gold' trains on gold itself; it takes no aggregator or shaping"
@@ -203,22 +234,73 @@ def _default_rl_methods() -> list:
 class _RLStageBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(True, description="Run the RL stage.")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Run every method once per seed, as NAME-sSEED in the group NAME (the "
+        "report gives a group's mean over seeds with 95 % intervals); None: each method once.",
+    )
     methods: list[RLMethodConfig] = Field(
         default_factory=_default_rl_methods,
         description="The runs: single / mean / WCO / UWO / PAR at β = 0.01, single at β = 0.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_run_per_seed(cls, raw: Any) -> Any:
+        """With ``seeds``, each method not yet in a group becomes one run per seed. Runs that
+        already name their group are kept as they are, so that a saved config (which holds
+        the expanded runs and the seeds) loads to the same runs."""
+        if not isinstance(raw, dict) or not raw.get("seeds"):
+            return raw
+        seeds = raw["seeds"]
+        if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+            return raw  # the field's own validation names the problem
+        methods = raw.get("methods")
+        if methods is None:
+            methods = [m.model_dump(exclude_none=True) for m in _default_rl_methods()]
+        methods = [
+            m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in methods
+        ]
+        kept = [m for m in methods if not isinstance(m, dict) or m.get("group") is not None]
+        sweep = [m for m in methods if isinstance(m, dict) and m.get("group") is None]
+        for m in sweep:
+            if m.get("seed") is not None:
+                raise ValueError(
+                    f"method {m.get('name')}: seed is set by rl.seeds; leave it out, or run "
+                    "the method outside the seed sweep by naming its group"
+                )
+        # Seed-major, so that the first runs to finish cover every method.
+        runs = [
+            {**m, "name": f"{m.get('name')}-s{s}", "seed": s, "group": m.get("name")}
+            for s in seeds
+            for m in sweep
+        ]
+        return {**raw, "methods": kept + runs}
 
     @field_validator("methods")
     @classmethod
     def _unique(cls, v: list) -> list:
         return _unique_names(v, "method")
 
+    @model_validator(mode="after")
+    def _baselines_exist(self):
+        groups = {m.group or m.name for m in self.methods}
+        for i, m in enumerate(self.methods):
+            if m.baseline is not None and m.baseline not in groups:
+                raise ValueError(
+                    f"methods.{i} ({m.name}): baseline {m.baseline!r} is not a method of the "
+                    f"stage ({', '.join(sorted(groups))})"
+                )
+        return self
+
     def run_config(self, method, **study: Any) -> RLConfig:
         """The RLConfig of one method: the stage's settings, the method's overrides and
         reward pipeline, and what the study sets (``name``, ``seed``, ``device``,
         ``max_new_tokens``)."""
         given = method.model_dump(
-            exclude={"name", "aggregator", "optimize", "seed"}, exclude_none=True
+            exclude={"name", "aggregator", "optimize", "seed", "group", "baseline", "components"},
+            exclude_none=True,
         )
         reward = {k: given.pop(k) for k in RewardPipelineConfig.model_fields if k in given}
         settings = {f: getattr(self, f) for f in _RL_FIELDS} | given
@@ -336,6 +418,23 @@ class StudyConfig(BaseModel):
     bon: BonStageConfig = Field(default_factory=BonStageConfig)
     rl: RLStageConfig = Field(default_factory=RLStageConfig)
     daa: DAAStageConfig = Field(default_factory=DAAStageConfig)
+    claims: list[ClaimConfig] = Field(
+        [],
+        description="Papers' claims the report checks on the RL methods over seeds "
+        "(report.claims): each a registered check of methods against a baseline.",
+    )
+
+    @model_validator(mode="after")
+    def _check_claims(self) -> StudyConfig:
+        groups = {m.group or m.name for m in self.rl.methods}
+        for i, c in enumerate(self.claims):
+            unknown = [m for m in [*c.methods, c.baseline] if m is not None and m not in groups]
+            if unknown:
+                raise ValueError(
+                    f"claims.{i}: {', '.join(unknown)} is not a method of the RL stage "
+                    f"({', '.join(sorted(groups))})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_testbed(self) -> StudyConfig:
@@ -343,13 +442,21 @@ class StudyConfig(BaseModel):
 
         testbed_options(self.testbed, self.testbed_options)
         check_backbone_size(self.testbed, self.proxies.size, where="proxies.size")
+        wanting = [m.name for m in self.rl.methods if m.components]
+        if wanting and not self.proxies.components:
+            raise ValueError(
+                f"rl.methods {wanting}: components: true needs the component proxies; set "
+                "proxies.components: true"
+            )
         return self
 
 
 def packaged_configs() -> list[str]:
     """Names of the packaged studies (``goodhart run NAME``): default, monitor-bench, ..."""
     folder = resources.files("goodhartlab.experiments")
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def default_config_text() -> str:
@@ -430,6 +537,8 @@ def _reward(config: StudyConfig, proxy_info: dict, key: str, rewards: dict):
     from goodhartlab.rewards import Ensemble, RewardModel
 
     members = proxy_info["members"]
+    if key == "components":  # one proxy per gold component (proxies.components)
+        members = proxy_info["components"]["members"]
     if key not in rewards:
         rewards[key] = (
             RewardModel.from_pretrained(members[0], device=config.device)
@@ -467,6 +576,7 @@ def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, r
     from goodhartlab.optimize.rl import run_rl
 
     key = "single" if method.aggregator is None else "ensemble"
+    key = "components" if method.components else key
     reward = tb.gold if method.optimize == "gold" else _reward(config, proxy_info, key, rewards)
     rl_config = config.rl.run_config(
         method, seed=config.seed, device=config.device, max_new_tokens=tb.max_new_tokens
@@ -669,11 +779,24 @@ def _proxies_stage(config: StudyConfig, tb, stage_workers) -> dict:
         progress=False,
         workers=stage_workers,
     )
-    return {
+    info = {
         "members": [str(x) for x in ps.paths],
         "metrics": ps.metrics,
         "pairs": str(ps.pairs_path),
     }
+    if p.components:  # constrained RLHF's component proxies, on the same pairs
+        from goodhartlab.experiments.proxies import train_component_proxies
+
+        cs = train_component_proxies(
+            tb, pairs=p.pairs, noise=p.noise, size=p.size, epochs=p.epochs, lr=p.lr,
+            seed=config.seed, device=config.device, progress=False, workers=stage_workers,
+        )  # fmt: skip
+        info["components"] = {
+            "names": cs.components,
+            "members": [str(x.resolve()) for x in cs.paths],
+            "metrics": cs.metrics,
+        }
+    return info
 
 
 def _bon_stage(config: StudyConfig, tb, stage_workers, proxy_info: dict, run_dir: Path) -> dict:

@@ -11,7 +11,24 @@ from typing import Any
 
 from goodhartlab.artifacts import atomic_path, atomic_write_text
 
-__all__ = ["plot_bon_curves", "save_png_svg"]
+__all__ = ["method_colors", "method_key", "plot_bon_curves", "save_png_svg"]
+
+
+def method_key(name: str) -> str:
+    """The method a curve belongs to, whatever the optimizer: best-of-n's ``ensemble/mean``
+    and RL's ``mean`` are one method, and so one colour."""
+    return name.rsplit("/", 1)[-1]
+
+
+def method_colors(names: Iterable[str]) -> dict[str, Any]:
+    """One colour per method (``method_key``) for every panel and plot of a report: the
+    methods in sorted order take tab10's ten colours, then tab20b's twenty (then again)."""
+    import matplotlib
+
+    keys = sorted({method_key(n) for n in names})
+    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["tab20b"].colors]
+    by_key = {k: palette[i % len(palette)] for i, k in enumerate(keys)}
+    return {n: by_key[method_key(n)] for n in names} | by_key
 
 
 def save_png_svg(fig, stem: Path) -> list[Path]:
@@ -36,6 +53,7 @@ def plot_bon_curves(
     out: str | os.PathLike,
     *,
     title: str | None = None,
+    colors: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Gold (left) and proxy (right) against d = sqrt(KL), one line per method.
 
@@ -49,6 +67,7 @@ def plot_bon_curves(
         points: the points, in any order (each method is sorted by d).
         out: path without suffix; ``out.png`` and ``out.svg`` are written atomically.
         title: figure title.
+        colors: a colour per method (default ``method_colors`` of the points' methods).
 
     Returns:
         The two written paths.
@@ -65,7 +84,7 @@ def plot_bon_curves(
         raise ValueError("points: expected at least one point")
 
     fig, (ax_gold, ax_proxy) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
-    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
+    colors = dict(colors or method_colors(by_method))
     for method, pts in by_method.items():
         pts = sorted(pts, key=lambda p: p["d"])
         kind = pts[0].get("kind")
@@ -75,7 +94,8 @@ def plot_bon_curves(
         elif kind == "oracle":
             style = {"color": "black", "lw": 1.2, "ls": "--", "label": method, "zorder": 2}
         else:
-            style = {"color": next(colors), "lw": 1.8, "label": method, "zorder": 3}
+            color = colors.get(method, colors.get(method_key(method), "tab:blue"))
+            style = {"color": color, "lw": 1.8, "label": method, "zorder": 3}
         # The oracle picks by gold: its "proxy" is gold and would only rescale the panel.
         panels = [(ax_gold, "gold")] + ([(ax_proxy, "proxy")] if kind != "oracle" else [])
         for ax, key in panels:

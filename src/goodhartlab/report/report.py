@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import base64
 import html
-import itertools
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from goodhartlab.artifacts import atomic_write_json, atomic_write_text
 from goodhartlab.optimize.rundir import read_jsonl
 from goodhartlab.report.monitor_plot import plot_monitor
+from goodhartlab.report.plots import method_colors
+from goodhartlab.report.seeds_plot import plot_seed_frontiers
 
 __all__ = ["HACKING_DROP", "build_report", "collect_metrics", "summary_table", "verdict"]
 
@@ -185,6 +188,7 @@ def summary_table(
                 "kl_max": d[-1] ** 2,
                 "drop": drop,
                 "hacking": bool(drop is not None and drop > HACKING_DROP),
+                "status": "hacked" if drop is not None and drop > HACKING_DROP else "held",
                 "law": "bon" if kind == "bon" else "rl",
                 "alpha": _finite(fit.alpha) if fit else None,
                 "beta": _finite(fit.beta) if fit else None,
@@ -195,58 +199,99 @@ def summary_table(
         if b and b.get("drop_paired_lo") is not None and b.get("drop_paired_hi") is not None:
             rows[-1]["n_peak"] = b.get("n_peak")
             rows[-1]["drop_ci"] = [float(b["drop_paired_lo"]), float(b["drop_paired_hi"])]
+            if rows[-1]["status"] == "held" and rows[-1]["drop_ci"][0] > 0:
+                rows[-1]["status"] = "fell"  # significant, if under the threshold
     rows.sort(key=lambda r: (r["kind"], r["method"]))
     return rows
 
 
 def _describe(r: dict[str, Any]) -> str:
-    what = f"{_LABELS.get(r['kind'], r['kind'])} with '{r['method']}'"
-    if r["hacking"]:
+    """One line of the verdict for one run: its status (the table's) and why."""
+    what = f"{_LABELS.get(r['kind'], r['kind'])} '{r['method']}'"
+    if r["status"] == "hacked":
         return (
-            f"{what} started hacking at KL ≈ {r['kl_peak']:.2g} nats (gold peaked at "
-            f"{r['peak_gold']:+.3g}, then lost {r['drop']:.0%} of that gain by KL ≈ "
-            f"{r['kl_max']:.2g})"
+            f"{what} hacked: gold peaked at {r['peak_gold']:+.2f} (KL {r['kl_peak']:.2g} nats), "
+            f"then lost {r['drop']:.0%} of that gain by KL {r['kl_max']:.2g}."
         )
-    ci = r.get("drop_ci")
-    if ci is not None and ci[0] > 0:
+    if r["status"] == "fell":
+        ci = r["drop_ci"]
         return (
-            f"{what} peaked at n = {r['n_peak']} (KL ≈ {r['kl_peak']:.2g} nats, gold "
-            f"{r['peak_gold']:+.3g}) and then fell significantly, to {r['final_gold']:+.3g} "
-            f"(drop 95 % CI [{ci[0]:.2g}, {ci[1]:.2g}]; {r['drop']:.0%} of its gain, under the "
-            f"{HACKING_DROP:.0%} threshold)"
+            f"{what} fell: gold peaked at n = {r['n_peak']} ({r['peak_gold']:+.2f}, KL "
+            f"{r['kl_peak']:.2g} nats), then fell significantly to {r['final_gold']:+.2f} (drop "
+            f"95 % CI [{ci[0]:.2g}, {ci[1]:.2g}]), {r['drop']:.0%} of its gain: under the "
+            f"{HACKING_DROP:.0%} threshold."
         )
-    return (
-        f"{what} did not within the budget (KL up to {r['kl_max']:.2g} nats, final gold "
-        f"{r['final_gold']:+.3g})"
+    lost = f", losing {r['drop']:.0%} of its gain after the peak" if r.get("drop") else ""
+    return f"{what} held: gold ended at {r['final_gold']:+.2f} at KL {r['kl_max']:.2g} nats{lost}."
+
+
+def _iv(x: dict[str, Any] | None, fmt: str = "{:+.2f}") -> str:
+    """``mean [lo, hi]`` of a figure over seeds."""
+    if x is None or x.get("mean") is None:
+        return "n/a"
+    if x.get("lo") is None:
+        return fmt.format(x["mean"])
+    return f"{fmt.format(x['mean'])} [{fmt.format(x['lo'])}, {fmt.format(x['hi'])}]"
+
+
+def _describe_seeds(r: dict[str, Any]) -> str:
+    """One line of the verdict for a method run over seeds."""
+    what = f"RL '{r['method']}' ({len(r['seeds'])} seeds)"
+    peak = f"peak {_iv(r['peak'])} at KL {_iv(r['kl_peak'], '{:.2g}')} nats"
+    final = f"final {_iv(r['final'])}"
+    why = {
+        "hacked": f"{what} hacked: {peak}, then lost {_iv(r['drop'], '{:.0%}')} of the gain "
+        f"({final}; the fall is significant over the seeds).",
+        "fell": f"{what} fell, significantly but by less than {HACKING_DROP:.0%} of its gain: "
+        f"{peak}, {final}.",
+        "unclear": f"{what} is unclear: it lost {_iv(r['drop'], '{:.0%}')} of its gain on "
+        f"average ({peak}, {final}), but the fall is not significant over the seeds.",
+        "held": f"{what} held: {final}, {peak}.",
+    }[r["status"]]
+    vs = r.get("final_vs_baseline")
+    if vs is not None:
+        why += f" Final gold − {r['baseline']}'s, paired: {_iv(vs)}."
+    return why
+
+
+def verdict(rows: list[dict[str, Any]], seed_rows: list[dict[str, Any]] = ()) -> str:
+    """A short headline, then one line per method ("- ..."), in plain language.
+
+    ``rows`` are the table's single runs (``summary_table``), ``seed_rows`` the methods run
+    over seeds (``report.seeds.group_rows``); each line gives the status the table shows."""
+    order = {"rl": 0, "daa": 1, "bon": 2}
+    judged = sorted(
+        (r for r in rows if r["curve"] != "oracle"), key=lambda r: order.get(r["kind"], 3)
     )
-
-
-def verdict(rows: list[dict[str, Any]]) -> str:
-    """A one-paragraph plain-language reading of the table."""
-    if not rows:
+    if not judged and not seed_rows:
         return "No results yet: the study has no finished stage with metrics."
-    parts = []
-    for kind, label in (("rl", "RL"), ("daa", "Direct alignment"), ("bon", "Best-of-n")):
-        rs = [r for r in rows if r["kind"] == kind and r["curve"] != "oracle"]
-        if not rs:
-            continue
-        sentences = "; ".join(_describe(r) for r in rs)
-        best = max(rs, key=lambda r: r["final_gold"])
-        hacked = [r["method"] for r in rs if r["hacking"]]
-        parts.append(
-            f"{label}: {sentences}. "
-            f"Highest final gold: '{best['method']}' ({best['final_gold']:+.3g} over the base "
-            f"policy); {len(hacked)} of {len(rs)} methods lost more than "
-            f"{HACKING_DROP:.0%} of their gain after the peak."
-        )
-    return (
-        " ".join(parts) + " Gold is measured relative to the base policy; d = sqrt(KL)."
-        if parts
-        else "No results to judge."
+    names = [(f"{_LABELS.get(r['kind'], r['kind'])} '{r['method']}'", r["status"]) for r in judged]
+    names += [(f"RL '{r['method']}'", r["status"]) for r in seed_rows]
+    hacked = [n for n, st in names if st == "hacked"]
+    finals = [
+        (r["final_gold"], f"{_LABELS.get(r['kind'], r['kind'])} '{r['method']}'") for r in judged
+    ]
+    finals += [
+        (r["final"]["mean"], f"RL '{r['method']}'")
+        for r in seed_rows
+        if r["final"]["mean"] is not None
+    ]
+    best = max(finals) if finals else None
+    head = (
+        f"{len(hacked)} of {len(names)} methods hacked ({', '.join(hacked)})"
+        if hacked
+        else f"None of {len(names)} methods hacked"
     )
+    head += f" (lost more than {HACKING_DROP:.0%} of their gold gain after the peak)"
+    if best is not None:
+        head += f"; highest final gold: {best[1]} ({best[0]:+.2f} over the base policy)"
+    lines = [head + ". Gold is relative to the base policy; KL in nats."]
+    lines += [f"- {_describe(r)}" for r in judged]
+    lines += [f"- {_describe_seeds(r)}" for r in seed_rows]
+    return "\n".join(lines)
 
 
-def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
+def _plot_curves(points: list[dict[str, Any]], out: Path, colors: dict[str, Any]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -265,7 +310,6 @@ def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
     )
     for col, kind in enumerate(kinds):
         ax_gold, ax_proxy = axes[0][col], axes[1][col]
-        colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
         for (k, method), pts in curves.items():
             if k != kind:
                 continue
@@ -281,7 +325,7 @@ def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
             if curve == "oracle":
                 ax_gold.plot(d, gold, color="black", ls="--", lw=1.0, label=method)
                 continue
-            color = next(colors)
+            color = colors[method]
             ax_gold.plot(d, gold, "o", ms=3, color=color, label=method)
             ax_proxy.plot(d, proxy, "o-", ms=3, lw=1.2, color=color, label=method)
             fit = _fit(kind, d.tolist(), gold.tolist())
@@ -306,7 +350,9 @@ def _plot_curves(points: list[dict[str, Any]], out: Path) -> list[Path]:
         plt.close(fig)
 
 
-def _plot_disagreement(points: list[dict[str, Any]], out: Path) -> list[Path]:
+def _plot_disagreement(
+    points: list[dict[str, Any]], out: Path, colors: dict[str, Any]
+) -> list[Path]:
     rl = [p for p in points if p.get("kind") == "rl" and p.get("disagreement") is not None]
     if not rl:
         return []
@@ -324,7 +370,12 @@ def _plot_disagreement(points: list[dict[str, Any]], out: Path) -> list[Path]:
     for method, pts in by.items():
         pts.sort(key=lambda p: p["step"])
         ax.plot(
-            [p["step"] for p in pts], [p["disagreement"] for p in pts], "o-", ms=3, label=method
+            [p["step"] for p in pts],
+            [p["disagreement"] for p in pts],
+            "o-",
+            ms=3,
+            label=method,
+            color=colors[method],
         )
     ax.set_xlabel("RL step")
     ax.set_ylabel("ensemble disagreement (std over members)")
@@ -425,15 +476,77 @@ def _num(x: Any, fmt: str = "{:.3g}") -> str:
     return fmt.format(x) if isinstance(x, int | float) else html.escape(str(x))
 
 
+def _verdict_html(text: str) -> str:
+    head, *lines = text.split("\n")
+    items = "".join(f"<li>{html.escape(x.removeprefix('- '))}</li>" for x in lines)
+    return f"<div class='verdict'><p><b>{html.escape(head)}</b></p><ul>{items}</ul></div>"
+
+
+def _seeds_html(seeds: dict[str, Any]) -> list[str]:
+    """The table over seeds and the claims table (nothing without methods over seeds)."""
+    from goodhartlab.report.seeds import FIGURES
+
+    if not seeds["rows"]:
+        return []
+    esc = html.escape
+    head = ["method", "seeds", "status", *FIGURES.values(), "final − baseline", "peak − baseline"]
+    parts = [
+        "<h2>RL over seeds</h2><p>Mean over seeds and 95 % Student-t interval; gold relative to "
+        "each run's base policy; “gold @ KL b”: when the run first reaches b nats (n/a where "
+        "fewer than two seeds do); “− baseline”: paired by seed.</p><table><tr>",
+        *(f"<th>{esc(h)}</th>" for h in head),
+        "</tr>",
+    ]
+    for r in seeds["rows"]:
+        fmt = {"kl_peak": "{:.2g}", "final_kl": "{:.2g}", "drop": "{:.0%}"}
+        cells = [
+            r["method"],
+            str(len(r["seeds"])),
+            r["status"],
+            *(_iv(r[k], fmt.get(k, "{:+.2f}")) for k in FIGURES),
+            *(
+                f"{_iv(r.get(k))} vs {r['baseline']}" if r.get(k) else "–"
+                for k in ("final_vs_baseline", "peak_vs_baseline")
+            ),
+        ]
+        cls = " class='hack'" if r["status"] == "hacked" else ""
+        parts.append(
+            f"<tr{cls}>" + "".join(f"<td class='l'>{esc(c)}</td>" for c in cells) + "</tr>"
+        )
+    parts.append("</table>")
+    if seeds["claims"]:
+        parts.append(
+            "<h2>Claims</h2><table><tr><th>paper</th><th>claim</th><th>measured</th>"
+            "<th>verdict</th></tr>"
+        )
+        for c in seeds["claims"]:
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f"<td class='l'>{esc(c[k])}</td>"
+                    for k in ("paper", "claim", "measured", "verdict")
+                )
+                + "</tr>"
+            )
+        parts.append("</table>")
+    return parts
+
+
 def _html(
-    run_dir: Path, rows: list[dict[str, Any]], text: str, plots: list[Path], samples: list[dict]
+    run_dir: Path,
+    rows: list[dict[str, Any]],
+    text: str,
+    plots: list[Path],
+    samples: list[dict],
+    seeds: dict[str, Any],
 ) -> str:
     esc = html.escape
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>goodhart-lab report: {esc(run_dir.name)}</title><style>{_CSS}</style></head>",
         f"<body><h1>goodhart-lab report</h1><p>Run directory: <code>{esc(str(run_dir))}</code></p>",
-        f"<h2>Verdict</h2><p class='verdict'>{esc(text)}</p>",
+        f"<h2>Verdict</h2>{_verdict_html(text)}",
+        *_seeds_html(seeds),
         "<h2>Plots</h2>",
     ]
     for png in plots:
@@ -448,7 +561,12 @@ def _html(
         ("kind", "optimizer", ""),
         ("method", "method", ""),
         *((e.name, e.meta.get("label", e.name), e.description) for e in metrics),
-        ("hacking", "hacked", f"drop above {HACKING_DROP:.0%} of the gain"),
+        (
+            "status",
+            "status",
+            f"hacked: lost more than {HACKING_DROP:.0%} of the gain after the peak; fell: a "
+            "significant fall under that share; held: neither",
+        ),
     ]
     direction = {e.name: e.higher_is_better for e in metrics}
     parts.append("<h2>Table</h2><table><tr>")
@@ -457,9 +575,9 @@ def _html(
         parts.append(f"<th title='{esc(description)}'>{esc(label)}{arrow}</th>")
     parts.append("</tr>")
     for r in rows:
-        parts.append(f"<tr class='{'hack' if r['hacking'] else ''}'>")
+        parts.append(f"<tr class='{'hack' if r['status'] == 'hacked' else ''}'>")
         for key, _, _ in cols:
-            cls = " class='l'" if key in ("kind", "method") else ""
+            cls = " class='l'" if key in ("kind", "method", "status") else ""
             value = r.get(key)
             if key in direction:
                 value = METRICS[key](r)
@@ -494,6 +612,36 @@ def _html(
             )
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def _over_seeds(run_dir: Path) -> dict[str, Any]:
+    """The RL methods run over several seeds (``report.seeds``): their table, curves,
+    baselines and the study's claims checked on them. Methods with one run stay out."""
+    from goodhartlab.report.claims import ClaimConfig, check_claims
+    from goodhartlab.report.seeds import group_rows, run_figures, seed_groups
+
+    runs = {sub.name: _read_jsonl(sub / "metrics.jsonl") for sub in _run_dirs(run_dir, "rl")}
+    runs = {name: lines for name, lines in runs.items() if lines}
+    groups = seed_groups(run_dir, list(runs))
+    multi = {name: g for name, g in groups.items() if len(g.runs) >= 2}
+    empty = {"rows": [], "claims": [], "curves": {}, "baselines": {}, "runs": set()}
+    if not multi:
+        return empty
+    curves = {name: {s: runs[r] for s, r in g.runs.items()} for name, g in multi.items()}
+    figures = {
+        name: {s: run_figures(lines) for s, lines in c.items()} for name, c in curves.items()
+    }
+    rows = group_rows(multi, figures, HACKING_DROP)
+    config = run_dir / "config.yaml"
+    raw = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    claims = [ClaimConfig.model_validate(c) for c in (raw or {}).get("claims") or []]
+    return {
+        "rows": rows,
+        "claims": [c.to_dict() for c in check_claims(claims, figures, rows)],
+        "curves": curves,
+        "baselines": {name: g.baseline for name, g in multi.items()},
+        "runs": {r for g in multi.values() for r in g.runs.values()},
+    }
 
 
 def check_study_dir(run_dir: str | Path) -> Path:
@@ -532,22 +680,33 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     bon_methods = (
         json.loads(bon_summary.read_text()).get("methods") if bon_summary.is_file() else None
     )
-    rows = summary_table(points, bon_methods)
-    text = verdict(rows)
-    plots = _plot_curves(points, run_dir / "plots" / "curves") + _plot_disagreement(
-        points, run_dir / "plots" / "disagreement"
-    )
+    seeds = _over_seeds(run_dir)
+    # Runs of a method over seeds are in the table over seeds, not one row per run.
+    single = [p for p in points if not (p["kind"] == "rl" and p["method"] in seeds["runs"])]
+    rows = summary_table(single, bon_methods)
+    text = verdict(rows, seeds["rows"])
+    colors = method_colors([str(p["method"]) for p in points] + list(seeds["curves"]))
+    plots = _plot_curves(single, run_dir / "plots" / "curves", colors)
+    plots += _plot_disagreement(single, run_dir / "plots" / "disagreement", colors)
+    if seeds["curves"]:
+        plots += plot_seed_frontiers(
+            seeds["curves"], seeds["baselines"], run_dir / "plots" / "frontier", colors
+        )
     plots += plot_monitor(points, run_dir / "plots" / "monitor")
     atomic_write_text(
-        run_dir / "report.html", _html(run_dir, rows, text, plots, _samples(run_dir, points))
+        run_dir / "report.html",
+        _html(run_dir, rows, text, plots, _samples(run_dir, points), seeds),
     )
     report = {
         "table": rows,
+        "seeds": seeds["rows"],
+        "claims": seeds["claims"],
         "daa_frontiers": daa_frontiers(points),
         "verdict": text,
         "hacking_drop": HACKING_DROP,
         "plots": [str(p.relative_to(run_dir)) for p in plots],
     }
+
     path = run_dir / "summary.json"
     summary = json.loads(path.read_text()) if path.is_file() else {}
     summary["report"] = report
