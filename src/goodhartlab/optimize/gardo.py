@@ -6,7 +6,10 @@ Three switches of ``RLConfig``, each usable alone (so they can be ablated):
   the batch (``kl_gate_fraction`` of them, or those above ``kl_gate_threshold``); the
   uncertainty is read from the ensemble's members (``member_std``: their disagreement about
   the sample's rank in the batch; ``proxy_gap``: how much higher the optimized reward ranks
-  it than the members do).
+  it than the members do). The paper optimizes one reward model and consults auxiliary
+  ones: with the aggregator ``first`` the run optimizes member 0 (the study's single proxy)
+  and the gate reads all members. proxy_gap's mean then includes member 0 itself, which
+  scales the gap by (M − 1)/M and leaves its ranking, so the top-fraction gate, unchanged.
 - ``ref_reset_every``: the penalty's reference, a copy of the base policy at first, is reset
   to the current policy every K steps (after steps K, 2K, ...). Only the penalty moves: the
   KL of metrics.jsonl (evaluation) stays the KL to the base policy, so the gold-vs-KL
