@@ -75,6 +75,9 @@ def test_fit_recovers_a_nonlinear_bias_and_the_residual_is_uncorrelated():
     assert report.curve[10] == pytest.approx(f(torch.tensor([10.0])).item())
     assert report.mean_by_length[3] == pytest.approx(r[ell == 3].mean().item())
     assert report.n == 270
+    # Outside the fitted lengths [3, 29], f is held at the nearest end.
+    edges = f(torch.tensor([3.0, 29.0, 0.0, 100.0], dtype=torch.float64))
+    assert edges[2] == edges[0] and edges[3] == edges[1]
 
 
 def test_fit_is_deterministic_and_leaves_the_global_rng_alone():

@@ -143,6 +143,10 @@ class LengthBiasFit(nn.Module):
     residual blocks x ↦ relu(x + W₂ relu(W₁ x)) and a linear regression head (Zhao et al. 2025,
     arXiv 2505.12843: "a length encoding layer, a two-layer ResNet and a linear regression
     head"; the input projection is ours, so the residual width need not equal d).
+
+    Outside the range of lengths it was fitted on, ``[lo, hi]``, f is held constant at the
+    nearest end (ours): a sinusoidal encoding extrapolates arbitrarily, and an RL policy that
+    grows past every base-policy sample would be paid by whatever f does there.
     """
 
     def __init__(self, dim: int = 16, hidden: int = 32):
@@ -151,11 +155,13 @@ class LengthBiasFit(nn.Module):
         self.proj = nn.Linear(dim, hidden)
         self.blocks = nn.Sequential(_ResidualBlock(hidden), _ResidualBlock(hidden))
         self.head = nn.Linear(hidden, 1)
+        self.lo, self.hi = -math.inf, math.inf
 
     def forward(self, lengths: Tensor) -> Tensor:
         """f(ℓ). Shape: (B,) -> (B,)."""
         assert lengths.ndim == 1, lengths.shape
-        x = length_encoding(lengths.to(self.head.weight.dtype), self.dim)
+        ell = lengths.to(self.head.weight.dtype).clamp(self.lo, self.hi)
+        x = length_encoding(ell, self.dim)
         return self.head(self.blocks(F.relu(self.proj(x)))).squeeze(1)
 
 
@@ -238,6 +244,7 @@ def fit_length_bias(
     with torch.no_grad():  # f = μ + σ · g, folded into the regression head
         model.head.weight.mul_(sigma)
         model.head.bias.mul_(sigma).add_(mu)
+    model.lo, model.hi = float(ell.min()), float(ell.max())
     model.eval().requires_grad_(False)
     with torch.no_grad():
         fitted = model(ell)
