@@ -213,7 +213,14 @@ def component_pairs(
         noise=noise,
         seed=seed * 1000 + 17 * (k + 1),
     )
-    write_pairs([p for p in labelled if not p.meta["tie"]], path)
+    kept = [p for p in labelled if not p.meta["tie"]]
+    if len(kept) < 4:
+        raise ValueError(
+            f"proxies.pairs: only {len(kept)} of {len(labelled)} pairs differ on the gold "
+            f"component {component!r} (the others tie); a component proxy needs at least 4 (some to train on, one held out): "
+            "sample more pairs"
+        )
+    write_pairs(kept, path)
     return path
 
 
@@ -267,9 +274,7 @@ def train_component_proxies(
         tasks.append(Task("pairs", sample_pairs, (arg, str(root), pairs, noise, seed, device)))
         units["pairs"] = ("pairs", pairs)
     config = RMTrainConfig(epochs=epochs, lr=lr, device=device, seed=0).model_dump()
-    pair_paths = [
-        root / f"{data.stem}-{tb.gold_components_version}-{k}.jsonl" for k in names
-    ]
+    pair_paths = [root / f"{data.stem}-{tb.gold_components_version}-{k}.jsonl" for k in names]
     members: dict[int, dict] = {}
     whole = _whole_ensemble(ens)
     for i, k in enumerate(names):
@@ -293,7 +298,7 @@ def train_component_proxies(
                  (arg, str(pair_paths[i]), size, None, config, str(out)), needs=needs)
         )  # fmt: skip
         units[f"member/{k}"] = ("component proxies", 1)
-    results = workers.run("component proxies", tasks, units)
+    results = workers.run("proxies", tasks, units)
     for i, k in enumerate(names):
         members.setdefault(i, results.get(f"member/{k}"))
     ordered = [members[i] for i in range(len(names))]
