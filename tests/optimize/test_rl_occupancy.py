@@ -8,9 +8,11 @@ import math
 import pytest
 import torch
 from pydantic import ValidationError
-from test_rl_mitigations import _run
+from test_rl_mitigations import E_COUNT, EVAL_PROMPTS, PROMPTS, TINY, WORDS, _run
 
-from goodhartlab.optimize.rl import RLConfig
+from goodhartlab.models.tiny import build_causal_lm
+from goodhartlab.optimize.rl import RLConfig, run_rl
+from goodhartlab.optimize.rundir import read_jsonl
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo", "ppo"])
@@ -55,6 +57,35 @@ def test_every_divergence_runs_and_zero_coefficient_changes_nothing(tmp_path, ti
     assert train[1]["occ_term"] == 0.0
     for a, b in zip(plain.policy.parameters(), zero.policy.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_resumed_run_with_sqrt_chi2_equals_an_uninterrupted_one(tmp_path, tiny_tokenizer):
+    # λ is not checkpointed: it is recomputed on resume from the same seeded base samples.
+    settings = dict(occupancy_reg="sqrt_chi2", occupancy_coef=0.5, checkpoint_every=3)
+    straight, _, _ = _run(tmp_path, tiny_tokenizer, "straight", steps=6, **settings)
+    _run(tmp_path, tiny_tokenizer, "resumed", steps=3, **settings)
+    resumed = run_rl(
+        tmp_path / "resumed",
+        policy=build_causal_lm("small", tiny_tokenizer, seed=0),
+        tokenizer=tiny_tokenizer,
+        reward=E_COUNT,
+        gold=WORDS,
+        train_prompts=PROMPTS,
+        eval_prompts=EVAL_PROMPTS,
+        config=RLConfig(**{**TINY, **settings, "steps": 6}),
+        resume=True,
+    )
+    assert resumed.metrics == straight.metrics
+    drop = ("sample_s", "step_s")
+    train = {
+        name: [
+            {k: v for k, v in r.items() if k not in drop}
+            for r in read_jsonl(tmp_path / name / "train.jsonl")
+        ]
+        for name in ("straight", "resumed")
+    }
+    assert train["resumed"] == train["straight"]
+    assert all("occ_sqrt_chi2" in r for r in train["resumed"])
 
 
 def test_bad_settings_name_the_field():

@@ -34,7 +34,9 @@ def occupancy_coef(run: Any) -> float:
     if cfg.occupancy_scale == "none":
         return float(cfg.occupancy_coef)
     pipeline = run.pipeline
-    return occupancy_lambda(pipeline.reference_rewards(pipeline.calibration_prompts), cfg.occupancy_coef)
+    return occupancy_lambda(
+        pipeline.reference_rewards(pipeline.calibration_prompts), cfg.occupancy_coef
+    )
 
 
 def occupancy_penalized(
@@ -58,9 +60,7 @@ def occupancy_penalized(
     if logp_ref is None:
         with torch.no_grad(), run.autocast():
             logp_ref = completion_logprobs(run.reference, rollouts, cfg.temperature)
-    log_ratio = sequence_log_ratio(
-        logp_old.double(), logp_ref.double(), rollouts.completion_mask
-    )
+    log_ratio = sequence_log_ratio(logp_old.double(), logp_ref.double(), rollouts.completion_mask)
     penalty = OCCUPANCY_DIVERGENCES[cfg.occupancy_reg](log_ratio)
     lam = occupancy_coef(run)
     term = (lam * penalty.reward_terms).to(r_final.dtype).to(r_final.device)
