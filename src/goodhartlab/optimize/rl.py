@@ -4,7 +4,9 @@ One loop, read top to bottom in :func:`run_rl`; each training step (:func:`rl_st
 
 1. sample G completions for each of B prompts from the current policy, keeping the token
    ids and the sampling-time log-probs (``logp_old``);
-2. score them with the reward pipeline (source -> shaping -> KL penalty in the reward);
+2. score them with the reward pipeline (source -> shaping -> KL penalty in the reward), and
+   with ``occupancy_reg``, minus λ times a sequence-level occupancy divergence's per-sample
+   gradient term (χ², √χ², TV, KL: Laidlaw et al. 2024, arXiv 2403.03185; optimize.occupancy);
 3. advantages: GRPO group-normalized, RLOO leave-one-out, PPO GAE with a value model;
 4. a few epochs of PPO-style clipped steps over minibatches (``core.losses``), plus, with
    ``sft_coef`` > 0, η times the NLL of base-policy samples of the batch's prompts (the SFT
