@@ -124,6 +124,9 @@ def test_odin_loss_hand_computed():
     assert stats["ortho_loss"].item() == pytest.approx(1.0)
     assert stats["accuracy"].item() == 0.5  # r_Q ties on the second pair
     assert stats["accuracy_sum"].item() == 1.0
+    # s = −1: L_L = |ρ_Q| + ρ_L = 2 / sqrt(3.75).
+    loss_neg, _ = odin_loss(**_odin_inputs(), length_coef=1.0, ortho_coef=0.0, length_sign=-1.0)
+    assert loss_neg.item() == pytest.approx(bt + 2 / math.sqrt(3.75), abs=1e-6)
     # λ_L = λ_O = 0: plain Bradley-Terry on the sum.
     loss0, _ = odin_loss(**_odin_inputs(), length_coef=0.0, ortho_coef=0.0)
     assert loss0.item() == pytest.approx(bt, abs=1e-7)
@@ -147,6 +150,8 @@ def test_odin_gradients_push_length_into_the_length_head():
 def test_odin_registered_with_its_needs():
     entry = RM_OBJECTIVES.entry("odin")
     assert entry.meta["needs"] == ("length",) and entry.meta["length_head"]
-    assert set(entry.params.model_fields) == {"length_coef", "ortho_coef"}
+    assert set(entry.params.model_fields) == {"length_coef", "ortho_coef", "length_sign"}
     with pytest.raises(ValueError, match="length_coef"):
         odin_loss(**_odin_inputs(), length_coef=-1.0)
+    with pytest.raises(ValueError, match="length_sign"):
+        odin_loss(**_odin_inputs(), length_sign=0.5)

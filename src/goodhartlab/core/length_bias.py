@@ -279,6 +279,7 @@ def odin_loss(
     margin: Tensor | None = None,
     length_coef: float = 1.0,
     ortho_coef: float = 1.0,
+    length_sign: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """ODIN's disentangled reward loss: Bradley-Terry on r_Q + r_L, length-correlation and
     orthogonality terms.
@@ -287,7 +288,7 @@ def odin_loss(
     responses of the batch and ℓ their lengths,
 
         L_BT = −mean log σ(r_c − r_r)
-        L_L  = |ρ(r_Q, ℓ)| − ρ(r_L, ℓ)
+        L_L  = |ρ(r_Q, ℓ)| − s · ρ(r_L, ℓ)
         L_O  = |W_Q · W_L|
         L    = L_BT + λ_L L_L + λ_O L_O
 
@@ -295,7 +296,10 @@ def odin_loss(
     length (ρ → 1), the quality head to carry none (|ρ| → 0), and their weight vectors to be
     orthogonal (the paper adds the orthogonality loss to keep the two heads on disjoint
     features; both heads are linear on the same last hidden state, no bias). At RL time only
-    r_Q scores.
+    r_Q scores. The sign s is ours: the paper's s = +1 lets the length head carry a bias
+    towards longer responses; where the labels prefer shorter ones (toy_text), s = −1 lets it
+    carry that one (with s = +1 the length head must grow with length while Bradley-Terry wants
+    the shorter side, and the preference has nowhere to go).
 
     Args:
         r_chosen, r_rejected: the quality head's r_Q. Shape: (B,)
@@ -306,6 +310,8 @@ def odin_loss(
         margin: ignored (accepted so that the training loop can pass it to any objective).
         length_coef: λ_L ≥ 0.
         ortho_coef: λ_O ≥ 0.
+        length_sign: s, +1 (the paper: the length head rewards length) or −1 (it penalizes
+            length).
 
     Returns:
         ``(loss, stats)``: ``accuracy`` (of r_Q alone, strict), ``accuracy_sum`` (of r_Q + r_L),
@@ -327,6 +333,8 @@ def odin_loss(
         w_length.shape,
     )
     del margin
+    if length_sign not in (1.0, -1.0):
+        raise ValueError(f"length_sign: expected +1 or -1, got {length_sign}")
     if length_coef < 0 or ortho_coef < 0:
         raise ValueError(
             f"length_coef, ortho_coef: expected values >= 0, got {length_coef}, {ortho_coef}"
@@ -336,7 +344,7 @@ def odin_loss(
     ell = torch.cat([length_chosen, length_rejected]).to(r_chosen.dtype)
     rho_q = pearson(torch.cat([r_chosen, r_rejected]), ell)
     rho_l = pearson(torch.cat([length_reward_chosen, length_reward_rejected]), ell)
-    length_term = rho_q.abs() - rho_l
+    length_term = rho_q.abs() - length_sign * rho_l
     ortho_term = (w_quality * w_length).sum().abs()
     loss = bt + length_coef * length_term + ortho_coef * ortho_term
 
@@ -364,7 +372,8 @@ RM_OBJECTIVES.register(
     "the saved model keeps the quality head only.",
     paper=ODIN_PAPER,
     params={
-        "length_coef": "λ_L, weight of |ρ(r_Q, ℓ)| − ρ(r_L, ℓ)",
+        "length_coef": "λ_L, weight of |ρ(r_Q, ℓ)| − s·ρ(r_L, ℓ)",
+        "length_sign": "s: +1, the length head rewards length (the paper); −1, it penalizes it",
         "ortho_coef": "λ_O, weight of |W_Q · W_L|",
     },
     version="1",

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -58,7 +58,7 @@ class RMTrainConfig(BaseModel):
         "the same names (bradley_terry: label_smoothing, center_coef; ordinal: grade_edges, "
         "ordinal_levels, ordinal_spacing; noise_robust: robust_members, suspect_fraction, "
         "suspect_action, suspect_weight, strength_margin, label_smoothing; odin: length_coef, "
-        "ortho_coef).",
+        "ortho_coef, length_sign).",
     )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
@@ -122,11 +122,24 @@ class RMTrainConfig(BaseModel):
     length_coef: float = Field(
         1.0,
         ge=0,
-        description="odin: λ_L, weight of |ρ(r_Q, length)| − ρ(r_L, length) (Chen et al. 2024).",
+        description="odin: λ_L, weight of |ρ(r_Q, length)| − s·ρ(r_L, length) (Chen et al. "
+        "2024).",
     )
     ortho_coef: float = Field(
         1.0, ge=0, description="odin: λ_O, weight of |W_Q · W_L|, the heads' orthogonality."
     )
+    length_sign: float = Field(
+        1.0,
+        description="odin: s in |ρ(r_Q, length)| − s·ρ(r_L, length): 1, the length head "
+        "rewards length (the paper); -1, it penalizes length (labels that prefer brevity).",
+    )
+    @field_validator("length_sign")
+    @classmethod
+    def _check_length_sign(cls, v: float) -> float:
+        if v not in (1.0, -1.0):
+            raise ValueError(f"length_sign: expected 1 or -1, got {v}")
+        return v
+
     max_length: int = Field(
         128,
         ge=2,
