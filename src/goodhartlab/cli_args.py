@@ -120,6 +120,9 @@ def add_model_arguments(
                 kwargs.update(nargs="+", type=str)
         elif origin is dict or annotation is dict:
             kwargs.update(type=parse_mapping, metavar="KEY=VALUE[,...]")
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            # a nested settings model (RLConfig.constrained): its fields as a mapping
+            kwargs.update(type=parse_mapping, metavar="{KEY: VALUE, ...}")
         elif annotation in (int, float, str):
             kwargs["type"] = annotation
         help_text = (info.description or "").replace("%", "%%")

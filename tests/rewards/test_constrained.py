@@ -55,3 +55,14 @@ def test_the_number_of_thresholds_must_match_the_members():
         c.apply(_scored([[1.0], [2.0]]), None)
     with pytest.raises(ValueError, match="thresholds"):
         ConstrainedConfig(thresholds=[])
+
+
+def test_goodhart_rl_takes_the_constrained_settings_as_a_mapping():
+    from goodhartlab.cli import build_parser
+    from goodhartlab.optimize.rl import RLConfig
+
+    args = build_parser().parse_args(
+        ["rl", "--constrained", "{thresholds: [0.5, -1.0], kind: eq}", "--out", "o"]
+    )
+    assert args.constrained == {"thresholds": [0.5, -1.0], "kind": "eq"}
+    assert RLConfig(constrained=args.constrained).constrained.kind == "eq"
