@@ -275,8 +275,15 @@ def train_component_proxies(
         units["pairs"] = ("pairs", pairs)
     config = RMTrainConfig(epochs=epochs, lr=lr, device=device, seed=0).model_dump()
     pair_paths = [root / f"{data.stem}-{tb.gold_components_version}-{k}.jsonl" for k in names]
-    members: dict[int, dict] = {}
     whole = _whole_ensemble(ens)
+    if whole is not None and len(whole) == len(names) and all(p.is_file() for p in pair_paths):
+        # a finished set is kept as train_proxies keeps one (even if RMTrainConfig grew a field)
+        workers.run("proxies", tasks, units)  # the pairs, if they went missing
+        return ComponentProxySet(
+            names, [ens / m["path"] for m in whole], [m.get("metrics", {}) for m in whole],
+            pair_paths,
+        )  # fmt: skip
+    members: dict[int, dict] = {}
     for i, k in enumerate(names):
         if not pair_paths[i].is_file():
             name = f"pairs/{k}"
@@ -304,11 +311,10 @@ def train_component_proxies(
     ordered = [members[i] for i in range(len(names))]
     paths = [Path(m["path"]) for m in ordered]
     metrics = [m["metrics"] for m in ordered]
-    if whole is None:
-        write_ensemble_index(ens, paths, [0] * len(names), [m["backbone"] for m in ordered],
-                             metrics)  # fmt: skip
-        meta = {"components": names, "version": tb.gold_components_version}
-        (ens / "components.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = {"components": names, "version": tb.gold_components_version}
+    (ens / "components.json").write_text(json.dumps(meta, indent=2) + "\n")
+    # last: ensemble.json marks the set complete
+    write_ensemble_index(ens, paths, [0] * len(names), [m["backbone"] for m in ordered], metrics)
     return ComponentProxySet(names, paths, metrics, pair_paths)
 
 
