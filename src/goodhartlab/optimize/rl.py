@@ -52,6 +52,14 @@ from goodhartlab.measure.evaluate import (
 from goodhartlab.models.loading import load_policy_and_reference, resolve_autocast_dtype
 from goodhartlab.monitor.live import MonitorConfig
 from goodhartlab.optimize.algorithms import RL_ALGORITHMS, AdvantageInputs
+from goodhartlab.optimize.gardo import (
+    check_gardo_resume,
+    check_gardo_run,
+    diversity_amplified,
+    gate_kl_penalty,
+    penalty_reference,
+    reset_reference_if_due,
+)
 from goodhartlab.optimize.monitoring import MONITOR_LOG, RunMonitor
 from goodhartlab.optimize.occupancy import occupancy_penalized
 from goodhartlab.optimize.rundir import (
@@ -125,6 +133,35 @@ class RLConfig(BaseModel):
     kl_horizon: int = Field(
         10_000, ge=1, description="Horizon of the adaptive controller (samples)."
     )
+    kl_gate: Literal["member_std", "proxy_gap"] | None = Field(
+        None,
+        description="GARDO's gated KL (He et al. 2025, arXiv 2512.24138; optimize.gardo): the "
+        "KL penalty in the reward only on the most uncertain samples of the batch, the "
+        "uncertainty from an ensemble's members' win rates in the batch: member_std (their "
+        "std), proxy_gap (the optimized reward's win rate minus the members' mean). None: off.",
+    )
+    kl_gate_fraction: float = Field(
+        0.1, gt=0, le=1, description="kl_gate: the fraction of the batch penalized (the top)."
+    )
+    kl_gate_threshold: float | None = Field(
+        None,
+        description="kl_gate: penalize where the uncertainty exceeds this instead of the top "
+        "kl_gate_fraction (None: the fraction).",
+    )
+    ref_reset_every: int | None = Field(
+        None,
+        ge=1,
+        description="GARDO's adaptive reference: the KL penalty's reference reset to the "
+        "current policy after every K steps (metrics.jsonl's KL stays to the base policy; "
+        "train.jsonl's kl is the penalty's). Must divide checkpoint_every. None: fixed.",
+    )
+    diversity_bonus: bool = Field(
+        False,
+        description="GARDO's diversity-aware amplification: advantages of samples above their "
+        "group's mean reward × their token n-gram cosine distance to the nearest other "
+        "completion of the prompt over the group's mean such distance (core.gardo).",
+    )
+    diversity_ngram: int = Field(2, ge=1, description="diversity_bonus: the n-gram order.")
     scale_rewards: bool = Field(
         True, description="grpo: divide by the group's std (False: Dr. GRPO's centering only)."
     )
@@ -246,6 +283,31 @@ class RLConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_gardo(self) -> RLConfig:
+        group_based = RL_ALGORITHMS[self.algorithm].group_based
+        if self.kl_gate is not None and (self.kl_in != "reward" or self.kl_coef <= 0):
+            raise ValueError(
+                "kl_gate: gates the KL penalty in the reward; needs kl_in='reward' and "
+                f"kl_coef > 0, got kl_in={self.kl_in!r}, kl_coef={self.kl_coef}"
+            )
+        if (self.kl_gate is not None or self.diversity_bonus) and not group_based:
+            raise ValueError(
+                f"kl_gate / diversity_bonus: exist for group-based algorithms (groups of G "
+                f"completions, the advantage from r_final); got algorithm={self.algorithm!r}"
+            )
+        if self.ref_reset_every is not None:
+            if self.kl_coef <= 0:
+                raise ValueError(
+                    "ref_reset_every: resets the KL penalty's reference; needs kl_coef > 0"
+                )
+            if self.checkpoint_every % self.ref_reset_every:
+                raise ValueError(
+                    f"ref_reset_every: must divide checkpoint_every ({self.checkpoint_every}), so "
+                    f"that a resumed run resets where an uninterrupted one does; got {self.ref_reset_every}"
+                )
+        return self
+
     @property
     def method(self) -> str:
         return self.name or f"rl-{self.algorithm}"
@@ -309,6 +371,8 @@ class _Run:
     train_prompts: list[str]
     device: torch.device
     autocast_dtype: torch.dtype | None
+    kl_reference: nn.Module | None = None
+    """The KL penalty's reference when it moves (GARDO's ref_reset_every), else None: π0."""
 
     def autocast(self):
         return torch.autocast(
@@ -422,12 +486,16 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
 
     # 2. Score: reward pipeline, with the KL to π0 in the reward when asked.
     logp_ref = kl_seq = None
+    gardo = reset_reference_if_due(run, step)  # GARDO's moving reference (optimize.gardo)
     if cfg.kl_coef > 0:
+        ref = run.reference if run.kl_reference is None else run.kl_reference
         with torch.no_grad(), run.autocast():
-            logp_ref = completion_logprobs(run.reference, rollouts, cfg.temperature)
+            logp_ref = completion_logprobs(ref, rollouts, cfg.temperature)
         kl_seq = sequence_kl(logp_old, logp_ref, mask, cfg.kl_estimator or "k1")
     in_reward = run.pipeline.kl_penalty is not None
     scored = run.pipeline(flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None)
+    if cfg.kl_gate is not None:  # GARDO: the penalty on the uncertain samples only
+        scored, gardo = gate_kl_penalty(cfg, run.pipeline, scored, kl_seq, gardo)
     r_final = scored.r_final.to(run.device)
     occupancy: dict[str, float] = {}
     if cfg.occupancy_reg is not None:  # r − λ·t (Laidlaw et al. 2024): optimize.occupancy
@@ -449,6 +517,8 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
             **step_inputs, prompts=flat_prompts, step=step,
         ),
     )  # fmt: skip
+    if cfg.diversity_bonus:  # GARDO: amplify good samples that differ from their group
+        advantages, gardo = diversity_amplified(cfg, rollouts, r_final, advantages, gardo)
     sft = _sft_samples(run, prompts, step) if cfg.sft_coef > 0 else None
 
     # 4. Clipped updates: `epochs` passes over shuffled minibatches.
@@ -493,6 +563,7 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
         step_s=time.perf_counter() - t0,
     )
     out.update(occupancy)
+    out.update(gardo)
     if kl_seq is not None:
         out["kl"] = float(kl_seq.mean())
     if scored.steps is not None:
@@ -625,6 +696,7 @@ def _build_run(
     value_model = ValueModel(model).to(device) if RL_ALGORITHMS[cfg.algorithm].value_model else None
     params = list(model.parameters()) + (list(value_model.parameters()) if value_model else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    check_gardo_run(cfg, pipeline)
     return _Run(
         cfg,
         model,
@@ -636,6 +708,7 @@ def _build_run(
         list(train_prompts),
         device,
         autocast_dtype,
+        kl_reference=penalty_reference(cfg, reference),
     )
 
 
@@ -749,6 +822,7 @@ def run_rl(
             ckpt, policy=model, optimizer=optimizer, value_model=value_model, device=device
         )
         pipeline.load_state_dict(state["pipeline"])
+        check_gardo_resume(cfg, start)
         rundir.resumed(start)
     # Lines past the checkpoint are recomputed; without a checkpoint, everything is.
     logs = ("metrics", "train", "samples", MONITOR_LOG)
