@@ -72,6 +72,7 @@ from goodhartlab.optimize.rundir import (
     save_checkpoint,
 )
 from goodhartlab.registry import OCCUPANCY_DIVERGENCES, name_in
+from goodhartlab.rewards.constrained import ConstrainedConfig, ConstrainedReward
 from goodhartlab.rewards.pipeline import KLPenalty, RewardPipeline, RewardPipelineConfig
 
 __all__ = ["METRICS_VERSION", "RLConfig", "RLResult", "ValueModel", "rl_step", "run_rl"]
@@ -249,6 +250,13 @@ class RLConfig(BaseModel):
         description="The hacking monitor (no gold) at every evaluation: detectors in "
         "metrics.jsonl, inputs in monitor.jsonl, alarm.json when it fires (None: off).",
     )
+    constrained: ConstrainedConfig | None = Field(
+        None,
+        description="Constrained RLHF (μ-PPO, Moskovitz et al. 2023, arXiv 2310.04373; "
+        "rewards.constrained): the reward ensemble's members are component proxies, held at "
+        "their thresholds by Lagrange multipliers (dual ascent every step), the KL reward "
+        "−β·KL as the objective (None: off).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RLConfig:
@@ -373,6 +381,8 @@ class _Run:
     autocast_dtype: torch.dtype | None
     kl_reference: nn.Module | None = None
     """The KL penalty's reference when it moves (GARDO's ref_reset_every), else None: π0."""
+    constrained: ConstrainedReward | None = None
+    """μ-PPO's multipliers (``cfg.constrained``), else None."""
 
     def autocast(self):
         return torch.autocast(
@@ -496,6 +506,8 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     scored = run.pipeline(flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None)
     if cfg.kl_gate is not None:  # GARDO: the penalty on the uncertain samples only
         scored, gardo = gate_kl_penalty(cfg, run.pipeline, scored, kl_seq, gardo)
+    if run.constrained is not None:  # μ-PPO's Lagrangian of component proxies
+        scored = run.constrained.apply(scored, kl_seq if in_reward else None)
     r_final = scored.r_final.to(run.device)
     occupancy: dict[str, float] = {}
     if cfg.occupancy_reg is not None:  # r − λ·t (Laidlaw et al. 2024): optimize.occupancy
@@ -564,6 +576,7 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     )
     out.update(occupancy)
     out.update(gardo)
+    out.update(run.constrained.last_stats if run.constrained is not None else {})
     if kl_seq is not None:
         out["kl"] = float(kl_seq.mean())
     if scored.steps is not None:
@@ -709,6 +722,7 @@ def _build_run(
         device,
         autocast_dtype,
         kl_reference=penalty_reference(cfg, reference),
+        constrained=ConstrainedReward(cfg.constrained) if cfg.constrained is not None else None,
     )
 
 
@@ -822,6 +836,8 @@ def run_rl(
             ckpt, policy=model, optimizer=optimizer, value_model=value_model, device=device
         )
         pipeline.load_state_dict(state["pipeline"])
+        if run.constrained is not None:
+            run.constrained.load_state_dict(state["constrained"])
         check_gardo_resume(cfg, start)
         rundir.resumed(start)
     # Lines past the checkpoint are recomputed; without a checkpoint, everything is.
@@ -866,7 +882,10 @@ def run_rl(
                     policy=model,
                     optimizer=optimizer,
                     value_model=value_model,
-                    state={"pipeline": pipeline.state_dict()},
+                    state={
+                        "pipeline": pipeline.state_dict(),
+                        "constrained": run.constrained and run.constrained.state_dict(),
+                    },
                     keep=cfg.keep_checkpoints,
                 )
             if stop:
