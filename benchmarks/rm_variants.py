@@ -49,6 +49,8 @@ VARIANTS: dict[str, dict] = {
     "ordinal": {"objective": "ordinal"},
     "noise_robust": {"objective": "noise_robust"},
     "noise_robust_25": {"objective": "noise_robust", "suspect_fraction": 0.25},
+    # ArmoRM: attribute heads on toy_text's gold components (noisy) + gating, Wang et al. 2024.
+    "armo": {"objective": "armo"},
     # Ablation: flipping only, without the adaptive margin.
     "noise_robust_flip_only": {"objective": "noise_robust", "strength_margin": 0.0},
 }

@@ -102,8 +102,13 @@ def reward_at_last_token(
         hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         last = (positions * attention_mask.to(positions.dtype)).argmax(dim=1)
-        h_last = hidden[torch.arange(input_ids.shape[0], device=hidden.device), last]
-        rewards = head(h_last)
+        rows = torch.arange(input_ids.shape[0], device=hidden.device)
+        h_last = hidden[rows, last]
+        if hasattr(head, "prompt_positions"):  # a prompt-conditioned head (rewards.armo_head)
+            h_prompt = hidden[rows, head.prompt_positions(input_ids, attention_mask)]
+            rewards = head(h_last, h_prompt)
+        else:
+            rewards = head(h_last)
     else:
         if return_hidden:
             raise ValueError(
@@ -182,7 +187,8 @@ class RewardModel:
         If the directory has a ``goodhart_rm.json`` (written by ``train_reward_model``),
         its ``max_length`` is used unless ``max_length`` is given. A directory sealed with
         checksums (``goodhartlab.artifacts``; every one ``train_reward_model`` saves) is
-        verified first. Weights are read from safetensors only.
+        verified first. Weights are read from safetensors only. A ``head`` in
+        ``goodhart_rm.json`` (an ArmoRM, ``rewards.armo_head``) replaces the linear score head.
 
         Raises:
             ValueError: naming the directory, if it is damaged (a file missing, truncated or
@@ -211,6 +217,10 @@ class RewardModel:
             raise ValueError(
                 f"{path_or_hub_name}: cannot load a reward model ({type(e).__name__}: {first})"
             ) from e
+        if (head := _saved_info(path_or_hub_name).get("head")) is not None:
+            from goodhartlab.rewards.armo_head import attach_saved_head
+
+            attach_saved_head(model, local, head)
         if model.config.num_labels != 1:
             raise ValueError(
                 f"{path_or_hub_name}: expected a reward model with num_labels=1, "
@@ -295,9 +305,11 @@ def score_token_ids(
     return (scores, hidden) if return_hidden else scores
 
 
-def _saved_max_length(path: str | os.PathLike) -> int | None:
+def _saved_info(path: str | os.PathLike) -> dict:
     meta = Path(path) / "goodhart_rm.json"
-    if not meta.is_file():
-        return None
-    value = json.loads(meta.read_text()).get("max_length")
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def _saved_max_length(path: str | os.PathLike) -> int | None:
+    value = _saved_info(path).get("max_length")
     return int(value) if value is not None else None

@@ -57,7 +57,8 @@ class RMTrainConfig(BaseModel):
         description="The loss (registry 'rm_objective'); its parameters are the fields of "
         "the same names (bradley_terry: label_smoothing, center_coef; ordinal: grade_edges, "
         "ordinal_levels, ordinal_spacing; noise_robust: robust_members, suspect_fraction, "
-        "suspect_action, suspect_weight, strength_margin, label_smoothing; odin: length_coef, "
+        "suspect_action, suspect_weight, strength_margin, label_smoothing; armo: the armo_* "
+        "fields; odin: length_coef, "
         "ortho_coef, length_sign).",
     )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
@@ -119,6 +120,23 @@ class RMTrainConfig(BaseModel):
         ge=0,
         description="noise_robust: λ of the adaptive margin λ·max(0, strength) (0: none).",
     )
+    armo_attribute_noise: float = Field(
+        0.5,
+        ge=0,
+        description="armo: std of the Gaussian noise on each attribute rating, as a fraction "
+        "of that attribute's std over the training completions.",
+    )
+    armo_gate_hidden: int = Field(64, gt=0, description="armo: width of the gating MLP.")
+    armo_gate_layers: int = Field(
+        2, ge=0, description="armo: hidden layers of the gating MLP (the reference code: 3)."
+    )
+    armo_temperature: float = Field(
+        10.0, gt=0, description="armo: τ of the gating softmax (the reference code: 10)."
+    )
+    armo_gate_epochs: int = Field(
+        20, gt=0, description="armo: stage-2 epochs of the gating network over the pairs."
+    )
+    armo_gate_lr: float = Field(1e-3, gt=0, description="armo: stage-2 AdamW learning rate.")
     length_coef: float = Field(
         1.0,
         ge=0,
@@ -380,11 +398,21 @@ def train_reward_model(
 
     last_eval = evaluate()
     history = [_epoch_record(0, None, last_eval)]
+    if objective.meta.get("multi_objective"):  # ArmoRM's two stages replace the loop below
+        from goodhartlab.train.rm_armo import check_backbone, train_armo
+
+        check_backbone(model)
+        losses, inputs_report["armo"] = train_armo(
+            model, reward_model, train_pairs, config, progress=progress
+        )
+        last_eval = evaluate()
+        history.append(_epoch_record(config.epochs, losses[-1], last_eval))
     order_gen = torch.Generator().manual_seed(config.seed)
     bar = tqdm(total=total_steps, desc="train rm", disable=not progress, leave=False)
     # The objective's parameters are RMTrainConfig fields of the same names.
     objective_params = {k: getattr(config, k) for k in objective.params.model_fields}
-    for epoch in range(1, config.epochs + 1):
+    bt_epochs = () if objective.meta.get("multi_objective") else range(1, config.epochs + 1)
+    for epoch in bt_epochs:
         model.train()
         order = torch.randperm(n, generator=order_gen).tolist()
         loss_sum = 0.0
@@ -446,6 +474,12 @@ def train_reward_model(
             "num_parameters": result.num_parameters,
             "num_train_pairs": n,
             "num_eval_pairs": len(eval_pairs),
+            # A head that is not a linear layer (ArmoRM's) is rebuilt from its spec on load.
+            **(
+                {"head": model.score.spec()}
+                if hasattr(model, "score") and hasattr(model.score, "spec")
+                else {}
+            ),
             "metrics": last_eval,
             "history": history,
             "versions": _versions(),
