@@ -49,13 +49,26 @@ def test_two_steps_of_full_gardo_penalize_only_the_gated_quarter(tmp_path, tiny_
     )
     assert moved and len(train) == 2
     for r in train:
-        assert all(math.isfinite(v) for k, v in r.items() if k not in ("kl_gated", "kl_ungated"))
+        assert all(math.isfinite(v) for v in r.values())
         # B·G = 32 rows, ⌈0.25 · 32⌉ = 8 gated.
         assert r["kl_gated_frac"] == 8 / 32
         # r_final = r_shaped − β·g·KL, averaged: mean r_shaped − β · (8/32) · mean KL of the gated.
         assert r["r_final"] == pytest.approx(r["r_shaped"] - 0.05 * 0.25 * r["kl_gated"], abs=1e-5)
         assert 0.0 <= r["diversity"] <= 2.0 and r["diversity_mult"] > 0.0
     assert [r["ref_reset"] for r in train] == [1.0, 0.0]  # steps 1 (a no-op: π = π0) and 3, ...
+
+
+def test_a_threshold_no_sample_reaches_gates_nothing(tmp_path, tiny_tokenizer):
+    # proxy_gap lies in [−1, 1]: a threshold of 1 gates no sample, so no KL reaches the
+    # reward (r_final = r_shaped) though KL is measured; the empty set logs 0, not NaN.
+    _, train, _ = _run(
+        tmp_path, tiny_tokenizer, "none", source=LetterEnsemble(), steps=2, kl_coef=0.05,
+        kl_gate="proxy_gap", kl_gate_threshold=1.0,
+    )  # fmt: skip
+    for r in train:
+        assert r["kl_gated_frac"] == 0.0 and r["kl_gated"] == 0.0
+        assert r["r_final"] == pytest.approx(r["r_shaped"], abs=1e-7)
+    assert train[1]["kl"] > 1e-3
 
 
 def test_the_gate_needs_an_ensemble_and_the_penalty_in_the_reward(tmp_path, tiny_tokenizer):

@@ -104,7 +104,8 @@ def gate_kl_penalty(
     r_final = r_shaped − β · g · KL, g = ``core.gardo.uncertainty_gate`` of the uncertainty,
     β the penalty's. Returns that output and ``stats`` with the gate's: the fraction gated
     (``kl_gated_frac``), the mean uncertainty (``uncertainty``) and the mean KL of the gated
-    and of the other samples (``kl_gated``, ``kl_ungated``; NaN where there are none).
+    and of the other samples (``kl_gated``, ``kl_ungated``; 0 where there are none: the log
+    takes no NaN).
     """
     members = scored.r_members
     if cfg.kl_gate == "member_std":
@@ -114,13 +115,13 @@ def gate_kl_penalty(
     gate = uncertainty_gate(u, cfg.kl_gate_fraction, cfg.kl_gate_threshold)
     kl = kl_seq.detach().cpu().to(scored.r_shaped.dtype)
     r_final = pipeline.kl_penalty.apply(scored.r_shaped, gate.to(kl.dtype) * kl)
-    nan = float("nan")
+    n_gated = int(gate.sum())
     stats = {
         **stats,
-        "kl_gated_frac": float(gate.float().mean()),
+        "kl_gated_frac": n_gated / gate.numel(),
         "uncertainty": float(u.mean()),
-        "kl_gated": float(kl[gate].mean()) if gate.any() else nan,
-        "kl_ungated": float(kl[~gate].mean()) if (~gate).any() else nan,
+        "kl_gated": float(kl[gate].sum()) / max(n_gated, 1),
+        "kl_ungated": float(kl[~gate].sum()) / max(gate.numel() - n_gated, 1),
     }
     return dataclasses.replace(scored, r_final=r_final), stats
 
