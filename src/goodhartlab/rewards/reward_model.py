@@ -9,6 +9,7 @@ the two can never disagree about what a pair looks like.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -209,18 +210,19 @@ class RewardModel:
             tokenizer = AutoTokenizer.from_pretrained(
                 path_or_hub_name, trust_remote_code=trust_remote_code
             )
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path_or_hub_name, trust_remote_code=trust_remote_code, use_safetensors=True
-            )
+            with _quiet_load(saved_head := _saved_info(path_or_hub_name).get("head")):
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    path_or_hub_name, trust_remote_code=trust_remote_code, use_safetensors=True
+                )
         except Exception as e:  # OSError, SafetensorError, JSONDecodeError, ...: one line
             first = (str(e).strip().splitlines() or [""])[0]
             raise ValueError(
                 f"{path_or_hub_name}: cannot load a reward model ({type(e).__name__}: {first})"
             ) from e
-        if (head := _saved_info(path_or_hub_name).get("head")) is not None:
+        if saved_head is not None:
             from goodhartlab.rewards.armo_head import attach_saved_head
 
-            attach_saved_head(model, local, head)
+            attach_saved_head(model, local, saved_head)
         if model.config.num_labels != 1:
             raise ValueError(
                 f"{path_or_hub_name}: expected a reward model with num_labels=1, "
@@ -303,6 +305,23 @@ def score_token_ids(
     finally:
         model.train(was_training)
     return (scores, hidden) if return_hidden else scores
+
+
+@contextlib.contextmanager
+def _quiet_load(saved_head: dict | None):
+    """Silence transformers' load report when a saved head replaces the linear one: it lists
+    the head's weights as unexpected and the linear head as missing, which is expected."""
+    if saved_head is None:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _saved_info(path: str | os.PathLike) -> dict:
