@@ -287,7 +287,8 @@ SHAPINGS: Registry[Callable[..., Any]] = Registry(
     doc="f(r: Tensor[B], context: ShapingContext, **params) -> Tensor[B]; meta 'needs' says "
     "what the context must hold: 'references' (r_ref, Shape (B, M)), 'moments' (running "
     "statistics, updated with the batch first), 'steps' (r_steps and step_mask, Shape (B, K): "
-    "the score of every sentence prefix; meta 'step_rewards' gives the per-step rewards) or "
+    "the score of every sentence prefix; meta 'step_rewards' gives the per-step rewards), "
+    "'length_bias' (length_bias, Shape (B,): a length bias fitted on base-policy samples) or "
     "nothing.",
 )
 REGULARIZERS: Registry[Callable[..., Any]] = Registry(
@@ -319,7 +320,9 @@ DAA_LOSSES: Registry[Callable[..., Any]] = Registry(
 RM_OBJECTIVES: Registry[Callable[..., Any]] = Registry(
     "reward-model objective",
     home="goodhartlab.core.losses",
-    doc="f(r_chosen: Tensor[B], r_rejected: Tensor[B], **params) -> (loss, stats).",
+    doc="f(r_chosen: Tensor[B], r_rejected: Tensor[B], **params) -> (loss, stats); meta "
+    "'needs' names per-pair inputs (train.rm_pair_inputs), meta 'length_head' a second head "
+    "trained beside the score head (ODIN: train.rm_length_head).",
 )
 REWARD_SOURCES: Registry[Callable[..., Any]] = Registry(
     "reward source",
@@ -343,13 +346,13 @@ METRICS: Registry[Callable[..., Any]] = Registry(
     home="goodhartlab.report.metrics",
     doc="f(summary_row: dict) -> float | None: a column of the report's table.",
 )
-
 CLAIM_CHECKS: Registry[Callable[..., Any]] = Registry(
     "claim check",
     home="goodhartlab.report.claims",
     doc="f(claim: ClaimConfig, figures: {method: {seed: run figures}}, rows: {method: row "
     "over seeds}) -> (measured: str, verdict: str): a paper's claim tested on a study.",
 )
+
 #: Every registry by kind, for ``goodhart list``.
 REGISTRIES: dict[str, Registry[Any]] = {
     "aggregator": AGGREGATORS,
@@ -363,8 +366,8 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "testbed": TESTBEDS,
     "detector": DETECTORS,
     "metric": METRICS,
-}
     "claim_check": CLAIM_CHECKS,
+}
 
 
 def name_in(registry: Registry[Any]) -> Any:
