@@ -51,6 +51,7 @@ VARIANTS: dict[str, dict] = {
     "noise_robust_25": {"objective": "noise_robust", "suspect_fraction": 0.25},
     # ArmoRM: attribute heads on toy_text's gold components (noisy) + gating, Wang et al. 2024.
     "armo": {"objective": "armo"},
+    "armo_no_decorrelation": {"objective": "armo", "armo_decorrelate": False},
     # Ablation: flipping only, without the adaptive margin.
     "noise_robust_flip_only": {"objective": "noise_robust", "strength_margin": 0.0},
 }

@@ -92,3 +92,17 @@ def test_armo_trains_saves_and_scores(tmp_path, tiny_tokenizer):
     # The gating is on the prompt: the same completion scored under two prompts may differ,
     # and a completion's score is one scalar.
     assert loaded(prompts, completions).shape == (20,)
+
+
+def test_without_decorrelation_the_penalties_are_zero(tiny_tokenizer):
+    torch.set_num_threads(1)
+    config = RMTrainConfig(
+        objective="armo", armo_decorrelate=False, batch_size=16, lr=1e-3, epochs=1,
+        max_length=64, armo_gate_epochs=1, eval_fraction=0.0,
+    )  # fmt: skip
+    backbone = build_reward_model("small", tiny_tokenizer, seed=0)
+    result = train_reward_model(toy_text_pairs(48, seed=0), tiny_tokenizer, backbone, config)
+    report = result.pair_inputs["armo"]
+    assert set(report["verbosity_penalty"].values()) == {0.0}
+    # r'_k = r_k, so the attributes keep their (nonzero) correlation with verbosity.
+    assert max(abs(v) for v in report["decorrelated_rho_verbosity"].values()) > 0.05

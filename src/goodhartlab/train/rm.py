@@ -137,6 +137,11 @@ class RMTrainConfig(BaseModel):
         20, gt=0, description="armo: stage-2 epochs of the gating network over the pairs."
     )
     armo_gate_lr: float = Field(1e-3, gt=0, description="armo: stage-2 AdamW learning rate.")
+    armo_decorrelate: bool = Field(
+        True,
+        description="armo: remove each attribute's verbosity component (the paper); False: "
+        "λ = 0, the ablation.",
+    )
     length_coef: float = Field(
         1.0,
         ge=0,

@@ -11,7 +11,7 @@ deviation over the training completions, drawn from ``seed``.
 Stage 1 trains the backbone with the regression heads (MSE on standardized noisy ratings of
 both completions of every training pair) for ``epochs``. Then the backbone and the heads are
 frozen, the verbosity penalties λ are fitted on the training completions' predicted
-attributes, and stage 2 trains the gating network and β with Bradley-Terry on the training
+attributes (unless ``armo_decorrelate`` is False: λ = 0), and stage 2 trains the gating network and β with Bradley-Terry on the training
 pairs' labels for ``armo_gate_epochs`` over cached hidden states.
 """
 
@@ -174,7 +174,9 @@ def train_armo(
     h_last, h_prompt = _hidden_states(model, head, ids, pad_id, config.eval_batch_size, device)
     with torch.no_grad():
         r = head.attribute_rewards(h_last)
-        head.verbosity_penalty.copy_(verbosity_penalties(r[:-1].double(), r[-1].double()).float())
+        if config.armo_decorrelate:
+            lam = verbosity_penalties(r[:-1].double(), r[-1].double())
+            head.verbosity_penalty.copy_(lam.float())
         r_dec = head.decorrelated(h_last)
     for p in model.parameters():
         p.requires_grad_(False)
