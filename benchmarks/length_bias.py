@@ -6,6 +6,12 @@ prompts x 10 (the calibration set the ``length_fit`` shaping fits on), and FiMi-
 curve f(ℓ) (``core.length_bias.fit_length_bias``) beside the mean score at each length.
 
     python benchmarks/length_bias.py [--out /work/bench/length_bias.json]
+        [--odin DIR [--length-sign -1] [--length-coef 0.1]]
+
+With ``--odin DIR``, also trains an ODIN proxy (``rm_objective odin``, Chen et al. 2024) as the
+study trains member 0 (its pairs, backbone seed 0, 2 epochs, lr 1e-3) into DIR, and reports its
+held-out clean accuracy, each head's correlation with length on the held-out pairs, and the
+quality head's on the base-policy samples (use it in RL: ``goodhart rl --proxy DIR``).
 
 Needs the study's proxies in the cache (``goodhart run mitigations rl.enabled=false``).
 """
@@ -32,6 +38,9 @@ def main() -> None:
     parser.add_argument("--out", default="length_bias.json")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--odin", default=None, help="train an ODIN proxy into this directory")
+    parser.add_argument("--length-sign", type=float, default=-1.0)
+    parser.add_argument("--length-coef", type=float, default=0.1)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
@@ -80,12 +89,47 @@ def main() -> None:
             f"{out['sources'][name]['spearman']:+.3f}  rho(r - f, len) {rep.pearson_after:+.3f}  "
             f"rho(r, f) {rep.fit_pearson:+.3f}"
         )
+    if args.odin:
+        out["odin"] = _odin(tb, proxies[0], args, flat_p, ro.completions, lengths)
     out["seconds"] = time.perf_counter() - t0
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(
         f"lengths {out['length_min']:.0f}-{out['length_max']:.0f} words (mean "
         f"{out['length_mean']:.1f}); {out['seconds']:.0f} s; written {args.out}"
     )
+
+
+def _odin(tb, proxy_dir: Path, args, prompts, completions, lengths) -> dict:
+    from goodhartlab.core.length_bias import pearson
+    from goodhartlab.data import read_pairs
+    from goodhartlab.testbeds import backbone_tokenizer
+    from goodhartlab.train.rm import RMTrainConfig, train_reward_model
+
+    info = json.loads((proxy_dir / "member_0" / "goodhart_rm.json").read_text())
+    pairs_file = sorted((tb.root / "proxies").glob("pairs-*-n6000-noise0.25-seed0.jsonl"))[0]
+    config = RMTrainConfig.model_validate(
+        info["config"]
+        | {"objective": "odin", "length_sign": args.length_sign, "length_coef": args.length_coef}
+    )
+    t0 = time.perf_counter()
+    res = train_reward_model(
+        read_pairs(pairs_file),
+        backbone_tokenizer(tb, "small"),
+        info["backbone"],
+        config,
+        out_dir=args.odin,
+        progress=False,
+    )
+    r_q = torch.as_tensor(res.reward_model(prompts, completions)).double()
+    odin = {
+        "train_seconds": time.perf_counter() - t0,
+        "clean_accuracy": res.metrics.get("clean_accuracy"),
+        "bt_member_0_clean_accuracy": info["metrics"].get("clean_accuracy"),
+        "heads_on_eval_pairs": res.pair_inputs["length_heads"],
+        "rho_quality_base_samples": float(pearson(r_q, lengths)),
+    }
+    print(f"odin: {odin}")
+    return odin
 
 
 if __name__ == "__main__":
