@@ -17,6 +17,7 @@ pairs' labels for ``armo_gate_epochs`` over cached hidden states.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,7 +126,11 @@ def train_armo(
         head.target_std.copy_(noisy.std(dim=1).clamp_min(1e-6).float())
     head.to(device)
     model.score = head
-    target = ((noisy - noisy.mean(dim=1, keepdim=True)) / noisy.std(dim=1, keepdim=True)).float()
+    # A constant attribute (std 0, e.g. no prompt with a constraint) gets targets of 0.
+    target = (noisy - noisy.mean(dim=1, keepdim=True)) / noisy.std(dim=1, keepdim=True).clamp_min(
+        1e-6
+    )
+    target = target.float()
 
     n = len(train_pairs)
     prompts = [p.prompt for p in train_pairs] * 2
@@ -219,10 +224,10 @@ def train_armo(
     report = {
         "attributes": names,
         "attribute_noise": config.armo_attribute_noise,
-        "head_rho_clean": {k: float(pearson(r_cpu[i], clean[i])) for i, k in enumerate(names)},
+        "head_rho_clean": {k: _finite(pearson(r_cpu[i], clean[i])) for i, k in enumerate(names)},
         "verbosity_penalty": dict(zip(names[:-1], head.verbosity_penalty.tolist(), strict=True)),
         "decorrelated_rho_verbosity": {
-            k: float(pearson(r_dec_cpu[i], r_cpu[-1])) for i, k in enumerate(names[:-1])
+            k: _finite(pearson(r_dec_cpu[i], r_cpu[-1])) for i, k in enumerate(names[:-1])
         },
         "gate_mean_weights": dict(zip(names[:-1], weights.tolist(), strict=True)),
         "logit_scale": float(head.logit_scale.item()),
@@ -231,6 +236,12 @@ def train_armo(
         "gate_final_accuracy": float(final_stats["accuracy"]),
     }
     return losses, report
+
+
+def _finite(x: Tensor) -> float | None:
+    """A correlation for goodhart_rm.json: None where it is undefined (a constant series)."""
+    v = float(x)
+    return v if math.isfinite(v) else None
 
 
 def check_backbone(model: nn.Module) -> None:
