@@ -17,7 +17,8 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
         assert m.seed == int(seed) and m.group == name
         seeds[name].add(m.seed)
     existing = {"single", "single-nokl", "mean", "wco", "uwo", "par"}
-    new = {"wco-std", "uwo-std", "clip", "delta", "sft", "ppo-center", "ppo-clip", "ppo-delta"}
+    new = {"wco-std", "uwo-std", "clip", "delta", "sft", "ppo-clip", "ppo-delta", "sqrtchi2"}
+    new |= {"chi2", "nashmp", "gardo", "gardo-gate", "lenfit", "mu-ppo", "fixed-sum", "par-long"}
     assert existing | new <= set(seeds)
     assert all(s == {0, 1, 2} for s in seeds.values())
     resolved = {
@@ -37,7 +38,11 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     assert resolved["delta-s1"].reward.shaping == "step_delta"
     assert resolved["wco-std-s2"].reward.standardize_members
     assert resolved["sft-s0"].sft_coef > 0 and resolved["single-s0"].sft_coef == 0
-    assert resolved["ppo-center-s0"].algorithm == "ppo"
+    assert resolved["ppo-clip-s0"].algorithm == "ppo"
+    assert resolved["nashmp-s1"].algorithm == "nash_mp"
+    assert resolved["sqrtchi2-s2"].occupancy_reg == "sqrt_chi2"
+    assert resolved["sqrtchi2-s2"].kl_coef == 0.0
+    assert resolved["mu-ppo-s0"].constrained is not None and config.proxies.components
     assert resolved["single-s0"].kl_coef == 0.01 and resolved["single-nokl-s0"].kl_coef == 0.0
 
 
@@ -47,8 +52,10 @@ def test_mitigations_pairs_each_method_with_its_own_algorithms_single_proxy():
         algorithm = config.rl.run_config(m, seed=0, device="cpu", max_new_tokens=64).algorithm
         if m.group.startswith("ppo-") and m.group != "ppo-single":
             assert m.baseline == "ppo-single" and algorithm == "ppo", m.name
+        elif m.group == "mu-ppo":  # the constrained run against the fixed sum of components
+            assert m.baseline == "fixed-sum" and m.components, m.name
         elif m.group != "ppo-single":
-            assert m.baseline is None and algorithm == "grpo", m.name  # the report's 'single'
+            assert m.baseline is None and algorithm in ("grpo", "nash_mp"), m.name  # 'single'
     # Every claim names methods of the study (checked at load time, too).
     groups = {m.group for m in config.rl.methods}
     assert config.claims and all(set(c.methods) <= groups for c in config.claims)
