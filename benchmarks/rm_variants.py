@@ -9,6 +9,9 @@ reports
   the noise-free labels;
 * best-of-n gold at n = 16 and 256 on a shared pool of ``--pool-size`` base-policy samples for
   each of ``--prompts`` held-out prompts (unbiased estimator, ``core.bon``);
+* for ``armo``, the same (its attribute heads also see a noisy rating of each gold
+  component of every training completion, ``train.rm_armo``); ``armo_no_decorrelation`` is
+  its ablation without the verbosity decorrelation;
 * for ``noise_robust``, the precision and recall of its suspects against the known flipped
   labels (``meta["flipped"]``), next to chance (the flip rate).
 

@@ -13,6 +13,13 @@ both completions of every training pair) for ``epochs``. Then the backbone and t
 frozen, the verbosity penalties λ are fitted on the training completions' predicted
 attributes (unless ``armo_decorrelate`` is False: λ = 0), and stage 2 trains the gating network and β with Bradley-Terry on the training
 pairs' labels for ``armo_gate_epochs`` over cached hidden states.
+
+Measured (``benchmarks/rm_variants.py``, 3,000 pairs with 25 % flipped labels, 3 seeds): in
+toy_text length is part of the gold (the ``length`` component penalizes runaway length), so
+the paper's decorrelation removes true signal: the ``length`` head's λ is about −0.08 per
+word, and best-of-256 gold falls from 1.37 without decorrelation to 0.57 with it (Bradley-
+Terry: 0.38). ArmoRM also learns from more than the pairs: a noisy rating of every attribute
+of both completions.
 """
 
 from __future__ import annotations
