@@ -133,6 +133,6 @@ def test_claims_are_checked_on_the_seeds(tmp_path):
     # 1.0 and single (gain 1.5 at step 15, between 0.5 and 0.2 relative gold) less.
     d = next(c for c in report["claims"] if c["paper"] == "D")
     assert "at proxy gain 1.50" in d["measured"]
-    page = (_study(tmp_path / "again", claims) / "report.html")
+    page = _study(tmp_path / "again", claims) / "report.html"
     build_report(page.parent)
     assert "<h2>Claims</h2>" in page.read_text()
