@@ -85,3 +85,59 @@ def test_a_resumed_mu_ppo_run_equals_an_uninterrupted_one(tmp_path, tiny_tokeniz
         for n in ("straight", "resumed")
     ]
     assert mus[0] == mus[1]
+
+
+# NM-PPO: a Nelder-Mead search over θ, told the evaluation's gold every search_every steps.
+NM = {"thresholds": [0.5, 2.0], "search": "nelder_mead", "search_every": 3, "search_scale": 1.0}
+
+
+def test_nm_ppo_moves_the_thresholds_after_each_stretch_of_search_every_steps(
+    tmp_path, tiny_tokenizer
+):
+    result, train, moved = _run(
+        tmp_path, tiny_tokenizer, "nm", TwoComponents(), 6, kl_coef=0.05,
+        reward=RewardPipelineConfig(aggregator="mean"), constrained=NM,
+    )  # fmt: skip
+    assert moved
+    # The initial simplex is θ0, θ0 + e_0, θ0 + e_1 (scale 1): steps 1-3 train at the first
+    # vertex, the evaluation at step 3 tells its gold, steps 4-6 train at the second.
+    thetas = [(r["theta_0"], r["theta_1"]) for r in train]
+    assert thetas[:3] == [(0.5, 2.0)] * 3
+    assert thetas[3:] == [(1.5, 2.0)] * 3
+    lines = {m["step"]: m for m in result.metrics}
+    assert "theta_0" in lines[0] and lines[0]["search_evals"] == 0  # step 0 tells nothing
+    assert (lines[3]["theta_0"], lines[3]["search_evals"]) == (0.5, 1)
+    assert (lines[6]["theta_0"], lines[6]["search_evals"]) == (1.5, 2)
+
+
+def test_a_resumed_nm_ppo_run_equals_an_uninterrupted_one(tmp_path, tiny_tokenizer):
+    settings = dict(
+        kl_coef=0.05, checkpoint_every=3, reward=RewardPipelineConfig(aggregator="mean"),
+        constrained=ConstrainedConfig(**NM),
+    )  # fmt: skip
+    straight, train, _ = _run(tmp_path, tiny_tokenizer, "straight", TwoComponents(), 9, **settings)
+    _run(tmp_path, tiny_tokenizer, "resumed", TwoComponents(), 6, **settings)
+    resumed = run_rl(
+        tmp_path / "resumed",
+        policy=build_causal_lm("small", tiny_tokenizer, seed=0),
+        tokenizer=tiny_tokenizer,
+        reward=TwoComponents(),
+        gold=WORDS,
+        train_prompts=PROMPTS,
+        eval_prompts=EVAL_PROMPTS,
+        config=RLConfig(**{**TINY, **settings, "steps": 9}),
+        resume=True,
+    )
+    assert resumed.metrics == straight.metrics
+    # Steps 7-9 train at the third vertex θ0 + e_1, reached only through the replayed search.
+    assert [(r["theta_0"], r["theta_1"]) for r in train[6:]] == [(0.5, 3.0)] * 3
+    untimed = [
+        [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+        for rows in (read_jsonl(tmp_path / "resumed" / "train.jsonl"), train)
+    ]
+    assert untimed[0] == untimed[1]
+
+
+def test_a_search_every_off_the_evaluation_grid_is_refused():
+    with pytest.raises(ValueError, match=r"constrained\.search_every.*eval_every \(3\)"):
+        RLConfig(**TINY, constrained={**NM, "search_every": 4})

@@ -66,3 +66,34 @@ def test_goodhart_rl_takes_the_constrained_settings_as_a_mapping():
     )
     assert args.constrained == {"thresholds": [0.5, -1.0], "kind": "eq"}
     assert RLConfig(constrained=args.constrained).constrained.kind == "eq"
+
+
+def test_nm_ppo_tells_minus_gold_and_moves_theta_by_a_nelder_mead_step():
+    # K = 1, θ0 = 0, scale 1: the simplex is {0, 1}. Step 0 tells nothing (the base policy);
+    # step 10 tells −2 at θ = 0, so θ moves to the second vertex 1; step 15 is off the
+    # search_every grid; step 20 tells −5 at θ = 1. Sorted: best 1 (−5), worst 0 (−2), centroid
+    # of the rest 1, reflection 1 + 1·(1 − 0) = 2 (Nelder & Mead's reflection coefficient 1).
+    cfg = ConstrainedConfig(thresholds=[0.0], search="nelder_mead", search_every=10,
+                            search_scale=1.0)  # fmt: skip
+    c = ConstrainedReward(cfg)
+    assert c.observe_gold(0, 9.0) == {"theta_0": 0.0, "search_evals": 0}
+    assert c.observe_gold(10, 2.0) == {"theta_0": 0.0, "search_evals": 1}
+    assert c.theta.tolist() == [1.0]
+    assert c.observe_gold(15, 9.0)["search_evals"] == 1 and c.theta.tolist() == [1.0]
+    assert c.observe_gold(20, 5.0) == {"theta_0": 1.0, "search_evals": 2}
+    assert c.theta.tolist() == [2.0]
+    # The apply step's constraint is against the searched θ.
+    c.apply(_scored([[2.5, 2.5]]), None)
+    assert c.last_stats["theta_0"] == 2.0 and c.last_stats["constraint_0"] == pytest.approx(0.5)
+    # The state replays into a fresh search: same θ, and the same next point.
+    d = ConstrainedReward(cfg)
+    d.load_state_dict(c.state_dict())
+    assert d.theta.tolist() == [2.0]
+    c.observe_gold(30, 1.0), d.observe_gold(30, 1.0)
+    assert torch.equal(c.theta, d.theta)
+
+
+def test_without_a_search_observing_gold_changes_nothing():
+    c = ConstrainedReward(ConstrainedConfig(thresholds=[0.5]))
+    assert c.observe_gold(10, 3.0) == {} and c.theta.tolist() == [0.5]
+    assert c.state_dict()["search"] is None

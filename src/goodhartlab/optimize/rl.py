@@ -292,6 +292,16 @@ class RLConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _check_threshold_search(self) -> RLConfig:
+        c = self.constrained
+        if c is not None and c.search != "none" and c.search_every % self.eval_every:
+            raise ValueError(
+                f"constrained.search_every: the search is told an evaluation's gold, so it must "
+                f"be a multiple of eval_every ({self.eval_every}); got {c.search_every}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_gardo(self) -> RLConfig:
         group_based = RL_ALGORITHMS[self.algorithm].group_based
         if self.kl_gate is not None and (self.kl_in != "reward" or self.kl_coef <= 0):
@@ -849,6 +859,8 @@ def run_rl(
     def log_eval(step: int) -> bool:
         """Evaluate and log; True when the monitor asks the run to stop."""
         line, samples, record = _evaluate(run, step, eval_prompts, gold, sources)
+        if run.constrained is not None:  # NM-PPO: this evaluation's gold moves the thresholds
+            line.update(run.constrained.observe_gold(step, line["gold"]))
         reading = None
         if watch is not None:
             reading = watch.observe(step, record, model, tokenizer, line.get("kl", math.nan))

@@ -13,18 +13,31 @@ algorithm that puts the KL per token (PPO) gets β_eff. Then one dual-ascent ste
 the batch means of r_k against the thresholds θ_k (the proxy points,
 ``core.constrained.proxy_point``, in the members' units). Under GRPO the group normalization
 makes the scale of the mixture irrelevant; the relative weights are what the multipliers set.
+
+NM-PPO (``search="nelder_mead"``, the paper's single-run threshold search; reference code
+``NelderMeadTrainer`` in ``rl4lms/envs/text_generation/training_utils.py``): θ is the current
+point of a Nelder-Mead search (``optimize.nelder_mead``, scipy's algorithm driven ask/tell);
+every ``search_every`` steps (:meth:`ConstrainedReward.observe_gold`, after that step's
+evaluation) the evaluation's mean gold at θ is told to the search, which minimizes −gold, and θ
+becomes the next point asked for; the policy and the multipliers carry on. The reference code
+trains a fixed number of iterations per point too (n_iters / 10), minimizes −(evaluation
+score), starts from a random simplex and returns early once every constraint is within 5 % of
+its threshold; here the simplex is θ0 and θ0 + scale · e_k and every stretch is search_every
+steps. This is the one mitigation that sees gold during training (as the paper's NM-PPO sees
+the evaluation score); its result is an upper reference, not a proxy-only method.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from goodhartlab.core.constrained import ConstraintKind, dual_ascent_step, multipliers
+from goodhartlab.optimize.nelder_mead import NelderMeadAskTell, initial_simplex
 
 __all__ = ["ConstrainedConfig", "ConstrainedReward"]
 
@@ -55,6 +68,31 @@ class ConstrainedConfig(BaseModel):
         0.1, ge=0, lt=1, description="SGD momentum of the dual ascent (reference: 0.1)."
     )
     init: float = Field(0.0, description="λ_k at the start (μ = 0.5 for ge, 0 for eq).")
+    search: Literal["none", "nelder_mead"] = Field(
+        "none",
+        description="none: the thresholds stay as given. nelder_mead: NM-PPO (Moskovitz et al. "
+        "2023), a Nelder-Mead search over θ within the run: thresholds is the first vertex, "
+        "every search_every steps the evaluation's mean gold at the current θ is told to the "
+        "search (it minimizes −gold) and θ moves to the next point it asks for. This method "
+        "sees gold during training (as the paper's NM-PPO sees the evaluation score).",
+    )
+    search_every: int = Field(
+        10,
+        ge=1,
+        description="Steps trained at each θ before its gold is reported (nelder_mead); a "
+        "multiple of eval_every, since the gold reported is the evaluation's.",
+    )
+    search_scale: float = Field(
+        0.5,
+        gt=0,
+        description="The initial simplex: thresholds and thresholds + search_scale · e_k, one "
+        "vertex per component (in the members' standardized units).",
+    )
+    search_adaptive: bool = Field(
+        False,
+        description="Gao & Han 2012's dimension-dependent Nelder-Mead coefficients (scipy's "
+        "adaptive) instead of the standard 1, 2, 1/2, 1/2 (the reference code's).",
+    )
 
 
 class ConstrainedReward:
@@ -67,6 +105,14 @@ class ConstrainedReward:
         self.lam = torch.full((k,), float(config.init), dtype=torch.float64)
         self.velocity: Tensor | None = None
         self.last_stats: dict[str, float] = {}
+        self.search: NelderMeadAskTell | None = None
+        """NM-PPO's search over θ (``config.search``), else None."""
+        if config.search == "nelder_mead":
+            self.search = NelderMeadAskTell(
+                initial_simplex(self.theta.numpy(), config.search_scale),
+                adaptive=config.search_adaptive,
+            )
+            self.theta = torch.from_numpy(self.search.ask())
 
     @property
     def mu(self) -> Tensor:
@@ -105,16 +151,38 @@ class ConstrainedReward:
         self.last_stats = {
             **{f"mu_{i}": float(mu[i]) for i in range(k)},
             **{f"constraint_{i}": float(v[i] - self.theta[i]) for i in range(k)},
+            **({f"theta_{i}": float(self.theta[i]) for i in range(k)} if self.search else {}),
         }
         return dataclasses.replace(scored, r_shaped=r_shaped, r_final=r_final, kl_coef=kl_coef)
+
+    def observe_gold(self, step: int, gold: float) -> dict[str, float]:
+        """NM-PPO: after an evaluation, report its mean gold at the current θ to the search
+        when ``step`` ends a stretch of ``search_every`` steps, and move θ to the next point.
+
+        Returns:
+            For the evaluation's line: the θ trained under up to ``step`` and the number of
+            values the search has been told ({} without a search).
+        """
+        if self.search is None:
+            return {}
+        line = {f"theta_{i}": float(t) for i, t in enumerate(self.theta)}
+        if step > 0 and step % self.config.search_every == 0:
+            self.search.tell(-gold)
+            self.theta = torch.from_numpy(self.search.ask())
+        line["search_evals"] = len(self.search.history)
+        return line
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "lam": self.lam.tolist(),
             "velocity": None if self.velocity is None else self.velocity.tolist(),
+            "search": None if self.search is None else self.search.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lam = torch.tensor(state["lam"], dtype=torch.float64)
         v = state.get("velocity")
         self.velocity = None if v is None else torch.tensor(v, dtype=torch.float64)
+        if self.search is not None:  # replayed: scipy's search is deterministic in its values
+            self.search.load_state_dict(state["search"])
+            self.theta = torch.from_numpy(self.search.ask())
