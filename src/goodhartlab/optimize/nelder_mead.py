@@ -10,6 +10,13 @@ reports its value. The simplex logic stays scipy's: ``minimize`` runs in a worke
 objective hands each point out and blocks until its value comes back, so the two threads take
 turns and the sequence of points is the one the closed loop would produce on the same values.
 
+Coefficients: reflection 1, expansion 2, contraction 1/2, shrink 1/2 (Nelder & Mead's; the
+reference code of NM-PPO, ConstrainedRL4LMs' ``NelderMeadTrainer``, uses the same alpha, gamma,
+rho, sigma); adaptive: 1, 1 + 2/K, 3/4 − 1/(2K), 1 − 1/K in K dimensions. Where scipy differs
+from that reference loop: a reflected point worse than the second worst but better than the
+worst gets an outside contraction (the reference only contracts inside), and convergence is
+scipy's xatol / fatol on the simplex (the reference: the std of the vertices' values < tol).
+
 Resuming: the thread's state cannot be saved, but scipy is deterministic given the values, so
 :meth:`~NelderMeadAskTell.state_dict` keeps the history of (point, value) and
 :meth:`~NelderMeadAskTell.load_state_dict` replays it into a fresh search (checking that each
