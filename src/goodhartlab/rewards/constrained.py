@@ -16,7 +16,7 @@ makes the scale of the mixture irrelevant; the relative weights are what the mul
 
 NM-PPO (``search="nelder_mead"``, the paper's single-run threshold search; reference code
 ``NelderMeadTrainer`` in ``rl4lms/envs/text_generation/training_utils.py``): θ is the current
-point of a Nelder-Mead search (``optimize.nelder_mead``, scipy's algorithm driven ask/tell);
+point of a Nelder-Mead search (``core.nelder_mead``, scipy's algorithm driven ask/tell);
 every ``search_every`` steps (:meth:`ConstrainedReward.observe_gold`, after that step's
 evaluation) the evaluation's mean gold at θ is told to the search, which minimizes −gold, and θ
 becomes the next point asked for; the policy and the multipliers carry on. The reference code
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from goodhartlab.core.constrained import ConstraintKind, dual_ascent_step, multipliers
-from goodhartlab.optimize.nelder_mead import NelderMeadAskTell, initial_simplex
+from goodhartlab.core.nelder_mead import NelderMeadAskTell, initial_simplex
 
 __all__ = ["ConstrainedConfig", "ConstrainedReward"]
 

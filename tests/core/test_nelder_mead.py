@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from goodhartlab.optimize.nelder_mead import NelderMeadAskTell, initial_simplex
+from goodhartlab.core.nelder_mead import NelderMeadAskTell, initial_simplex
 
 # A convex quadratic in 3 dimensions, minimum 0.5 at x* (off the simplex's axes).
 X_STAR = np.array([1.0, -2.0, 0.5])
