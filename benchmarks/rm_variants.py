@@ -6,9 +6,11 @@ file) from the size-``small`` backbone with the study's recipe (2 epochs, lr 1e-
 reports
 
 * clean held-out accuracy on the last 1,000 pairs of that file (never trained on), against
-  the noise-free labels;
-* best-of-n gold at n = 16 and 256 on a shared pool of ``--pool-size`` base-policy samples for
-  each of ``--prompts`` held-out prompts (unbiased estimator, ``core.bon``);
+  the noise-free labels, and the calibration of σ(r_c − r_r) against them (ECE, 10 bins, and
+  Brier; ``train.rm.evaluate_reward_model``);
+* best-of-n gold at n = 16, 256 and (with ``--pool-size 1024``) 1,024 on a shared pool of
+  ``--pool-size`` base-policy samples for each of ``--prompts`` held-out prompts (unbiased
+  estimator, ``core.bon``);
 * for ``armo``, the same (its attribute heads also see a noisy rating of each gold
   component of every training completion, ``train.rm_armo``); ``armo_no_decorrelation`` is
   its ablation without the verbosity decorrelation;
@@ -91,7 +93,7 @@ def main() -> None:
     ap.add_argument("--out", default="rm_variants.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    ns = [n for n in (1, 16, 256) if n <= args.pool_size]
+    ns = [n for n in (1, 16, 256, 1024) if n <= args.pool_size]
 
     study = load_config(None)
     tb = make_testbed(study, progress=False)
@@ -137,7 +139,7 @@ def main() -> None:
                 train, tb.tokenizer, backbone, config, eval_pairs=[], progress=False
             )
             rm = result.reward_model
-            clean = evaluate_reward_model(rm, held_out)["clean_accuracy"]
+            held_out_metrics = evaluate_reward_model(rm, held_out)
             with torch.no_grad():
                 proxy = rm(flat_prompts, flat_completions, batch_size=256)
             proxy = proxy.double().cpu().numpy().reshape(len(prompts), -1)
@@ -146,7 +148,9 @@ def main() -> None:
             row = {
                 "variant": name,
                 "seed": seed,
-                "clean_accuracy": clean,
+                "clean_accuracy": held_out_metrics["clean_accuracy"],
+                "clean_ece": held_out_metrics["clean_ece"],
+                "clean_brier": held_out_metrics["clean_brier"],
                 **{
                     f"bon_gold_n{n}": float(g) for n, g in zip(ns, curve.gold.tolist(), strict=True)
                 },
@@ -169,7 +173,14 @@ def main() -> None:
         these = [r for r in rows if r["variant"] == name]
         entry = {
             key: seed_interval([r[key] for r in these])
-            for key in ["clean_accuracy", *[f"bon_gold_n{n}" for n in ns], "precision", "recall"]
+            for key in [
+                "clean_accuracy",
+                "clean_ece",
+                "clean_brier",
+                *[f"bon_gold_n{n}" for n in ns],
+                "precision",
+                "recall",
+            ]
             if key in these[0]
         }
         if name != "bradley_terry" and "bradley_terry" in args.variants:

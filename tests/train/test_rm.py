@@ -175,6 +175,22 @@ def test_evaluate_gold_on_noisy_labels_recovers_clean_accuracy():
     assert m["n"] == 400
 
 
+def test_evaluate_calibration_of_the_forecast_against_clean_labels():
+    # r(" a") − r(" b") = ln 3 on both pairs, so σ(gap) = 0.75 on both; the second pair's label
+    # was flipped, so the clean outcome is 1 then 0. Brier: (0.25² + 0.75²) / 2 = 0.3125; ECE:
+    # one bin, confidence 0.75, correct 1/2: |0.5 − 0.75| = 0.25.
+    rewards = {" a": math.log(3.0), " b": 0.0}
+    source = ProgrammaticReward(lambda p, c: rewards[c], name="table", version="1")
+    pairs = [
+        PreferencePair(prompt="q", chosen=" a", rejected=" b", meta={"flipped": False}),
+        PreferencePair(prompt="q", chosen=" a", rejected=" b", meta={"flipped": True}),
+    ]
+    m = evaluate_reward_model(source, pairs)
+    assert m["clean_brier"] == pytest.approx(0.3125)
+    assert m["clean_ece"] == pytest.approx(0.25)
+    assert m["clean_accuracy"] == 0.5
+
+
 def test_evaluate_strict_accuracy_and_subsets():
     pairs = [
         PreferencePair(prompt="q", chosen=" a", rejected=" b", subset="x"),
@@ -185,7 +201,7 @@ def test_evaluate_strict_accuracy_and_subsets():
     # Ties are wrong; −log σ(0) = log 2.
     assert m["accuracy"] == 0.0 and m["loss"] == pytest.approx(math.log(2))
     assert m["accuracy_by_subset"] == {"x": 0.0, "y": 0.0}
-    assert "clean_accuracy" not in m
+    assert "clean_accuracy" not in m and "clean_ece" not in m
 
 
 def test_train_ensemble_members_differ_and_load(tmp_path, tiny_tokenizer):

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from goodhartlab.artifacts import atomic_write_text, dir_mode, seal
 from goodhartlab.core.losses import RM_OBJECTIVES
+from goodhartlab.core.rm_metrics import brier_score, expected_calibration_error
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.models.loading import check_vocabulary
 from goodhartlab.registry import name_in
@@ -230,9 +231,11 @@ def evaluate_reward_model(
 
     Returns:
         ``n``; ``accuracy``; ``loss`` = mean −log σ(r_c − r_r); ``margin_mean`` = mean
-        r_c − r_r; ``clean_accuracy``, the accuracy against the noise-free labels (flipped
-        pairs counted the other way round), when every pair records ``meta["flipped"]``;
-        ``accuracy_by_subset`` when pairs have a ``subset``.
+        r_c − r_r; when every pair records ``meta["flipped"]``: ``clean_accuracy``, the
+        accuracy against the noise-free labels (flipped pairs counted the other way round),
+        and the calibration of the Bradley-Terry forecast σ(r_c − r_r) against them,
+        ``clean_ece`` (``core.rm_metrics.expected_calibration_error``, 10 bins) and
+        ``clean_brier``; ``accuracy_by_subset`` when pairs have a ``subset``.
     """
     pairs = list(pairs)
     if not pairs:
@@ -257,6 +260,9 @@ def evaluate_reward_model(
         flipped = torch.tensor(flips)
         clean_correct = torch.where(flipped, gap < 0, gap > 0)
         out["clean_accuracy"] = clean_correct.double().mean().item()
+        forecast, truly_chosen = torch.sigmoid(gap), (~flipped).double()
+        out["clean_ece"] = expected_calibration_error(forecast, truly_chosen)
+        out["clean_brier"] = brier_score(forecast, truly_chosen)
     subsets = [p.subset for p in pairs]
     if any(s is not None for s in subsets):
         by_subset: dict[str, list[bool]] = {}
