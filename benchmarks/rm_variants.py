@@ -60,6 +60,8 @@ VARIANTS: dict[str, dict] = {
     "armo_no_decorrelation": {"objective": "armo", "armo_decorrelate": False},
     # Themis (Li et al. 2024): Bradley-Terry on prompt + completion + a counter tool's answer.
     "themis": {"objective": "bradley_terry", "tool": "toy_text_counter"},
+    # Its ablation: the catalogue lookup alone (parts mentioned), without the counts.
+    "themis_lookup": {"objective": "bradley_terry", "tool": "toy_text_lookup"},
     # Ablation: flipping only, without the adaptive margin.
     "noise_robust_flip_only": {"objective": "noise_robust", "strength_margin": 0.0},
 }

@@ -15,7 +15,11 @@ from goodhartlab.registry import RM_TOOLS
 from goodhartlab.rewards import RewardModel
 from goodhartlab.rewards.reward_model import rm_batch_input_ids
 from goodhartlab.testbeds.toy_text.gold import gold_features
-from goodhartlab.testbeds.toy_text.tools import toy_text_counter, toy_text_counts
+from goodhartlab.testbeds.toy_text.tools import (
+    toy_text_counter,
+    toy_text_counts,
+    toy_text_lookup,
+)
 from goodhartlab.train import RMTrainConfig, train_reward_model
 
 PROMPT = "review of a phone :"
@@ -40,6 +44,7 @@ def test_counter_answer_on_a_hand_made_completion():
         " : , , , , , : , : screen battery : lens : , , ,"
     )
     assert toy_text_counter(PROMPT, "") == " : : : : :"
+    assert toy_text_lookup(PROMPT, COMPLETION) == " : screen battery : lens"
     # Caps: 20 copies of one sentence -> 8 sentences, 4 repeats, 6 top mentions.
     stuffed = " the screen is great ." * 20
     assert toy_text_counter(PROMPT, stuffed) == (

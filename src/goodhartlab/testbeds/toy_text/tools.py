@@ -22,6 +22,14 @@ grammar or of the gold's weights and thresholds: it is a counter, not the gold. 
 unary runs of "," and field boundaries ":", both whole tokens of the toy_text tokenizer,
 so an answer costs at most ~32 tokens (the RM's 128-token inputs keep it whole; longer
 inputs lose the prompt's start first). Bump ``TOOLS_VERSION`` on any change of an answer.
+
+Measured (``benchmarks/rm_variants.py --variants bradley_terry themis``, 3,000 pairs with 25 %
+flipped labels, 3 seeds, 64 prompts x 256 base samples): clean held-out accuracy 0.669 ±
+0.012 against Bradley-Terry's 0.650 ± 0.007; best-of-16 gold 1.052 ± 0.263 (BT 0.725 ±
+0.450; paired over prompts +0.327 ± 0.061); best-of-256 gold 0.996 ± 1.133 (BT 0.379 ±
+0.761; paired +0.617 ± 0.370). The lookup alone (``toy_text_lookup``, variant
+``themis_lookup``): accuracy 0.674 ± 0.043, best-of-16 0.873 ± 0.156 (paired +0.148 ±
+0.069), best-of-256 0.899 ± 0.511 (paired +0.520 ± 0.425): the counts add most at n = 16.
 """
 
 from __future__ import annotations
@@ -86,4 +94,20 @@ def toy_text_counter(prompt: str, completion: str) -> str:
         + " :" + "".join(f" {q}" for q in c["parts"])
         + " :" + "".join(f" {q}" for q in c["off"][: CAPS["off"]])
         + " :" + " ," * min(c["top_mentions"], CAPS["top_mentions"])
+    )  # fmt: skip
+
+
+@RM_TOOLS.register(
+    "toy_text_lookup",
+    paper="Li et al. 2024, Tool-Augmented Reward Modeling (Themis), arXiv:2310.01045",
+    version=TOOLS_VERSION,
+    testbed="toy_text",
+)
+def toy_text_lookup(prompt: str, completion: str) -> str:
+    """The catalogue lookup of ``toy_text_counter`` alone (no counts): this product's parts
+    mentioned, then other products' (an ablation of the counter)."""
+    c = toy_text_counts(prompt, completion)
+    return (
+        " :" + "".join(f" {q}" for q in c["parts"])
+        + " :" + "".join(f" {q}" for q in c["off"][: CAPS["off"]])
     )  # fmt: skip
