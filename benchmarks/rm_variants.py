@@ -14,6 +14,9 @@ reports
 * for ``armo``, the same (its attribute heads also see a noisy rating of each gold
   component of every training completion, ``train.rm_armo``); ``armo_no_decorrelation`` is
   its ablation without the verbosity decorrelation;
+* for ``themis``, the same for a Bradley-Terry proxy that reads the answer of the
+  ``toy_text_counter`` tool (counts and a catalogue lookup, ``testbeds.toy_text.tools``)
+  after each completion, at training and at scoring;
 * for ``noise_robust``, the precision and recall of its suspects against the known flipped
   labels (``meta["flipped"]``), next to chance (the flip rate).
 
@@ -57,6 +60,10 @@ VARIANTS: dict[str, dict] = {
     # ArmoRM: attribute heads on toy_text's gold components (noisy) + gating, Wang et al. 2024.
     "armo": {"objective": "armo"},
     "armo_no_decorrelation": {"objective": "armo", "armo_decorrelate": False},
+    # Themis (Li et al. 2024): Bradley-Terry on prompt + completion + a counter tool's answer.
+    "themis": {"objective": "bradley_terry", "tool": "toy_text_counter"},
+    # Its ablation: the catalogue lookup alone (parts mentioned), without the counts.
+    "themis_lookup": {"objective": "bradley_terry", "tool": "toy_text_lookup"},
     # Ablation: flipping only, without the adaptive margin.
     "noise_robust_flip_only": {"objective": "noise_robust", "strength_margin": 0.0},
 }

@@ -46,6 +46,7 @@ __all__ = [
     "REWARD_SOURCES",
     "RL_ALGORITHMS",
     "RM_OBJECTIVES",
+    "RM_TOOLS",
     "SHAPINGS",
     "TESTBEDS",
     "Entry",
@@ -324,6 +325,13 @@ RM_OBJECTIVES: Registry[Callable[..., Any]] = Registry(
     "'needs' names per-pair inputs (train.rm_pair_inputs), meta 'length_head' a second head "
     "trained beside the score head (ODIN: train.rm_length_head).",
 )
+RM_TOOLS: Registry[Callable[..., Any]] = Registry(
+    "reward-model tool",
+    home="goodhartlab.testbeds.toy_text.tools",
+    doc="f(prompt: str, completion: str) -> str: a tool's answer, appended to the completion "
+    "in a tool-augmented reward model's input (Themis; rewards.reward_model); meta 'testbed' "
+    "names the testbed whose prompts it reads.",
+)
 REWARD_SOURCES: Registry[Callable[..., Any]] = Registry(
     "reward source",
     home="goodhartlab.rewards",
@@ -362,6 +370,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "rl_algorithm": RL_ALGORITHMS,
     "daa_loss": DAA_LOSSES,
     "rm_objective": RM_OBJECTIVES,
+    "rm_tool": RM_TOOLS,
     "reward_source": REWARD_SOURCES,
     "testbed": TESTBEDS,
     "detector": DETECTORS,

@@ -5,6 +5,11 @@ followed by one ``eos`` token; the reward is the score head applied to the hidde
 that last token. Training (``goodhartlab.train.rm``) and scoring both go through
 :func:`rm_batch_input_ids`, :func:`collate_rm_inputs` and :func:`reward_at_last_token`, so
 the two can never disagree about what a pair looks like.
+
+A tool-augmented reward model (Themis, Li et al. 2024, arXiv:2310.01045) reads
+``prompt + completion + tool(prompt, completion)``: the answer of a tool of the registry
+``RM_TOOLS`` (e.g. ``toy_text_counter``), appended in :func:`rm_batch_input_ids`, which
+training and scoring share; a saved model names its tool in ``goodhart_rm.json``.
 """
 
 from __future__ import annotations
@@ -20,14 +25,32 @@ from torch import Tensor, nn
 
 from goodhartlab.artifacts import MANIFEST, verify
 from goodhartlab.models.loading import check_vocabulary
+from goodhartlab.registry import RM_TOOLS
+
+
+def with_tool_answers(
+    prompts: Sequence[str], completions: Sequence[str], tool: str | None
+) -> list[str]:
+    """The completions a reward model with ``tool`` reads: ``completion + tool(prompt,
+    completion)`` (Themis), or the completions themselves when ``tool`` is None."""
+    if tool is None:
+        return list(completions)
+    call = RM_TOOLS[tool]
+    return [c + call(p, c) for p, c in zip(prompts, completions, strict=True)]
 
 
 def rm_batch_input_ids(
-    tokenizer, prompts: Sequence[str], completions: Sequence[str], max_length: int
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_length: int,
+    *,
+    tool: str | None = None,
 ) -> list[list[int]]:
     """Token ids a reward model reads, for each (prompt, completion).
 
-    ids = tokenizer(prompt + completion, add_special_tokens=False).input_ids + [eos].
+    ids = tokenizer(prompt + completion [+ answer], add_special_tokens=False).input_ids + [eos],
+    with answer = ``RM_TOOLS[tool](prompt, completion)`` when ``tool`` is given.
     Sequences longer than ``max_length`` are truncated from the left: the first tokens
     (the start of the prompt) are dropped, so the end of the completion and the eos, which
     the reward is read from, are always kept. A completion longer than ``max_length - 1``
@@ -45,6 +68,7 @@ def rm_batch_input_ids(
         raise ValueError("tokenizer: expected an eos_token; reward models read the score there")
     if not prompts:
         return []
+    completions = with_tool_answers(prompts, completions, tool)
     texts = [p + c for p, c in zip(prompts, completions, strict=True)]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     keep = max_length - 1
@@ -149,6 +173,8 @@ class RewardModel:
             Defaults to the model's ``max_position_embeddings`` (and the tokenizer's limit).
         device: where to run; defaults to the model's current device.
         name: a label for logs and reports.
+        tool: a tool of ``RM_TOOLS`` whose answer the model reads after each completion
+            (Themis); None: none.
     """
 
     def __init__(
@@ -159,8 +185,10 @@ class RewardModel:
         max_length: int | None = None,
         device: str | torch.device | None = None,
         name: str | None = None,
+        tool: str | None = None,
     ):
         check_vocabulary(tokenizer, model)
+        self.tool = None if tool is None else RM_TOOLS.check(tool, "tool")
         if tokenizer.eos_token_id is None:
             raise ValueError("tokenizer: expected an eos_token; reward models read the score there")
         self.model = model if device is None else model.to(device)
@@ -189,7 +217,8 @@ class RewardModel:
         its ``max_length`` is used unless ``max_length`` is given. A directory sealed with
         checksums (``goodhartlab.artifacts``; every one ``train_reward_model`` saves) is
         verified first. Weights are read from safetensors only. A ``head`` in
-        ``goodhart_rm.json`` (an ArmoRM, ``rewards.armo_head``) replaces the linear score head.
+        ``goodhart_rm.json`` (an ArmoRM, ``rewards.armo_head``) replaces the linear score head;
+        a ``tool`` there (a tool-augmented model) is called on every completion it scores.
 
         Raises:
             ValueError: naming the directory, if it is damaged (a file missing, truncated or
@@ -231,7 +260,12 @@ class RewardModel:
         if max_length is None:
             max_length = _saved_max_length(path_or_hub_name)
         return cls(
-            model, tokenizer, max_length=max_length, device=device, name=str(path_or_hub_name)
+            model,
+            tokenizer,
+            max_length=max_length,
+            device=device,
+            name=str(path_or_hub_name),
+            tool=_saved_info(path_or_hub_name).get("tool"),
         )
 
     @property
@@ -240,7 +274,9 @@ class RewardModel:
 
     def input_ids(self, prompts: Sequence[str], completions: Sequence[str]) -> list[list[int]]:
         """The token ids this model reads for each (prompt, completion)."""
-        return rm_batch_input_ids(self.tokenizer, prompts, completions, self.max_length)
+        return rm_batch_input_ids(
+            self.tokenizer, prompts, completions, self.max_length, tool=self.tool
+        )
 
     def score(
         self, prompts: Sequence[str], completions: Sequence[str], *, batch_size: int = 64
@@ -264,7 +300,8 @@ class RewardModel:
         )
 
     def __repr__(self) -> str:
-        return f"RewardModel(name={self.name!r}, max_length={self.max_length})"
+        tool = f", tool={self.tool!r}" if self.tool is not None else ""
+        return f"RewardModel(name={self.name!r}, max_length={self.max_length}{tool})"
 
 
 def score_token_ids(

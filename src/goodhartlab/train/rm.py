@@ -29,13 +29,12 @@ from goodhartlab.core.losses import RM_OBJECTIVES
 from goodhartlab.core.rm_metrics import brier_score, expected_calibration_error
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.models.loading import check_vocabulary
-from goodhartlab.registry import name_in
+from goodhartlab.registry import RM_TOOLS, name_in
 from goodhartlab.rewards.ensemble import Ensemble
 from goodhartlab.rewards.reward_model import (
     RewardModel,
     collate_rm_inputs,
     reward_at_last_token,
-    rm_batch_input_ids,
 )
 from goodhartlab.train.rm_length_head import (
     build_length_head,
@@ -164,6 +163,12 @@ class RMTrainConfig(BaseModel):
             raise ValueError(f"length_sign: expected 1 or -1, got {v}")
         return v
 
+    tool: name_in(RM_TOOLS) | None = Field(
+        None,
+        description="Themis (Li et al. 2024): a tool (registry 'rm_tool') whose answer the "
+        "model reads after each completion, at training and scoring alike (saved with the "
+        "model); None: no tool.",
+    )
     max_length: int = Field(
         128,
         ge=2,
@@ -371,17 +376,18 @@ def train_reward_model(
         _reinit_score_head(model, config.seed)
     model.to(config.device)
     reward_model = RewardModel(
-        model, tokenizer, max_length=config.max_length, name=_backbone_name(backbone)
+        model,
+        tokenizer,
+        max_length=config.max_length,
+        name=_backbone_name(backbone),
+        tool=config.tool,
     )
     pad_id = reward_model.pad_token_id
 
+    # The scorer's own ids (its tool's answers included): training reads what scoring reads.
     prompts = [p.prompt for p in train_pairs]
-    ids_chosen = rm_batch_input_ids(
-        tokenizer, prompts, [p.chosen for p in train_pairs], config.max_length
-    )
-    ids_rejected = rm_batch_input_ids(
-        tokenizer, prompts, [p.rejected for p in train_pairs], config.max_length
-    )
+    ids_chosen = reward_model.input_ids(prompts, [p.chosen for p in train_pairs])
+    ids_rejected = reward_model.input_ids(prompts, [p.rejected for p in train_pairs])
 
     # ODIN's length head (objective meta length_head): trained beside the score head, not saved.
     length_head = (
@@ -482,6 +488,12 @@ def train_reward_model(
             "objective_version": objective.version,
             "pair_inputs": inputs_report,
             "max_length": config.max_length,
+            # A tool-augmented model (Themis) calls its tool again when it is loaded.
+            **(
+                {"tool": config.tool, "tool_version": RM_TOOLS.entry(config.tool).version}
+                if config.tool is not None
+                else {}
+            ),
             "num_parameters": result.num_parameters,
             "num_train_pairs": n,
             "num_eval_pairs": len(eval_pairs),

@@ -40,7 +40,6 @@ from goodhartlab.rewards.reward_model import (
     RewardModel,
     collate_rm_inputs,
     reward_at_last_token,
-    rm_batch_input_ids,
 )
 
 VERBOSITY = "words"
@@ -142,7 +141,7 @@ def train_armo(
     n = len(train_pairs)
     prompts = [p.prompt for p in train_pairs] * 2
     completions = [p.chosen for p in train_pairs] + [p.rejected for p in train_pairs]
-    ids = rm_batch_input_ids(tokenizer, prompts, completions, config.max_length)
+    ids = reward_model.input_ids(prompts, completions)  # the scorer's ids (and tool answers)
     pad_id = reward_model.pad_token_id
 
     # Stage 1: backbone + regression heads (the gating is not in this graph).

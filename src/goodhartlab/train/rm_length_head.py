@@ -65,12 +65,12 @@ def head_length_correlations(
 ) -> dict[str, float]:
     """ρ of each head's reward with length (words) over both completions of ``pairs``, and the
     cosine of the two heads' weights: how well the two heads came apart."""
-    from goodhartlab.rewards.reward_model import collate_rm_inputs, rm_batch_input_ids
+    from goodhartlab.rewards.reward_model import collate_rm_inputs
 
     prompts = [p.prompt for p in pairs] * 2
     completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     model = reward_model.model
-    ids = rm_batch_input_ids(reward_model.tokenizer, prompts, completions, reward_model.max_length)
+    ids = reward_model.input_ids(prompts, completions)
     r_q, r_l = [], []
     device = quality_head(model).weight.device
     for start in range(0, len(ids), 64):
