@@ -45,6 +45,7 @@ from goodhartlab.experiments.proxies import preference_pairs
 from goodhartlab.experiments.study import load_config, make_testbed
 from goodhartlab.optimize.pool import build_pool
 from goodhartlab.train.rm import RMTrainConfig, evaluate_reward_model, train_reward_model
+from goodhartlab.train.rm_reform import policy_sampler, train_reform
 
 #: name -> RMTrainConfig overrides. noise_robust: the paper's 10 % and the known 25 % noise.
 VARIANTS: dict[str, dict] = {
@@ -57,6 +58,9 @@ VARIANTS: dict[str, dict] = {
     "armo_no_decorrelation": {"objective": "armo", "armo_decorrelate": False},
     # Ablation: flipping only, without the adaptive margin.
     "noise_robust_flip_only": {"objective": "noise_robust", "strength_margin": 0.0},
+    # REFORM (train.rm_reform): one round, 256 adversarial pairs from 256 prompts x 16
+    # samples; at an equal label budget (it trains on 256 fewer original pairs).
+    "reform": {"objective": "reform"},
 }
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
@@ -126,6 +130,9 @@ def main() -> None:
     pool_seconds = time.perf_counter() - t0
 
     backbone = str(tb.backbone_path(p.size))
+    sampler = policy_sampler(
+        tb.load_policy("cpu"), tb.tokenizer, max_new_tokens=tb.max_new_tokens, device="cpu"
+    )
     rows, bon_per_prompt = [], {}
     for name in args.variants:
         for seed in args.seeds:
@@ -133,9 +140,22 @@ def main() -> None:
             config = RMTrainConfig(epochs=p.epochs, lr=p.lr, seed=seed, eval_fraction=0.0)
             config = config.model_copy(update=VARIANTS[name])
             config = RMTrainConfig(**config.model_dump())  # validated
-            result = train_reward_model(
-                train, tb.tokenizer, backbone, config, eval_pairs=[], progress=False
-            )
+            if config.objective == "reform":  # equal label budget: fewer original pairs
+                budget = args.train_pairs - config.reform_rounds * config.reform_pairs
+                result = train_reform(
+                    train[:budget],
+                    tb.tokenizer,
+                    backbone,
+                    config,
+                    sample=sampler,
+                    gold=tb.gold,
+                    eval_pairs=[],
+                    progress=False,
+                )
+            else:
+                result = train_reward_model(
+                    train, tb.tokenizer, backbone, config, eval_pairs=[], progress=False
+                )
             rm = result.reward_model
             clean = evaluate_reward_model(rm, held_out)["clean_accuracy"]
             with torch.no_grad():
@@ -160,6 +180,9 @@ def main() -> None:
                     chance_precision=detection["chance_precision"],
                     n_suspect=detection["n_suspect"],
                 )
+            reform = result.pair_inputs.get("reform")
+            if reform:
+                row["reform"] = reform
             rows.append(row)
             print(json.dumps(row), flush=True)
 

@@ -59,7 +59,7 @@ class RMTrainConfig(BaseModel):
         "ordinal_levels, ordinal_spacing; noise_robust: robust_members, suspect_fraction, "
         "suspect_action, suspect_weight, strength_margin, label_smoothing; armo: the armo_* "
         "fields; odin: length_coef, "
-        "ortho_coef, length_sign).",
+        "ortho_coef, length_sign; reform: the reform_* fields, label_smoothing, center_coef).",
     )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
@@ -155,6 +155,20 @@ class RMTrainConfig(BaseModel):
         1.0,
         description="odin: s in |ρ(r_Q, length)| − s·ρ(r_L, length): 1, the length head "
         "rewards length (the paper); -1, it penalizes length (labels that prefer brevity).",
+    )
+    reform_rounds: int = Field(
+        1, ge=1, description="reform: search-relabel-retrain rounds (train.rm_reform)."
+    )
+    reform_pairs: int = Field(
+        256,
+        ge=1,
+        description="reform: adversarial pairs labelled and added per round (extra labels).",
+    )
+    reform_prompts: int = Field(
+        256, ge=1, description="reform: training prompts searched per round."
+    )
+    reform_samples: int = Field(
+        16, ge=2, description="reform: K, base-policy samples per searched prompt."
     )
     @field_validator("length_sign")
     @classmethod
