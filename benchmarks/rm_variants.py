@@ -61,7 +61,15 @@ VARIANTS: dict[str, dict] = {
     # REFORM (train.rm_reform): one round, 256 adversarial pairs from 256 prompts x 16
     # samples; at an equal label budget (it trains on 256 fewer original pairs).
     "reform": {"objective": "reform"},
+    # The same search with its 256 pairs as extra labels (3,000 + 256).
+    "reform_extra_labels": {"objective": "reform"},
+    # Three rounds of 128 pairs each (each round's search uses the model retrained on the
+    # pairs added so far), equal label budget.
+    "reform_3_rounds": {"objective": "reform", "reform_rounds": 3, "reform_pairs": 128},
 }
+#: Variants whose added pairs are labels on top of the --train-pairs (the others that add
+#: pairs train on that many fewer original pairs: an equal label budget).
+EXTRA_LABELS = {"reform_extra_labels"}
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
 
@@ -140,8 +148,9 @@ def main() -> None:
             config = RMTrainConfig(epochs=p.epochs, lr=p.lr, seed=seed, eval_fraction=0.0)
             config = config.model_copy(update=VARIANTS[name])
             config = RMTrainConfig(**config.model_dump())  # validated
-            if config.objective == "reform":  # equal label budget: fewer original pairs
-                budget = args.train_pairs - config.reform_rounds * config.reform_pairs
+            if config.objective == "reform":  # REFORM's search needs the policy and gold
+                added = config.reform_rounds * config.reform_pairs
+                budget = args.train_pairs - (0 if name in EXTRA_LABELS else added)
                 result = train_reform(
                     train[:budget],
                     tb.tokenizer,

@@ -3,6 +3,8 @@ noisy gold labeler, and train_reform adds the pairs and trains."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from goodhartlab.data import CompletionPair, label_with_gold
@@ -75,7 +77,7 @@ def test_labeler_of_reads_the_noise_and_refuses_a_mix():
         labeler_of(_pairs(2, 0.0) + _pairs(2, 0.5))
 
 
-def test_train_reform_adds_the_searched_pairs(tiny_tokenizer):
+def test_train_reform_adds_the_searched_pairs(tmp_path, tiny_tokenizer):
     train = _pairs(16, 0.0)
     config = RMTrainConfig(
         objective="reform",
@@ -97,8 +99,12 @@ def test_train_reform_adds_the_searched_pairs(tiny_tokenizer):
         sample=_sample,
         gold=GOLD,
         eval_pairs=[],
+        out_dir=tmp_path / "rm",
         progress=False,
     )
+    saved = json.loads((tmp_path / "rm" / "goodhart_rm.json").read_text())
+    assert saved["num_train_pairs"] == 16 + 2
+    assert saved["pair_inputs"]["reform"]["added_pairs"] == 2
     info = result.pair_inputs["reform"]
     assert info["added_pairs"] == 2
     assert [r["round"] for r in info["rounds"]] == [1, 2]

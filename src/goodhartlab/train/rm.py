@@ -340,6 +340,7 @@ def train_reward_model(
     eval_pairs: Sequence[PreferencePair] | None = None,
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    extra_pair_inputs: dict[str, Any] | None = None,
 ) -> RMTrainResult:
     """Train a Bradley-Terry reward model on preference pairs.
 
@@ -362,6 +363,9 @@ def train_reward_model(
         out_dir: if given, the model, tokenizer and ``goodhart_rm.json`` are saved there
             atomically (an existing reward-model directory is replaced).
         progress: show a tqdm progress bar.
+        extra_pair_inputs: reported with the per-pair inputs (``RMTrainResult.pair_inputs``
+            and the saved ``goodhart_rm.json``): how the pairs were made, e.g. REFORM's
+            search (``train.rm_reform``).
     """
     config = config or RMTrainConfig()
     train_pairs, eval_pairs, margins = _training_pairs(pairs, eval_pairs, config)
@@ -371,6 +375,7 @@ def train_reward_model(
     inputs, inputs_report = pair_inputs(
         objective.meta.get("needs", ()), train_pairs, tokenizer, backbone, config
     )
+    inputs_report.update(extra_pair_inputs or {})
 
     torch.manual_seed(config.seed)
     model = _load_backbone(backbone)

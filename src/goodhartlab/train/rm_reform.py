@@ -191,7 +191,7 @@ def train_reform(
         added += new
         reports.append(report)
         del proxy
-    result = train_reward_model(
+    return train_reward_model(
         train_pairs + added,
         tokenizer,
         backbone,
@@ -199,6 +199,5 @@ def train_reform(
         eval_pairs=eval_pairs,
         out_dir=out_dir,
         progress=progress,
+        extra_pair_inputs={"reform": {"rounds": reports, "added_pairs": len(added)}},
     )
-    result.pair_inputs["reform"] = {"rounds": reports, "added_pairs": len(added)}
-    return result
