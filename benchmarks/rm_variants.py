@@ -12,6 +12,10 @@ reports
 * for ``armo``, the same (its attribute heads also see a noisy rating of each gold
   component of every training completion, ``train.rm_armo``); ``armo_no_decorrelation`` is
   its ablation without the verbosity decorrelation;
+* for ``reform`` (``train.rm_reform``), the search report of each round (how often the gold
+  prefers the proxy's best-of-16 pick to the prompt's median sample, the flips); ``reform``
+  and ``reform_3_rounds`` train on 256 fewer original pairs (an equal label budget),
+  ``reform_extra_labels`` on all of them plus its 256 added labels;
 * for ``noise_robust``, the precision and recall of its suspects against the known flipped
   labels (``meta["flipped"]``), next to chance (the flip rate).
 
