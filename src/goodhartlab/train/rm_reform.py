@@ -25,7 +25,9 @@ gold prefers the proxy's best-of-16 pick to the median sample in 53-58 % of the 
 prompts, so at K = 16 on training prompts the pick is rarely a failure the gold would
 correct, and a quarter of those labels are then flipped. Clean accuracy 0.629 ± 0.037 (BT
 0.650 ± 0.007); best-of-16 gold −0.064 ± 0.037 below BT (paired over prompts), best-of-256
-+0.109 ± 0.367 (not resolved).
++0.109 ± 0.367 (not resolved). With the 256 pairs as extra labels (3,256 in all): best-of-16
+−0.077 ± 0.054, best-of-256 +0.069 ± 0.359. Three rounds of 128 (equal budget): −0.075 ±
+0.050 and +0.215 ± 0.383.
 """
 
 from __future__ import annotations
