@@ -17,6 +17,10 @@ reports
 * for ``themis``, the same for a Bradley-Terry proxy that reads the answer of the
   ``toy_text_counter`` tool (counts and a catalogue lookup, ``testbeds.toy_text.tools``)
   after each completion, at training and at scoring;
+* for ``reform`` (``train.rm_reform``), the search report of each round (how often the gold
+  prefers the proxy's best-of-16 pick to the prompt's median sample, the flips); ``reform``
+  and ``reform_3_rounds`` train on 256 fewer original pairs (an equal label budget),
+  ``reform_extra_labels`` on all of them plus its 256 added labels;
 * for ``noise_robust``, the precision and recall of its suspects against the known flipped
   labels (``meta["flipped"]``), next to chance (the flip rate).
 
@@ -50,6 +54,7 @@ from goodhartlab.experiments.proxies import preference_pairs
 from goodhartlab.experiments.study import load_config, make_testbed
 from goodhartlab.optimize.pool import build_pool
 from goodhartlab.train.rm import RMTrainConfig, evaluate_reward_model, train_reward_model
+from goodhartlab.train.rm_reform import policy_sampler, train_reform
 
 #: name -> RMTrainConfig overrides. noise_robust: the paper's 10 % and the known 25 % noise.
 VARIANTS: dict[str, dict] = {
@@ -66,7 +71,18 @@ VARIANTS: dict[str, dict] = {
     "themis_lookup": {"objective": "bradley_terry", "tool": "toy_text_lookup"},
     # Ablation: flipping only, without the adaptive margin.
     "noise_robust_flip_only": {"objective": "noise_robust", "strength_margin": 0.0},
+    # REFORM (train.rm_reform): one round, 256 adversarial pairs from 256 prompts x 16
+    # samples; at an equal label budget (it trains on 256 fewer original pairs).
+    "reform": {"objective": "reform"},
+    # The same search with its 256 pairs as extra labels (3,000 + 256).
+    "reform_extra_labels": {"objective": "reform"},
+    # Three rounds of 128 pairs each (each round's search uses the model retrained on the
+    # pairs added so far), equal label budget.
+    "reform_3_rounds": {"objective": "reform", "reform_rounds": 3, "reform_pairs": 128},
 }
+#: Variants whose added pairs are labels on top of the --train-pairs (the others that add
+#: pairs train on that many fewer original pairs: an equal label budget).
+EXTRA_LABELS = {"reform_extra_labels"}
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
 
@@ -135,6 +151,9 @@ def main() -> None:
     pool_seconds = time.perf_counter() - t0
 
     backbone = str(tb.backbone_path(p.size))
+    sampler = policy_sampler(
+        tb.load_policy("cpu"), tb.tokenizer, max_new_tokens=tb.max_new_tokens, device="cpu"
+    )
     rows, bon_per_prompt = [], {}
     for name in args.variants:
         for seed in args.seeds:
@@ -142,9 +161,23 @@ def main() -> None:
             config = RMTrainConfig(epochs=p.epochs, lr=p.lr, seed=seed, eval_fraction=0.0)
             config = config.model_copy(update=VARIANTS[name])
             config = RMTrainConfig(**config.model_dump())  # validated
-            result = train_reward_model(
-                train, tb.tokenizer, backbone, config, eval_pairs=[], progress=False
-            )
+            if config.objective == "reform":  # REFORM's search needs the policy and gold
+                added = config.reform_rounds * config.reform_pairs
+                budget = args.train_pairs - (0 if name in EXTRA_LABELS else added)
+                result = train_reform(
+                    train[:budget],
+                    tb.tokenizer,
+                    backbone,
+                    config,
+                    sample=sampler,
+                    gold=tb.gold,
+                    eval_pairs=[],
+                    progress=False,
+                )
+            else:
+                result = train_reward_model(
+                    train, tb.tokenizer, backbone, config, eval_pairs=[], progress=False
+                )
             rm = result.reward_model
             held_out_metrics = evaluate_reward_model(rm, held_out)
             with torch.no_grad():
@@ -171,6 +204,9 @@ def main() -> None:
                     chance_precision=detection["chance_precision"],
                     n_suspect=detection["n_suspect"],
                 )
+            reform = result.pair_inputs.get("reform")
+            if reform:
+                row["reform"] = reform
             rows.append(row)
             print(json.dumps(row), flush=True)
 

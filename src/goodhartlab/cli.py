@@ -129,9 +129,45 @@ def cmd_train_rm(args) -> int:
     config = RMTrainConfig(
         **given_fields(args, RMTrainConfig.model_fields, ("device",)), device=args.device
     )
-    result = train_ensemble(pairs, tokenizer, backbones, args.seeds, config, args.out)
+    from goodhartlab.registry import RM_OBJECTIVES
+
+    if RM_OBJECTIVES.entry(config.objective).meta.get("adversarial_search"):
+        result = _train_reform_members(args, pairs, tokenizer, backbones, config)
+    else:
+        result = train_ensemble(pairs, tokenizer, backbones, args.seeds, config, args.out)
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _train_reform_members(args, pairs, tokenizer, backbones, config):
+    """``--objective reform``: one REFORM model per seed (``train.rm_reform``), searching with
+    the testbed's base policy and relabelling with its gold; saved as ``train_ensemble`` saves."""
+    from goodhartlab.train.rm import write_ensemble_index
+    from goodhartlab.train.rm_reform import policy_sampler, train_reform
+
+    tb = _testbed(args)
+    sample = policy_sampler(
+        tb.load_policy(args.device),
+        tb.tokenizer,
+        max_new_tokens=tb.max_new_tokens,
+        device=args.device,
+    )
+    paths, metrics, reports = [], [], []
+    for i, (seed, backbone) in enumerate(zip(args.seeds, backbones, strict=True)):
+        member = train_reform(
+            pairs,
+            tokenizer,
+            backbone,
+            config.model_copy(update={"seed": seed}),
+            sample=sample,
+            gold=tb.gold,
+            out_dir=Path(args.out) / f"member_{i}",
+        )
+        paths.append(member.path)
+        metrics.append(member.metrics)
+        reports.append(member.pair_inputs["reform"])
+    write_ensemble_index(args.out, paths, args.seeds, backbones, metrics)
+    return {"paths": paths, "metrics": metrics, "reform": reports}
 
 
 def _read_prompts(path: str) -> list[str]:

@@ -59,7 +59,7 @@ class RMTrainConfig(BaseModel):
         "ordinal_levels, ordinal_spacing; noise_robust: robust_members, suspect_fraction, "
         "suspect_action, suspect_weight, strength_margin, label_smoothing; armo: the armo_* "
         "fields; odin: length_coef, "
-        "ortho_coef, length_sign).",
+        "ortho_coef, length_sign; reform: the reform_* fields, label_smoothing, center_coef).",
     )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
@@ -155,6 +155,20 @@ class RMTrainConfig(BaseModel):
         1.0,
         description="odin: s in |ρ(r_Q, length)| − s·ρ(r_L, length): 1, the length head "
         "rewards length (the paper); -1, it penalizes length (labels that prefer brevity).",
+    )
+    reform_rounds: int = Field(
+        1, ge=1, description="reform: search-relabel-retrain rounds (train.rm_reform)."
+    )
+    reform_pairs: int = Field(
+        256,
+        ge=1,
+        description="reform: adversarial pairs labelled and added per round (extra labels).",
+    )
+    reform_prompts: int = Field(
+        256, ge=1, description="reform: training prompts searched per round."
+    )
+    reform_samples: int = Field(
+        16, ge=2, description="reform: K, base-policy samples per searched prompt."
     )
     @field_validator("length_sign")
     @classmethod
@@ -337,6 +351,7 @@ def train_reward_model(
     eval_pairs: Sequence[PreferencePair] | None = None,
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    extra_pair_inputs: dict[str, Any] | None = None,
 ) -> RMTrainResult:
     """Train a Bradley-Terry reward model on preference pairs.
 
@@ -359,6 +374,9 @@ def train_reward_model(
         out_dir: if given, the model, tokenizer and ``goodhart_rm.json`` are saved there
             atomically (an existing reward-model directory is replaced).
         progress: show a tqdm progress bar.
+        extra_pair_inputs: reported with the per-pair inputs (``RMTrainResult.pair_inputs``
+            and the saved ``goodhart_rm.json``): how the pairs were made, e.g. REFORM's
+            search (``train.rm_reform``).
     """
     config = config or RMTrainConfig()
     train_pairs, eval_pairs, margins = _training_pairs(pairs, eval_pairs, config)
@@ -368,6 +386,13 @@ def train_reward_model(
     inputs, inputs_report = pair_inputs(
         objective.meta.get("needs", ()), train_pairs, tokenizer, backbone, config
     )
+    inputs_report.update(extra_pair_inputs or {})
+    if config.objective == "reform" and "reform" not in inputs_report:
+        raise ValueError(
+            "objective reform: train it with train.rm_reform.train_reform (or goodhart "
+            "train-rm --objective reform), which searches with a policy and labels with gold; "
+            "train_reward_model alone would train plain Bradley-Terry without the search"
+        )
 
     torch.manual_seed(config.seed)
     model = _load_backbone(backbone)
