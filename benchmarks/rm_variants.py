@@ -55,6 +55,14 @@ VARIANTS: dict[str, dict] = {
     # ArmoRM: attribute heads on toy_text's gold components (noisy) + gating, Wang et al. 2024.
     "armo": {"objective": "armo"},
     "armo_no_decorrelation": {"objective": "armo", "armo_decorrelate": False},
+    # CausalRM on simulated observational feedback (train.rm_pair_inputs.simulate_observation:
+    # a pair is observed with p = σ(−1 + 2·length gap), about a third of them): BT on the
+    # observed pairs only, IPS and DR with the estimated propensity, and both with the oracle one.
+    "causal_naive": {"objective": "causal_naive"},
+    "causal_ips": {"objective": "causal_ips"},
+    "causal_dr": {"objective": "causal_dr"},
+    "causal_ips_oracle": {"objective": "causal_ips", "causal_propensity": "oracle"},
+    "causal_dr_oracle": {"objective": "causal_dr", "causal_propensity": "oracle"},
     # Ablation: flipping only, without the adaptive margin.
     "noise_robust_flip_only": {"objective": "noise_robust", "strength_margin": 0.0},
 }
@@ -152,6 +160,13 @@ def main() -> None:
                 },
                 "train_seconds": round(time.perf_counter() - t, 1),
             }
+            observation = result.pair_inputs.get("observation")
+            if observation:
+                row.update(
+                    observed_fraction=observation["observed_fraction"],
+                    flipped_fraction_observed=observation.get("flipped_fraction_observed"),
+                    fitted_slope=observation["fitted_slope"],
+                )
             detection = result.pair_inputs.get("strength", {}).get("detection")
             if detection:
                 row.update(

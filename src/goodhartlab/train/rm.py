@@ -120,6 +120,26 @@ class RMTrainConfig(BaseModel):
         ge=0,
         description="noise_robust: λ of the adaptive margin λ·max(0, strength) (0: none).",
     )
+    causal_feature: Literal["length_gap", "gold_gap"] = Field(
+        "length_gap",
+        description="causal_*: the content feature x the simulated observation depends on: "
+        "length_gap (standardized words(chosen) − words(rejected)) or gold_gap (standardized "
+        "|gold_chosen − gold_rejected|, users rate pairs they feel strongly about).",
+    )
+    causal_obs_bias: float = Field(
+        -1.0, description="causal_*: α of the simulated propensity p = σ(α + β·x)."
+    )
+    causal_obs_slope: float = Field(
+        2.0, description="causal_*: β of the simulated propensity p = σ(α + β·x)."
+    )
+    causal_propensity: Literal["estimated", "oracle"] = Field(
+        "estimated",
+        description="causal_ips/dr: p̂ from a logistic regression of o on x (estimated) or the "
+        "simulation's true p (oracle).",
+    )
+    causal_propensity_clip: float = Field(
+        0.05, ge=0, lt=1, description="causal_ips/dr: floor c of p̂ (bounds 1/p̂)."
+    )
     armo_attribute_noise: float = Field(
         0.5,
         ge=0,
@@ -145,8 +165,7 @@ class RMTrainConfig(BaseModel):
     length_coef: float = Field(
         1.0,
         ge=0,
-        description="odin: λ_L, weight of |ρ(r_Q, length)| − s·ρ(r_L, length) (Chen et al. "
-        "2024).",
+        description="odin: λ_L, weight of |ρ(r_Q, length)| − s·ρ(r_L, length) (Chen et al. 2024).",
     )
     ortho_coef: float = Field(
         1.0, ge=0, description="odin: λ_O, weight of |W_Q · W_L|, the heads' orthogonality."
@@ -156,6 +175,7 @@ class RMTrainConfig(BaseModel):
         description="odin: s in |ρ(r_Q, length)| − s·ρ(r_L, length): 1, the length head "
         "rewards length (the paper); -1, it penalizes length (labels that prefer brevity).",
     )
+
     @field_validator("length_sign")
     @classmethod
     def _check_length_sign(cls, v: float) -> float:
