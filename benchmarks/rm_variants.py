@@ -63,6 +63,10 @@ VARIANTS: dict[str, dict] = {
     "causal_dr": {"objective": "causal_dr"},
     "causal_ips_oracle": {"objective": "causal_ips", "causal_propensity": "oracle"},
     "causal_dr_oracle": {"objective": "causal_dr", "causal_propensity": "oracle"},
+    # The same on the gold gap |g_c − g_r| (users rate pairs they feel strongly about).
+    "causal_naive_gold": {"objective": "causal_naive", "causal_feature": "gold_gap"},
+    "causal_ips_gold": {"objective": "causal_ips", "causal_feature": "gold_gap"},
+    "causal_dr_gold": {"objective": "causal_dr", "causal_feature": "gold_gap"},
     # Ablation: flipping only, without the adaptive margin.
     "noise_robust_flip_only": {"objective": "noise_robust", "strength_margin": 0.0},
 }
