@@ -69,6 +69,18 @@ VARIANTS: dict[str, dict] = {
     "themis": {"objective": "bradley_terry", "tool": "toy_text_counter"},
     # Its ablation: the catalogue lookup alone (parts mentioned), without the counts.
     "themis_lookup": {"objective": "bradley_terry", "tool": "toy_text_lookup"},
+    # CausalRM on simulated observational feedback (train.rm_pair_inputs.simulate_observation:
+    # a pair is observed with p = σ(−1 + 2·length gap), about a third of them): BT on the
+    # observed pairs only, IPS and DR with the estimated propensity, and both with the oracle one.
+    "causal_naive": {"objective": "causal_naive"},
+    "causal_ips": {"objective": "causal_ips"},
+    "causal_dr": {"objective": "causal_dr"},
+    "causal_ips_oracle": {"objective": "causal_ips", "causal_propensity": "oracle"},
+    "causal_dr_oracle": {"objective": "causal_dr", "causal_propensity": "oracle"},
+    # The same on the gold gap |g_c − g_r| (users rate pairs they feel strongly about).
+    "causal_naive_gold": {"objective": "causal_naive", "causal_feature": "gold_gap"},
+    "causal_ips_gold": {"objective": "causal_ips", "causal_feature": "gold_gap"},
+    "causal_dr_gold": {"objective": "causal_dr", "causal_feature": "gold_gap"},
     # Ablation: flipping only, without the adaptive margin.
     "noise_robust_flip_only": {"objective": "noise_robust", "strength_margin": 0.0},
     # REFORM (train.rm_reform): one round, 256 adversarial pairs from 256 prompts x 16
@@ -196,6 +208,13 @@ def main() -> None:
                 },
                 "train_seconds": round(time.perf_counter() - t, 1),
             }
+            observation = result.pair_inputs.get("observation")
+            if observation:
+                row.update(
+                    observed_fraction=observation["observed_fraction"],
+                    flipped_fraction_observed=observation.get("flipped_fraction_observed"),
+                    fitted_slope=observation["fitted_slope"],
+                )
             detection = result.pair_inputs.get("strength", {}).get("detection")
             if detection:
                 row.update(

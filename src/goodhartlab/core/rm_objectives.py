@@ -15,6 +15,11 @@ Every objective scores a response with one scalar, so a trained model is a plain
   "Secrets of RLHF in Large Language Models Part II: Reward Modeling", arXiv 2401.06080:
   ensemble preference strength, flipping (or down-weighting) the weakest pairs, an adaptive
   margin and label smoothing.
+- ``causal_naive``, ``causal_ips``, ``causal_dr``: reward modeling from observational
+  feedback (CausalRM, "Causal-Theoretic Reward Modeling for RLHF from Observational User
+  Feedbacks"): only some pairs are observed (o_i = 1), with a propensity p_i that depends on
+  their content; Bradley-Terry on the observed pairs only, inverse-propensity weighted, and
+  doubly robust with an imputed error for every pair.
 """
 
 from __future__ import annotations
@@ -329,6 +334,174 @@ def noise_robust_bt_loss(
     return loss, {k: v.detach() for k, v in stats.items()}
 
 
+# ---------------------------------------------------------------------------------------------
+# CausalRM: observational feedback with selection bias (IPS, DR)
+# ---------------------------------------------------------------------------------------------
+
+
+def observation_propensity(feature: Tensor, bias: float, slope: float, clip: float) -> Tensor:
+    """The probability that a pair is observed: p_i = max(σ(α + β·x_i), c). Shape: (B,)
+
+    α = ``bias``, β = ``slope``, x_i a per-pair feature of the content, c = ``clip`` ∈ [0, 1)
+    (a floor, so that 1/p_i stays bounded; the standard clipping of IPS estimators).
+    """
+    if not 0.0 <= clip < 1.0:
+        raise ValueError(f"clip: expected a value in [0, 1), got {clip}")
+    return torch.sigmoid(bias + slope * feature).clamp_min(clip)
+
+
+def fit_logistic(
+    x: Tensor, y: Tensor, weights: Tensor | None = None, *, l2: float = 1e-6, iters: int = 50
+) -> tuple[float, float]:
+    """(α̂, β̂) of the 1-D logistic regression P(y = 1 | x) = σ(α + β·x), by Newton's method.
+
+    Minimises Σ_i w_i · −[y_i log σ(α + βx_i) + (1 − y_i) log σ(−α − βx_i)] + (l2/2)(α² + β²)
+    (w_i = ``weights``, default 1); the ridge term keeps separable data finite. Used for the estimated propensity (o on the
+    propensity's feature) and the DR imputation model (label on the same feature).
+    """
+    x, y = x.double().flatten(), y.double().flatten()
+    sw = torch.ones_like(x) if weights is None else weights.double().flatten()
+    design = torch.stack([torch.ones_like(x), x], dim=1)
+    w = torch.zeros(2, dtype=torch.float64)
+    for _ in range(iters):
+        p = torch.sigmoid(design @ w)
+        grad = design.T @ (sw * (p - y)) + l2 * w
+        curv = (sw * p * (1 - p)).unsqueeze(1)
+        hess = design.T @ (design * curv) + l2 * torch.eye(2, dtype=x.dtype)
+        step = torch.linalg.solve(hess, grad)
+        w = w - step
+        if float(step.abs().max()) < 1e-10:
+            break
+    return float(w[0]), float(w[1])
+
+
+def _causal_stats(r_chosen: Tensor, r_rejected: Tensor, observed: Tensor) -> dict[str, Tensor]:
+    gap = r_chosen - r_rejected
+    with torch.no_grad():
+        return {
+            "accuracy": (gap > 0).float().mean(),
+            "margin_mean": gap.mean(),
+            "reward_mean": torch.cat([r_chosen, r_rejected]).mean(),
+            "bt_loss": F.softplus(-gap).mean(),
+            "observed_fraction": observed.float().mean(),
+        }
+
+
+def _check_causal(r_chosen: Tensor, r_rejected: Tensor, *per_pair: Tensor) -> None:
+    assert r_chosen.ndim == 1, r_chosen.shape
+    assert r_rejected.shape == r_chosen.shape, (r_chosen.shape, r_rejected.shape)
+    for t in per_pair:
+        assert t.shape == r_chosen.shape, (t.shape, r_chosen.shape)
+
+
+def causal_naive_bt_loss(
+    r_chosen: Tensor, r_rejected: Tensor, *, observed: Tensor, margin: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Bradley-Terry on the observed pairs only (the naive estimator CausalRM corrects).
+
+    With e_i = −log σ(r_c,i − r_r,i) and o_i ∈ {0, 1}:  L = Σ_i o_i e_i / Σ_i o_i
+    (0, with a graph, for a batch without an observed pair). Biased when the observation
+    depends on the content: it fits the observed distribution, not the full one.
+
+    Args:
+        r_chosen, r_rejected: rewards of the labelled chosen / rejected completion. Shape: (B,)
+        observed: o_i, whether pair i's feedback is observed. Shape: (B,)
+        margin: ignored.
+    """
+    _check_causal(r_chosen, r_rejected, observed)
+    del margin
+    o = observed.to(r_chosen.device, r_chosen.dtype)
+    e = F.softplus(-(r_chosen - r_rejected))
+    loss = (o * e).sum() / o.sum().clamp_min(1.0)
+    return loss, _causal_stats(r_chosen, r_rejected, observed)
+
+
+def causal_ips_bt_loss(
+    r_chosen: Tensor,
+    r_rejected: Tensor,
+    *,
+    observed: Tensor,
+    propensity: Tensor,
+    margin: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Inverse-propensity-scored Bradley-Terry (CausalRM's propensity-weighted objective).
+
+    With e_i = −log σ(r_c,i − r_r,i), o_i the observation indicator and p̂_i its (clipped)
+    propensity, over all B pairs of the batch, observed or not:
+
+        L_IPS = (1/B) Σ_i (o_i / p̂_i) · e_i
+
+    Since E[o_i] = p_i, L_IPS is unbiased for the full-data loss (1/B) Σ_i e_i when p̂ = p.
+    CausalRM ("Causal-Theoretic Reward Modeling for RLHF from Observational User Feedbacks"),
+    the propensity-reweighted loss; the paper's noise-aware surrogate term is not included.
+
+    Args:
+        r_chosen, r_rejected: rewards of the labelled chosen / rejected completion. Shape: (B,)
+        observed: o_i ∈ {0, 1}. Shape: (B,)
+        propensity: p̂_i ∈ (0, 1] (treated as a constant). Shape: (B,)
+        margin: ignored.
+    """
+    _check_causal(r_chosen, r_rejected, observed, propensity)
+    del margin
+    o = observed.to(r_chosen.device, r_chosen.dtype)
+    p = propensity.to(r_chosen.device, r_chosen.dtype).detach()
+    if bool((p <= 0).any()):
+        raise ValueError("propensity: expected values > 0 (clip it)")
+    e = F.softplus(-(r_chosen - r_rejected))
+    loss = (o / p * e).mean()
+    stats = _causal_stats(r_chosen, r_rejected, observed)
+    stats["ips_weight_mean"] = (o / p).mean().detach()
+    return loss, stats
+
+
+def causal_dr_bt_loss(
+    r_chosen: Tensor,
+    r_rejected: Tensor,
+    *,
+    observed: Tensor,
+    propensity: Tensor,
+    imputed_label: Tensor,
+    margin: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Doubly robust Bradley-Terry (CausalRM's DR objective).
+
+    With Δ_i = r_c,i − r_r,i, e_i = −log σ(Δ_i) the error under the observed label, q_i the
+    imputation model's probability that the labelled chosen is preferred and the imputed error
+
+        ê_i = q_i · (−log σ(Δ_i)) + (1 − q_i) · (−log σ(−Δ_i)),
+
+        L_DR = (1/B) Σ_i [ ê_i + (o_i / p̂_i) · (e_i − ê_i) ]
+
+    Unbiased for the full-data loss when either p̂ = p or ê_i = E[e_i] (double robustness).
+    ê is a differentiable function of the model's rewards (with q_i fixed): unobserved pairs
+    are trained toward the imputed label. CausalRM ("Causal-Theoretic Reward Modeling for
+    RLHF from Observational User Feedbacks"), DR objective; the paper's noise-aware term is
+    not included.
+
+    Args:
+        r_chosen, r_rejected: rewards of the labelled chosen / rejected completion. Shape: (B,)
+        observed: o_i ∈ {0, 1}. Shape: (B,)
+        propensity: p̂_i ∈ (0, 1] (treated as a constant). Shape: (B,)
+        imputed_label: q_i ∈ [0, 1] (treated as a constant). Shape: (B,)
+        margin: ignored.
+    """
+    _check_causal(r_chosen, r_rejected, observed, propensity, imputed_label)
+    del margin
+    o = observed.to(r_chosen.device, r_chosen.dtype)
+    p = propensity.to(r_chosen.device, r_chosen.dtype).detach()
+    q = imputed_label.to(r_chosen.device, r_chosen.dtype).detach()
+    if bool((p <= 0).any()):
+        raise ValueError("propensity: expected values > 0 (clip it)")
+    gap = r_chosen - r_rejected
+    e = F.softplus(-gap)
+    e_hat = q * F.softplus(-gap) + (1.0 - q) * F.softplus(gap)
+    loss = (e_hat + o / p * (e - e_hat)).mean()
+    stats = _causal_stats(r_chosen, r_rejected, observed)
+    stats["ips_weight_mean"] = (o / p).mean().detach()
+    stats["imputed_error_mean"] = e_hat.mean().detach()
+    return loss, stats
+
+
 RM_OBJECTIVES.register(
     "ordinal",
     ordinal_preference_loss,
@@ -357,4 +530,46 @@ RM_OBJECTIVES.register(
     },
     version="1",
     needs=("strength", "suspect"),
+)
+_CAUSAL_PAPER = (
+    "CausalRM, 'Causal-Theoretic Reward Modeling for RLHF from Observational User Feedbacks' "
+    "(propensity-weighted and doubly robust objectives; noise-aware term not included)"
+)
+_CAUSAL_SIM = {
+    "causal_feature": "content feature the observation depends on: length_gap | gold_gap",
+    "causal_obs_bias": "α of the simulated propensity σ(α + β·x)",
+    "causal_obs_slope": "β of the simulated propensity σ(α + β·x)",
+}
+RM_OBJECTIVES.register(
+    "causal_naive",
+    causal_naive_bt_loss,
+    description="Bradley-Terry on the observed pairs only of simulated observational feedback "
+    "(selection-biased; the naive baseline of CausalRM).",
+    paper=_CAUSAL_PAPER,
+    params={},
+    version="1",
+    needs=("observed",),
+    sim_params=_CAUSAL_SIM,
+)
+RM_OBJECTIVES.register(
+    "causal_ips",
+    causal_ips_bt_loss,
+    description="Inverse-propensity-weighted Bradley-Terry on simulated observational "
+    "feedback: (1/B) Σ o/p̂ · e.",
+    paper=_CAUSAL_PAPER,
+    params={},
+    version="1",
+    needs=("observed", "propensity"),
+    sim_params=_CAUSAL_SIM,
+)
+RM_OBJECTIVES.register(
+    "causal_dr",
+    causal_dr_bt_loss,
+    description="Doubly robust Bradley-Terry on simulated observational feedback: "
+    "(1/B) Σ [ê + o/p̂ · (e − ê)] with an imputed error ê for every pair.",
+    paper=_CAUSAL_PAPER,
+    params={},
+    version="1",
+    needs=("observed", "propensity", "imputed_label"),
+    sim_params=_CAUSAL_SIM,
 )

@@ -59,7 +59,8 @@ class RMTrainConfig(BaseModel):
         "ordinal_levels, ordinal_spacing; noise_robust: robust_members, suspect_fraction, "
         "suspect_action, suspect_weight, strength_margin, label_smoothing; armo: the armo_* "
         "fields; odin: length_coef, "
-        "ortho_coef, length_sign; reform: the reform_* fields, label_smoothing, center_coef).",
+        "ortho_coef, length_sign; reform: the reform_* fields, label_smoothing, center_coef; "
+        "causal_naive / causal_ips / causal_dr: the causal_* fields).",
     )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
@@ -120,6 +121,26 @@ class RMTrainConfig(BaseModel):
         ge=0,
         description="noise_robust: λ of the adaptive margin λ·max(0, strength) (0: none).",
     )
+    causal_feature: Literal["length_gap", "gold_gap"] = Field(
+        "length_gap",
+        description="causal_*: the content feature x the simulated observation depends on: "
+        "length_gap (standardized words(chosen) − words(rejected)) or gold_gap (standardized "
+        "|gold_chosen − gold_rejected|, users rate pairs they feel strongly about).",
+    )
+    causal_obs_bias: float = Field(
+        -1.0, description="causal_*: α of the simulated propensity p = σ(α + β·x)."
+    )
+    causal_obs_slope: float = Field(
+        2.0, description="causal_*: β of the simulated propensity p = σ(α + β·x)."
+    )
+    causal_propensity: Literal["estimated", "oracle"] = Field(
+        "estimated",
+        description="causal_ips/dr: p̂ from a logistic regression of o on x (estimated) or the "
+        "simulation's true p (oracle).",
+    )
+    causal_propensity_clip: float = Field(
+        0.05, ge=0, lt=1, description="causal_ips/dr: floor c of p̂ (bounds 1/p̂)."
+    )
     armo_attribute_noise: float = Field(
         0.5,
         ge=0,
@@ -145,8 +166,7 @@ class RMTrainConfig(BaseModel):
     length_coef: float = Field(
         1.0,
         ge=0,
-        description="odin: λ_L, weight of |ρ(r_Q, length)| − s·ρ(r_L, length) (Chen et al. "
-        "2024).",
+        description="odin: λ_L, weight of |ρ(r_Q, length)| − s·ρ(r_L, length) (Chen et al. 2024).",
     )
     ortho_coef: float = Field(
         1.0, ge=0, description="odin: λ_O, weight of |W_Q · W_L|, the heads' orthogonality."
@@ -170,6 +190,7 @@ class RMTrainConfig(BaseModel):
     reform_samples: int = Field(
         16, ge=2, description="reform: K, base-policy samples per searched prompt."
     )
+
     @field_validator("length_sign")
     @classmethod
     def _check_length_sign(cls, v: float) -> float:
