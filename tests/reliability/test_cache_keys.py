@@ -49,3 +49,16 @@ def test_the_gold_version_changes_the_proxy_set_and_its_pairs():
 def test_each_input_of_the_pairs_changes_their_file(field, value):
     kw = dict(pairs=200, noise=0.25, seed=0)
     assert pairs_file_name(TB, **{**kw, field: value}) != pairs_file_name(TB, **kw)
+
+
+def test_a_variants_settings_change_its_proxy_set_but_no_settings_keep_the_old_name():
+    plain = proxy_set_dir_name(TB, **BASE)
+    assert proxy_set_dir_name(TB, **BASE, options={}) == plain  # existing caches stay valid
+    ordinal = proxy_set_dir_name(TB, **BASE, options={"objective": "ordinal"})
+    assert ordinal != plain and "-ordinal-" in ordinal
+    other = proxy_set_dir_name(TB, **BASE, options={"objective": "ordinal", "ordinal_levels": 5})
+    assert other != ordinal
+    # The same settings in another order: the same set.
+    a = proxy_set_dir_name(TB, **BASE, options={"objective": "armo", "armo_decorrelate": False})
+    b = proxy_set_dir_name(TB, **BASE, options={"armo_decorrelate": False, "objective": "armo"})
+    assert a == b

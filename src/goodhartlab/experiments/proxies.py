@@ -15,6 +15,7 @@ marks the ensemble complete, and a rerun after a kill keeps the members already 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Sequence
@@ -92,9 +93,14 @@ def train_proxies(
     device: str = "cpu",
     progress: bool = True,
     workers: StageWorkers | None = None,
+    rm_options: dict | None = None,
 ) -> ProxySet:
     """Proxy reward models on ``tb`` (cached). ``pretrain_seeds`` starts member k from a
     backbone pretrained with seed k (Eisenstein et al. 2023's pretrain-seed ensembles).
+
+    ``rm_options``: other ``RMTrainConfig`` settings of every member (a reward-model variant:
+    its objective, tool and their parameters; ``epochs`` / ``lr`` there win), on the same
+    cached pairs; the set is cached under a name of its own.
 
     ``workers``: where the pieces run (default: this process, one after the other, its
     progress on stderr with ``progress``); the members are the same files either way.
@@ -110,6 +116,8 @@ def train_proxies(
 
     root = Path(root) if root is not None else Path(tb.root) / "proxies"
     root.mkdir(parents=True, exist_ok=True)
+    rm_options = dict(rm_options or {})
+    epochs, lr = rm_options.pop("epochs", epochs), rm_options.pop("lr", lr)
     data = root / pairs_file_name(tb, pairs=pairs, noise=noise, seed=seed)
     ens = root / proxy_set_dir_name(
         tb,
@@ -121,6 +129,7 @@ def train_proxies(
         pretrain_seeds=pretrain_seeds,
         epochs=epochs,
         lr=lr,
+        options=rm_options,
     )
     workers = workers or StageWorkers(tb, show=_print_progress if progress else None)
     arg = workers.testbed_arg
@@ -146,7 +155,9 @@ def train_proxies(
                 units[name] = ("backbones", 1)
     members: dict[int, dict] = {}
     for i, (s, b_seed) in enumerate(zip(seeds, backbone_seeds, strict=True)):
-        config = RMTrainConfig(epochs=epochs, lr=lr, device=device, seed=s).model_dump()
+        config = RMTrainConfig(
+            epochs=epochs, lr=lr, **rm_options, device=device, seed=s
+        ).model_dump()
         out = ens / f"member_{i}"
         saved = _saved_member(tb, out, config, size, b_seed, RM_INFO_FILE)
         if saved is not None:
@@ -340,18 +351,24 @@ def proxy_set_dir_name(
     pretrain_seeds: bool,
     epochs: int,
     lr: float,
+    options: dict | None = None,
 ) -> str:
     """The cached ensemble directory of :func:`train_proxies` under its root.
 
     Named by every input that changes a member: the pairs (gold version, count, noise and
     the study seed that sampled and labelled them), the backbone size, the members' seeds
-    and whether their backbones are pretrain-seeded, and the training settings. (The
-    testbed's build is the root's parent.)"""
+    and whether their backbones are pretrain-seeded, and the training settings (other
+    ``options`` add their objective and a digest of them). (The testbed's build is the
+    root's parent.)"""
     tag = "pretrain-seeds" if pretrain_seeds else "seeds"
-    return (
+    name = (
         f"rm-{tb.gold_version}-{size}-noise{noise}-n{pairs}-pairseed{seed}-ep{epochs}-lr{lr}-"
         f"{tag}{'_'.join(map(str, seeds))}"
     )
+    if options:
+        digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+        name += f"-{options.get('objective', 'bradley_terry')}-{digest}"
+    return name
 
 
 def _whole_ensemble(ens: Path) -> list[dict] | None:

@@ -57,6 +57,45 @@ from goodhartlab.report.claims import ClaimConfig
 from goodhartlab.rewards.pipeline import RewardPipelineConfig
 from goodhartlab.train.rm import RMTrainConfig
 
+#: RMTrainConfig fields a proxy variant cannot set: the study sets them for every proxy.
+_VARIANT_SET_BY_STUDY = ("seed", "device")
+
+
+class ProxyVariantConfig(BaseModel):
+    """A reward-model variant trained beside the proxies, on the same pairs and backbones
+    (issue 14: ``goodhart run rm-variants``): one model per seed, each paired with the
+    proxies' member of the same seed (the Bradley-Terry baseline of that seed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rm: dict[str, Any] = Field(
+        default_factory=dict,
+        description="RMTrainConfig settings of the variant (objective, tool and the "
+        "objective's parameters; epochs and lr default to the proxies'); seed and device are "
+        "the study's.",
+    )
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="One model per seed, each a seed of proxies.seeds (its backbone and data "
+        "order are that member's); None: the first three of proxies.seeds.",
+    )
+
+    @field_validator("rm")
+    @classmethod
+    def _rm_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from goodhartlab.registry import RM_OBJECTIVES
+
+        fixed = [k for k in _VARIANT_SET_BY_STUDY if k in v]
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)}: set by the study for every proxy; leave out")
+        config = RMTrainConfig(**v)
+        if RM_OBJECTIVES.entry(config.objective).meta.get("adversarial_search"):
+            raise ValueError(
+                f"objective {config.objective!r} searches with the policy and the gold while it "
+                "trains; a study cannot train it as a proxy variant (use goodhart train-rm)"
+            )
+        return v
+
 
 class _ProxyBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -81,6 +120,34 @@ class _ProxyBase(BaseModel):
         "experiments.proxies.train_component_proxies) on these pairs relabelled by each "
         "component, for RL methods with components: true. The testbed must have components.",
     )
+    variants: dict[str, ProxyVariantConfig] = Field(
+        default_factory=dict,
+        description="Reward-model variants trained on the same pairs (name -> settings): "
+        "best-of-n picks with each seed of each as NAME-sSEED beside bt-sSEED (the proxies' "
+        "member of that seed), and an RL method with proxy: NAME optimizes its first model.",
+    )
+
+    @model_validator(mode="after")
+    def _variant_seeds(self):
+        import re
+
+        for name, v in self.variants.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.]+", name) or name in ("bt", "single", "oracle"):
+                raise ValueError(
+                    f"variants: name {name!r}: expected letters, digits, '_' or '.', and not "
+                    "bt, single or oracle"
+                )
+            missing = [s for s in (v.seeds or []) if s not in self.seeds]
+            if missing:
+                raise ValueError(
+                    f"variants.{name}.seeds: {missing} not in proxies.seeds {self.seeds}: a "
+                    "variant's seed is paired with the proxies' member of that seed"
+                )
+        return self
+
+    def variant_seeds(self, name: str) -> list[int]:
+        """The seeds of variant ``name`` (its own, else the first three of ``seeds``)."""
+        return list(self.variants[name].seeds or self.seeds[:3])
 
 
 #: How the proxies are made; the training recipe is RMTrainConfig's fields with the study's
@@ -187,6 +254,11 @@ class _RLMethodBase(BaseModel):
         "differences of final and peak gold, seed by seed (None: 'single' where it exists).",
     )
 
+    proxy: str | None = Field(
+        None,
+        description="A proxies.variants name: the run optimizes that variant's first model "
+        "instead of the single proxy (no aggregator); None: the study's proxies.",
+    )
     components: bool = Field(
         False,
         description="The reward is the ensemble of component proxies (proxies.components), "
@@ -200,6 +272,13 @@ class _RLMethodBase(BaseModel):
             raise ValueError(
                 "components: the component proxies are an ensemble; give an aggregator (mean: "
                 "their equal-weight sum) and optimize: proxy"
+            )
+        if self.proxy is not None and (
+            self.aggregator is not None or self.components or self.optimize == "gold"
+        ):
+            raise ValueError(
+                f"proxy {self.proxy!r}: a variant's model is one reward; it takes no "
+                "aggregator or components, and optimize: proxy"
             )
         if self.optimize == "gold" and (self.aggregator is not None or self.shaping != "none"):
             raise ValueError(
@@ -299,7 +378,16 @@ class _RLStageBase(BaseModel):
         reward pipeline, and what the study sets (``name``, ``seed``, ``device``,
         ``max_new_tokens``)."""
         given = method.model_dump(
-            exclude={"name", "aggregator", "optimize", "seed", "group", "baseline", "components"},
+            exclude={
+                "name",
+                "aggregator",
+                "optimize",
+                "seed",
+                "group",
+                "baseline",
+                "components",
+                "proxy",
+            },
             exclude_none=True,
         )
         reward = {k: given.pop(k) for k in RewardPipelineConfig.model_fields if k in given}
@@ -442,6 +530,13 @@ class StudyConfig(BaseModel):
 
         testbed_options(self.testbed, self.testbed_options)
         check_backbone_size(self.testbed, self.proxies.size, where="proxies.size")
+        for i, m in enumerate(self.rl.methods):
+            if m.proxy is not None and m.proxy not in self.proxies.variants:
+                known = ", ".join(self.proxies.variants) or "none"
+                raise ValueError(
+                    f"rl.methods.{i} ({m.name}): proxy {m.proxy!r} is not one of "
+                    f"proxies.variants ({known})"
+                )
         wanting = [m.name for m in self.rl.methods if m.components]
         if wanting and not self.proxies.components:
             raise ValueError(
@@ -533,16 +628,19 @@ def make_testbed(config: StudyConfig, progress: bool = True):
 
 
 def _reward(config: StudyConfig, proxy_info: dict, key: str, rewards: dict):
-    """The single proxy (ensemble member 0) or the ensemble, loaded once and shared."""
+    """The single proxy (ensemble member 0), the ensemble, the component proxies or
+    (``variant:NAME``) a reward-model variant's first model, loaded once and shared."""
     from goodhartlab.rewards import Ensemble, RewardModel
 
     members = proxy_info["members"]
     if key == "components":  # one proxy per gold component (proxies.components)
         members = proxy_info["components"]["members"]
+    if key.startswith("variant:"):
+        members = proxy_info["variants"][key.removeprefix("variant:")]["members"]
     if key not in rewards:
         rewards[key] = (
             RewardModel.from_pretrained(members[0], device=config.device)
-            if key == "single"
+            if key == "single" or key.startswith("variant:")
             else Ensemble.from_dirs([Path(m) for m in members], device=config.device)
         )
     return rewards[key]
@@ -577,6 +675,7 @@ def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, r
 
     key = "single" if method.aggregator is None else "ensemble"
     key = "components" if method.components else key
+    key = f"variant:{method.proxy}" if method.proxy is not None else key
     reward = tb.gold if method.optimize == "gold" else _reward(config, proxy_info, key, rewards)
     rl_config = config.rl.run_config(
         method, seed=config.seed, device=config.device, max_new_tokens=tb.max_new_tokens
@@ -784,6 +883,19 @@ def _proxies_stage(config: StudyConfig, tb, stage_workers) -> dict:
         "metrics": ps.metrics,
         "pairs": str(ps.pairs_path),
     }
+    if p.variants:
+        info["variants"] = {}
+    for name, variant in p.variants.items():  # reward-model variants, on the same pairs
+        vs = train_proxies(
+            tb, pairs=p.pairs, noise=p.noise, size=p.size, seeds=tuple(p.variant_seeds(name)),
+            pretrain_seeds=p.pretrain_seeds, epochs=p.epochs, lr=p.lr, seed=config.seed,
+            device=config.device, progress=False, workers=stage_workers, rm_options=variant.rm,
+        )  # fmt: skip
+        info["variants"][name] = {
+            "seeds": p.variant_seeds(name),
+            "members": [str(x) for x in vs.paths],
+            "metrics": vs.metrics,
+        }
     if p.components:  # constrained RLHF's component proxies, on the same pairs
         from goodhartlab.experiments.proxies import train_component_proxies
 
@@ -797,6 +909,18 @@ def _proxies_stage(config: StudyConfig, tb, stage_workers) -> dict:
             "metrics": cs.metrics,
         }
     return info
+
+
+def variant_bon_proxies(proxies: ProxyConfig, proxy_info: dict) -> dict[str, str]:
+    """Best-of-n picks of the reward-model variants: ``NAME-sSEED`` for each seed's model of
+    each variant, and ``bt-sSEED`` for the proxies' member of every such seed (the
+    Bradley-Terry model of the same backbone and data order); empty without variants."""
+    picks: dict[str, str] = {}
+    for name, v in proxy_info.get("variants", {}).items():
+        for s, path in zip(v["seeds"], v["members"], strict=True):
+            picks[f"bt-s{s}"] = proxy_info["members"][proxies.seeds.index(s)]
+            picks[f"{name}-s{s}"] = path
+    return dict(sorted(picks.items(), key=lambda kv: not kv[0].startswith("bt-")))
 
 
 def _bon_stage(config: StudyConfig, tb, stage_workers, proxy_info: dict, run_dir: Path) -> dict:
@@ -817,15 +941,17 @@ def _bon_stage(config: StudyConfig, tb, stage_workers, proxy_info: dict, run_dir
         seed=config.seed,
         device=config.device,
     )
+    proxies = {"single": members[0], **variant_bon_proxies(config.proxies, proxy_info)}
     # The pool and its scores on the workers; run_bon_study finds them cached.
-    sample_and_score_pool(stage_workers, run_dir / "bon" / "pool", tb, bon_config, members)
+    scored = list(dict.fromkeys([*members, *proxies.values()]))
+    sample_and_score_pool(stage_workers, run_dir / "bon" / "pool", tb, bon_config, scored)
     result = run_bon_study(
         run_dir / "bon",
         policy=tb.policy_path,
         tokenizer=tb.tokenizer,
         prompts=tb.eval_prompts,
         gold=tb.gold,
-        proxies={"single": members[0]},
+        proxies=proxies,
         ensembles={"ensemble": members} if len(members) > 1 else None,
         config=bon_config,
         plot=plot_bon_curves,

@@ -36,6 +36,7 @@ from goodhartlab.optimize.rundir import read_jsonl
 from goodhartlab.report.monitor_plot import plot_monitor
 from goodhartlab.report.plots import method_colors
 from goodhartlab.report.seeds_plot import plot_seed_frontiers
+from goodhartlab.report.variants import BASELINE, variant_curves, variant_rows
 
 __all__ = ["HACKING_DROP", "build_report", "collect_metrics", "summary_table", "verdict"]
 
@@ -532,6 +533,31 @@ def _seeds_html(seeds: dict[str, Any]) -> list[str]:
     return parts
 
 
+def _variants_html(rows: list[dict[str, Any]]) -> list[str]:
+    """The reward-model variants' table (``report.variants``); nothing without variants."""
+    if not rows:
+        return []
+    esc = html.escape
+    keys = [k for k in rows[0] if k not in ("variant", "seeds")]
+    parts = [
+        "<h2>Reward-model variants</h2><p>Each variant trained once per seed on the proxies' "
+        f"pairs; {esc(BASELINE)}: the proxies' member of the same seed. Mean over seeds and "
+        "95 % Student-t interval; clean held-out accuracy; best-of-n gold at n relative to "
+        "the base policy; “− bt”: paired by seed.</p><table><tr><th>variant</th><th>seeds</th>",
+        *(f"<th>{esc(k)}</th>" for k in keys),
+        "</tr>",
+    ]
+    for r in rows:
+        cells = [r["variant"], str(len(r["seeds"]))]
+        for k in keys:
+            accuracy = k.startswith("clean_accuracy")
+            fmt = ("{:.3f}" if k == "clean_accuracy" else "{:+.3f}") if accuracy else "{:+.2f}"
+            cells.append(_iv(r.get(k), fmt))
+        parts.append("<tr>" + "".join(f"<td class='l'>{esc(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    return parts
+
+
 def _html(
     run_dir: Path,
     rows: list[dict[str, Any]],
@@ -539,6 +565,7 @@ def _html(
     plots: list[Path],
     samples: list[dict],
     seeds: dict[str, Any],
+    variants: list[dict[str, Any]] = (),
 ) -> str:
     esc = html.escape
     parts = [
@@ -547,6 +574,7 @@ def _html(
         f"<body><h1>goodhart-lab report</h1><p>Run directory: <code>{esc(str(run_dir))}</code></p>",
         f"<h2>Verdict</h2>{_verdict_html(text)}",
         *_seeds_html(seeds),
+        *_variants_html(list(variants)),
         "<h2>Plots</h2>",
     ]
     for png in plots:
@@ -692,15 +720,26 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         plots += plot_seed_frontiers(
             seeds["curves"], seeds["baselines"], run_dir / "plots" / "frontier", colors
         )
+    variants = variant_rows(run_dir, points)
+    if variants:
+        curves = variant_curves(run_dir, points)
+        plots += plot_seed_frontiers(
+            curves,
+            {name: BASELINE for name in curves if name != BASELINE},
+            run_dir / "plots" / "rm_variants",
+            method_colors(list(curves)),
+            title="Reward-model variants, best-of-n over seeds",
+        )
     plots += plot_monitor(points, run_dir / "plots" / "monitor")
     atomic_write_text(
         run_dir / "report.html",
-        _html(run_dir, rows, text, plots, _samples(run_dir, points), seeds),
+        _html(run_dir, rows, text, plots, _samples(run_dir, points), seeds, variants),
     )
     report = {
         "table": rows,
         "seeds": seeds["rows"],
         "claims": seeds["claims"],
+        "rm_variants": variants,
         "daa_frontiers": daa_frontiers(points),
         "verdict": text,
         "hacking_drop": HACKING_DROP,

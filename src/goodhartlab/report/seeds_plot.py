@@ -41,6 +41,7 @@ def plot_seed_frontiers(
     baselines: dict[str, str | None],
     out: Path,
     colors: dict[str, Any],
+    title: str = "RL over seeds",
 ) -> list[Path]:
     """One panel with every method's mean curve, then one panel per method with its band
     and its baseline's (grey). ``curves``: {method: {seed: its RL metrics.jsonl lines}}."""
@@ -84,7 +85,7 @@ def plot_seed_frontiers(
         ax.grid(alpha=0.25)
     fig.supylabel("gold − base policy's gold")
     fig.supxlabel("d = sqrt(KL)  (nats$^{1/2}$)")
-    fig.suptitle("RL over seeds: mean gold against d, 95 % band over seeds (t)", fontsize=11)
+    fig.suptitle(f"{title}: mean gold against d, 95 % band over seeds (t)", fontsize=11)
     # Each panel its own gold scale: one collapsing method would flatten every other.
     fig.tight_layout(rect=(0.01, 0.01, 1, 0.98))
     try:
