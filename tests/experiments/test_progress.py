@@ -219,3 +219,14 @@ def test_disabled_progress_prints_nothing():
         p.start("bon")
         p.done("bon")
     assert out.getvalue() == "" and p.stages["bon"].status == "done"
+
+
+def test_each_variant_model_adds_a_member_to_the_proxies_and_a_scorer_to_best_of_n():
+    c = TESTBEDS["toy_text"].seconds_per
+    base = load_config(None, [])
+    two = load_config(
+        None, ["proxies.variants={o: {rm: {objective: ordinal, epochs: 1}, seeds: [0, 1]}}"]
+    )
+    a, b = estimate_stages(base, workers=1), estimate_stages(two, workers=1)
+    assert b["proxies"] - a["proxies"] == pytest.approx(2 * 6000 * 1 * c["proxy_pair_epoch"])
+    assert b["bon"] - a["bon"] == pytest.approx(2 * 200 * 1024 * c["bon_score"])

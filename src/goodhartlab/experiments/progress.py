@@ -104,6 +104,16 @@ def estimate_stages(
     for s in p.seeds:
         seconds.append(p.pairs * p.epochs * c["proxy_pair_epoch"])
         needs.append((0, backbone_of[s]) if s in backbone_of else (0,))
+    variants = getattr(p, "variants", {}) or {}
+    # Reward-model variants: one member per seed each, trained as a member is (after the
+    # pairs; their objectives' extra cost is not calibrated).
+    variant_members = 0
+    for name, v in variants.items():
+        epochs = v.rm.get("epochs", p.epochs)
+        for _ in p.variant_seeds(name):
+            variant_members += 1
+            seconds.append(p.pairs * epochs * c["proxy_pair_epoch"])
+            needs.append((0,))
     out["proxies"] = list_schedule_seconds(seconds, workers, needs)
     if config.bon.enabled:
         b = config.bon
@@ -111,7 +121,8 @@ def estimate_stages(
         chunks = -(-completions // b.chunk_size)
         shares = min(chunks, SHARES_PER_WORKER * workers)
         sampling = [completions / shares * c["bon_completion"]] * shares
-        scorers = 1 + len(p.seeds)  # gold and every member (the single proxy is member 0)
+        # gold, every member (the single proxy is member 0) and every variant's model
+        scorers = 1 + len(p.seeds) + variant_members
         scoring = [completions / workers * c["bon_score"]] * (scorers * workers)  # blocks
         out["bon"] = list_schedule_seconds(sampling, workers) + list_schedule_seconds(
             scoring, workers
