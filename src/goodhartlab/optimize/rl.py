@@ -10,7 +10,10 @@ One loop, read top to bottom in :func:`run_rl`; each training step (:func:`rl_st
 3. advantages: GRPO group-normalized, RLOO leave-one-out, PPO GAE with a value model;
 4. a few epochs of PPO-style clipped steps over minibatches (``core.losses``), plus, with
    ``sft_coef`` > 0, η times the NLL of base-policy samples of the batch's prompts (the SFT
-   regularizer of Liu et al. 2024, arXiv 2405.16436: ``core.losses.sft_nll_loss``).
+   regularizer of Liu et al. 2024, arXiv 2405.16436: ``core.losses.sft_nll_loss``);
+5. with ``cooper``, a few Bradley-Terry steps on a copy of the reward model, a reference
+   completion of each prompt over the policy's sample of it that a rule rejects and the
+   reward model scores highest (Hong et al. 2025, arXiv 2508.05613; rewards.cooper).
 
 Every ``eval_every`` steps (and at step 0, the base policy) the policy is evaluated on
 held-out prompts (:func:`goodhartlab.measure.evaluate_policy`): one line in metrics.jsonl.
@@ -73,6 +76,7 @@ from goodhartlab.optimize.rundir import (
 )
 from goodhartlab.registry import OCCUPANCY_DIVERGENCES, name_in
 from goodhartlab.rewards.constrained import ConstrainedConfig, ConstrainedReward
+from goodhartlab.rewards.cooper import CooperConfig, CooperReward
 from goodhartlab.rewards.pipeline import KLPenalty, RewardPipeline, RewardPipelineConfig
 
 __all__ = ["METRICS_VERSION", "RLConfig", "RLResult", "ValueModel", "rl_step", "run_rl"]
@@ -257,6 +261,15 @@ class RLConfig(BaseModel):
         "their thresholds by Lagrange multipliers (dual ascent every step), the KL reward "
         "−β·KL as the objective (None: off).",
     )
+    cooper: CooperConfig | None = Field(
+        None,
+        description="Cooper (Hong et al. 2025, arXiv 2508.05613; rewards.cooper): after each "
+        "policy update, Bradley-Terry steps on a copy of the reward model (a single "
+        "RewardModel), the positive of each prompt the best of K base-policy samples that pass "
+        "a rule (under the frozen proxy), the negative the policy's sample the rule rejects "
+        "and the reward model scores highest; the policy is rewarded by the copy and evaluated "
+        "with the frozen proxy; never reads the gold (None: off).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RLConfig:
@@ -393,6 +406,11 @@ class _Run:
     """The KL penalty's reference when it moves (GARDO's ref_reset_every), else None: π0."""
     constrained: ConstrainedReward | None = None
     """μ-PPO's multipliers (``cfg.constrained``), else None."""
+    cooper: CooperReward | None = None
+    """Cooper's co-trained reward model (``cfg.cooper``), else None."""
+    eval_proxy: Any = None
+    """The reward the evaluations report as ``proxy`` when it is not the pipeline (Cooper:
+    the frozen proxy), else None."""
 
     def autocast(self):
         return torch.autocast(
@@ -573,6 +591,14 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     if in_reward and kl_seq is not None:
         run.pipeline.kl_penalty.update(float(kl_seq.mean()), B * G)
 
+    # 5. Cooper: the reward model learns from this batch's pairs (rewards.cooper).
+    cooper: dict[str, float] = {}
+    if run.cooper is not None:
+        cooper = run.cooper.update(prompts, rollouts.completions, scored.r_proxy)
+        cooper["r_proxy_frozen"] = float(
+            run.cooper.frozen.score(flat_prompts, rollouts.completions).mean()
+        )
+
     out = {k: v / n_updates for k, v in sums.items()}
     out.update(
         r_proxy=float(scored.r_proxy.mean()),
@@ -587,6 +613,7 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     out.update(occupancy)
     out.update(gardo)
     out.update(run.constrained.last_stats if run.constrained is not None else {})
+    out.update(cooper)
     if kl_seq is not None:
         out["kl"] = float(kl_seq.mean())
     if scored.steps is not None:
@@ -637,7 +664,7 @@ def _evaluate(
         run.tokenizer,
         eval_prompts,
         gold=gold,
-        proxy=run.pipeline,
+        proxy=run.pipeline if run.eval_proxy is None else run.eval_proxy,
         num_samples=cfg.eval_samples,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.eval_temperature,
@@ -704,6 +731,22 @@ def _build_run(
             out.append(ro.completions)
         return out
 
+    cooper = eval_proxy = None
+    if cfg.cooper is not None:  # the pipeline scores with a copy that the run trains
+
+        def cooper_sampler(prompt: str) -> list[str]:
+            gen = torch.Generator(device=device).manual_seed(
+                derived_seed(cfg.seed, "cooper_reference", prompt)
+            )
+            return sample_rollouts(
+                reference, tokenizer, [prompt], cfg.cooper.reference_samples,
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                generator=gen, autocast_dtype=autocast_dtype,
+            ).completions  # fmt: skip
+
+        cooper = CooperReward(cfg.cooper, reward, cooper_sampler)
+        reward, eval_proxy = cooper.model, RewardPipeline(reward)
+
     kl_penalty = (
         KLPenalty(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         if cfg.kl_in == "reward" and cfg.kl_coef > 0
@@ -733,6 +776,8 @@ def _build_run(
         autocast_dtype,
         kl_reference=penalty_reference(cfg, reference),
         constrained=ConstrainedReward(cfg.constrained) if cfg.constrained is not None else None,
+        cooper=cooper,
+        eval_proxy=eval_proxy,
     )
 
 
@@ -840,11 +885,13 @@ def run_rl(
     run = _build_run(cfg, model, reference, tokenizer, reward, train_prompts, device)
     optimizer, value_model, pipeline = run.optimizer, run.value_model, run.pipeline
 
+    extra = {"cooper_rm": (run.cooper.model.model, run.cooper.optimizer)} if run.cooper else None
     ckpt, start = rundir.resume_checkpoint(_logged_by(cfg)) if resume else (None, 0)
     if ckpt is not None:
         state = load_checkpoint(
-            ckpt, policy=model, optimizer=optimizer, value_model=value_model, device=device
-        )
+            ckpt, policy=model, optimizer=optimizer, value_model=value_model, device=device,
+            extra=extra,
+        )  # fmt: skip
         pipeline.load_state_dict(state["pipeline"])
         if run.constrained is not None:
             run.constrained.load_state_dict(state["constrained"])
@@ -899,6 +946,7 @@ def run_rl(
                         "constrained": run.constrained and run.constrained.state_dict(),
                     },
                     keep=cfg.keep_checkpoints,
+                    extra=extra,
                 )
             if stop:
                 stopped_at = step

@@ -570,8 +570,12 @@ def save_checkpoint(
     value_model: nn.Module | None,
     state: dict[str, Any],
     keep: int,
+    extra: dict[str, tuple[nn.Module, torch.optim.Optimizer]] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step_{step}`` atomically and keep only the newest ``keep``."""
+    """Write ``checkpoints/step_{step}`` atomically and keep only the newest ``keep``.
+
+    ``extra``: more trained models with their own optimizers (e.g. Cooper's reward model),
+    saved as ``{name}.safetensors`` and ``{name}_optimizer.safetensors``."""
     root = run_dir / CHECKPOINTS
     path = root / f"step_{step:06d}"
     with building(path, info={"step": step}) as tmp:
@@ -582,7 +586,14 @@ def save_checkpoint(
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         rng_tensors, rng_meta = _rng_state()
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        extra_meta = {}
+        for name, (module, opt) in (extra or {}).items():
+            save_model(module, str(tmp / f"{name}.safetensors"))
+            tensors, extra_meta[name] = _optimizer_tensors(opt)
+            save_file(tensors, str(tmp / f"{name}_optimizer.safetensors"))
         payload = {"step": step, "optimizer": opt_meta, "rng": rng_meta, **state}
+        if extra_meta:
+            payload["extra_optimizers"] = extra_meta
         (tmp / "state.json").write_text(json.dumps(payload, indent=2))
     for old in sorted(root.glob("step_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -611,6 +622,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return next(iter(complete_checkpoints(run_dir)), None)
 
 
+def _load_optimizer(optimizer: torch.optim.Optimizer, file: Path, meta: dict) -> None:
+    flat = load_file(str(file))
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*flat.items(), *meta["scalars"].items()]:
+        idx, name = key.split("/", 1)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
 def load_checkpoint(
     path: Path,
     *,
@@ -618,21 +638,30 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     value_model: nn.Module | None,
     device: torch.device,
+    extra: dict[str, tuple[nn.Module, torch.optim.Optimizer]] | None = None,
 ) -> dict[str, Any]:
-    """Restore weights, optimizer and RNG states in place; returns state.json's contents."""
+    """Restore weights, optimizer and RNG states in place (and ``extra``'s, as
+    :func:`save_checkpoint` wrote them); returns state.json's contents."""
     payload = json.loads((path / "state.json").read_text())
     missing, unexpected = load_model(policy, str(path / "policy.safetensors"), device=str(device))
     if missing or unexpected:
         raise ValueError(f"{path}: policy weights do not match the model ({missing or unexpected})")
     if value_model is not None:
         load_model(value_model, str(path / "value.safetensors"), device=str(device))
-    flat = load_file(str(path / "optimizer.safetensors"))
-    meta = payload["optimizer"]
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in [*flat.items(), *meta["scalars"].items()]:
-        idx, name = key.split("/", 1)
-        state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    _load_optimizer(optimizer, path / "optimizer.safetensors", payload["optimizer"])
+    for name, (module, opt) in (extra or {}).items():
+        if name not in payload.get("extra_optimizers", {}):
+            raise ValueError(f"{path}: the checkpoint has no {name!r} (a run without it)")
+        missing, unexpected = load_model(
+            module, str(path / f"{name}.safetensors"), device=str(device)
+        )
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: {name} weights do not match the model ({missing or unexpected})"
+            )
+        _load_optimizer(
+            opt, path / f"{name}_optimizer.safetensors", payload["extra_optimizers"][name]
+        )
 
     rng = load_file(str(path / "rng.safetensors"))
     torch.set_rng_state(rng["torch"])
