@@ -2,6 +2,12 @@
 
 from goodhartlab.registry import REWARD_SOURCES
 from goodhartlab.rewards.ensemble import Ensemble
+from goodhartlab.rewards.judge import (
+    JUDGE_TEMPLATE_VERSION,
+    GenerativeJudge,
+    RubricJudge,
+    load_judge,
+)
 from goodhartlab.rewards.programmatic import ProgrammaticReward
 from goodhartlab.rewards.reward_model import (
     RewardModel,
@@ -14,8 +20,10 @@ from goodhartlab.rewards.reward_model import (
 __all__ = [
     "REWARD_SOURCES",
     "Ensemble",
+    "GenerativeJudge",
     "ProgrammaticReward",
     "RewardModel",
+    "RubricJudge",
     "collate_rm_inputs",
     "reward_at_last_token",
     "rm_batch_input_ids",
@@ -44,4 +52,47 @@ REWARD_SOURCES.register(
 REWARD_SOURCES.register(
     "ensemble", _ensemble, paper="Coste et al. 2023, arXiv 2310.02743",
     params={"paths": "member directories, or one ensemble directory"},
+)  # fmt: skip
+
+
+_JUDGE_PARAMS = {
+    "path": "a causal-LM folder (real_text's policy folder): the judge",
+    "max_rating": "top of the 1..max_rating scale (2..9, one digit token each)",
+    "batch_size": "judge prompts per forward pass",
+}
+
+
+def _judge_direct(
+    path: str, device: str = "cpu", max_rating: int = 9, batch_size: int = 16
+):
+    """A causal LM prompted as a judge: its expected 1..9 rating of each answer (no sampling)."""
+    return load_judge(
+        GenerativeJudge, path, device, max_rating=max_rating, batch_size=batch_size
+    )
+
+
+def _judge_rubric(
+    path: str,
+    device: str = "cpu",
+    max_rating: int = 9,
+    batch_size: int = 16,
+    rubric_tokens: int = 96,
+):
+    """A causal LM that writes a rubric per prompt (greedy), then rates each answer against it."""
+    return load_judge(
+        RubricJudge, path, device, max_rating=max_rating, batch_size=batch_size,
+        rubric_tokens=rubric_tokens,
+    )  # fmt: skip
+
+
+REWARD_SOURCES.register(
+    "judge_direct", _judge_direct, paper="RM-R1, Chen et al. 2025, arXiv 2505.02387 "
+    "(generative judge); G-Eval's expected score, arXiv 2303.16634",
+    params=_JUDGE_PARAMS, higher_is_better=True, version=JUDGE_TEMPLATE_VERSION,
+)  # fmt: skip
+REWARD_SOURCES.register(
+    "judge_rubric", _judge_rubric, paper="RM-R1 (arXiv 2505.02387) rubrics; Proxy-GRM "
+    "rubric-then-verdict",
+    params={**_JUDGE_PARAMS, "rubric_tokens": "the rubric's greedy token budget"},
+    higher_is_better=True, version=JUDGE_TEMPLATE_VERSION,
 )  # fmt: skip
