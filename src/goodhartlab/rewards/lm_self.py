@@ -4,8 +4,10 @@ Each source reads a conversation the model's tokenizer renders: the prompt as on
 with the generation prompt (``models.prompts.encode_prompts``, as sampling sees it), then the
 completion's tokens (``tokenizer(completion, add_special_tokens=False)``), then whatever the
 reward needs after it, rendered by the same chat template. One batched forward pass per chunk
-of ``batch_size`` sequences (right-padded), ``no_grad``, eval mode; the formulas are in
-``goodhartlab.core.lm_rewards``.
+of ``batch_size`` sequences (right-padded; the follow-ups share one left-padded pass over the
+conversation through its KV cache), ``no_grad``, eval mode; the formulas are in
+``goodhartlab.core.lm_rewards``. The real_text pool's completions are decoded text, so their
+tokens are re-tokenized here and may differ from the sampled ids at a few boundaries.
 
 * :class:`LMConfidence` (``lm_confidence``, CRew): mean probability of the completion's tokens
   and its end-of-turn token.
