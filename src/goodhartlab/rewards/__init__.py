@@ -62,13 +62,9 @@ _JUDGE_PARAMS = {
 }
 
 
-def _judge_direct(
-    path: str, device: str = "cpu", max_rating: int = 9, batch_size: int = 16
-):
+def _judge_direct(path: str, device: str = "cpu", max_rating: int = 9, batch_size: int = 16):
     """A causal LM prompted as a judge: its expected 1..9 rating of each answer (no sampling)."""
-    return load_judge(
-        GenerativeJudge, path, device, max_rating=max_rating, batch_size=batch_size
-    )
+    return load_judge(GenerativeJudge, path, device, max_rating=max_rating, batch_size=batch_size)
 
 
 def _judge_rubric(
@@ -96,3 +92,62 @@ REWARD_SOURCES.register(
     params={**_JUDGE_PARAMS, "rubric_tokens": "the rubric's greedy token budget"},
     higher_is_better=True, version=JUDGE_TEMPLATE_VERSION,
 )  # fmt: skip
+
+
+def _register_lm_self() -> None:
+    """Rewards read off a causal LM itself (issue 16 item 3; ``rewards.lm_self``)."""
+    from goodhartlab.rewards import lm_self
+
+    batch = "sequences per forward pass"
+    REWARD_SOURCES.register(
+        "lm_confidence",
+        lm_self.lm_confidence,
+        paper="Confidence as a Reward: Transforming LLMs into Reward Models (CRew), 2025",
+        params={
+            "path": "a causal LM folder",
+            "device": "torch device",
+            "batch_size": batch,
+            "end_of_turn": "score the end-of-turn (eos) token with the completion",
+        },
+        higher_is_better=True,
+    )
+    REWARD_SOURCES.register(
+        "lm_reference_likelihood",
+        lm_self.lm_reference_likelihood,
+        paper="Likelihood-Based Reward Designs for General LLM Reasoning, 2025",
+        params={
+            "path": "a causal LM folder",
+            "device": "torch device",
+            "references": "prompt -> reference (callable or mapping); None: real_text topic",
+            "reduction": "'sum' (log-probability) or 'mean' (per token)",
+            "batch_size": batch,
+        },
+        higher_is_better=True,
+        version=lm_self.REFERENCE_VERSION,
+    )
+    REWARD_SOURCES.register(
+        "lm_followup_likelihood",
+        lm_self.lm_followup_likelihood,
+        paper="Zhang et al. 2024, arXiv 2409.13948 (FLR)",
+        params={
+            "path": "a causal LM folder",
+            "device": "torch device",
+            "positive": "positive user follow-ups",
+            "negative": "negative user follow-ups",
+            "batch_size": batch,
+        },
+        higher_is_better=True,
+        version=lm_self.FOLLOWUP_VERSION,
+    )
+    REWARD_SOURCES.register(
+        "lm_endogenous", lm_self.lm_endogenous,
+        paper="Generalist Reward Models: Found Inside Large Language Models, 2025",
+        params={"path": "a causal LM folder", "device": "torch device",
+                "alpha": "soft-max temperature of V", "gamma": "discount",
+                "end_of_turn": "the eos token as the terminal action (V = 0 after it)",
+                "batch_size": batch},
+        higher_is_better=True,
+    )  # fmt: skip
+
+
+_register_lm_self()
