@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--pool-dir", default="rm_variants_pool")
     ap.add_argument("--no-bon", action="store_true", help="skip best-of-16")
     ap.add_argument(
+        "--pal-epochs", type=int, default=None, help="PAL's epochs (default: the study's)"
+    )
+    ap.add_argument(
         "--prompted",
         action="store_true",
         help="also a pooled Bradley-Terry model told the persona in the prompt "
@@ -167,7 +170,9 @@ def main() -> None:
         t = time.perf_counter()
         base = RMTrainConfig(epochs=p.epochs, lr=p.lr, seed=seed, eval_fraction=0.0)
         pal = train_reward_model(
-            train, tb.tokenizer, backbone, base.model_copy(update={"objective": "pal"}),
+            train, tb.tokenizer, backbone, base.model_copy(
+                update={"objective": "pal", "epochs": args.pal_epochs or base.epochs}
+            ),
             eval_pairs=[], progress=False,
         )  # fmt: skip
         pooled = train_reward_model(
@@ -335,6 +340,7 @@ def main() -> None:
         "ft_lr": args.ft_lr,
         "bon_prompts": args.prompts if bon else 0,
         "prompted_bt": args.prompted,
+        "pal_epochs": args.pal_epochs or p.epochs,
         "seeds": args.seeds,
         "gold_version": getattr(tb.gold, "version", None),
         "rows": rows,

@@ -11,6 +11,14 @@ mixture logits and the prototypes learn at ``pal_weights_lr`` (no weight decay).
 Few-shot adaptation to a persona not seen in training (:func:`fit_persona`): f and the
 prototypes stay frozen and only the new persona's K mixture logits are fitted on its few
 pairs (full-batch Adam), then appended to the head.
+
+Measured (``benchmarks/pal.py --prompted``, 3,000 pairs dealt to four toy_text personas, 25 %
+flipped labels, 3 seeds; ``stickler`` held out): mean clean accuracy over the seen personas
+0.642 ± 0.016 against 0.638 ± 0.016 for one pooled Bradley-Terry model and 0.636 ± 0.021 for
+one per persona (differences within ± 0.03). The sentiment-opposed enthusiast and skeptic end
+with nearly the same mixture weights. Few-shot, the weights-only fit is unregularized: on 5
+pairs it collapses onto one prototype (0.49 ± 0.31, against 0.64 for the uniform mixture and
+for fine-tuned Bradley-Terry); at 100 pairs it is level (0.640 against 0.643).
 """
 
 from __future__ import annotations
