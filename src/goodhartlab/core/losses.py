@@ -761,5 +761,6 @@ RM_OBJECTIVES.register(
 # RM_OBJECTIVES from their modules.
 from goodhartlab.core import armo as _armo  # noqa: E402,F401
 from goodhartlab.core import length_bias as _length_bias  # noqa: E402,F401
+from goodhartlab.core import pal as _pal  # noqa: E402,F401
 from goodhartlab.core import reform as _reform  # noqa: E402,F401
 from goodhartlab.core import rm_objectives as _rm_objectives  # noqa: E402,F401

@@ -217,7 +217,8 @@ class RewardModel:
         its ``max_length`` is used unless ``max_length`` is given. A directory sealed with
         checksums (``goodhartlab.artifacts``; every one ``train_reward_model`` saves) is
         verified first. Weights are read from safetensors only. A ``head`` in
-        ``goodhart_rm.json`` (an ArmoRM, ``rewards.armo_head``) replaces the linear score head;
+        ``goodhart_rm.json`` (an ArmoRM, ``rewards.armo_head``; a PAL model, ``rewards.pal_head``,
+        scoring for its saved active persona) replaces the linear score head;
         a ``tool`` there (a tool-augmented model) is called on every completion it scores.
 
         Raises:
@@ -249,7 +250,10 @@ class RewardModel:
                 f"{path_or_hub_name}: cannot load a reward model ({type(e).__name__}: {first})"
             ) from e
         if saved_head is not None:
-            from goodhartlab.rewards.armo_head import attach_saved_head
+            if saved_head.get("kind") == "pal":
+                from goodhartlab.rewards.pal_head import attach_saved_head
+            else:
+                from goodhartlab.rewards.armo_head import attach_saved_head
 
             attach_saved_head(model, local, saved_head)
         if model.config.num_labels != 1:

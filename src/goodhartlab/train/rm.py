@@ -60,7 +60,8 @@ class RMTrainConfig(BaseModel):
         "suspect_action, suspect_weight, strength_margin, label_smoothing; armo: the armo_* "
         "fields; odin: length_coef, "
         "ortho_coef, length_sign; reform: the reform_* fields, label_smoothing, center_coef; "
-        "causal_naive / causal_ips / causal_dr: the causal_* fields).",
+        "causal_naive / causal_ips / causal_dr: the causal_* fields; pal: the pal_* fields, "
+        "pairs' meta['persona']).",
     )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
@@ -189,6 +190,29 @@ class RMTrainConfig(BaseModel):
     )
     reform_samples: int = Field(
         16, ge=2, description="reform: K, base-policy samples per searched prompt."
+    )
+
+    pal_prototypes: int = Field(
+        4, ge=1, description="pal: K, the prototypes whose softmax mixtures are the ideal points."
+    )
+    pal_dim: int = Field(16, ge=1, description="pal: D, the dimension of the latent f(x, y).")
+    pal_mlp_hidden: int = Field(
+        64, ge=1, description="pal: width of the MLP from the last hidden state to f(x, y)."
+    )
+    pal_weights_lr: float = Field(
+        0.05,
+        gt=0,
+        description="pal: AdamW learning rate of the personas' mixture logits and the prototypes "
+        "(at `lr` they would barely leave the uniform mixture in a few hundred steps).",
+    )
+    pal_fewshot_steps: int = Field(
+        300,
+        ge=1,
+        description="pal: full-batch Adam steps fitting a new persona's mixture logits "
+        "(train.rm_pal.fit_persona), everything else frozen.",
+    )
+    pal_fewshot_lr: float = Field(
+        0.05, gt=0, description="pal: Adam learning rate of the few-shot fit."
     )
 
     @field_validator("length_sign")
@@ -429,6 +453,11 @@ def train_reward_model(
         tool=config.tool,
     )
     pad_id = reward_model.pad_token_id
+    ideal_point = bool(objective.meta.get("ideal_point"))
+    if ideal_point:  # PAL: the ideal-point head replaces the linear one (train.rm_pal)
+        from goodhartlab.train.rm_pal import build_pal_head
+
+        build_pal_head(model, train_pairs, config)
 
     # The scorer's own ids (its tool's answers included): training reads what scoring reads.
     prompts = [p.prompt for p in train_pairs]
@@ -453,11 +482,13 @@ def train_reward_model(
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
     def evaluate() -> dict[str, Any]:
-        return (
-            evaluate_reward_model(reward_model, eval_pairs, batch_size=config.eval_batch_size)
-            if eval_pairs
-            else {}
-        )
+        if not eval_pairs:
+            return {}
+        if ideal_point:  # each pair scored for its own persona
+            from goodhartlab.train.rm_pal import evaluate_pal
+
+            return evaluate_pal(reward_model, eval_pairs, batch_size=config.eval_batch_size)
+        return evaluate_reward_model(reward_model, eval_pairs, batch_size=config.eval_batch_size)
 
     last_eval = evaluate()
     history = [_epoch_record(0, None, last_eval)]
@@ -470,11 +501,20 @@ def train_reward_model(
         )
         last_eval = evaluate()
         history.append(_epoch_record(config.epochs, losses[-1], last_eval))
+    if ideal_point:  # PAL's per-persona Bradley-Terry replaces the loop below
+        from goodhartlab.train.rm_pal import train_pal
+
+        losses, inputs_report["pal"] = train_pal(
+            model, reward_model, train_pairs, config, progress=progress
+        )
+        last_eval = evaluate()
+        history.append(_epoch_record(config.epochs, losses[-1], last_eval))
     order_gen = torch.Generator().manual_seed(config.seed)
     bar = tqdm(total=total_steps, desc="train rm", disable=not progress, leave=False)
     # The objective's parameters are RMTrainConfig fields of the same names.
     objective_params = {k: getattr(config, k) for k in objective.params.model_fields}
-    bt_epochs = () if objective.meta.get("multi_objective") else range(1, config.epochs + 1)
+    own_loop = objective.meta.get("multi_objective") or ideal_point
+    bt_epochs = () if own_loop else range(1, config.epochs + 1)
     for epoch in bt_epochs:
         model.train()
         order = torch.randperm(n, generator=order_gen).tolist()

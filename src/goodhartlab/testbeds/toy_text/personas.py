@@ -26,8 +26,13 @@ only, so that the language's tokenizer reads all of it). Results record
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
+
+from goodhartlab.data.labeling import label_with_gold
+from goodhartlab.data.schema import CompletionPair, PreferencePair
 from goodhartlab.testbeds.toy_text.gold import WEIGHTS, gold_features, gold_from_features
 
 PERSONAS_VERSION = "toy_text-personas-v1"
@@ -110,3 +115,57 @@ def persona_gold(persona: str | Persona, prompt: str, completion: str) -> float:
     """The gold of reader ``persona`` for ``completion`` to the toy_text ``prompt``."""
     p = PERSONAS[persona] if isinstance(persona, str) else persona
     return gold_from_features(gold_features(prompt, completion), p.weights)
+
+
+class PersonaGold:
+    """Reader ``persona``'s gold as a reward function: ``score(prompts, completions) ->
+    Tensor[B]`` (float64), on toy_text prompts or persona prompts alike (a persona prompt's
+    reader is ignored: this reader's gold is computed)."""
+
+    def __init__(self, persona: str):
+        self.persona = PERSONAS[persona]
+        self.name = f"toy_text-persona-{persona}"
+        self.version = PERSONAS_VERSION
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        out = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            parsed = parse_persona_prompt(prompt)
+            out.append(persona_gold(self.persona, parsed[1] if parsed else prompt, completion))
+        return torch.tensor(out, dtype=torch.float64)
+
+
+def label_pairs_by_persona(
+    pairs: Sequence[CompletionPair | PreferencePair],
+    personas: Sequence[str],
+    *,
+    noise: float,
+    seed: int = 0,
+) -> list[PreferencePair]:
+    """``pairs[i]`` labelled by reader ``personas[i]``'s gold (``data.labeling.label_with_gold``,
+    argmax with each label flipped with probability ``noise``), ``meta["persona"]`` its reader.
+
+    The prompts are left as they are (a reward model that is not told the persona cannot
+    read it from them); the flips of persona k's pairs are drawn from ``seed + k`` (k its
+    index in ``PERSONAS``), so that a persona's labels do not depend on the others' pairs.
+    """
+    pairs, personas = list(pairs), list(personas)
+    if len(pairs) != len(personas):
+        raise ValueError(
+            f"personas: expected one persona per pair ({len(pairs)}), got {len(personas)}"
+        )
+    unknown = sorted(set(personas) - set(PERSONAS))
+    if unknown:
+        raise ValueError(f"personas: {unknown} not in {', '.join(PERSONAS)} ({PERSONAS_VERSION})")
+    out: list[PreferencePair | None] = [None] * len(pairs)
+    for k, name in enumerate(PERSONAS):
+        idx = [i for i, u in enumerate(personas) if u == name]
+        if not idx:
+            continue
+        labelled = label_with_gold(
+            [pairs[i] for i in idx], PersonaGold(name), noise=noise, seed=seed + k
+        )
+        for i, p in zip(idx, labelled, strict=True):
+            p.meta["persona"] = name
+            out[i] = p
+    return [p for p in out if p is not None]
