@@ -4,12 +4,12 @@ Issue 16 item 4: a language model prompted as a judge (directly, or after writin
 RM-R1, "Reward Modeling as Reasoning", Chen et al. 2025, arXiv 2505.02387, whose reasoning
 reward models write chat-specific rubrics and then judge against them; Proxy-GRM,
 "Rationale Matters: Learning Transferable Rubrics via Proxy-Guided Critique for VLM Reward
-Models", 2026, whose pipeline is rubric, then criterion-based scoring, then a verdict) is
-asked for a rating, and the rating is not sampled: its expectation under the model's
-next-token distribution restricted to the rating tokens is the reward (the
-probability-weighted score of G-Eval, Liu et al. 2023, arXiv 2303.16634). Ties between
-samples, which a sampled or argmax rating makes common, become rare, and the score is
-deterministic.
+Models", code github.com/Qwen-Applications/Proxy-GRM, whose pipeline is rubric, then
+criterion-based scoring, then a verdict) is asked for a rating, and the rating is not
+sampled: its expectation under the model's next-token distribution restricted to the rating
+tokens is the reward (the probability-weighted score of G-Eval, Liu et al. 2023, arXiv
+2303.16634). Ties between samples, which a sampled or argmax rating makes common, become
+rare, and the score is deterministic.
 """
 
 from __future__ import annotations
