@@ -22,6 +22,16 @@ is left out of training.
   ``--ft-lr``, batch min(k, 16)). k = 0: PAL's uniform mixture and the pooled model as it is.
   For reference, a Bradley-Terry model trained on ``--train-pairs`` / (#seen) pairs of the
   held-out persona (what a seen persona had).
+* Few-shot prior (``--prior-strengths``): for each λ, PAL's fit again with the prior
+  λ/(2k) ‖θ − θ̄‖² toward the seen personas' mean logits θ̄ (``core.pal.mixture_prior_penalty``,
+  ``RMTrainConfig.pal_fewshot_prior``), measured on the same PAL model. ``--validate-prior``
+  chooses λ without the held-out persona: each seen persona in turn gets a fresh row fitted
+  from k of its own pairs (prior mean: the *other* seen personas' logits), scored on its clean
+  held-out pairs; the λ with the best mean over seen personas, k and seeds is reported as
+  ``chosen_strength``.
+* The agreement of the personas' noise-free labels on the held-out pairs is printed (and
+  recorded); ``--held-out least-agreeing`` holds out the persona with the least mean
+  agreement with the others. ``--few-shot-only`` skips the seen personas' comparisons.
 * Best-of-16 gold per seen persona (that persona's gold) on ``--prompts`` held-out prompts x
   256 base-policy samples (``--pool-dir``; unbiased estimator, ``core.bon``), each model
   picking by its reward for that persona (the pooled model: its one reward).
@@ -32,6 +42,8 @@ per-persona BT (best-of-16: seeds averaged, then a 95 % normal interval over pro
 paired difference).
 
     python benchmarks/pal.py --pool-dir /work/pool/p64x256 [--prompted] [--seeds 0 1 2] [--out pal.json]
+    python benchmarks/pal.py --few-shot-only --validate-prior --prior-strengths 0 1 10 100 \
+        [--held-out least-agreeing]
 
 One torch thread. The testbed, its backbones and the pairs are in ``$GOODHART_CACHE``.
 """
@@ -51,6 +63,7 @@ import numpy as np
 import torch
 
 from goodhartlab.core.bon import expected_best_of_n
+from goodhartlab.core.pal import ideal_point_reward, mixture_weights
 from goodhartlab.core.stats import t_interval
 from goodhartlab.data import read_pairs
 from goodhartlab.experiments.proxies import preference_pairs
@@ -65,7 +78,9 @@ from goodhartlab.testbeds.toy_text.personas import (
     persona_prompt,
 )
 from goodhartlab.train.rm import RMTrainConfig, evaluate_reward_model, train_reward_model
-from goodhartlab.train.rm_pal import fit_persona
+from goodhartlab.train.rm_pal import fit_persona, pair_latents
+
+LEAST_AGREEING = "least-agreeing"
 
 
 def interval(values: list[float]) -> dict[str, float]:
@@ -85,10 +100,40 @@ def accuracy(rm, pairs) -> float:
     return evaluate_reward_model(rm, pairs, batch_size=256)["accuracy"]
 
 
+def latent_accuracy(head, logits: torch.Tensor, latents) -> float:
+    """Accuracy of a PAL persona with mixture logits ``logits`` (K,) on pairs whose latents
+    f(x, y_c), f(x, y_r) are ``latents`` (``train.rm_pal.pair_latents``): the fraction with
+    r_u(y_c) > r_u(y_r), as ``evaluate_reward_model`` counts it, without re-running the
+    backbone."""
+    f_c, f_r = latents
+    with torch.no_grad():
+        a = (mixture_weights(logits[None]) @ head.prototypes).expand_as(f_c)
+        return float((ideal_point_reward(f_c, a) > ideal_point_reward(f_r, a)).double().mean())
+
+
+def agreement_matrix(held_by_persona: dict) -> dict[str, dict[str, float]]:
+    """Fraction of the (same) held-out pairs on which two personas' noise-free labels agree."""
+    names = list(held_by_persona)
+    chosen = {u: [q.chosen for q in held_by_persona[u]] for u in names}
+    return {
+        u: {
+            v: float(np.mean([a == b for a, b in zip(chosen[u], chosen[v], strict=True)]))
+            for v in names
+        }
+        for u in names
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--held-out", default="stickler", choices=list(PERSONAS))
+    ap.add_argument(
+        "--held-out",
+        default="stickler",
+        choices=[*PERSONAS, LEAST_AGREEING],
+        help=f"the persona left out of training; {LEAST_AGREEING}: the one whose noise-free "
+        "labels agree least, on average, with the other personas' on the held-out pairs",
+    )
     ap.add_argument("--train-pairs", type=int, default=3000)
     ap.add_argument("--noise", type=float, default=0.25)
     ap.add_argument("--shots", nargs="+", type=int, default=[5, 20, 100])
@@ -106,6 +151,25 @@ def main() -> None:
         help="also a pooled Bradley-Terry model told the persona in the prompt "
         "(testbeds.toy_text.personas.persona_prompt)",
     )
+    ap.add_argument(
+        "--prior-strengths",
+        nargs="+",
+        type=float,
+        default=[0.0],
+        help="few-shot prior strengths λ (RMTrainConfig.pal_fewshot_prior; prior mean: the seen "
+        "personas' mean logits), each fitted and measured on the same PAL model",
+    )
+    ap.add_argument(
+        "--few-shot-only",
+        action="store_true",
+        help="skip the per-persona BT models, the seen personas' accuracies and best-of-16",
+    )
+    ap.add_argument(
+        "--validate-prior",
+        action="store_true",
+        help="also few-shot on each seen persona (a fresh row fitted from k of its pairs, prior "
+        "mean: the other seen personas' logits), to choose λ without the held-out persona",
+    )
     ap.add_argument("--out", default="pal.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -120,6 +184,18 @@ def main() -> None:
             progress=False,
         )
     )  # fmt: skip
+    held_raw = raw[-1000:]
+    held = {u: label_pairs_by_persona(held_raw, [u] * len(held_raw), noise=0.0) for u in PERSONAS}
+    agreement = agreement_matrix(held)
+    print("agreement of the personas' noise-free labels on the held-out pairs:")
+    print("  " + " " * 11 + " ".join(f"{w[:5]:>5}" for w in PERSONAS))
+    for u in PERSONAS:
+        print(f"  {u:>11} " + " ".join(f"{agreement[u][w]:.3f}" for w in PERSONAS), flush=True)
+    if args.held_out == LEAST_AGREEING:
+        args.held_out = min(
+            PERSONAS, key=lambda u: np.mean([agreement[u][w] for w in PERSONAS if w != u])
+        )
+        print(f"held out: {args.held_out} (least mean agreement with the others)", flush=True)
     seen = [u for u in PERSONAS if u != args.held_out]
     n_train, max_shots = args.train_pairs, max(args.shots)
     per_persona = n_train // len(seen)
@@ -130,8 +206,8 @@ def main() -> None:
     )  # fmt: skip
     shots_raw = raw[n_train : n_train + max_shots]
     own_raw = raw[n_train + max_shots : n_train + max_shots + per_persona]
-    held_raw = raw[-1000:]
-    held = {u: label_pairs_by_persona(held_raw, [u] * len(held_raw), noise=0.0) for u in PERSONAS}
+    if args.few_shot_only:
+        args.no_bon = True
 
     def prompted(pairs):
         """The pairs with their persona named in the prompt (``reader NAME , ... . PROMPT``)."""
@@ -184,7 +260,7 @@ def main() -> None:
                 prompted(train), tb.tokenizer, backbone, base, eval_pairs=[], progress=False
             ).reward_model
         per: dict[str, dict] = {}
-        for u in seen:
+        for u in [] if args.few_shot_only else seen:
             own = train_reward_model(
                 [q for q in train if q.meta["persona"] == u], tb.tokenizer, backbone, base,
                 eval_pairs=[], progress=False,
@@ -220,16 +296,28 @@ def main() -> None:
         shots_all = label_pairs_by_persona(
             shots_raw, [v] * len(shots_raw), noise=args.noise, seed=study.seed + 1000 + seed
         )
+        lat = {u: pair_latents(pal.reward_model, held[u], batch_size=256) for u in PERSONAS}
         for k in args.shots:
             shots = shots_all[:k]
             fit = fit_persona(pal.reward_model, shots, f"{v}_{k}", base)
             select_persona(pal.reward_model, f"{v}_{k}")
+            prior_acc = {}
+            for lam in args.prior_strengths:
+                cfg_lam = base.model_copy(update={"pal_fewshot_prior": lam})
+                name = f"{v}_{k}_prior{lam:g}"
+                f_lam = fit_persona(pal.reward_model, shots, name, cfg_lam, population=seen)
+                prior_acc[f"{lam:g}"] = {
+                    "accuracy": latent_accuracy(
+                        head, head.weight_logits.detach()[head.index(name)], lat[v]
+                    ),
+                    "mixture_weights": f_lam["mixture_weights"],
+                }
             ft_config = base.model_copy(
                 update={
                     "epochs": args.ft_epochs, "lr": args.ft_lr, "batch_size": min(k, 16),
                     "reinit_head": False,
                 }
-            )  # fmt: skip
+            )
             ft = train_reward_model(
                 shots, tb.tokenizer, pooled.reward_model.model, ft_config, eval_pairs=[],
                 progress=False,
@@ -238,6 +326,7 @@ def main() -> None:
                 "pal": accuracy(pal.reward_model, held[v]),
                 "bt_finetuned": accuracy(ft, held[v]),
                 "pal_mixture_weights": fit["mixture_weights"],
+                "pal_prior": prior_acc,
             }
             if args.prompted:
                 ft_told = train_reward_model(
@@ -256,6 +345,27 @@ def main() -> None:
             ),
         }
         row["few_shot"] = few
+        if args.validate_prior:
+            # Few-shot on the seen personas (their k pairs: the held-out persona's shot pairs
+            # relabelled by them), for choosing λ without looking at the held-out persona.
+            val: dict = {}
+            for u in seen:
+                others = [w for w in seen if w != u]
+                u_shots = label_pairs_by_persona(
+                    shots_raw, [u] * len(shots_raw), noise=args.noise,
+                    seed=study.seed + 2000 + seed,
+                )  # fmt: skip
+                for k in args.shots:
+                    for lam in args.prior_strengths:
+                        name = f"val_{u}_{k}_prior{lam:g}"
+                        fit_persona(
+                            pal.reward_model, u_shots[:k], name,
+                            base.model_copy(update={"pal_fewshot_prior": lam}), population=others,
+                        )  # fmt: skip
+                        val.setdefault(str(k), {}).setdefault(f"{lam:g}", {})[u] = latent_accuracy(
+                            head, head.weight_logits.detach()[head.index(name)], lat[u]
+                        )
+            row["prior_validation"] = val
         row["seconds"] = round(time.perf_counter() - t, 1)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "seen"}), flush=True)
@@ -267,7 +377,7 @@ def main() -> None:
     # Summary: intervals over seeds (and over prompts for best-of-16).
     summary: dict = {"seen": {}, "few_shot": {}}
     models = ["pal", "bt_pooled", "bt_own"] + (["bt_prompted"] if args.prompted else [])
-    for u in seen:
+    for u in [] if args.few_shot_only else seen:
         accs = {m: [r["seen"][u][m] for r in rows] for m in models}
         entry = {m: interval(x) for m, x in accs.items()}
         entry["pal_minus_bt_pooled"] = interval(
@@ -293,15 +403,16 @@ def main() -> None:
                     mean_curve["pal"] - mean_curve[m]
                 )
         summary["seen"][u] = entry
-    for m in models:
+    for m in [] if args.few_shot_only else models:
         summary["seen_mean_" + m] = interval(
             [float(np.mean([r["seen"][u][m] for u in seen])) for r in rows]
         )
-    summary["seen_mean_pal_minus_bt_pooled"] = interval(
-        [float(np.mean([r["seen"][u]["pal"] - r["seen"][u]["bt_pooled"] for u in seen]))
-         for r in rows]
-    )  # fmt: skip
-    for m in models[2:]:
+    if not args.few_shot_only:
+        summary["seen_mean_pal_minus_bt_pooled"] = interval(
+            [float(np.mean([r["seen"][u]["pal"] - r["seen"][u]["bt_pooled"] for u in seen]))
+             for r in rows]
+        )  # fmt: skip
+    for m in [] if args.few_shot_only else models[2:]:
         summary[f"seen_mean_pal_minus_{m}"] = interval(
             [float(np.mean([r["seen"][u]["pal"] - r["seen"][u][m] for u in seen]))
              for r in rows]
@@ -324,12 +435,48 @@ def main() -> None:
             summary["few_shot"][k]["pal_minus_bt_prompted"] = interval(
                 [a - b for a, b in zip(pal_k, told_k, strict=True)]
             )
+    for k in map(str, args.shots):
+        bt_k = [r["few_shot"][k]["bt_finetuned"] for r in rows]
+        summary["few_shot"][k]["pal_prior"] = {}
+        for lam in (f"{x:g}" for x in args.prior_strengths):
+            acc = [r["few_shot"][k]["pal_prior"][lam]["accuracy"] for r in rows]
+            summary["few_shot"][k]["pal_prior"][lam] = {
+                "pal": interval(acc),
+                "pal_minus_bt": interval([a - b for a, b in zip(acc, bt_k, strict=True)]),
+            }
+    if args.validate_prior:
+        # λ with the best mean few-shot accuracy over the seen personas, k and seeds.
+        val_mean = {
+            lam: float(
+                np.mean(
+                    [r["prior_validation"][k][lam][u] for r in rows for k in map(str, args.shots)
+                     for u in seen]
+                )
+            )
+            for lam in (f"{x:g}" for x in args.prior_strengths)
+        }
+        summary["prior_validation"] = {
+            "mean_accuracy_by_strength": val_mean,
+            "by_k": {
+                k: {
+                    lam: interval(
+                        [float(np.mean([r["prior_validation"][k][lam][u] for u in seen]))
+                         for r in rows]
+                    )
+                    for lam in val_mean
+                }
+                for k in map(str, args.shots)
+            },
+            "chosen_strength": max(val_mean, key=val_mean.get),
+        }
     summary["few_shot"]["bt_own_reference"] = interval(
         [r["few_shot"]["bt_own_reference"]["accuracy"] for r in rows]
     )
     out = {
         "personas_version": PERSONAS_VERSION,
         "held_out_persona": args.held_out,
+        "agreement": agreement,
+        "prior_strengths": args.prior_strengths,
         "seen_personas": seen,
         "train_pairs": len(train),
         "pairs_per_persona": per_persona,

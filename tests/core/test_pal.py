@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from goodhartlab.core.pal import ideal_point_reward, ideal_points, mixture_weights, pal_loss
+from goodhartlab.core.pal import (
+    ideal_point_reward,
+    ideal_points,
+    mixture_prior_penalty,
+    mixture_weights,
+    pal_loss,
+)
 from goodhartlab.registry import RM_OBJECTIVES
 
 
@@ -56,3 +63,19 @@ def test_pal_is_registered_with_its_own_training_loop():
     entry = RM_OBJECTIVES.entry("pal")
     assert entry.meta.get("ideal_point") is True
     assert "2406.08469" in entry.paper
+
+
+def test_mixture_prior_penalty_is_a_gaussian_prior_per_pair():
+    # θ = (1, -2, 0), θ̄ = (0, 0, 1): ‖θ − θ̄‖² = 1 + 4 + 1 = 6; λ = 2, n = 4: 2 / 8 · 6 = 1.5.
+    theta = torch.tensor([[1.0, -2.0, 0.0]], requires_grad=True)
+    prior = torch.tensor([0.0, 0.0, 1.0])
+    penalty = mixture_prior_penalty(theta, prior, 2.0, 4)
+    assert abs(penalty.item() - 1.5) < 1e-6
+    # Its gradient is λ/n (θ − θ̄) = 0.5 · (1, -2, -1).
+    penalty.backward()
+    torch.testing.assert_close(theta.grad, torch.tensor([[0.5, -1.0, -0.5]]))
+    # Four times the pairs, a quarter of the pull; no prior, no penalty.
+    assert abs(mixture_prior_penalty(theta, prior, 2.0, 16).item() - 0.375) < 1e-6
+    assert mixture_prior_penalty(theta, prior, 0.0, 4).item() == 0.0
+    with pytest.raises(ValueError):
+        mixture_prior_penalty(theta, prior, -1.0, 4)

@@ -13,7 +13,7 @@ from goodhartlab.models.tiny import build_reward_model
 from goodhartlab.rewards import RewardModel
 from goodhartlab.rewards.pal_head import PalHead, select_persona
 from goodhartlab.testbeds.toy_text.language import all_prompts, generate_review
-from goodhartlab.testbeds.toy_text.personas import label_pairs_by_persona
+from goodhartlab.testbeds.toy_text.personas import label_pairs_by_persona, persona_prompt
 from goodhartlab.train import RMTrainConfig, train_reward_model
 from goodhartlab.train.rm_pal import evaluate_pal, fit_persona
 
@@ -129,6 +129,70 @@ def test_fit_persona_changes_only_the_new_personas_mixture_weights(tiny_tokenize
     rm(["rate this"], [" fine ."])  # the new persona scores
     with pytest.raises(ValueError, match="not one this PAL model knows"):
         select_persona(rm, "stickler")
+
+
+def test_fit_persona_prior_pulls_toward_the_population_mean(tiny_tokenizer):
+    torch.set_num_threads(1)
+    train = persona_pairs(32, seed=0)
+    backbone = build_reward_model("small", tiny_tokenizer, seed=0)
+    cfg = config(objective="pal", epochs=1, pal_fewshot_steps=100, pal_fewshot_lr=0.1)
+    rm = train_reward_model(train, tiny_tokenizer, backbone, cfg, progress=False).reward_model
+    head = rm.model.score
+    target = head.weight_logits.detach()[:2].mean(0)
+    new = persona_pairs(5, seed=3, personas=("minimalist",))
+    free = fit_persona(rm, new, "free", cfg)
+    tied = fit_persona(
+        rm, new, "tied", cfg.model_copy(update={"pal_fewshot_prior": 1e6}),
+        population=["enthusiast", "skeptic"],
+    )  # fmt: skip
+    assert free["prior_strength"] == 0.0 and tied["prior_strength"] == 1e6
+    # A very strong prior keeps θ at the seen personas' mean logits; none lets it move away.
+    rows = head.weight_logits.detach()
+    torch.testing.assert_close(rows[head.index("tied")], target, atol=1e-3, rtol=0)
+    assert (rows[head.index("free")] - target).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="not one this PAL model knows"):
+        fit_persona(rm, new, "x", cfg, population=["stickler"])
+
+
+def test_a_pal_model_scores_each_prompt_for_the_persona_it_names(tmp_path, tiny_tokenizer):
+    torch.set_num_threads(1)
+    train = persona_pairs(32, seed=0)
+    backbone = build_reward_model("small", tiny_tokenizer, seed=0)
+    cfg = config(objective="pal", epochs=1)
+    trained = train_reward_model(
+        train, tiny_tokenizer, backbone, cfg, out_dir=tmp_path / "pal", progress=False
+    )
+    rm = trained.reward_model
+    head = rm.model.score
+    assert head.personas == ["enthusiast", "skeptic"] and head.active == "enthusiast"
+    prompt, completion = train[0].prompt, train[0].chosen
+
+    def for_persona(model, u):  # the plain prompt, scored with the persona selected
+        active = model.model.score.active
+        select_persona(model, u)
+        r = model([prompt], [completion])[0]
+        select_persona(model, active)
+        return r
+
+    texts = [persona_prompt("skeptic", prompt), persona_prompt("enthusiast", prompt), prompt]
+    for model in (rm, RewardModel.from_pretrained(tmp_path / "pal")):
+        r = model(texts, [completion] * 3)
+        expected = torch.stack([for_persona(model, "skeptic"), for_persona(model, "enthusiast")])
+        torch.testing.assert_close(r[:2], expected)
+        # A prompt naming no persona: the active one (enthusiast), which stays active.
+        torch.testing.assert_close(r[2], expected[1])
+        assert model.model.score.active == "enthusiast"
+        assert abs(r[0] - r[1]) > 1e-6  # the two personas' scores differ
+    # The latents are those of the prompt without its reader's preamble.
+    _, h = rm.score_with_latents(texts, [completion] * 3)
+    torch.testing.assert_close(h[0], h[2])
+    torch.testing.assert_close(h[1], h[2])
+    with pytest.raises(ValueError, match="not one this PAL model knows"):
+        rm([persona_prompt("stickler", prompt)], [completion])
+    # Training on a persona prompt for another reader than the pair's is refused.
+    wrong = [p.model_copy(update={"prompt": persona_prompt("skeptic", p.prompt)}) for p in train]
+    with pytest.raises(ValueError, match="prompt is written for 'skeptic'"):
+        train_reward_model(wrong, tiny_tokenizer, backbone, cfg, progress=False)
 
 
 def test_pal_refuses_pairs_without_a_persona(tiny_tokenizer):

@@ -105,6 +105,33 @@ def pal_loss(
     return F.softplus(-gap).mean(), {"accuracy": (gap > 0).float().mean().detach()}
 
 
+def mixture_prior_penalty(
+    weight_logits: Tensor, prior_logits: Tensor, strength: float, n_pairs: int
+) -> Tensor:
+    """A Gaussian prior on a new user's mixture logits, per pair: λ/(2n) ‖θ_u − θ̄‖².
+
+    Few-shot fitting of θ_u alone (Chen et al. 2024, arXiv 2406.08469, sec. 3: an unseen
+    user gets only its weights learned) is maximum likelihood on n pairs; with few pairs it
+    puts all weight on one prototype. Adding this term to the *mean* pair loss makes the fit
+    the MAP estimate under θ_u ~ N(θ̄, λ⁻¹ I): (1/n) [Σ_i −log σ(Δr_i) + (λ/2) ‖θ_u − θ̄‖²].
+    θ̄ is the population's logits (the mean of the seen users' θ, or 0 for the uniform
+    mixture). The prior is worth a fixed amount of evidence, so its pull fades as n grows.
+    Our addition, not in the paper (which fits θ_u unregularized).
+
+    Args:
+        weight_logits: θ_u. Shape: (K,) or (1, K)
+        prior_logits: θ̄, broadcastable to ``weight_logits``. Shape: (K,) or (1, K)
+        strength: λ ≥ 0, the prior's precision (0: no prior).
+        n_pairs: n ≥ 1, the pairs whose mean loss the penalty is added to.
+
+    Returns:
+        The penalty, a scalar.
+    """
+    if strength < 0 or n_pairs < 1:
+        raise ValueError(f"strength >= 0 and n_pairs >= 1 expected, got {strength}, {n_pairs}")
+    return strength / (2.0 * n_pairs) * ((weight_logits - prior_logits) ** 2).sum()
+
+
 RM_OBJECTIVES.register(
     "pal",
     pal_loss,

@@ -7,6 +7,14 @@ whose reward is r_u(x, y) = −‖f(x, y) − a_u‖² for that persona; :func:`
 changes it (the persona saved as active is the first in training order unless chosen).
 :meth:`PalHead.rewards_for` scores each row for its own persona (training, evaluation).
 
+A prompt that names its reader (a toy_text persona prompt, ``reader NAME , DESCRIPTION .
+PROMPT``; ``testbeds.toy_text.personas.parse_persona_prompt``) is scored for that persona, on
+the prompt without the reader's preamble (PAL learns the persona from ``meta["persona"]``, not
+from the text): ``RewardModel.score`` groups a batch by :meth:`PalHead.group_prompts`. A
+prompt naming no reader is scored for the active persona as before; one naming a reader this
+model does not know is an error. So a saved PAL model is a proxy for persona prompts in
+best-of-n and RL as it is.
+
 A saved PAL model is the backbone with this head (safetensors, sealed as every reward model);
 ``goodhart_rm.json``'s ``head`` holds :meth:`PalHead.spec`, from which
 ``RewardModel.from_pretrained`` rebuilds the head before it reads the weights.
@@ -102,6 +110,29 @@ class PalHead(nn.Module):
         """Score for ``persona`` from now on."""
         self.index(persona)
         self.active = persona
+
+    def read_prompt(self, prompt: str) -> tuple[str | None, str]:
+        """(the persona ``prompt`` names or None, the prompt the backbone reads: without the
+        reader's preamble). ValueError for a persona prompt naming a reader this model does not
+        know."""
+        from goodhartlab.testbeds.toy_text.personas import parse_persona_prompt
+
+        parsed = parse_persona_prompt(prompt)
+        if parsed is None:
+            return None, prompt
+        self.index(parsed[0].name)
+        return parsed[0].name, parsed[1]
+
+    def group_prompts(self, prompts: Sequence[str]) -> dict[str, tuple[list[int], list[str]]]:
+        """The rows of ``prompts`` by the persona each is scored for: {persona: (row indices,
+        the prompts the backbone reads)}; a prompt naming no persona goes to the active one."""
+        groups: dict[str, tuple[list[int], list[str]]] = {}
+        for i, prompt in enumerate(prompts):
+            named, text = self.read_prompt(prompt)
+            rows, texts = groups.setdefault(named or self.active, ([], []))
+            rows.append(i)
+            texts.append(text)
+        return groups
 
     def weights(self) -> Tensor:
         """Each persona's mixture weights over the prototypes. Shape: (U, K)"""

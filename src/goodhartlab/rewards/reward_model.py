@@ -288,8 +288,7 @@ class RewardModel:
         """Rewards of ``prompt + completion`` for each pair. Shape: (B,), float32, CPU."""
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-        ids = self.input_ids(prompts, completions)
-        return score_token_ids(self.model, ids, self.pad_token_id, batch_size=batch_size)
+        return self._score(prompts, completions, batch_size=batch_size, return_hidden=False)
 
     __call__ = score
 
@@ -298,10 +297,51 @@ class RewardModel:
     ) -> tuple[Tensor, Tensor]:
         """Rewards and the hidden state the score head reads (the monitor's latents).
         Shapes: (B,), (B, H); float32, CPU."""
-        ids = self.input_ids(prompts, completions)
-        return score_token_ids(
-            self.model, ids, self.pad_token_id, batch_size=batch_size, return_hidden=True
-        )
+        return self._score(prompts, completions, batch_size=batch_size, return_hidden=True)
+
+    def _score(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        *,
+        batch_size: int,
+        return_hidden: bool,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """``score_token_ids`` of the inputs; a head with ``group_prompts`` (a PAL head,
+        ``rewards.pal_head``) scores each group of rows for its persona, on the group's prompts
+        as the head rewrites them, and keeps its active persona."""
+        head = getattr(self.model, "score", None)
+        group = getattr(head, "group_prompts", None)
+        if group is None:
+            ids = self.input_ids(prompts, completions)
+            return score_token_ids(
+                self.model, ids, self.pad_token_id, batch_size=batch_size,
+                return_hidden=return_hidden,
+            )  # fmt: skip
+        if len(prompts) != len(completions):
+            raise ValueError(f"expected as many prompts as completions, got {len(prompts)}, "
+                             f"{len(completions)}")  # fmt: skip
+        n = len(prompts)
+        scores = torch.empty(n, dtype=torch.float32)
+        hidden: Tensor | None = torch.empty(0, 0) if return_hidden and n == 0 else None
+        active = head.active
+        try:
+            for persona, (rows, texts) in group(prompts).items():
+                head.select(persona)
+                ids = self.input_ids(texts, [completions[i] for i in rows])
+                out = score_token_ids(
+                    self.model, ids, self.pad_token_id, batch_size=batch_size,
+                    return_hidden=return_hidden,
+                )  # fmt: skip
+                r, h = out if return_hidden else (out, None)
+                scores[torch.as_tensor(rows)] = r
+                if h is not None:
+                    if hidden is None:
+                        hidden = torch.empty(n, h.shape[-1], dtype=torch.float32)
+                    hidden[torch.as_tensor(rows)] = h
+        finally:
+            head.active = active
+        return (scores, hidden) if return_hidden else scores
 
     def __repr__(self) -> str:
         tool = f", tool={self.tool!r}" if self.tool is not None else ""

@@ -214,6 +214,13 @@ class RMTrainConfig(BaseModel):
     pal_fewshot_lr: float = Field(
         0.05, gt=0, description="pal: Adam learning rate of the few-shot fit."
     )
+    pal_fewshot_prior: float = Field(
+        0.0,
+        ge=0,
+        description="pal: λ, precision of the Gaussian prior pulling a few-shot persona's mixture "
+        "logits toward the mean of the known personas' logits (core.pal.mixture_prior_penalty; "
+        "0: unregularized).",
+    )
 
     @field_validator("length_sign")
     @classmethod

@@ -30,7 +30,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from goodhartlab.core.pal import ideal_point_reward, mixture_weights, pal_loss
+from goodhartlab.core.pal import (
+    ideal_point_reward,
+    mixture_prior_penalty,
+    mixture_weights,
+    pal_loss,
+)
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.rewards.pal_head import PalHead
 from goodhartlab.rewards.reward_model import RewardModel, collate_rm_inputs, reward_at_last_token
@@ -91,6 +96,22 @@ def build_pal_head(model: nn.Module, train_pairs: Sequence[PreferencePair], conf
     return head
 
 
+def backbone_prompts(head: PalHead, pairs: Sequence[PreferencePair], names: Sequence[str]):
+    """The prompts the backbone reads in training: a persona prompt without its reader's
+    preamble, as ``RewardModel.score`` reads it (``PalHead.read_prompt``); ValueError if a
+    prompt names another persona than its pair's ``meta["persona"]``."""
+    out = []
+    for i, (p, u) in enumerate(zip(pairs, names, strict=True)):
+        named, text = head.read_prompt(p.prompt)
+        if named is not None and named != u:
+            raise ValueError(
+                f"objective pal: pair {i} (id {p.id!r}) has meta['{PERSONA_KEY}'] {u!r} but its "
+                f"prompt is written for {named!r}"
+            )
+        out.append(text)
+    return out
+
+
 def train_pal(
     model: nn.Module,
     reward_model: RewardModel,
@@ -109,7 +130,7 @@ def train_pal(
     device = config.device
     names = pair_personas(train_pairs)
     users = torch.tensor([head.index(u) for u in names])
-    prompts = [p.prompt for p in train_pairs]
+    prompts = backbone_prompts(head, train_pairs, names)
     ids_c = reward_model.input_ids(prompts, [p.chosen for p in train_pairs])
     ids_r = reward_model.input_ids(prompts, [p.rejected for p in train_pairs])
     pad_id = reward_model.pad_token_id
@@ -191,15 +212,24 @@ def pair_latents(
 
 
 def fit_persona(
-    reward_model: RewardModel, pairs: Sequence[PreferencePair], persona: str, config
+    reward_model: RewardModel,
+    pairs: Sequence[PreferencePair],
+    persona: str,
+    config,
+    *,
+    population: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Few-shot: fit only a new persona's mixture logits θ_u on its ``pairs`` and add it to the
     PAL model (f, the prototypes and every other persona are left as they are).
 
     Minimises the mean −log σ(r_u(y_c) − r_u(y_r)) over θ_u ∈ R^K (from 0, uniform weights)
-    with ``config.pal_fewshot_steps`` full-batch Adam steps at ``config.pal_fewshot_lr``.
+    plus, when ``config.pal_fewshot_prior`` λ > 0, the prior ``core.pal.mixture_prior_penalty``
+    λ/(2n) ‖θ_u − θ̄‖² with θ̄ the mean logits of ``population`` (default: every persona the
+    model knows), with ``config.pal_fewshot_steps`` full-batch Adam steps at
+    ``config.pal_fewshot_lr``.
 
-    Returns {"persona", "pairs", "initial_loss", "final_loss", "mixture_weights"}.
+    Returns {"persona", "pairs", "initial_loss", "final_loss" (the pair loss, without the
+    prior), "mixture_weights", "prior_strength"}.
     """
     pairs = list(pairs)
     if not pairs:
@@ -210,6 +240,12 @@ def fit_persona(
     prototypes = head.prototypes.detach()
     theta = torch.zeros(1, prototypes.shape[0], device=prototypes.device, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=config.pal_fewshot_lr)
+    strength = float(config.pal_fewshot_prior)
+    names = list(head.personas if population is None else population)
+    if not names:
+        raise ValueError("population: expected at least one persona for the prior's mean")
+    rows = torch.tensor([head.index(u) for u in names], device=prototypes.device)
+    prior = head.weight_logits.detach()[rows].mean(dim=0, keepdim=True)
 
     def loss_of(logits: Tensor) -> Tensor:
         a = (mixture_weights(logits) @ prototypes).expand_as(f_c)
@@ -219,6 +255,8 @@ def fit_persona(
         initial = float(loss_of(theta))
     for _ in range(config.pal_fewshot_steps):
         loss = loss_of(theta)
+        if strength > 0:
+            loss = loss + mixture_prior_penalty(theta, prior, strength, len(pairs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -231,6 +269,7 @@ def fit_persona(
         "initial_loss": initial,
         "final_loss": final,
         "mixture_weights": mixture_weights(theta.detach())[0].tolist(),
+        "prior_strength": strength,
     }
 
 
