@@ -28,7 +28,9 @@ k = 20: 0.643 ± 0.009, k = 100: 0.642 ± 0.005: the collapse is gone, but the f
 stay near the prior mean (the pair likelihood is nearly flat in θ), so PAL ties BT rather
 than adapting. On ``skeptic`` (the persona agreeing least with the others, 58-67 %; held out
 with ``--held-out least-agreeing``) neither adapts: k = 100: PAL 0.619 ± 0.051, fine-tuned BT
-0.628 ± 0.034, a BT trained on 750 skeptic pairs 0.652 ± 0.040.
+0.628 ± 0.034, a BT trained on 750 skeptic pairs 0.652 ± 0.040; even k = 750 leaves the
+weights-only fit at 0.611 ± 0.050 (fine-tuned BT 0.641 ± 0.049): a persona outside the
+prototypes' convex hull cannot be reached by its mixture weights alone.
 """
 
 from __future__ import annotations
