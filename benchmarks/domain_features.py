@@ -50,7 +50,6 @@ from goodhartlab.optimize.pool import build_pool
 from goodhartlab.train.rm import RMTrainConfig, evaluate_reward_model, train_reward_model
 from goodhartlab.train.rm_features import train_feature_only
 
-FEATURES = "toy_text_domain"
 ARMS = ("bt", "bt_features", "features_only")
 
 
@@ -77,6 +76,10 @@ def main() -> None:
     ap.add_argument("--pool-size", type=int, default=256)
     ap.add_argument("--pool-dir", default="rm_variants_pool")
     ap.add_argument("--out", default="domain_features.json")
+    ap.add_argument("--features", default="toy_text_domain", help="a feature set of RM_FEATURES")
+    ap.add_argument(
+        "--features-lr", type=float, default=None, help="RMTrainConfig.features_lr (its default)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -111,11 +114,12 @@ def main() -> None:
             for arm in ARMS:
                 t = time.perf_counter()
                 if arm == "features_only":
-                    rm = train_feature_only(train, FEATURES, seed=seed)
+                    rm = train_feature_only(train, args.features, seed=seed)
                 else:
                     config = RMTrainConfig(
                         epochs=p.epochs, lr=p.lr, seed=seed, eval_fraction=0.0,
-                        features=FEATURES if arm == "bt_features" else None,
+                        features=args.features if arm == "bt_features" else None,
+                        **({} if args.features_lr is None else {"features_lr": args.features_lr}),
                     )  # fmt: skip
                     rm = train_reward_model(
                         train, tb.tokenizer, backbone, config, eval_pairs=[], progress=False
@@ -168,8 +172,8 @@ def main() -> None:
                     )
         summary[str(size)] = entry
     out = {
-        "features": FEATURES, "noise": p.noise, "held_out_pairs": len(held_out),
-        "sizes": sorted(args.sizes), "seeds": args.seeds, "gold_version": tb.gold_version,
+        "features": args.features, "noise": p.noise, "held_out_pairs": len(held_out),
+        "sizes": sorted(args.sizes), "seeds": args.seeds, "features_lr": args.features_lr, "gold_version": tb.gold_version,
         "pool": None if pool is None else {"dir": str(args.pool_dir), "prompts": args.prompts, "size": args.pool_size},
         "rows": rows, "summary": summary,
     }  # fmt: skip

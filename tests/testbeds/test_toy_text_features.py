@@ -160,3 +160,13 @@ def test_features_refused_with_own_loop_objective(tiny_tokenizer):
                            progress=False)  # fmt: skip
     with pytest.raises(ValueError, match="unknown reward-model feature set"):
         RMTrainConfig(features="nope")
+
+
+def test_no_budget_ablation_drops_one_feature():
+    from goodhartlab.testbeds.toy_text.features import NO_BUDGET_NAMES, toy_text_domain_no_budget
+
+    full = _named(PROMPT, COMPLETION)
+    got = dict(zip(NO_BUDGET_NAMES, toy_text_domain_no_budget(PROMPT, COMPLETION), strict=True))
+    assert "over_budget" not in got and got == {k: v for k, v in full.items() if k != "over_budget"}
+    phi = compute_features("toy_text_domain_no_budget", [PROMPT], [COMPLETION])
+    assert phi.shape == (1, len(FEATURE_NAMES) - 1)

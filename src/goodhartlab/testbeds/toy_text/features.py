@@ -168,3 +168,21 @@ def toy_text_domain(prompt: str, completion: str) -> list[float]:
         "detailed_parts": own if constraint == "detailed" else 0,
     }
     return [float(values[k]) for k in FEATURE_NAMES]
+
+
+NO_BUDGET_NAMES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n != "over_budget")
+
+
+@RM_FEATURES.register(
+    "toy_text_domain_no_budget",
+    paper="Leveraging Domain Knowledge for Efficient Reward Modelling in RLHF: A Case-Study "
+    "in E-Commerce Opinion Summarization (February 2024)",
+    version=FEATURES_VERSION,
+    testbed="toy_text",
+    names=NO_BUDGET_NAMES,
+)
+def toy_text_domain_no_budget(prompt: str, completion: str) -> list[float]:
+    """``toy_text_domain`` without ``over_budget`` (an ablation: its budget of 4 sentences is
+    the one threshold the feature set shares with the gold; ``sentences`` stays)."""
+    values = toy_text_domain(prompt, completion)
+    return [v for n, v in zip(FEATURE_NAMES, values, strict=True) if n != "over_budget"]
