@@ -69,6 +69,9 @@ VARIANTS: dict[str, dict] = {
     "themis": {"objective": "bradley_terry", "tool": "toy_text_counter"},
     # Its ablation: the catalogue lookup alone (parts mentioned), without the counts.
     "themis_lookup": {"objective": "bradley_terry", "tool": "toy_text_lookup"},
+    # Domain knowledge as features (opinion-summarization case study, February 2024): BT plus
+    # a linear layer over toy_text_domain's standardized features (benchmarks/domain_features.py).
+    "domain_features": {"objective": "bradley_terry", "features": "toy_text_domain"},
     # CausalRM on simulated observational feedback (train.rm_pair_inputs.simulate_observation:
     # a pair is observed with p = σ(−1 + 2·length gap), about a third of them): BT on the
     # observed pairs only, IPS and DR with the estimated propensity, and both with the oracle one.

@@ -45,6 +45,7 @@ __all__ = [
     "REGULARIZERS",
     "REWARD_SOURCES",
     "RL_ALGORITHMS",
+    "RM_FEATURES",
     "RM_OBJECTIVES",
     "RM_TOOLS",
     "SHAPINGS",
@@ -332,6 +333,14 @@ RM_TOOLS: Registry[Callable[..., Any]] = Registry(
     "in a tool-augmented reward model's input (Themis; rewards.reward_model); meta 'testbed' "
     "names the testbed whose prompts it reads.",
 )
+RM_FEATURES: Registry[Callable[..., Any]] = Registry(
+    "reward-model feature set",
+    home="goodhartlab.testbeds.toy_text.features",
+    doc="f(prompt: str, completion: str) -> list[float]: domain-knowledge features a "
+    "reward model reads beside its backbone (a linear layer over their standardized vector; "
+    "core.feature_reward, rewards.feature_head); meta 'names' names the F features, meta "
+    "'testbed' the testbed whose prompts it reads. Never the gold's own scores.",
+)
 REWARD_SOURCES: Registry[Callable[..., Any]] = Registry(
     "reward source",
     home="goodhartlab.rewards",
@@ -371,6 +380,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "daa_loss": DAA_LOSSES,
     "rm_objective": RM_OBJECTIVES,
     "rm_tool": RM_TOOLS,
+    "rm_features": RM_FEATURES,
     "reward_source": REWARD_SOURCES,
     "testbed": TESTBEDS,
     "detector": DETECTORS,

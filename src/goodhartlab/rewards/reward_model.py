@@ -10,6 +10,10 @@ A tool-augmented reward model (Themis, Li et al. 2024, arXiv:2310.01045) reads
 ``prompt + completion + tool(prompt, completion)``: the answer of a tool of the registry
 ``RM_TOOLS`` (e.g. ``toy_text_counter``), appended in :func:`rm_batch_input_ids`, which
 training and scoring share; a saved model names its tool in ``goodhart_rm.json``.
+
+A domain-knowledge reward model (``core.feature_reward``) adds a linear layer over the
+standardized features of a feature set of ``RM_FEATURES`` to its backbone's score
+(``rewards.feature_head.FeatureHead``, saved in ``goodhart_rm.json`` as ``feature_head``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import Tensor, nn
 from goodhartlab.artifacts import MANIFEST, verify
 from goodhartlab.models.loading import check_vocabulary
 from goodhartlab.registry import RM_TOOLS
+from goodhartlab.rewards.feature_head import FeatureHead, compute_features
 
 
 def with_tool_answers(
@@ -175,6 +180,8 @@ class RewardModel:
         name: a label for logs and reports.
         tool: a tool of ``RM_TOOLS`` whose answer the model reads after each completion
             (Themis); None: none.
+        feature_head: a ``rewards.feature_head.FeatureHead`` whose term over the
+            completion's domain features is added to the backbone's score; None: none.
     """
 
     def __init__(
@@ -186,6 +193,7 @@ class RewardModel:
         device: str | torch.device | None = None,
         name: str | None = None,
         tool: str | None = None,
+        feature_head: FeatureHead | None = None,
     ):
         check_vocabulary(tokenizer, model)
         self.tool = None if tool is None else RM_TOOLS.check(tool, "tool")
@@ -197,6 +205,9 @@ class RewardModel:
             max_length if max_length is not None else default_max_length(tokenizer, model)
         )
         self.name = name or type(model).__name__
+        self.feature_head = feature_head
+        if feature_head is not None:
+            feature_head.to(self.device)
         # Padding never reaches the score (the attention mask picks the last token), so eos
         # serves as padding for tokenizers that have no pad token.
         pad = tokenizer.pad_token_id
@@ -219,7 +230,8 @@ class RewardModel:
         verified first. Weights are read from safetensors only. A ``head`` in
         ``goodhart_rm.json`` (an ArmoRM, ``rewards.armo_head``; a PAL model, ``rewards.pal_head``,
         scoring for its saved active persona) replaces the linear score head;
-        a ``tool`` there (a tool-augmented model) is called on every completion it scores.
+        a ``tool`` there (a tool-augmented model) is called on every completion it scores;
+        a ``feature_head`` there (domain-knowledge features) adds its term to every score.
 
         Raises:
             ValueError: naming the directory, if it is damaged (a file missing, truncated or
@@ -263,6 +275,7 @@ class RewardModel:
             )
         if max_length is None:
             max_length = _saved_max_length(path_or_hub_name)
+        saved_features = _saved_info(path_or_hub_name).get("feature_head")
         return cls(
             model,
             tokenizer,
@@ -270,6 +283,7 @@ class RewardModel:
             device=device,
             name=str(path_or_hub_name),
             tool=_saved_info(path_or_hub_name).get("tool"),
+            feature_head=None if saved_features is None else FeatureHead.from_spec(saved_features),
         )
 
     @property
@@ -288,7 +302,18 @@ class RewardModel:
         """Rewards of ``prompt + completion`` for each pair. Shape: (B,), float32, CPU."""
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-        return self._score(prompts, completions, batch_size=batch_size, return_hidden=False)
+        r = self._score(prompts, completions, batch_size=batch_size, return_hidden=False)
+        return self._with_features(r, prompts, completions)
+
+    def _with_features(
+        self, r: Tensor, prompts: Sequence[str], completions: Sequence[str]
+    ) -> Tensor:
+        """The backbone's scores plus the feature head's term (unchanged without a head)."""
+        if self.feature_head is None:
+            return r
+        phi = compute_features(self.feature_head.features, prompts, completions)
+        with torch.inference_mode():
+            return self.feature_head(r.to(self.device), phi).float().cpu()
 
     __call__ = score
 
@@ -297,7 +322,8 @@ class RewardModel:
     ) -> tuple[Tensor, Tensor]:
         """Rewards and the hidden state the score head reads (the monitor's latents).
         Shapes: (B,), (B, H); float32, CPU."""
-        return self._score(prompts, completions, batch_size=batch_size, return_hidden=True)
+        r, h = self._score(prompts, completions, batch_size=batch_size, return_hidden=True)
+        return self._with_features(r, prompts, completions), h
 
     def _score(
         self,
@@ -345,6 +371,8 @@ class RewardModel:
 
     def __repr__(self) -> str:
         tool = f", tool={self.tool!r}" if self.tool is not None else ""
+        if self.feature_head is not None:
+            tool += f", features={self.feature_head.features!r}"
         return f"RewardModel(name={self.name!r}, max_length={self.max_length}{tool})"
 
 

@@ -29,8 +29,9 @@ from goodhartlab.core.losses import RM_OBJECTIVES
 from goodhartlab.core.rm_metrics import brier_score, expected_calibration_error
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.models.loading import check_vocabulary
-from goodhartlab.registry import RM_TOOLS, name_in
+from goodhartlab.registry import RM_FEATURES, RM_TOOLS, name_in
 from goodhartlab.rewards.ensemble import Ensemble
+from goodhartlab.rewards.feature_head import FeatureHead, compute_features
 from goodhartlab.rewards.reward_model import (
     RewardModel,
     collate_rm_inputs,
@@ -234,6 +235,18 @@ class RMTrainConfig(BaseModel):
         description="Themis (Li et al. 2024): a tool (registry 'rm_tool') whose answer the "
         "model reads after each completion, at training and scoring alike (saved with the "
         "model); None: no tool.",
+    )
+    features: name_in(RM_FEATURES) | None = Field(
+        None,
+        description="Domain-knowledge features (registry 'rm_features'; core.feature_reward): "
+        "the score is the backbone's plus a linear layer over the standardized feature "
+        "vector of each completion, trained jointly and saved with the model; None: none.",
+    )
+    features_lr: float = Field(
+        0.05,
+        gt=0,
+        description="features: AdamW learning rate of the feature layer (at `lr` its weights "
+        "would barely move in the few steps of a small training set).",
     )
     max_length: int = Field(
         128,
@@ -461,6 +474,10 @@ def train_reward_model(
     )
     pad_id = reward_model.pad_token_id
     ideal_point = bool(objective.meta.get("ideal_point"))
+    feature_head, phi_chosen, phi_rejected = _feature_head(
+        train_pairs, config, own_loop=bool(objective.meta.get("multi_objective")) or ideal_point
+    )
+    reward_model.feature_head = feature_head
     if ideal_point:  # PAL: the ideal-point head replaces the linear one (train.rm_pal)
         from goodhartlab.train.rm_pal import build_pal_head
 
@@ -476,11 +493,16 @@ def train_reward_model(
         build_length_head(model, config.seed) if objective.meta.get("length_head") else None
     )
     trained = list(model.parameters()) + (list(length_head.parameters()) if length_head else [])
+    groups: list[dict[str, Any]] = [{"params": trained}]
+    if feature_head is not None:
+        feature_head.to(config.device)
+        groups.append({"params": list(feature_head.parameters()), "lr": config.features_lr})
+        trained = trained + list(feature_head.parameters())
 
     n = len(train_pairs)
     steps_per_epoch = -(-n // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.lr_schedule == "linear":
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 1.0 - step / total_steps
@@ -540,6 +562,9 @@ def train_reward_model(
                 r_chosen, r_rejected, head_inputs = odin_rewards(
                     model, length_head, input_ids, mask, len(idx)
                 )
+            if feature_head is not None:
+                r_chosen = feature_head(r_chosen, phi_chosen[idx])
+                r_rejected = feature_head(r_rejected, phi_rejected[idx])
             loss, stats = objective.obj(
                 r_chosen,
                 r_rejected,
@@ -587,6 +612,8 @@ def train_reward_model(
                 if config.tool is not None
                 else {}
             ),
+            # A domain-knowledge model (core.feature_reward) scores with its feature layer.
+            **({"feature_head": feature_head.spec()} if feature_head is not None else {}),
             "num_parameters": result.num_parameters,
             "num_train_pairs": n,
             "num_eval_pairs": len(eval_pairs),
@@ -602,6 +629,25 @@ def train_reward_model(
         }
         result.path = save_reward_model(model, tokenizer, out_dir, info)
     return result
+
+
+def _feature_head(
+    train_pairs: list[PreferencePair], config: RMTrainConfig, *, own_loop: bool
+) -> tuple[FeatureHead | None, torch.Tensor | None, torch.Tensor | None]:
+    """The feature layer (μ, σ from the training completions' features; w = 0, b = 0) and
+    the features of the chosen and rejected completions, or Nones without ``features``."""
+    if config.features is None:
+        return None, None, None
+    if own_loop:
+        raise ValueError(
+            f"features: not supported with objective {config.objective!r}, which trains in "
+            "its own loop; use a Bradley-Terry-style objective"
+        )
+    prompts = [p.prompt for p in train_pairs]
+    phi_c = compute_features(config.features, prompts, [p.chosen for p in train_pairs])
+    phi_r = compute_features(config.features, prompts, [p.rejected for p in train_pairs])
+    head = FeatureHead.fit_statistics(config.features, torch.cat([phi_c, phi_r]))
+    return head, phi_c.to(config.device), phi_r.to(config.device)
 
 
 def _training_pairs(
