@@ -17,10 +17,10 @@ def _study(tmp_path):
     run.mkdir()
     proxies = {"seeds": [0, 1, 2, 3], "variants": {"o": {"rm": {"objective": "ordinal"}}}}
     (run / "config.yaml").write_text(yaml.safe_dump({"proxies": proxies}))
-    acc = lambda a: {"eval_clean_accuracy": a}  # noqa: E731
+    acc = lambda a, ece=0.05: {"eval_clean_accuracy": a, "clean_ece": ece}  # noqa: E731
     info = {
         "members": ["m0", "m1", "m2", "m3"],
-        "metrics": [acc(0.60), acc(0.62), acc(0.64), acc(0.9)],
+        "metrics": [acc(0.60), acc(0.62), acc(0.64, 0.08), acc(0.9)],
         "variants": {
             "o": {"seeds": [0, 1, 2], "members": ["o0", "o1", "o2"], "metrics": [acc(0.7)] * 3}
         },
@@ -42,8 +42,8 @@ def test_the_table_gives_each_variant_over_seeds_and_paired_with_bt(tmp_path):
     bt, o = variant_rows(run, points)
     assert bt["variant"] == "bradley_terry" and bt["seeds"] == [0, 1, 2] and o["seeds"] == [0, 1, 2]
     # n = 16 is in the grid, 64 is not one of the table's n: only gold@16.
-    assert set(o) == {"variant", "seeds", "clean_accuracy", "clean_accuracy − bt", "gold@16",
-                      "gold@16 − bt"}  # fmt: skip
+    assert set(o) == {"variant", "seeds", "clean_accuracy", "clean_accuracy − bt", "clean_ece",
+                      "clean_ece − bt", "gold@16", "gold@16 − bt"}  # fmt: skip
     # The member of seed 3 (not a variant's seed) is left out of the baseline.
     assert bt["clean_accuracy"]["mean"] == pytest.approx(0.62)
     half = T_975_2 * 1.0 / 3**0.5  # gold@16 of o: 1, 2, 3
@@ -54,6 +54,9 @@ def test_the_table_gives_each_variant_over_seeds_and_paired_with_bt(tmp_path):
     assert diff["mean"] == pytest.approx(5 / 6)
     assert (diff["lo"], diff["hi"]) == pytest.approx((5 / 6 - half, 5 / 6 + half))
     assert o["clean_accuracy − bt"]["mean"] == pytest.approx(0.08)
+    # ECE: BT's members 0.05, 0.05, 0.08; the variant's 0.05 each.
+    assert bt["clean_ece"]["mean"] == pytest.approx(0.06)
+    assert o["clean_ece − bt"]["mean"] == pytest.approx(-0.01)
 
 
 def test_the_frontier_curves_are_each_seeds_best_of_n_curve(tmp_path):

@@ -542,7 +542,7 @@ def _variants_html(rows: list[dict[str, Any]]) -> list[str]:
     parts = [
         "<h2>Reward-model variants</h2><p>Each variant trained once per seed on the proxies' "
         f"pairs; {esc(BASELINE)}: the proxies' member of the same seed. Mean over seeds and "
-        "95 % Student-t interval; clean held-out accuracy; best-of-n gold at n relative to "
+        "95 % Student-t interval; clean held-out accuracy and ECE; best-of-n gold at n relative to "
         "the base policy; “− bt”: paired by seed.</p><table><tr><th>variant</th><th>seeds</th>",
         *(f"<th>{esc(k)}</th>" for k in keys),
         "</tr>",
@@ -550,8 +550,8 @@ def _variants_html(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         cells = [r["variant"], str(len(r["seeds"]))]
         for k in keys:
-            accuracy = k.startswith("clean_accuracy")
-            fmt = ("{:.3f}" if k == "clean_accuracy" else "{:+.3f}") if accuracy else "{:+.2f}"
+            held_out = k.startswith("clean_")
+            fmt = ("{:+.3f}" if k.endswith("− bt") else "{:.3f}") if held_out else "{:+.2f}"
             cells.append(_iv(r.get(k), fmt))
         parts.append("<tr>" + "".join(f"<td class='l'>{esc(c)}</td>" for c in cells) + "</tr>")
     parts.append("</table>")

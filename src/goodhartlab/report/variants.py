@@ -4,9 +4,9 @@ Each variant is trained once per seed on the proxies' pairs and backbones, and t
 best-of-n stage picks with every seed's model (``NAME-sSEED``) beside the proxies' member of
 the same seed (``bt-sSEED``, the Bradley-Terry model with the same backbone and data order).
 Over those seeds the table gives, per variant, the mean and 95 % Student-t interval
-(``core.stats.t_interval``) of its clean held-out accuracy and of best-of-n gold (relative to
-the base policy) at n = 16, 256 and 1,024 (those of the grid; else its largest n), and of the
-same figures minus Bradley-Terry's, paired seed by seed.
+(``core.stats.t_interval``) of its clean held-out accuracy and calibration (ECE) and of
+best-of-n gold (relative to the base policy) at n = 16, 256 and 1,024 (those of the grid;
+else its largest n), and of the same figures minus Bradley-Terry's, paired seed by seed.
 """
 
 from __future__ import annotations
@@ -27,10 +27,15 @@ BASELINE = "bradley_terry"
 TABLE_NS = (16, 256, 1024)
 
 
-def _accuracy(metrics: dict) -> float | None:
-    for key in ("eval_clean_accuracy", "clean_accuracy"):
-        if isinstance(metrics.get(key), int | float):
-            return float(metrics[key])
+#: The held-out figures of each model's training metrics in the table: clean accuracy and
+#: the calibration of σ(r_c − r_r) against the clean labels (ECE, ``core.rm_metrics``).
+HELD_OUT = ("clean_accuracy", "clean_ece")
+
+
+def _held_out(metrics: dict, key: str) -> float | None:
+    for k in (f"eval_{key}", key):
+        if isinstance(metrics.get(k), int | float):
+            return float(metrics[k])
     return None
 
 
@@ -75,26 +80,26 @@ def variant_rows(run_dir: str | Path, points: list[dict[str, Any]]) -> list[dict
     grid = sorted({n for _, n in bon})
     ns = [n for n in TABLE_NS if n in grid] or [grid[-1]]
     main_seeds = list(proxies.get("seeds") or [])
-    accuracy = {
-        (BASELINE, s): _accuracy(m)
-        for s, m in zip(main_seeds, info.get("metrics", []), strict=False)
-    }
+    metrics = dict(zip([(BASELINE, s) for s in main_seeds], info.get("metrics", []), strict=False))
     for name, v in info["variants"].items():
-        for s, m in zip(v["seeds"], v.get("metrics", []), strict=False):
-            accuracy[(name, s)] = _accuracy(m)
+        metrics.update(zip([(name, s) for s in v["seeds"]], v.get("metrics", []), strict=False))
 
-    def figure(name: str, s: int, n: int | None) -> float:
-        x = accuracy.get((name, s)) if n is None else bon.get((_pick(name, s), n), {}).get("gold")
+    def figure(name: str, s: int, key: str, n: int | None) -> float:
+        if n is None:
+            x = _held_out(metrics.get((name, s), {}), key)
+        else:
+            x = bon.get((_pick(name, s), n), {}).get("gold")
         return float("nan") if x is None else float(x)
 
+    columns = [*((k, None) for k in HELD_OUT), *((f"gold@{n}", n) for n in ns)]
     rows = []
     for name, seeds in _groups(info):
         row: dict[str, Any] = {"variant": name, "seeds": seeds}
-        for key, n in [("clean_accuracy", None), *((f"gold@{n}", n) for n in ns)]:
-            row[key] = interval([figure(name, s, n) for s in seeds])
+        for key, n in columns:
+            row[key] = interval([figure(name, s, key, n) for s in seeds])
             if name != BASELINE:
                 row[f"{key} − bt"] = interval(
-                    [figure(name, s, n) - figure(BASELINE, s, n) for s in seeds]
+                    [figure(name, s, key, n) - figure(BASELINE, s, key, n) for s in seeds]
                 )
         rows.append(row)
     return rows
