@@ -250,13 +250,14 @@ def _finite(x: Tensor) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def check_backbone(model: nn.Module) -> None:
-    """ArmoRM reads hidden states of a decoder with a linear ``score`` head."""
+def check_backbone(model: nn.Module, objective: str = "armo") -> None:
+    """ArmoRM (and PAL, ``objective="pal"``) read hidden states of a decoder with a linear
+    ``score`` head."""
     if (
         not isinstance(getattr(model, "score", None), nn.Linear)
         or getattr(model, "base_model", model) is model
     ):
         raise ValueError(
-            f"objective armo: expected a decoder reward model with a linear `score` head, got "
+            f"objective {objective}: expected a decoder reward model with a linear `score` head, got "
             f"{type(model).__name__}"
         )

@@ -51,6 +51,7 @@ from goodhartlab.core.pal import (
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.rewards.pal_head import PalHead
 from goodhartlab.rewards.reward_model import RewardModel, collate_rm_inputs, reward_at_last_token
+from goodhartlab.train.rm_armo import check_backbone
 
 PERSONA_KEY = "persona"
 
@@ -70,23 +71,11 @@ def pair_personas(pairs: Sequence[PreferencePair]) -> list[str]:
     return out
 
 
-def check_backbone(model: nn.Module) -> None:
-    """PAL reads hidden states of a decoder with a linear ``score`` head."""
-    if (
-        not isinstance(getattr(model, "score", None), nn.Linear)
-        or getattr(model, "base_model", model) is model
-    ):
-        raise ValueError(
-            f"objective pal: expected a decoder reward model with a linear `score` head, got "
-            f"{type(model).__name__}"
-        )
-
-
 def build_pal_head(model: nn.Module, train_pairs: Sequence[PreferencePair], config) -> PalHead:
     """Replace ``model.score`` by a fresh ``PalHead`` for the training pairs' personas (in order
     of first appearance), drawn from ``config.seed``: latent weights N(0, 1/fan_in), prototypes
     N(0, 1), mixture logits 0 (uniform weights)."""
-    check_backbone(model)
+    check_backbone(model, "pal")
     personas = list(dict.fromkeys(pair_personas(train_pairs)))
     head = PalHead(
         model.config.hidden_size,
