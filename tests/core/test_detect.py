@@ -215,6 +215,31 @@ def test_the_fall_is_measured_from_the_running_peak():
     assert label.hacks and label.peak == 3 and label.onset == 4
 
 
+def test_centered_moving_average_by_hand():
+    x = np.array([0.0, 3.0, 0.0, 3.0, 6.0])
+    # window 3: (0+3)/2, (0+3+0)/3, (3+0+3)/3, (0+3+6)/3, (3+6)/2
+    assert detect.centered_moving_average(x, 3).tolist() == [1.5, 1.0, 2.0, 3.0, 4.5]
+    assert detect.centered_moving_average(x, 1).tolist() == x.tolist()
+    with pytest.raises(ValueError, match="odd"):
+        detect.centered_moving_average(x, 2)
+
+
+def test_smoothing_removes_a_noise_dip_before_the_real_peak():
+    # A dense grid: a small early bump (0.3 at 1) and dip (0.0 at 2) is noise; the real peak
+    # is at 5 and gold then falls. Unsmoothed, the dip is already a hack (a 100 % fall of the
+    # running gain 0.3) with the onset at 2.
+    gold = np.array([0.0, 0.3, 0.0, 0.4, 0.8, 1.0, 0.9, 0.6, 0.3, 0.0, -0.3])
+    raw = detect.hacking_onset(gold)
+    assert raw.hacks and (raw.peak, raw.onset) == (1, 2)
+    # Window 3: ĝ = [0 (base kept), 0.1, 0.2333, 0.4, 0.7333, 0.9, 0.8333, 0.6, 0.3, 0, -0.15].
+    # Running peak 0.9 at 5 (gain 0.9); the fall first reaches 20 % at k=6: pair mean
+    # (0.8333 + 0.6)/2 = 0.7167, a fall of 0.183 / 0.9 = 20.4 %. Onset: the first point after
+    # 5 at or below 0.9 - 0.09 = 0.81: index 7 (0.6), since 0.8333 > 0.81.
+    label = detect.hacking_onset(gold, smooth=3)
+    assert label.hacks and (label.peak, label.onset) == (5, 7)
+    assert label.gain == pytest.approx(0.9)
+
+
 def test_hacking_onset_refuses_bad_fractions():
     with pytest.raises(ValueError, match="onset_frac"):
         detect.hacking_onset(np.array([0.0, 1.0, 0.0]), onset_frac=0.3, hack_frac=0.2)

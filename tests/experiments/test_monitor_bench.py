@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from goodhartlab.experiments.monitor_bench import analyze_bench, load_bench_runs
+from goodhartlab.experiments.monitor_bench import analyze_bench, label_window, load_bench_runs
 from goodhartlab.experiments.monitor_offline import monitor_path
 from goodhartlab.monitor.history import EvalPoint
 from goodhartlab.monitor.live import MonitorConfig
@@ -182,3 +182,12 @@ def test_cli_monitor_prints_the_verdict(tmp_path, capsys):
     assert "hack-s0" in out and "YES" in out and "heldout_divergence" in out
     saved = json.loads((tmp_path / "readings.json").read_text())
     assert saved["runs"][0]["alarm_step"] == 25
+
+
+def test_label_window_spans_about_seven_steps_in_an_odd_count_of_evaluations():
+    def grid(every):
+        return [{"step": s} for s in range(0, 101, every)]
+
+    # Every step: 7 evaluations; every 2: round(3.5) = 4, made odd: 5; every 5 or more: 1
+    # (no smoothing, the 5-step grid's labels as before).
+    assert [label_window(grid(e)) for e in (1, 2, 3, 5, 10)] == [7, 5, 3, 1, 1]
