@@ -145,6 +145,29 @@ def test_feature_model_trains_saves_and_reloads(tmp_path, tiny_tokenizer):
     torch.testing.assert_close(r, scores)
 
 
+def test_num_parameters_counts_the_feature_layer(tmp_path, tiny_tokenizer):
+    # Tiny "small" Llama RM (hidden 48, 2 layers, MLP 128, tied embeddings, no biases):
+    # embeddings V·48; per layer q, k, v, o 4·48², MLP 3·48·128, two RMSNorms 2·48; final norm
+    # 48; score head 48 (no bias). The feature layer adds w (one per feature) and b.
+    per_layer = 4 * 48 * 48 + 3 * 48 * 128 + 2 * 48
+    backbone_count = len(tiny_tokenizer) * 48 + 2 * per_layer + 48 + 48
+    feature_count = len(FEATURE_NAMES) + 1
+    assert (per_layer, feature_count) == (27744, 17)
+    backbone = build_reward_model("small", tiny_tokenizer, seed=0)
+    fast = dict(batch_size=8, epochs=1, max_length=64, eval_fraction=0.0)
+    plain = train_reward_model(
+        _pairs(), tiny_tokenizer, backbone, RMTrainConfig(**fast), eval_pairs=[], progress=False
+    )
+    assert plain.num_parameters == backbone_count
+    result = train_reward_model(
+        _pairs(), tiny_tokenizer, backbone, RMTrainConfig(features="toy_text_domain", **fast),
+        eval_pairs=[], out_dir=tmp_path / "rm", progress=False,
+    )  # fmt: skip
+    assert result.num_parameters == backbone_count + feature_count
+    info = json.loads((tmp_path / "rm" / "goodhart_rm.json").read_text())
+    assert info["num_parameters"] == backbone_count + feature_count
+
+
 def test_feature_only_baseline_learns_the_pairs():
     pairs = _pairs()
     rm = train_feature_only(pairs, "toy_text_domain", steps=200)

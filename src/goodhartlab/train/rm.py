@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
-from tqdm.auto import tqdm
 
 from goodhartlab.artifacts import atomic_write_text, dir_mode, seal
 from goodhartlab.core.losses import RM_OBJECTIVES
@@ -31,17 +30,18 @@ from goodhartlab.data.schema import PreferencePair
 from goodhartlab.models.loading import check_vocabulary
 from goodhartlab.registry import RM_FEATURES, RM_TOOLS, name_in
 from goodhartlab.rewards.ensemble import Ensemble
-from goodhartlab.rewards.feature_head import FeatureHead, compute_features
 from goodhartlab.rewards.reward_model import (
     RewardModel,
     collate_rm_inputs,
     reward_at_last_token,
 )
+from goodhartlab.train.rm_features import fit_feature_head
 from goodhartlab.train.rm_length_head import (
     build_length_head,
     head_length_correlations,
     odin_rewards,
 )
+from goodhartlab.train.rm_loop import RMHead
 from goodhartlab.train.rm_pair_inputs import pair_inputs
 
 #: Name of the metadata file written next to a trained reward model.
@@ -446,208 +446,245 @@ def train_reward_model(
     config = config or RMTrainConfig()
     train_pairs, eval_pairs, margins = _training_pairs(pairs, eval_pairs, config)
     objective = RM_OBJECTIVES.entry(config.objective)
-    # Per-pair inputs the objective needs (grades, ensemble strengths), computed before this
-    # model's seed is set, so that they leave its initialisation and data order alone.
-    inputs, inputs_report = pair_inputs(
+    inputs, inputs_report = _objective_inputs(
+        objective, train_pairs, tokenizer, backbone, config, extra_pair_inputs
+    )
+    reward_model = _build_reward_model(tokenizer, backbone, config)
+    head = _build_head(objective, reward_model, train_pairs, eval_pairs, margins, inputs, config)
+
+    evals = [head.evaluate(eval_pairs)]
+    history = [_epoch_record(0, None, evals[-1])]
+
+    def record(epoch: int, train_loss: float) -> None:
+        evals.append(head.evaluate(eval_pairs))
+        history.append(_epoch_record(epoch, train_loss, evals[-1]))
+
+    losses = head.fit(progress=progress, on_epoch=record if head.eval_each_epoch else None)
+    inputs_report.update(head.report())
+    if not head.eval_each_epoch:  # ArmoRM, PAL: held-out pairs once, after training
+        record(config.epochs, losses[-1])
+
+    result = RMTrainResult(
+        reward_model=reward_model,
+        history=history,
+        metrics=evals[-1],
+        num_parameters=_count_parameters(reward_model),
+        pair_inputs=inputs_report,
+    )
+    if out_dir is not None:
+        info = _rm_info(backbone, config, objective, result, len(train_pairs), len(eval_pairs))
+        result.path = save_reward_model(reward_model.model, tokenizer, out_dir, info)
+    return result
+
+
+def _objective_inputs(
+    objective, train_pairs, tokenizer, backbone, config: RMTrainConfig, extra: dict | None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The per-pair inputs the objective needs (grades, ensemble strengths) and their report
+    (with ``extra``), computed before this model's seed is set, so that they leave its
+    initialisation and data order alone."""
+    inputs, report = pair_inputs(
         objective.meta.get("needs", ()), train_pairs, tokenizer, backbone, config
     )
-    inputs_report.update(extra_pair_inputs or {})
-    if config.objective == "reform" and "reform" not in inputs_report:
+    report.update(extra or {})
+    if config.objective == "reform" and "reform" not in report:
         raise ValueError(
             "objective reform: train it with train.rm_reform.train_reform (or goodhart "
             "train-rm --objective reform), which searches with a policy and labels with gold; "
             "train_reward_model alone would train plain Bradley-Terry without the search"
         )
+    return inputs, report
 
+
+def _build_reward_model(
+    tokenizer, backbone: str | os.PathLike | nn.Module, config: RMTrainConfig
+) -> RewardModel:
+    """The backbone loaded (under ``config.seed``), its score head drawn afresh from the seed
+    (``reinit_head``), on ``config.device``, as the scorer that training reads through."""
     torch.manual_seed(config.seed)
     model = _load_backbone(backbone)
     check_vocabulary(tokenizer, model)
     if config.reinit_head:
         _reinit_score_head(model, config.seed)
     model.to(config.device)
-    reward_model = RewardModel(
+    return RewardModel(
         model,
         tokenizer,
         max_length=config.max_length,
         name=_backbone_name(backbone),
         tool=config.tool,
     )
-    pad_id = reward_model.pad_token_id
-    ideal_point = bool(objective.meta.get("ideal_point"))
-    feature_head, phi_chosen, phi_rejected = _feature_head(
-        train_pairs, config, own_loop=bool(objective.meta.get("multi_objective")) or ideal_point
+
+
+def _build_head(
+    objective,
+    reward_model: RewardModel,
+    train_pairs: list[PreferencePair],
+    eval_pairs: list[PreferencePair],
+    margins: torch.Tensor | None,
+    inputs: dict[str, torch.Tensor],
+    config: RMTrainConfig,
+) -> RMHead:
+    """The objective's variant (``train.rm_loop.RMHead``): ArmoRM (meta ``multi_objective``),
+    PAL (meta ``ideal_point``), else one scalar reward (:class:`ScalarHead`)."""
+    multi_objective = bool(objective.meta.get("multi_objective"))
+    if multi_objective or objective.meta.get("ideal_point"):
+        if config.features is not None:
+            raise ValueError(
+                f"features: not supported with objective {config.objective!r}, which trains in "
+                "its own loop; use a Bradley-Terry-style objective"
+            )
+        if multi_objective:
+            from goodhartlab.train.rm_armo import ArmoTrainHead
+
+            return ArmoTrainHead(reward_model, train_pairs, config)
+        from goodhartlab.train.rm_pal import PalTrainHead
+
+        return PalTrainHead(reward_model, train_pairs, config)
+    return ScalarHead(
+        reward_model,
+        objective,
+        train_pairs,
+        config,
+        margins=margins,
+        inputs=inputs,
+        report_pairs=eval_pairs or train_pairs,
     )
-    reward_model.feature_head = feature_head
-    if ideal_point:  # PAL: the ideal-point head replaces the linear one (train.rm_pal)
-        from goodhartlab.train.rm_pal import build_pal_head
 
-        build_pal_head(model, train_pairs, config)
 
-    # The scorer's own ids (its tool's answers included): training reads what scoring reads.
-    prompts = [p.prompt for p in train_pairs]
-    ids_chosen = reward_model.input_ids(prompts, [p.chosen for p in train_pairs])
-    ids_rejected = reward_model.input_ids(prompts, [p.rejected for p in train_pairs])
+class ScalarHead(RMHead):
+    """One scalar reward per completion, trained on any of the pairwise objectives (Bradley-
+    Terry, ordinal, noise_robust, causal_*, odin, ...): the model's linear score head, plus
+    ODIN's length head (objective meta ``length_head``: trained beside it, not saved,
+    ``train.rm_length_head``) and the domain-feature layer (``config.features``: trained at
+    ``features_lr``, saved as the RewardModel's ``feature_head``, ``core.feature_reward``)."""
 
-    # ODIN's length head (objective meta length_head): trained beside the score head, not saved.
-    length_head = (
-        build_length_head(model, config.seed) if objective.meta.get("length_head") else None
-    )
-    trained = list(model.parameters()) + (list(length_head.parameters()) if length_head else [])
-    groups: list[dict[str, Any]] = [{"params": trained}]
-    if feature_head is not None:
-        feature_head.to(config.device)
-        groups.append({"params": list(feature_head.parameters()), "lr": config.features_lr})
-        trained = trained + list(feature_head.parameters())
-
-    n = len(train_pairs)
-    steps_per_epoch = -(-n // config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    if config.lr_schedule == "linear":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 1.0 - step / total_steps
+    def __init__(
+        self,
+        reward_model: RewardModel,
+        objective,
+        train_pairs: list[PreferencePair],
+        config: RMTrainConfig,
+        *,
+        margins: torch.Tensor | None,
+        inputs: dict[str, torch.Tensor],
+        report_pairs: list[PreferencePair],
+    ):
+        super().__init__(reward_model, config, items=len(train_pairs), batch=config.batch_size)
+        self.objective, self.margins, self.inputs = objective, margins, inputs
+        self.report_pairs = report_pairs
+        # The objective's parameters are RMTrainConfig fields of the same names.
+        self.objective_params = {k: getattr(config, k) for k in objective.params.model_fields}
+        self.feature_head = self.phi_chosen = self.phi_rejected = None
+        if config.features is not None:
+            self.feature_head, phi_c, phi_r = fit_feature_head(config.features, train_pairs)
+            self.phi_chosen, self.phi_rejected = phi_c.to(config.device), phi_r.to(config.device)
+        reward_model.feature_head = self.feature_head
+        # The scorer's own ids (its tool's answers included): training reads what scoring reads.
+        prompts = [p.prompt for p in train_pairs]
+        self.ids_chosen = reward_model.input_ids(prompts, [p.chosen for p in train_pairs])
+        self.ids_rejected = reward_model.input_ids(prompts, [p.rejected for p in train_pairs])
+        self.length_head = (
+            build_length_head(self.model, config.seed)
+            if objective.meta.get("length_head")
+            else None
         )
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        if self.feature_head is not None:
+            self.feature_head.to(config.device)
 
-    def evaluate() -> dict[str, Any]:
-        if not eval_pairs:
+    def _network_parameters(self) -> list[torch.Tensor]:
+        length = list(self.length_head.parameters()) if self.length_head is not None else []
+        return list(self.model.parameters()) + length
+
+    def parameters(self) -> list[torch.Tensor]:
+        feature = [] if self.feature_head is None else list(self.feature_head.parameters())
+        return self._network_parameters() + feature
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = [{"params": self._network_parameters()}]
+        if self.feature_head is not None:
+            groups.append(
+                {"params": list(self.feature_head.parameters()), "lr": self.config.features_lr}
+            )
+        return groups
+
+    def scores(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """r_c, r_r of the training pairs ``idx`` (one forward pass) and the objective's other
+        inputs from the heads (ODIN's length rewards and head weights)."""
+        input_ids, mask = collate_rm_inputs(
+            [self.ids_chosen[i] for i in idx] + [self.ids_rejected[i] for i in idx],
+            self.reward_model.pad_token_id,
+        )
+        input_ids, mask = input_ids.to(self.config.device), mask.to(self.config.device)
+        head_inputs: dict[str, torch.Tensor] = {}
+        if self.length_head is None:
+            rewards = reward_at_last_token(self.model, input_ids, mask)
+            r_chosen, r_rejected = rewards[: len(idx)], rewards[len(idx) :]
+        else:
+            r_chosen, r_rejected, head_inputs = odin_rewards(
+                self.model, self.length_head, input_ids, mask, len(idx)
+            )
+        if self.feature_head is not None:
+            r_chosen = self.feature_head(r_chosen, self.phi_chosen[idx])
+            r_rejected = self.feature_head(r_rejected, self.phi_rejected[idx])
+        return r_chosen, r_rejected, head_inputs
+
+    def loss(self, idx: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        r_chosen, r_rejected, head_inputs = self.scores(idx)
+        device = self.config.device
+        return self.objective.obj(
+            r_chosen,
+            r_rejected,
+            margin=None if self.margins is None else self.margins[idx].to(device),
+            **{k: v[idx].to(device) for k, v in self.inputs.items()},
+            **head_inputs,
+            **self.objective_params,
+        )
+
+    def report(self) -> dict[str, Any]:
+        if self.length_head is None:
             return {}
-        if ideal_point:  # each pair scored for its own persona
-            from goodhartlab.train.rm_pal import evaluate_pal
-
-            return evaluate_pal(reward_model, eval_pairs, batch_size=config.eval_batch_size)
-        return evaluate_reward_model(reward_model, eval_pairs, batch_size=config.eval_batch_size)
-
-    last_eval = evaluate()
-    history = [_epoch_record(0, None, last_eval)]
-    if objective.meta.get("multi_objective"):  # ArmoRM's two stages replace the loop below
-        from goodhartlab.train.rm_armo import check_backbone, train_armo
-
-        check_backbone(model)
-        losses, inputs_report["armo"] = train_armo(
-            model, reward_model, train_pairs, config, progress=progress
-        )
-        last_eval = evaluate()
-        history.append(_epoch_record(config.epochs, losses[-1], last_eval))
-    if ideal_point:  # PAL's per-persona Bradley-Terry replaces the loop below
-        from goodhartlab.train.rm_pal import train_pal
-
-        losses, inputs_report["pal"] = train_pal(
-            model, reward_model, train_pairs, config, progress=progress
-        )
-        last_eval = evaluate()
-        history.append(_epoch_record(config.epochs, losses[-1], last_eval))
-    order_gen = torch.Generator().manual_seed(config.seed)
-    bar = tqdm(total=total_steps, desc="train rm", disable=not progress, leave=False)
-    # The objective's parameters are RMTrainConfig fields of the same names.
-    objective_params = {k: getattr(config, k) for k in objective.params.model_fields}
-    own_loop = objective.meta.get("multi_objective") or ideal_point
-    bt_epochs = () if own_loop else range(1, config.epochs + 1)
-    for epoch in bt_epochs:
-        model.train()
-        order = torch.randperm(n, generator=order_gen).tolist()
-        loss_sum = 0.0
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            input_ids, mask = collate_rm_inputs(
-                [ids_chosen[i] for i in idx] + [ids_rejected[i] for i in idx], pad_id
+        return {
+            "length_heads": head_length_correlations(
+                self.reward_model, self.length_head, self.report_pairs
             )
-            input_ids, mask = input_ids.to(config.device), mask.to(config.device)
-            head_inputs = {}
-            if length_head is None:
-                rewards = reward_at_last_token(model, input_ids, mask)
-                r_chosen, r_rejected = rewards[: len(idx)], rewards[len(idx) :]
-            else:
-                r_chosen, r_rejected, head_inputs = odin_rewards(
-                    model, length_head, input_ids, mask, len(idx)
-                )
-            if feature_head is not None:
-                r_chosen = feature_head(r_chosen, phi_chosen[idx])
-                r_rejected = feature_head(r_rejected, phi_rejected[idx])
-            loss, stats = objective.obj(
-                r_chosen,
-                r_rejected,
-                margin=None if margins is None else margins[idx].to(config.device),
-                **{k: v[idx].to(config.device) for k, v in inputs.items()},
-                **head_inputs,
-                **objective_params,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * len(idx)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats['accuracy'].item():.2f}")
-        last_eval = evaluate()
-        history.append(_epoch_record(epoch, loss_sum / n, last_eval))
-    bar.close()
-    model.eval()
-    if length_head is not None:
-        inputs_report["length_heads"] = head_length_correlations(
-            reward_model, length_head, eval_pairs or train_pairs
-        )
-
-    result = RMTrainResult(
-        reward_model=reward_model,
-        history=history,
-        metrics=last_eval,
-        num_parameters=_count_parameters(model),
-        pair_inputs=inputs_report,
-    )
-    if out_dir is not None:
-        info = {
-            "format_version": 1,
-            "backbone": _backbone_name(backbone),
-            "config": config.model_dump(),
-            "objective_version": objective.version,
-            "pair_inputs": inputs_report,
-            "max_length": config.max_length,
-            # A tool-augmented model (Themis) calls its tool again when it is loaded.
-            **(
-                {"tool": config.tool, "tool_version": RM_TOOLS.entry(config.tool).version}
-                if config.tool is not None
-                else {}
-            ),
-            # A domain-knowledge model (core.feature_reward) scores with its feature layer.
-            **({"feature_head": feature_head.spec()} if feature_head is not None else {}),
-            "num_parameters": result.num_parameters,
-            "num_train_pairs": n,
-            "num_eval_pairs": len(eval_pairs),
-            # A head that is not a linear layer (ArmoRM's) is rebuilt from its spec on load.
-            **(
-                {"head": model.score.spec()}
-                if hasattr(model, "score") and hasattr(model.score, "spec")
-                else {}
-            ),
-            "metrics": last_eval,
-            "history": history,
-            "versions": _versions(),
         }
-        result.path = save_reward_model(model, tokenizer, out_dir, info)
-    return result
 
 
-def _feature_head(
-    train_pairs: list[PreferencePair], config: RMTrainConfig, *, own_loop: bool
-) -> tuple[FeatureHead | None, torch.Tensor | None, torch.Tensor | None]:
-    """The feature layer (μ, σ from the training completions' features; w = 0, b = 0) and
-    the features of the chosen and rejected completions, or Nones without ``features``."""
-    if config.features is None:
-        return None, None, None
-    if own_loop:
-        raise ValueError(
-            f"features: not supported with objective {config.objective!r}, which trains in "
-            "its own loop; use a Bradley-Terry-style objective"
-        )
-    prompts = [p.prompt for p in train_pairs]
-    phi_c = compute_features(config.features, prompts, [p.chosen for p in train_pairs])
-    phi_r = compute_features(config.features, prompts, [p.rejected for p in train_pairs])
-    head = FeatureHead.fit_statistics(config.features, torch.cat([phi_c, phi_r]))
-    return head, phi_c.to(config.device), phi_r.to(config.device)
+def _rm_info(
+    backbone, config: RMTrainConfig, objective, result: RMTrainResult, n_train: int, n_eval: int
+) -> dict[str, Any]:
+    """The contents of goodhart_rm.json."""
+    model = result.reward_model.model
+    feature_head = result.reward_model.feature_head
+    return {
+        "format_version": 1,
+        "backbone": _backbone_name(backbone),
+        "config": config.model_dump(),
+        "objective_version": objective.version,
+        "pair_inputs": result.pair_inputs,
+        "max_length": config.max_length,
+        # A tool-augmented model (Themis) calls its tool again when it is loaded.
+        **(
+            {"tool": config.tool, "tool_version": RM_TOOLS.entry(config.tool).version}
+            if config.tool is not None
+            else {}
+        ),
+        # A domain-knowledge model (core.feature_reward) scores with its feature layer.
+        **({"feature_head": feature_head.spec()} if feature_head is not None else {}),
+        "num_parameters": result.num_parameters,
+        "num_train_pairs": n_train,
+        "num_eval_pairs": n_eval,
+        # A head that is not a linear layer (ArmoRM's) is rebuilt from its spec on load.
+        **(
+            {"head": model.score.spec()}
+            if hasattr(model, "score") and hasattr(model.score, "spec")
+            else {}
+        ),
+        "metrics": result.metrics,
+        "history": result.history,
+        "versions": _versions(),
+    }
 
 
 def _training_pairs(
@@ -719,10 +756,15 @@ def _backbone_name(backbone: str | os.PathLike | nn.Module) -> str:
     return str(backbone)
 
 
-def _count_parameters(model: nn.Module) -> int:
+def _count_parameters(reward_model: RewardModel) -> int:
+    """Every trained parameter the model keeps: the network's (its score head, whatever its
+    kind) and the domain-feature layer's (ODIN's length head is trained but not kept)."""
     from goodhartlab.models.tiny import count_parameters
 
-    return count_parameters(model)
+    modules = [reward_model.model]
+    if reward_model.feature_head is not None:
+        modules.append(reward_model.feature_head)
+    return count_parameters(nn.ModuleList(modules))
 
 
 def _versions() -> dict[str, str]:

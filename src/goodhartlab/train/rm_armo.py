@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from goodhartlab.core.armo import armo_gating_loss, attribute_regression_loss, verbosity_penalties
 from goodhartlab.core.length_bias import completion_lengths, pearson
@@ -41,6 +40,7 @@ from goodhartlab.rewards.reward_model import (
     collate_rm_inputs,
     reward_at_last_token,
 )
+from goodhartlab.train.rm_loop import RMHead, lr_schedule, run_epochs
 
 VERBOSITY = "words"
 
@@ -97,151 +97,171 @@ def _hidden_states(model, head: ArmoHead, ids: list[list[int]], pad_id: int, bat
     return torch.cat(last_all), torch.cat(prompt_all)
 
 
-def train_armo(
-    model: nn.Module,
-    reward_model: RewardModel,
-    train_pairs: list[PreferencePair],
-    config,
-    *,
-    progress: bool,
-) -> tuple[list[float], dict[str, Any]]:
-    """Both stages on ``model`` in place (its ``score`` becomes an ``ArmoHead``).
+class ArmoTrainHead(RMHead):
+    """ArmoRM's two stages as a ``train.rm_loop.RMHead`` (``model.score`` becomes an
+    ``ArmoHead`` when training starts, after the epoch-0 evaluation of the linear head).
 
-    Returns (per-epoch stage-1 train losses, a report for goodhart_rm.json: the attributes,
-    their noise, each head's correlation with the clean attribute on the training completions,
-    the verbosity penalties and the decorrelated attributes' correlation with verbosity, the
-    gating's training-pair BT loss before and after stage 2, its accuracy and mean weights, β).
+    Stage 1 is the shared epoch loop over both completions of every training pair (MSE on the
+    standardized noisy attribute ratings; ``batch_size`` pairs, 2 x sequences, a step, as
+    Bradley-Terry); :meth:`fit` then decorrelates and trains the gating (stage 2).
+    :meth:`report` (for goodhart_rm.json): the attributes, their noise, each head's
+    correlation with the clean attribute on the training completions, the verbosity penalties
+    and the decorrelated attributes' correlation with verbosity, the gating's training-pair
+    BT loss before and after stage 2, its accuracy and mean weights, β.
     """
-    tokenizer, device = reward_model.tokenizer, config.device
-    names, clean, noisy = attribute_targets(train_pairs, config.armo_attribute_noise, config.seed)
-    hidden_size = model.config.hidden_size
-    gen = torch.Generator().manual_seed(config.seed + 15485863)
-    head = ArmoHead(
-        hidden_size,
-        names[:-1],
-        gate_hidden=config.armo_gate_hidden,
-        gate_layers=config.armo_gate_layers,
-        temperature=config.armo_temperature,
-        gate_token_id=gate_token_id(tokenizer, train_pairs),
-    )
-    with torch.no_grad():
-        for p in head.parameters():  # drawn from our own generator: seeded, order-independent
-            if p.ndim == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / p.shape[1]) ** 0.5)
-        head.target_mean.copy_(noisy.mean(dim=1).float())
-        head.target_std.copy_(noisy.std(dim=1).clamp_min(1e-6).float())
-    head.to(device)
-    model.score = head
-    # A constant attribute (std 0, e.g. no prompt with a constraint) gets targets of 0.
-    target = (noisy - noisy.mean(dim=1, keepdim=True)) / noisy.std(dim=1, keepdim=True).clamp_min(
-        1e-6
-    )
-    target = target.float()
 
-    n = len(train_pairs)
-    prompts = [p.prompt for p in train_pairs] * 2
-    completions = [p.chosen for p in train_pairs] + [p.rejected for p in train_pairs]
-    ids = reward_model.input_ids(prompts, completions)  # the scorer's ids (and tool answers)
-    pad_id = reward_model.pad_token_id
+    desc = "train armo (1/2)"
+    eval_each_epoch = False
 
-    # Stage 1: backbone + regression heads (the gating is not in this graph).
-    stage1 = [p for name, p in model.named_parameters() if not name.startswith("score.gate")
-              and not name.startswith("score.logit_scale")]  # fmt: skip
-    optimizer = torch.optim.AdamW(stage1, lr=config.lr, weight_decay=config.weight_decay)
-    per_step = max(1, config.batch_size)  # pairs per step: 2 x sequences, as Bradley-Terry
-    steps = -(-2 * n // (2 * per_step)) * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        (lambda s: 1.0 - s / steps) if config.lr_schedule == "linear" else (lambda s: 1.0),
-    )
-    order_gen = torch.Generator().manual_seed(config.seed)
-    bar = tqdm(total=steps, desc="train armo (1/2)", disable=not progress, leave=False)
-    losses = []
-    for _ in range(config.epochs):
-        model.train()
-        order = torch.randperm(2 * n, generator=order_gen).tolist()
-        total = 0.0
-        for start in range(0, 2 * n, 2 * per_step):
-            idx = order[start : start + 2 * per_step]
-            input_ids, mask = collate_rm_inputs([ids[i] for i in idx], pad_id)
-            _, h_last = reward_at_last_token(
-                model, input_ids.to(device), mask.to(device), return_hidden=True
-            )
-            pred = head.standardized_attributes(h_last)
-            loss = attribute_regression_loss(pred, target[:, idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(stage1, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(idx)
-            bar.update(1)
-        losses.append(total / (2 * n))
-    bar.close()
-    model.eval()
+    def __init__(self, reward_model: RewardModel, train_pairs: list[PreferencePair], config):
+        check_backbone(reward_model.model)
+        self.per_step = max(1, config.batch_size)
+        super().__init__(reward_model, config, items=2 * len(train_pairs), batch=2 * self.per_step)
+        self.train_pairs = train_pairs
+        self._report: dict[str, Any] = {}
 
-    # Verbosity decorrelation on the training completions (the reference distribution).
-    h_last, h_prompt = _hidden_states(model, head, ids, pad_id, config.eval_batch_size, device)
-    with torch.no_grad():
-        r = head.attribute_rewards(h_last)
-        if config.armo_decorrelate:
-            lam = verbosity_penalties(r[:-1].double(), r[-1].double())
-            head.verbosity_penalty.copy_(lam.float())
-        r_dec = head.decorrelated(h_last)
-    for p in model.parameters():
-        p.requires_grad_(False)
-
-    # Stage 2: gating network and β, Bradley-Terry on the labelled pairs.
-    gate_params = [*head.gate.parameters(), head.logit_scale]
-    for p in gate_params:
-        p.requires_grad_(True)
-    gate_opt = torch.optim.AdamW(gate_params, lr=config.armo_gate_lr)
-    gate_steps = -(-n // per_step) * config.armo_gate_epochs
-    gate_sched = torch.optim.lr_scheduler.LambdaLR(gate_opt, lambda s: 1.0 - s / gate_steps)
-    x = h_prompt[:n]  # chosen and rejected share the prompt (causal: same prefix)
-
-    def full_gate_loss() -> tuple[Tensor, dict[str, Tensor]]:
+    def _install(self) -> None:
+        """The ArmoHead (drawn from ``seed``, its target statistics from the noisy ratings) on
+        the model, the stage-1 targets and the scorer's ids of every training completion."""
+        config, model, train_pairs = self.config, self.model, self.train_pairs
+        names, clean, noisy = attribute_targets(
+            train_pairs, config.armo_attribute_noise, config.seed
+        )
+        gen = torch.Generator().manual_seed(config.seed + 15485863)
+        head = ArmoHead(
+            model.config.hidden_size,
+            names[:-1],
+            gate_hidden=config.armo_gate_hidden,
+            gate_layers=config.armo_gate_layers,
+            temperature=config.armo_temperature,
+            gate_token_id=gate_token_id(self.reward_model.tokenizer, train_pairs),
+        )
         with torch.no_grad():
-            g = head.gating(x)
-            return armo_gating_loss((g * r_dec[:, :n].T).sum(1), (g * r_dec[:, n:].T).sum(1))
+            for p in head.parameters():  # drawn from our own generator: seeded, order-independent
+                if p.ndim == 2:
+                    p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / p.shape[1]) ** 0.5)
+            head.target_mean.copy_(noisy.mean(dim=1).float())
+            head.target_std.copy_(noisy.std(dim=1).clamp_min(1e-6).float())
+        head.to(config.device)
+        model.score = head
+        self.head, self.names, self.clean = head, names, clean
+        # A constant attribute (std 0, e.g. no prompt with a constraint) gets targets of 0.
+        std = noisy.std(dim=1, keepdim=True).clamp_min(1e-6)
+        self.target = ((noisy - noisy.mean(dim=1, keepdim=True)) / std).float()
+        prompts = [p.prompt for p in train_pairs] * 2
+        completions = [p.chosen for p in train_pairs] + [p.rejected for p in train_pairs]
+        self.ids = self.reward_model.input_ids(prompts, completions)  # the scorer's ids
+        # Stage 1: backbone + regression heads (the gating is not in this graph).
+        self.stage1 = [p for name, p in model.named_parameters() if not name.startswith("score.gate")
+                       and not name.startswith("score.logit_scale")]  # fmt: skip
 
-    initial_loss, _ = full_gate_loss()
-    for _ in range(config.armo_gate_epochs):
-        order = torch.randperm(n, generator=order_gen)
-        for start in range(0, n, per_step):
-            idx = order[start : start + per_step].to(device)
+    def parameters(self) -> list[Tensor]:
+        return self.stage1
+
+    def loss(self, idx: list[int]) -> tuple[Tensor, None]:
+        device = self.config.device
+        input_ids, mask = collate_rm_inputs(
+            [self.ids[i] for i in idx], self.reward_model.pad_token_id
+        )
+        _, h_last = reward_at_last_token(
+            self.model, input_ids.to(device), mask.to(device), return_hidden=True
+        )
+        pred = self.head.standardized_attributes(h_last)
+        return attribute_regression_loss(pred, self.target[:, idx].to(device)), None
+
+    def fit(self, *, progress: bool, on_epoch=None) -> list[float]:
+        """Stage 1 (the shared loop; returns its per-epoch losses), then stage 2."""
+        self._install()
+        losses = super().fit(progress=progress, on_epoch=on_epoch)
+        self._report = self._gating_stage()
+        return losses
+
+    def report(self) -> dict[str, Any]:
+        return {"armo": self._report}
+
+    def _decorrelate(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The training completions' attribute rewards r, the verbosity penalties fitted on
+        them (the reference distribution; unless ``armo_decorrelate`` is False), the
+        decorrelated r', and the hidden states at the prompt's end the gating reads (one per
+        pair: chosen and rejected share the prompt, a causal model the same prefix)."""
+        config, head = self.config, self.head
+        h_last, h_prompt = _hidden_states(
+            self.model, head, self.ids, self.reward_model.pad_token_id, config.eval_batch_size,
+            config.device,
+        )  # fmt: skip
+        with torch.no_grad():
+            r = head.attribute_rewards(h_last)
+            if config.armo_decorrelate:
+                lam = verbosity_penalties(r[:-1].double(), r[-1].double())
+                head.verbosity_penalty.copy_(lam.float())
+            r_dec = head.decorrelated(h_last)
+        return r, r_dec, h_prompt[: len(self.train_pairs)]
+
+    def _gating_stage(self) -> dict[str, Any]:
+        """Verbosity decorrelation, then the gating network and β trained Bradley-Terry on the
+        training pairs over cached hidden states (the data order continues stage 1's)."""
+        config, model, head, names = self.config, self.model, self.head, self.names
+        device, n, per_step = config.device, len(self.train_pairs), self.per_step
+        r, r_dec, x = self._decorrelate()
+        for p in model.parameters():
+            p.requires_grad_(False)
+
+        # Stage 2: gating network and β, Bradley-Terry on the labelled pairs.
+        gate_params = [*head.gate.parameters(), head.logit_scale]
+        for p in gate_params:
+            p.requires_grad_(True)
+        gate_opt = torch.optim.AdamW(gate_params, lr=config.armo_gate_lr)
+        gate_steps = -(-n // per_step) * config.armo_gate_epochs
+
+        def gate_scores(idx: Tensor) -> tuple[Tensor, Tensor]:
             g = head.gating(x[idx])
-            s_c = (g * r_dec[:, idx].T).sum(dim=1)
-            s_r = (g * r_dec[:, idx + n].T).sum(dim=1)
-            loss, _ = armo_gating_loss(s_c, s_r)
-            gate_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gate_opt.step()
-            gate_sched.step()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    model.eval()
+            return (g * r_dec[:, idx].T).sum(dim=1), (g * r_dec[:, idx + n].T).sum(dim=1)
 
-    final_loss, final_stats = full_gate_loss()
-    with torch.no_grad():
-        weights = head.gating(x).mean(dim=0).cpu()
-        r_cpu, r_dec_cpu = r.double().cpu(), r_dec.double().cpu()
-    report = {
-        "attributes": names,
-        "attribute_noise": config.armo_attribute_noise,
-        "head_rho_clean": {k: _finite(pearson(r_cpu[i], clean[i])) for i, k in enumerate(names)},
-        "verbosity_penalty": dict(zip(names[:-1], head.verbosity_penalty.tolist(), strict=True)),
-        "decorrelated_rho_verbosity": {
-            k: _finite(pearson(r_dec_cpu[i], r_cpu[-1])) for i, k in enumerate(names[:-1])
-        },
-        "gate_mean_weights": dict(zip(names[:-1], weights.tolist(), strict=True)),
-        "logit_scale": float(head.logit_scale.item()),
-        "gate_initial_loss": float(initial_loss),
-        "gate_final_loss": float(final_loss),
-        "gate_final_accuracy": float(final_stats["accuracy"]),
-    }
-    return losses, report
+        def full_gate_loss() -> tuple[Tensor, dict[str, Tensor]]:
+            with torch.no_grad():
+                g = head.gating(x)
+                return armo_gating_loss((g * r_dec[:, :n].T).sum(1), (g * r_dec[:, n:].T).sum(1))
+
+        def gate_batch_loss(idx: list[int]) -> tuple[Tensor, None]:
+            return armo_gating_loss(*gate_scores(torch.tensor(idx, device=device)))[0], None
+
+        initial_loss, _ = full_gate_loss()
+        run_epochs(
+            gate_batch_loss,
+            gate_opt,
+            lr_schedule(gate_opt, gate_steps, "linear"),
+            items=n,
+            batch=per_step,
+            epochs=config.armo_gate_epochs,
+            order_gen=self.order_gen,
+        )
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.eval()
+
+        final_loss, final_stats = full_gate_loss()
+        with torch.no_grad():
+            weights = head.gating(x).mean(dim=0).cpu()
+            r_cpu, r_dec_cpu = r.double().cpu(), r_dec.double().cpu()
+        clean = self.clean
+        return {
+            "attributes": names,
+            "attribute_noise": config.armo_attribute_noise,
+            "head_rho_clean": {
+                k: _finite(pearson(r_cpu[i], clean[i])) for i, k in enumerate(names)
+            },
+            "verbosity_penalty": dict(
+                zip(names[:-1], head.verbosity_penalty.tolist(), strict=True)
+            ),
+            "decorrelated_rho_verbosity": {
+                k: _finite(pearson(r_dec_cpu[i], r_cpu[-1])) for i, k in enumerate(names[:-1])
+            },
+            "gate_mean_weights": dict(zip(names[:-1], weights.tolist(), strict=True)),
+            "logit_scale": float(head.logit_scale.item()),
+            "gate_initial_loss": float(initial_loss),
+            "gate_final_loss": float(final_loss),
+            "gate_final_accuracy": float(final_stats["accuracy"]),
+        }
 
 
 def _finite(x: Tensor) -> float | None:

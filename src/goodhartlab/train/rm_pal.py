@@ -40,7 +40,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from goodhartlab.core.pal import (
     ideal_point_reward,
@@ -52,6 +51,7 @@ from goodhartlab.data.schema import PreferencePair
 from goodhartlab.rewards.pal_head import PalHead
 from goodhartlab.rewards.reward_model import RewardModel, collate_rm_inputs, reward_at_last_token
 from goodhartlab.train.rm_armo import check_backbone
+from goodhartlab.train.rm_loop import RMHead, run_epochs
 
 PERSONA_KEY = "persona"
 
@@ -113,83 +113,71 @@ def backbone_prompts(head: PalHead, pairs: Sequence[PreferencePair], names: Sequ
     return out
 
 
-def train_pal(
-    model: nn.Module,
-    reward_model: RewardModel,
-    train_pairs: list[PreferencePair],
-    config,
-    *,
-    progress: bool,
-) -> tuple[list[float], dict[str, Any]]:
-    """Train ``model`` (its ``score`` a ``PalHead`` from :func:`build_pal_head`) in place.
+class PalTrainHead(RMHead):
+    """PAL as a ``train.rm_loop.RMHead``: ``model.score`` a fresh ``PalHead``
+    (:func:`build_pal_head`, at construction: the epoch-0 evaluation reads it), trained by the
+    shared loop with Bradley-Terry on each pair's persona's reward; the mixture logits and the
+    prototypes in their own AdamW group (``pal_weights_lr``, no weight decay), the gradient
+    clipped over every parameter of the model.
 
-    Returns (per-epoch train losses, a report for goodhart_rm.json: the personas, their
-    training pair counts and mixture weights, the training pairs' accuracy per persona).
+    :meth:`report` (for goodhart_rm.json): the personas, their training pair counts and
+    mixture weights, the training pairs' accuracy per persona.
     """
-    head = model.score
-    assert isinstance(head, PalHead), type(head)
-    device = config.device
-    names = pair_personas(train_pairs)
-    users = torch.tensor([head.index(u) for u in names])
-    prompts = backbone_prompts(head, train_pairs, names)
-    ids_c = reward_model.input_ids(prompts, [p.chosen for p in train_pairs])
-    ids_r = reward_model.input_ids(prompts, [p.rejected for p in train_pairs])
-    pad_id = reward_model.pad_token_id
 
-    n = len(train_pairs)
-    steps = -(-n // config.batch_size) * config.epochs
-    params = list(model.parameters())
-    mixture = [head.weight_logits, head.prototypes]
-    rest = [p for p in params if all(p is not q for q in mixture)]
-    optimizer = torch.optim.AdamW(
-        [{"params": rest}, {"params": mixture, "lr": config.pal_weights_lr, "weight_decay": 0.0}],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        (lambda s: 1.0 - s / steps) if config.lr_schedule == "linear" else (lambda s: 1.0),
-    )
-    order_gen = torch.Generator().manual_seed(config.seed)
-    bar = tqdm(total=steps, desc="train pal", disable=not progress, leave=False)
-    losses = []
-    for _ in range(config.epochs):
-        model.train()
-        order = torch.randperm(n, generator=order_gen).tolist()
-        total = 0.0
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            input_ids, mask = collate_rm_inputs(
-                [ids_c[i] for i in idx] + [ids_r[i] for i in idx], pad_id
-            )
-            _, h_last = reward_at_last_token(
-                model, input_ids.to(device), mask.to(device), return_hidden=True
-            )
-            u = users[idx].to(device)
-            r = head.rewards_for(h_last, torch.cat([u, u]))
-            loss, stats = pal_loss(r[: len(idx)], r[len(idx) :])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(idx)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats['accuracy'].item():.2f}")
-        losses.append(total / n)
-    bar.close()
-    model.eval()
-    weights = head.weights()
-    report = {
-        "personas": list(head.personas),
-        "train_pairs_by_persona": {u: names.count(u) for u in head.personas},
-        "mixture_weights": {u: weights[i].tolist() for i, u in enumerate(head.personas)},
-        "train_accuracy_by_persona": evaluate_pal(
-            reward_model, train_pairs, batch_size=config.eval_batch_size
-        )["accuracy_by_persona"],
-    }
-    return losses, report
+    desc = "train pal"
+    eval_each_epoch = False
+
+    def __init__(self, reward_model: RewardModel, train_pairs: list[PreferencePair], config):
+        super().__init__(reward_model, config, items=len(train_pairs), batch=config.batch_size)
+        self.head = build_pal_head(self.model, train_pairs, config)
+        self.train_pairs = train_pairs
+        self.names = pair_personas(train_pairs)
+        self.users = torch.tensor([self.head.index(u) for u in self.names])
+        prompts = backbone_prompts(self.head, train_pairs, self.names)
+        self.ids_c = reward_model.input_ids(prompts, [p.chosen for p in train_pairs])
+        self.ids_r = reward_model.input_ids(prompts, [p.rejected for p in train_pairs])
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.model.parameters())
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        mixture = [self.head.weight_logits, self.head.prototypes]
+        rest = [p for p in self.parameters() if all(p is not q for q in mixture)]
+        return [
+            {"params": rest},
+            {"params": mixture, "lr": self.config.pal_weights_lr, "weight_decay": 0.0},
+        ]
+
+    def loss(self, idx: list[int]) -> tuple[Tensor, dict[str, Tensor]]:
+        device = self.config.device
+        input_ids, mask = collate_rm_inputs(
+            [self.ids_c[i] for i in idx] + [self.ids_r[i] for i in idx],
+            self.reward_model.pad_token_id,
+        )
+        _, h_last = reward_at_last_token(
+            self.model, input_ids.to(device), mask.to(device), return_hidden=True
+        )
+        u = self.users[idx].to(device)
+        r = self.head.rewards_for(h_last, torch.cat([u, u]))
+        return pal_loss(r[: len(idx)], r[len(idx) :])
+
+    def evaluate(self, pairs: Sequence[PreferencePair]) -> dict[str, Any]:
+        """:func:`evaluate_pal`: each pair scored for its own persona; {} without pairs."""
+        if not pairs:
+            return {}
+        return evaluate_pal(self.reward_model, pairs, batch_size=self.config.eval_batch_size)
+
+    def report(self) -> dict[str, Any]:
+        head, names = self.head, self.names
+        weights = head.weights()
+        return {
+            "pal": {
+                "personas": list(head.personas),
+                "train_pairs_by_persona": {u: names.count(u) for u in head.personas},
+                "mixture_weights": {u: weights[i].tolist() for i, u in enumerate(head.personas)},
+                "train_accuracy_by_persona": self.evaluate(self.train_pairs)["accuracy_by_persona"],
+            }
+        }
 
 
 def pair_latents(
@@ -252,15 +240,18 @@ def fit_persona(
         a = (mixture_weights(logits) @ prototypes).expand_as(f_c)
         return pal_loss(ideal_point_reward(f_c, a), ideal_point_reward(f_r, a))[0]
 
-    with torch.no_grad():
-        initial = float(loss_of(theta))
-    for _ in range(config.pal_fewshot_steps):
+    def full_batch_loss(_idx: list[int]) -> tuple[Tensor, None]:
         loss = loss_of(theta)
         if strength > 0:
             loss = loss + mixture_prior_penalty(theta, prior, strength, len(pairs))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return loss, None
+
+    with torch.no_grad():
+        initial = float(loss_of(theta))
+    run_epochs(
+        full_batch_loss, optimizer, None, items=len(pairs), batch=len(pairs),
+        epochs=config.pal_fewshot_steps, order_gen=None,
+    )  # fmt: skip
     with torch.no_grad():
         final = float(loss_of(theta))
     head.add_persona(persona, theta.detach()[0])
