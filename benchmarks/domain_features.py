@@ -14,15 +14,19 @@ labels flipped) and each seed, three reward models:
   (``train.rm_features``).
 
 Reported: clean held-out accuracy on the last 1,000 pairs of the file (never trained on;
-``train.rm.evaluate_reward_model``), mean over seeds ± the 95 % Student-t interval
-(``core.stats.t_interval``), and the paired difference per seed (bt_features − bt,
+``train.rm.evaluate_reward_model``) and the calibration of σ(r_c − r_r) against the clean
+labels (ECE, 10 bins, ``core.rm_metrics``; and Brier), mean over seeds ± the 95 % Student-t
+interval (``core.stats.t_interval``), and the paired difference per seed (bt_features − bt,
 features_only − bt) with its t-interval. At the largest size (``--bon``), best-of-16 and
-best-of-256 gold on the prebuilt pool (``--pool-dir``, 64 prompts x 256 base samples;
-unbiased estimator, ``core.bon``) with the paired 95 % interval over prompts of the
-difference from bt (seeds averaged first).
+best-of-256 gold (and best-of-1,024 with ``--pool-size 1024``) on the prebuilt pool
+(``--pool-dir``, 64 prompts x ``--pool-size`` base samples; unbiased estimator,
+``core.bon``) with the paired 95 % interval over prompts of the difference from bt (seeds
+averaged first).
 
     python benchmarks/domain_features.py --sizes 100 300 1000 3000 --seeds 0 1 2 \
         --bon --pool-dir /work/pool/p64x256 --out domain_features.json
+    python benchmarks/domain_features.py --sizes 3000 --bon --pool-size 1024 \
+        --pool-dir /work/pool/p64x1024 --out domain_features_1024.json
 
 One torch thread; the testbed, its backbones and the pairs in ``$GOODHART_CACHE``.
 """
@@ -97,7 +101,7 @@ def main() -> None:
     backbone = str(tb.backbone_path(p.size))
 
     pool = None
-    ns = [n for n in (16, 256) if n <= args.pool_size]
+    ns = [n for n in (16, 256, 1024) if n <= args.pool_size]
     if args.bon:
         prompts = tb.eval_prompts[: args.prompts]
         pool = build_pool(
@@ -128,6 +132,7 @@ def main() -> None:
                 row = {
                     "size": size, "arm": arm, "seed": seed,
                     "clean_accuracy": m["clean_accuracy"],
+                    "clean_ece": m["clean_ece"], "clean_brier": m["clean_brier"],
                     "seconds": round(time.perf_counter() - t, 1),
                 }  # fmt: skip
                 if pool is not None and size == max(args.sizes):
@@ -151,13 +156,12 @@ def main() -> None:
         by = {(r["arm"], r["seed"]): r for r in rows if r["size"] == size}
         for arm in ARMS:
             entry[arm] = interval([by[(arm, s)]["clean_accuracy"] for s in args.seeds])
+            entry[f"{arm}_ece"] = interval([by[(arm, s)]["clean_ece"] for s in args.seeds])
             if arm != "bt":
-                entry[f"{arm}_minus_bt"] = interval(
-                    [
-                        by[(arm, s)]["clean_accuracy"] - by[("bt", s)]["clean_accuracy"]
-                        for s in args.seeds
-                    ]
-                )
+                for key, suffix in (("clean_accuracy", ""), ("clean_ece", "_ece")):
+                    entry[f"{arm}_minus_bt{suffix}"] = interval(
+                        [by[(arm, s)][key] - by[("bt", s)][key] for s in args.seeds]
+                    )
             for n in ns if ("bt", args.seeds[0]) in bon and size == max(args.sizes) else ():
                 entry[f"{arm}_bon_gold_n{n}"] = interval(
                     [by[(arm, s)][f"bon_gold_n{n}"] for s in args.seeds]

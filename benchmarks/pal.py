@@ -32,16 +32,22 @@ is left out of training.
 * The agreement of the personas' noise-free labels on the held-out pairs is printed (and
   recorded); ``--held-out least-agreeing`` holds out the persona with the least mean
   agreement with the others. ``--few-shot-only`` skips the seen personas' comparisons.
+* Calibration per seen persona: the ECE (10 bins, ``core.rm_metrics``, through
+  ``train.rm.evaluate_reward_model``) of σ(r_c − r_r) against that persona's noise-free
+  labels of the held-out pairs, for every model.
 * Best-of-16 gold per seen persona (that persona's gold) on ``--prompts`` held-out prompts x
-  256 base-policy samples (``--pool-dir``; unbiased estimator, ``core.bon``), each model
-  picking by its reward for that persona (the pooled model: its one reward).
+  ``--pool-size`` base-policy samples (``--pool-dir``, 256 or 1,024; unbiased estimator,
+  ``core.bon``), and best-of-256 and 1,024 where the pool has them, each model picking by its
+  reward for that persona (the pooled model: its one reward). ``seen_mean_bon*``: averaged
+  over the seen personas (the paired difference: seeds and personas averaged per prompt).
 
 Intervals: mean over seeds ± the 95 % t-interval (``core.stats.t_interval``) of the seed
 values, for each model and for the paired per-seed differences PAL − pooled BT and PAL −
-per-persona BT (best-of-16: seeds averaged, then a 95 % normal interval over prompts of the
+per-persona BT (best-of-n: seeds averaged, then a 95 % normal interval over prompts of the
 paired difference).
 
     python benchmarks/pal.py --pool-dir /work/pool/p64x256 [--prompted] [--seeds 0 1 2] [--out pal.json]
+    python benchmarks/pal.py --pool-dir /work/pool/p64x1024 --pool-size 1024 --out pal_1024.json
     python benchmarks/pal.py --few-shot-only --validate-prior --prior-strengths 0 1 10 100 \
         [--held-out least-agreeing]
 
@@ -111,6 +117,20 @@ def latent_accuracy(head, logits: torch.Tensor, latents) -> float:
         return float((ideal_point_reward(f_c, a) > ideal_point_reward(f_r, a)).double().mean())
 
 
+def persona_held_out(raw) -> dict[str, list]:
+    """The last 1,000 of the study's pairs ``raw``, labelled noise-free by each persona."""
+    held_raw = raw[-1000:]
+    return {u: label_pairs_by_persona(held_raw, [u] * len(held_raw), noise=0.0) for u in PERSONAS}
+
+
+def persona_train_pairs(raw, seen: list[str], n_train: int, *, noise: float, seed: int) -> list:
+    """The first ``n_train`` of ``raw`` dealt round-robin to the ``seen`` personas, each pair
+    labelled by its persona (``noise`` of the labels flipped)."""
+    return label_pairs_by_persona(
+        raw[:n_train], [seen[i % len(seen)] for i in range(n_train)], noise=noise, seed=seed
+    )
+
+
 def agreement_matrix(held_by_persona: dict) -> dict[str, dict[str, float]]:
     """Fraction of the (same) held-out pairs on which two personas' noise-free labels agree."""
     names = list(held_by_persona)
@@ -141,7 +161,11 @@ def main() -> None:
     ap.add_argument("--ft-lr", type=float, default=1e-4)
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--pool-dir", default="rm_variants_pool")
-    ap.add_argument("--no-bon", action="store_true", help="skip best-of-16")
+    ap.add_argument(
+        "--pool-size", type=int, default=256,
+        help="samples per prompt of the pool (256 or 1024: best-of-16, 256 and 1,024)",
+    )  # fmt: skip
+    ap.add_argument("--no-bon", action="store_true", help="skip best-of-n")
     ap.add_argument(
         "--pal-epochs", type=int, default=None, help="PAL's epochs (default: the study's)"
     )
@@ -185,7 +209,7 @@ def main() -> None:
         )
     )  # fmt: skip
     held_raw = raw[-1000:]
-    held = {u: label_pairs_by_persona(held_raw, [u] * len(held_raw), noise=0.0) for u in PERSONAS}
+    held = persona_held_out(raw)
     agreement = agreement_matrix(held)
     print("agreement of the personas' noise-free labels on the held-out pairs:")
     print("  " + " " * 11 + " ".join(f"{w[:5]:>5}" for w in PERSONAS))
@@ -200,10 +224,7 @@ def main() -> None:
     n_train, max_shots = args.train_pairs, max(args.shots)
     per_persona = n_train // len(seen)
     assert n_train + max_shots + per_persona <= len(raw) - 1000, "pair sets overlap"
-    train = label_pairs_by_persona(
-        raw[:n_train], [seen[i % len(seen)] for i in range(n_train)], noise=args.noise,
-        seed=study.seed,
-    )  # fmt: skip
+    train = persona_train_pairs(raw, seen, n_train, noise=args.noise, seed=study.seed)
     shots_raw = raw[n_train : n_train + max_shots]
     own_raw = raw[n_train + max_shots : n_train + max_shots + per_persona]
     if args.few_shot_only:
@@ -217,15 +238,18 @@ def main() -> None:
         ]
 
     bon = not args.no_bon
+    ns = [n for n in (16, 256, 1024) if n <= args.pool_size]
     if bon:
-        # The pool of benchmarks/rm_variants.py (64 prompts x 256); its first --prompts prompts.
+        # The pool of benchmarks/rm_variants.py (64 prompts x --pool-size); its first
+        # --prompts prompts.
+        size = args.pool_size
         pool = build_pool(
-            args.pool_dir, tb.load_policy("cpu"), tb.tokenizer, tb.eval_prompts[:64], 256,
-            max_new_tokens=tb.max_new_tokens, seed=study.seed, chunk_size=256,
+            args.pool_dir, tb.load_policy("cpu"), tb.tokenizer, tb.eval_prompts[:64], size,
+            max_new_tokens=tb.max_new_tokens, seed=study.seed, chunk_size=size,
         )  # fmt: skip
         prompts = tb.eval_prompts[: args.prompts]
-        flat_prompts, flat_completions = (x[: 256 * len(prompts)] for x in pool.flat())
-        assert all(q == prompts[i // 256] for i, q in enumerate(flat_prompts))
+        flat_prompts, flat_completions = (x[: size * len(prompts)] for x in pool.flat())
+        assert all(q == prompts[i // size] for i, q in enumerate(flat_prompts))
         gold = {
             u: np.array(
                 [persona_gold(u, q, c) for q, c in zip(flat_prompts, flat_completions, strict=True)]
@@ -233,12 +257,24 @@ def main() -> None:
             for u in seen
         }
 
-    def bon16(rm, u, *, tell_persona: bool = False) -> np.ndarray:
+    def pool_scores(rm, u=None, *, tell_persona: bool = False) -> np.ndarray:
         texts = [persona_prompt(u, q) for q in flat_prompts] if tell_persona else flat_prompts
         with torch.no_grad():
             r = rm(texts, flat_completions, batch_size=256)
-        curve = expected_best_of_n(r.double().numpy().reshape(len(prompts), -1), gold[u], [16])
-        return curve.gold_per_prompt.numpy()[:, 0]
+        return r.double().numpy().reshape(len(prompts), -1)
+
+    def best_of(rm_or_scores, u, *, tell_persona: bool = False) -> dict[int, list[float]]:
+        """Best-of-n gold of persona ``u`` per prompt, for each n of ``ns``."""
+        r = rm_or_scores
+        if not isinstance(r, np.ndarray):
+            r = pool_scores(r, u, tell_persona=tell_persona)
+        g = expected_best_of_n(r, gold[u], ns).gold_per_prompt.numpy()
+        return {n: g[:, k].tolist() for k, n in enumerate(ns)}
+
+    def record(entry: dict, m: str, rm, pairs) -> None:
+        """Accuracy and clean ECE of ``rm`` on ``pairs`` into ``entry[m]``, ``entry["ece_"+m]``."""
+        e = evaluate_reward_model(rm, pairs, batch_size=256)
+        entry[m], entry[f"ece_{m}"] = e["accuracy"], e["clean_ece"]
 
     backbone = str(tb.backbone_path(p.size))
     rows = []
@@ -260,25 +296,29 @@ def main() -> None:
                 prompted(train), tb.tokenizer, backbone, base, eval_pairs=[], progress=False
             ).reward_model
         per: dict[str, dict] = {}
+        pooled_scores = pool_scores(pooled.reward_model) if bon and not args.few_shot_only else None
         for u in [] if args.few_shot_only else seen:
             own = train_reward_model(
                 [q for q in train if q.meta["persona"] == u], tb.tokenizer, backbone, base,
                 eval_pairs=[], progress=False,
             ).reward_model  # fmt: skip
             select_persona(pal.reward_model, u)
-            per[u] = {
-                "pal": accuracy(pal.reward_model, held[u]),
-                "bt_pooled": accuracy(pooled.reward_model, held[u]),
-                "bt_own": accuracy(own, held[u]),
-            }
+            per[u] = {}
+            record(per[u], "pal", pal.reward_model, held[u])
+            record(per[u], "bt_pooled", pooled.reward_model, held[u])
+            record(per[u], "bt_own", own, held[u])
             if bon:
-                per[u]["bon16_pal"] = bon16(pal.reward_model, u).tolist()
-                per[u]["bon16_bt_pooled"] = bon16(pooled.reward_model, u).tolist()
-                per[u]["bon16_bt_own"] = bon16(own, u).tolist()
+                for m, best in (
+                    ("pal", best_of(pal.reward_model, u)),
+                    ("bt_pooled", best_of(pooled_scores, u)),
+                    ("bt_own", best_of(own, u)),
+                ):
+                    per[u].update({f"bon{n}_{m}": g for n, g in best.items()})
             if args.prompted:
-                per[u]["bt_prompted"] = accuracy(told, prompted(held[u]))
+                record(per[u], "bt_prompted", told, prompted(held[u]))
                 if bon:
-                    per[u]["bon16_bt_prompted"] = bon16(told, u, tell_persona=True).tolist()
+                    best = best_of(told, u, tell_persona=True)
+                    per[u].update({f"bon{n}_bt_prompted": g for n, g in best.items()})
         row["seen"] = per
 
         # Few-shot on the held-out persona.
@@ -387,19 +427,21 @@ def main() -> None:
             entry[f"pal_minus_{m}"] = interval(
                 [a - b for a, b in zip(accs["pal"], accs[m], strict=True)]
             )
-        if bon:
+        for m in models:
+            entry[f"ece_{m}"] = interval([r["seen"][u][f"ece_{m}"] for r in rows])
+            if m != "pal":
+                entry[f"ece_pal_minus_{m}"] = interval(
+                    [r["seen"][u]["ece_pal"] - r["seen"][u][f"ece_{m}"] for r in rows]
+                )
+        for n in ns if bon else ():
             mean_curve = {
-                m: np.mean([r["seen"][u][f"bon16_{m}"] for r in rows], axis=0)
-                for m in models
+                m: np.mean([r["seen"][u][f"bon{n}_{m}"] for r in rows], axis=0) for m in models
             }
             for m in mean_curve:
-                entry[f"bon16_{m}"] = interval([float(np.mean(r["seen"][u][f"bon16_{m}"]))
-                                                for r in rows])  # fmt: skip
-            entry["bon16_pal_minus_bt_pooled_paired"] = prompt_interval(
-                mean_curve["pal"] - mean_curve["bt_pooled"]
-            )
-            for m in models[2:]:
-                entry[f"bon16_pal_minus_{m}_paired"] = prompt_interval(
+                entry[f"bon{n}_{m}"] = interval([float(np.mean(r["seen"][u][f"bon{n}_{m}"]))
+                                                 for r in rows])  # fmt: skip
+            for m in models[1:]:
+                entry[f"bon{n}_pal_minus_{m}_paired"] = prompt_interval(
                     mean_curve["pal"] - mean_curve[m]
                 )
         summary["seen"][u] = entry
@@ -407,6 +449,25 @@ def main() -> None:
         summary["seen_mean_" + m] = interval(
             [float(np.mean([r["seen"][u][m] for u in seen])) for r in rows]
         )
+        summary["seen_mean_ece_" + m] = interval(
+            [float(np.mean([r["seen"][u][f"ece_{m}"] for u in seen])) for r in rows]
+        )
+        for n in ns if bon else ():
+            summary[f"seen_mean_bon{n}_{m}"] = interval(
+                [float(np.mean([r["seen"][u][f"bon{n}_{m}"] for u in seen])) for r in rows]
+            )
+            if m != "pal":
+                # Paired over prompts: seeds and seen personas averaged first.
+                diff = np.mean(
+                    [np.subtract(r["seen"][u][f"bon{n}_pal"], r["seen"][u][f"bon{n}_{m}"])
+                     for r in rows for u in seen], axis=0,
+                )  # fmt: skip
+                summary[f"seen_mean_bon{n}_pal_minus_{m}_paired"] = prompt_interval(diff)
+    for m in [] if args.few_shot_only else models[1:]:
+        summary[f"seen_mean_ece_pal_minus_{m}"] = interval(
+            [float(np.mean([r["seen"][u]["ece_pal"] - r["seen"][u][f"ece_{m}"] for u in seen]))
+             for r in rows]
+        )  # fmt: skip
     if not args.few_shot_only:
         summary["seen_mean_pal_minus_bt_pooled"] = interval(
             [float(np.mean([r["seen"][u]["pal"] - r["seen"][u]["bt_pooled"] for u in seen]))

@@ -118,6 +118,57 @@ def paired_prompt_interval(diff: np.ndarray) -> dict[str, float]:
     }
 
 
+def study_pairs(tb, study, train_pairs: int) -> tuple[list, list]:
+    """(train, held-out) pairs: the first ``train_pairs`` and the last 1,000 of the default
+    study's cached gold-labelled pairs (``experiments.proxies.preference_pairs``; its noise)."""
+    p = study.proxies
+    pairs_path = preference_pairs(
+        tb,
+        Path(tb.root) / "proxies",
+        pairs=p.pairs,
+        noise=p.noise,
+        seed=study.seed,
+        progress=False,
+    )
+    pairs = read_pairs(pairs_path)
+    held_out = pairs[-1000:]
+    if train_pairs > len(pairs) - len(held_out):
+        raise ValueError(
+            f"train_pairs: at most {len(pairs) - len(held_out)} (the held-out pairs are the "
+            f"last {len(held_out)} of {len(pairs)}), got {train_pairs}"
+        )
+    return pairs[:train_pairs], held_out
+
+
+def train_variant(name: str, seed: int, train: list, tb, study, sampler, out_dir=None):
+    """Train variant ``name`` (of ``VARIANTS``) of seed ``seed`` on ``train`` with the study's
+    recipe from its size-``small`` backbone; REFORM searches with ``sampler`` and the gold and
+    trains on ``len(train)`` minus its added pairs (unless in ``EXTRA_LABELS``). Returns the
+    ``RMTrainResult``; saved to ``out_dir`` if given."""
+    p = study.proxies
+    backbone = str(tb.backbone_path(p.size))
+    config = RMTrainConfig(epochs=p.epochs, lr=p.lr, seed=seed, eval_fraction=0.0)
+    config = config.model_copy(update=VARIANTS[name])
+    config = RMTrainConfig(**config.model_dump())  # validated
+    if config.objective == "reform":  # REFORM's search needs the policy and gold
+        added = config.reform_rounds * config.reform_pairs
+        budget = len(train) - (0 if name in EXTRA_LABELS else added)
+        return train_reform(
+            train[:budget],
+            tb.tokenizer,
+            backbone,
+            config,
+            sample=sampler,
+            gold=tb.gold,
+            eval_pairs=[],
+            out_dir=out_dir,
+            progress=False,
+        )
+    return train_reward_model(
+        train, tb.tokenizer, backbone, config, eval_pairs=[], out_dir=out_dir, progress=False
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -136,18 +187,7 @@ def main() -> None:
     study = load_config(None)
     tb = make_testbed(study, progress=False)
     p = study.proxies
-    pairs_path = preference_pairs(
-        tb,
-        Path(tb.root) / "proxies",
-        pairs=p.pairs,
-        noise=p.noise,
-        seed=study.seed,
-        progress=False,
-    )
-    pairs = read_pairs(pairs_path)
-    held_out = pairs[-1000:]
-    train = pairs[: args.train_pairs]
-    assert args.train_pairs <= len(pairs) - len(held_out), "train and held-out pairs overlap"
+    train, held_out = study_pairs(tb, study, args.train_pairs)
 
     t0 = time.perf_counter()
     prompts = tb.eval_prompts[: args.prompts]
@@ -165,7 +205,6 @@ def main() -> None:
     gold = tb.gold(flat_prompts, flat_completions).double().numpy().reshape(len(prompts), -1)
     pool_seconds = time.perf_counter() - t0
 
-    backbone = str(tb.backbone_path(p.size))
     sampler = policy_sampler(
         tb.load_policy("cpu"), tb.tokenizer, max_new_tokens=tb.max_new_tokens, device="cpu"
     )
@@ -173,26 +212,7 @@ def main() -> None:
     for name in args.variants:
         for seed in args.seeds:
             t = time.perf_counter()
-            config = RMTrainConfig(epochs=p.epochs, lr=p.lr, seed=seed, eval_fraction=0.0)
-            config = config.model_copy(update=VARIANTS[name])
-            config = RMTrainConfig(**config.model_dump())  # validated
-            if config.objective == "reform":  # REFORM's search needs the policy and gold
-                added = config.reform_rounds * config.reform_pairs
-                budget = args.train_pairs - (0 if name in EXTRA_LABELS else added)
-                result = train_reform(
-                    train[:budget],
-                    tb.tokenizer,
-                    backbone,
-                    config,
-                    sample=sampler,
-                    gold=tb.gold,
-                    eval_pairs=[],
-                    progress=False,
-                )
-            else:
-                result = train_reward_model(
-                    train, tb.tokenizer, backbone, config, eval_pairs=[], progress=False
-                )
+            result = train_variant(name, seed, train, tb, study, sampler)
             rm = result.reward_model
             held_out_metrics = evaluate_reward_model(rm, held_out)
             with torch.no_grad():
