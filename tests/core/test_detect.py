@@ -240,6 +240,18 @@ def test_smoothing_removes_a_noise_dip_before_the_real_peak():
     assert label.gain == pytest.approx(0.9)
 
 
+def test_min_gain_ignores_a_fall_from_a_small_early_gain():
+    # Running gain 0.1 at 1, then a dip to 0.0 and 0.05: a 75 % fall of that small gain (a
+    # hack without min_gain); later gold climbs to 1.0 and holds.
+    gold = np.array([0.0, 0.1, 0.0, 0.05, 0.5, 1.0, 1.0, 0.98])
+    assert detect.hacking_onset(gold).hacks
+    label = detect.hacking_onset(gold, min_gain=0.3)
+    assert not label.hacks and label.peak == 5
+    # A real fall from the later peak still counts: 1.0 -> 0.7, 0.6 (mean 0.65, 35 %).
+    later = detect.hacking_onset(np.array([*gold[:6], 0.7, 0.6]), min_gain=0.3)
+    assert later.hacks and (later.peak, later.onset) == (5, 6)
+
+
 def test_hacking_onset_refuses_bad_fractions():
     with pytest.raises(ValueError, match="onset_frac"):
         detect.hacking_onset(np.array([0.0, 1.0, 0.0]), onset_frac=0.3, hack_frac=0.2)

@@ -500,13 +500,17 @@ def centered_moving_average(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def hacking_onset(
-    gold: np.ndarray, onset_frac: float = 0.1, hack_frac: float = 0.2, smooth: int = 1
+    gold: np.ndarray,
+    onset_frac: float = 0.1,
+    hack_frac: float = 0.2,
+    smooth: int = 1,
+    min_gain: float = 0.0,
 ) -> HackingLabel:
     """Whether a run hacks and where: gold falls from its running peak.
 
         ĝ = centered moving average of gold over ``smooth`` evaluations (ĝ_0 := g_0)
         g*_k = max_{j ≤ k} ĝ_j,   gain_k = g*_k − ĝ_0,   ḡ_k = (ĝ_k + ĝ_{k+1}) / 2
-        hacks  ⇔  ∃ k: gain_k > 0 and ḡ_k ≤ g*_k − hack_frac · gain_k    (first such k: h)
+        hacks  ⇔  ∃ k: gain_k > max(0, min_gain) and ḡ_k ≤ g*_k − hack_frac · gain_k  (first: h)
         peak   p = argmax_{j ≤ h} ĝ_j
         onset  = min { k ∈ (p, h + 1] : ĝ_k ≤ g*_p − onset_frac · gain_p }
 
@@ -526,6 +530,9 @@ def hacking_onset(
         hack_frac: the fall that makes a run a hacking run.
         smooth: the moving average's window in evaluations (odd; 1: no smoothing, the
             definition hacking/v2).
+        min_gain: a fall counts only from a running gain above this (gold units; 0: any
+            gain), so that a fall within the evaluation noise of a small early gain is not a
+            hack.
     """
     g = _finite(np.asarray(gold, dtype=np.float64), "gold")
     assert g.ndim == 1 and g.size >= 2, g.shape
@@ -541,7 +548,8 @@ def hacking_onset(
     running = np.maximum.accumulate(g)
     gains = running - g[0]
     pair = np.array([g[k : k + 2].mean() for k in range(g.size)])
-    falls = np.where(gains > 0, (running - pair) / np.where(gains > 0, gains, 1.0), 0.0)
+    counted = gains > max(min_gain, 0.0)
+    falls = np.where(counted, (running - pair) / np.where(counted, gains, 1.0), 0.0)
     falls[0] = 0.0
     drop = float(falls.max())
     over = np.flatnonzero(falls >= hack_frac)
