@@ -354,7 +354,9 @@ def main() -> None:
                 }
             ft_config = base.model_copy(
                 update={
-                    "epochs": args.ft_epochs, "lr": args.ft_lr, "batch_size": min(k, 16),
+                    "epochs": args.ft_epochs,
+                    "lr": args.ft_lr,
+                    "batch_size": min(k, 16),
                     "reinit_head": False,
                 }
             )
@@ -510,8 +512,12 @@ def main() -> None:
         val_mean = {
             lam: float(
                 np.mean(
-                    [r["prior_validation"][k][lam][u] for r in rows for k in map(str, args.shots)
-                     for u in seen]
+                    [
+                        r["prior_validation"][k][lam][u]
+                        for r in rows
+                        for k in map(str, args.shots)
+                        for u in seen
+                    ]
                 )
             )
             for lam in (f"{x:g}" for x in args.prior_strengths)
@@ -521,8 +527,10 @@ def main() -> None:
             "by_k": {
                 k: {
                     lam: interval(
-                        [float(np.mean([r["prior_validation"][k][lam][u] for u in seen]))
-                         for r in rows]
+                        [
+                            float(np.mean([r["prior_validation"][k][lam][u] for u in seen]))
+                            for r in rows
+                        ]
                     )
                     for lam in val_mean
                 }

@@ -181,12 +181,15 @@ class Registry(Generic[T]):
         written once, in the function). A name already taken raises ValueError unless
         ``replace=True`` (a plugin that means to override).
         """
-        if not isinstance(name, str) or not name or not name.replace("_", "a").replace(
-            "-", "a"
-        ).replace(".", "a").isalnum():
+        if (
+            not isinstance(name, str)
+            or not name
+            or not name.replace("_", "a").replace("-", "a").replace(".", "a").isalnum()
+        ):
             raise ValueError(
                 f"{self.kind} name {name!r}: expected letters, digits, '_', '-' or '.'"
             )
+
         def add(o: T) -> T:
             model = params
             if isinstance(params, Mapping):

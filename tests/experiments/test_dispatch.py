@@ -164,9 +164,7 @@ def test_progress_reported_inside_a_task_reaches_the_caller(monkeypatch):
     assert here == [("t", 1, 3), ("t", 2, 3), ("t", 3, 3)]
     # A spawned worker keeps REPORT_EVERY's default (0.5 s): of reports 0.3 s apart the
     # second is skipped, the last (all done) never.
-    run_tasks(
-        [Task("t", count_to, (3, 0.3))], workers=2, on_progress=lambda *r: pooled.append(r)
-    )
+    run_tasks([Task("t", count_to, (3, 0.3))], workers=2, on_progress=lambda *r: pooled.append(r))
     assert pooled == [("t", 1, 3), ("t", 3, 3)]
     dispatch.report_progress(1, 2)  # outside a task: nothing to report to, no error
 

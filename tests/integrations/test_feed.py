@@ -16,9 +16,7 @@ from goodhartlab.monitor.live import MonitorConfig
 
 def length_feed(**kw) -> MonitorFeed:
     # length_drift: |mean words - mean words at the first point| / max(sd at the first, 1).
-    config = MonitorConfig(
-        detectors=["length_drift"], alarm=None, thresholds={"length_drift": 1.0}
-    )
+    config = MonitorConfig(detectors=["length_drift"], alarm=None, thresholds={"length_drift": 1.0})
     return MonitorFeed(config, **kw)
 
 
@@ -61,8 +59,11 @@ def test_samples_per_point_numbers_points_itself():
         ({"completion_ids": [[1, 2], [1.5], [3]]}, "bad_ids:completion_ids", 1),
         ({"logp": [[-0.1], [0.5], [-1.0]]}, "bad_logp:logp", 1),
         ({"logp": [[-0.1], [math.nan], [-1.0]]}, "bad_logp:logp", 1),
-        ({"completion_ids": [[1], [2], [3]], "logp": [[-1.0, -1.0], [-1.0], [-1.0]]},
-         "bad_logp:token_counts", 1),
+        (
+            {"completion_ids": [[1], [2], [3]], "logp": [[-1.0, -1.0], [-1.0], [-1.0]]},
+            "bad_logp:token_counts",
+            1,
+        ),
     ],
 )
 def test_a_bad_row_is_skipped_and_counted(kwargs, reason, n):

@@ -57,9 +57,9 @@ class DataProto:
         for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
             pi = tokenizer(p, add_special_tokens=False).input_ids[-P:]
             ri = tokenizer(r, add_special_tokens=False).input_ids[:T]
-            self.batch["prompts"][i, P - len(pi):] = torch.tensor(pi)  # left-padded
+            self.batch["prompts"][i, P - len(pi) :] = torch.tensor(pi)  # left-padded
             self.batch["responses"][i, : len(ri)] = torch.tensor(ri)
-            self.batch["attention_mask"][i, P - len(pi): P + len(ri)] = 1
+            self.batch["attention_mask"][i, P - len(pi) : P + len(ri)] = 1
         self.non_tensor_batch = {
             "data_source": np.array(["toy"] * n, dtype=object),
             "reward_model": np.array([{"ground_truth": "great"}] * n, dtype=object),

@@ -202,9 +202,7 @@ def test_cache_is_reused_and_a_corrupt_or_partial_artifact_is_rebuilt(tmp_path, 
 
 def test_is_built_says_what_is_cached_and_valid_without_building_it(tmp_path):
     tb = ToyText(TINY, cache_dir=tmp_path, progress=False)
-    assert not any(
-        tb.is_built(*a) for a in [("tokenizer",), ("policy",), ("backbone", "small", 1)]
-    )
+    assert not any(tb.is_built(*a) for a in [("tokenizer",), ("policy",), ("backbone", "small", 1)])
     assert not tb.root.exists()  # nothing was built to answer
     tb.backbone_path("small", seed=1)
     assert tb.is_built("tokenizer") and tb.is_built("backbone", "small", 1)

@@ -128,4 +128,6 @@ def test_training_and_scoring_inputs_agree_and_reload_keeps_the_tool(
     )
     # The answer matters: the same weights without the tool score differently.
     untooled = RewardModel(loaded.model, loaded.tokenizer, max_length=128)
-    assert not torch.allclose(untooled.score(prompts, completions), loaded.score(prompts, completions))
+    assert not torch.allclose(
+        untooled.score(prompts, completions), loaded.score(prompts, completions)
+    )

@@ -206,7 +206,10 @@ AGGREGATORS.register(
     paper="He et al. 2025, arXiv 2512.24138 (one optimized proxy, auxiliary members)",
 )
 AGGREGATORS.register(
-    "mean_minus_std", mean_minus_std, paper=EISENSTEIN, params={"k": "standard deviations subtracted"}
+    "mean_minus_std",
+    mean_minus_std,
+    paper=EISENSTEIN,
+    params={"k": "standard deviations subtracted"},
 )
 
 

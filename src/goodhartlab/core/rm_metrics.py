@@ -186,7 +186,6 @@ def spearman(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
     return pearson(rankdata(x), rankdata(y))
 
 
-
 def kendall_tau(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
     """Kendall's tau-b: (concordant − discordant) / sqrt((n0 − n1)(n0 − n2)) over the
     n0 = N(N−1)/2 pairs, n1 / n2 the pairs tied in x / y (Kendall 1945); NaN if either is
@@ -238,6 +237,7 @@ def rank_correlation_interval(
         return fn(x, y), float("nan"), float("nan")
     lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
     return fn(x, y), float(lo), float(hi)
+
 
 def length_matched(len_chosen: Tensor, len_rejected: Tensor, tolerance: float = 0.1) -> Tensor:
     """Rows whose rejected completions all have about the chosen one's length.

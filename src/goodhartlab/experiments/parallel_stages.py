@@ -363,9 +363,7 @@ def _loaded_pool(pool_dir: str, digest: str):
     return pool
 
 
-def score_block(
-    testbed, pool, reward: str, start: int, stop: int, batch_size: int, device: str
-):
+def score_block(testbed, pool, reward: str, start: int, stop: int, batch_size: int, device: str):
     """Task: the scores of the pool's rows ``start..stop`` by one reward (a NumPy array:
     pickled by value), in the calls ``score_pool`` makes (``pool``: ``(directory,
     digest)``, or in this process the loaded pool itself)."""

@@ -392,7 +392,9 @@ class MonitorFeed:
                 self.bad_rows[f"partial:{name}"] += len(rows) - have
         members = fields.get("r_members")
         if members is not None and self.monitor.points:
-            first = next((p.r_members for p in self.monitor.points if p.r_members is not None), None)
+            first = next(
+                (p.r_members for p in self.monitor.points if p.r_members is not None), None
+            )
             if first is not None and first.shape[0] != members.shape[0]:
                 bad["partial:r_members"] += len(rows)
                 self.bad_rows["partial:r_members"] += len(rows)
@@ -410,8 +412,10 @@ class MonitorFeed:
     ) -> FeedReading:
         previous = self.readings[-1] if self.readings else None
         alarm = reading.alarm if reading is not None else bool(previous and previous.alarm)
-        alarm_step = reading.alarm_step if reading is not None else (
-            previous.alarm_step if previous else None
+        alarm_step = (
+            reading.alarm_step
+            if reading is not None
+            else (previous.alarm_step if previous else None)
         )
         if reading is None or not self._can_tell(reading):
             verdict = HACKING if (alarm and reading is not None) else COULD_NOT_TELL

@@ -62,9 +62,9 @@ def build_app(scorer: MonitoredScorer):
         try:
             data = await request.json()
         except (ValueError, UnicodeDecodeError):
-            return error("the body is not JSON; expected {\"query\": [...], \"prompts\": [...]}")
+            return error('the body is not JSON; expected {"query": [...], "prompts": [...]}')
         if not isinstance(data, dict) or "query" not in data:
-            return error("expected a JSON object with \"query\" (a list of texts)")
+            return error('expected a JSON object with "query" (a list of texts)')
         try:
             from starlette.concurrency import run_in_threadpool
 

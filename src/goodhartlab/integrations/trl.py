@@ -119,13 +119,17 @@ class MonitoredReward:
             getattr(self.reward, "score_members", None)
         ):
             fn = getattr(self.reward, "score", self.reward)
-            scores = fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+            scores = fn(
+                prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs
+            )
             r_proxy = scores
         else:
             ptexts = [completion_text(p) or "" for p in prompts or []]
             safe = [t if t is not None else "" for t in texts or []]
             scores, members = score_with(self.reward, ptexts, safe, self.aggregator)
-            r_proxy = [s if t is not None else None for s, t in zip(scores, texts or [], strict=False)]
+            r_proxy = [
+                s if t is not None else None for s, t in zip(scores, texts or [], strict=False)
+            ]
         self._record(prompts, texts, completion_ids, r_proxy, members, kwargs)
         return scores
 

@@ -228,7 +228,9 @@ class EvalPoint:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(record) - names - {"version"})
         if unknown:
-            raise ValueError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
+            raise ValueError(
+                f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}"
+            )
         if "step" not in record:
             raise ValueError(f"{where}: step: missing")
         try:

@@ -81,9 +81,7 @@ class RLAlgorithm:
 
 
 def _grpo_advantages(run, x: AdvantageInputs):
-    adv = group_normalized_advantages(
-        x.r_final, x.group_size, scale_by_std=run.cfg.scale_rewards
-    )
+    adv = group_normalized_advantages(x.r_final, x.group_size, scale_by_std=run.cfg.scale_rewards)
     return adv, None, None
 
 

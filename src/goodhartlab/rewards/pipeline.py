@@ -75,8 +75,7 @@ class RewardPipelineConfig(BaseModel):
 
     aggregator: name_in(AGGREGATORS) = Field(
         "mean",
-        description="Ensemble aggregator (goodhart list aggregator). Ignored for a single "
-        "reward.",
+        description="Ensemble aggregator (goodhart list aggregator). Ignored for a single reward.",
     )
     aggregator_params: dict[str, float] = Field(
         default_factory=dict,
@@ -111,8 +110,7 @@ class RewardPipelineConfig(BaseModel):
     standardize_prompts: int = Field(
         32,
         ge=1,
-        description="Calibration prompts of standardize_members and length_fit (the first "
-        "ones).",
+        description="Calibration prompts of standardize_members and length_fit (the first ones).",
     )
 
     @model_validator(mode="after")
@@ -280,9 +278,11 @@ class RewardPipeline:
             self.config.aggregator, **self.config.resolved_aggregator_params()
         )
         self._shape = SHAPINGS[self.config.shaping]
-        self._shaping_params = SHAPINGS.entry(self.config.shaping).validate_params(
-            self.config.shaping_params
-        ).model_dump()
+        self._shaping_params = (
+            SHAPINGS.entry(self.config.shaping)
+            .validate_params(self.config.shaping_params)
+            .model_dump()
+        )
         if self.config.shaping_needs == "references" and reference_sampler is None:
             raise ValueError(
                 f"shaping {self.config.shaping!r} needs a reference_sampler (M base-policy "
