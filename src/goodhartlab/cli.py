@@ -300,8 +300,11 @@ def cmd_dpo(args) -> int:
     if args.proxy or args.ensemble:
         proxy = _reward_source({"proxy": args.proxy, "ensemble": args.ensemble}, args.device)
     reward = given_fields(args, ("aggregator", "aggregator_params"))
+    fields = given_fields(args, DAAConfig.model_fields, ("device",))
+    if getattr(args, "stop_on_alarm", False):
+        fields["monitor"] = {**(fields.get("monitor") or {}), "stop_on_alarm": True}
     config = DAAConfig(
-        **given_fields(args, DAAConfig.model_fields, ("device",)),
+        **fields,
         max_new_tokens=tb.max_new_tokens,
         device=args.device,
         reward=RewardPipelineConfig(**reward),
@@ -827,9 +830,10 @@ def _add_dpo_command(sub, common) -> None:
     add_model_arguments(
         dpo,
         DAAConfig,
-        exclude=("name", "device", "max_new_tokens", "reward"),
+        exclude=("name", "device", "max_new_tokens", "reward", "monitor"),
         aliases={"eval_points_in_first_epoch": ["--eval-points"]},
     )
+    _add_monitor_flags(dpo, "--monitor")
     add_model_arguments(dpo, RewardPipelineConfig, ("aggregator", "aggregator_params"))
     dpo.add_argument("--out", required=True, help="run directory")
     dpo.add_argument("--resume", action="store_true", help="continue --out from its checkpoint")

@@ -136,11 +136,17 @@ def estimate_stages(
         )
         out.update({f"rl/{m.name}": one for m in r.methods})
     if config.daa.enabled:
-        d = config.daa
-        pairs = min(p.pairs, d.max_pairs or p.pairs)
-        evals = d.epochs + len(d.eval_points_in_first_epoch) + 1
-        one = pairs * d.epochs * c["daa_pair_epoch"] + evals * d.eval_prompts * c["daa_eval"]
-        out.update({f"daa/{r.name}": one for r in d.runs})
+        for run in config.daa.runs:
+            d = config.daa.run_config(run)
+            if d.online:  # K rounds, each sampling 2 completions per prompt (as evaluations do)
+                pairs, epochs = d.pairs_per_round * d.rounds, d.epochs * d.rounds
+                sampling = pairs * 2 / d.eval_samples * c["daa_eval"]
+            else:
+                pairs, epochs, sampling = min(p.pairs, d.max_pairs or p.pairs), d.epochs, 0.0
+            evals = epochs + len(d.eval_points_in_first_epoch) + 1
+            prompts = d.eval_prompts or 100
+            one = pairs * d.epochs * c["daa_pair_epoch"] + evals * prompts * c["daa_eval"]
+            out[f"daa/{run.name}"] = one + sampling
     return out
 
 

@@ -7,9 +7,12 @@ Stages (each skipped on ``--resume`` when already finished):
 3. ``bon``      the best-of-n study over every aggregator (``optimize.bon``);
 4. ``rl/<name>`` one RL run per method (``optimize.rl``) in ``rl/<name>/``: a finished run is
                 not redone, a killed one resumes from its last checkpoint;
-5. ``daa/<name>`` (off by default) one offline direct-alignment run (``optimize.daa``) per
-                entry of ``daa.runs`` in ``daa/<name>/``, on the proxies stage's gold-labelled
-                noisy pairs, resumed like the RL runs;
+5. ``daa/<name>`` (off by default) one direct-alignment run (``optimize.daa``) per entry of
+                ``daa.runs`` in ``daa/<name>/``: offline on the proxies stage's gold-labelled
+                noisy pairs, or online (``online: true``) on pairs the study's proxies label
+                each round (the single proxy, or the ensemble with an aggregator, as the RL
+                methods), with the RL runs' monitor when ``monitor`` is set; resumed like the
+                RL runs;
 The RL and DAA runs are independent of each other and go to the workers of the backend
 (``experiments.dispatch``: a local process pool by default, Ray tasks with ``backend="ray"``);
 each seeds itself, so its results do not depend on the backend or the number of workers.
@@ -414,18 +417,38 @@ RLStageConfig = create_model(
     **fields_from(RLConfig, _RL_FIELDS, defaults=_RL_STAGE_DEFAULTS),
 )
 
-#: The DAA stage's settings: DAAConfig's offline fields, with the study's own defaults.
+#: The DAA stage's settings: DAAConfig's fields (the labeller's pipeline is the run's
+#: aggregator), with the study's own defaults.
 _DAA_STAGE_DEFAULTS = {"lr": 3e-4, "eval_points_in_first_epoch": (0.1, 0.25, 0.5, 0.75)}
-_DAA_ONLINE = ("online", "rounds", "pairs_per_round", "temperature", "reward")
+_DAA_ONLINE = ("rounds", "pairs_per_round", "temperature")
 _DAA_LOSS_FIELDS = ("loss", "beta", "eta", "label_smoothing")
 _DAA_FIELDS = [
-    f for f in DAAConfig.model_fields if f not in (*_SET_BY_STUDY, *_DAA_ONLINE, *_DAA_LOSS_FIELDS)
+    f for f in DAAConfig.model_fields if f not in (*_SET_BY_STUDY, "reward", *_DAA_LOSS_FIELDS)
 ]
 
 
 class _DAARunBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = _NAME
+    aggregator: name_in(AGGREGATORS) | None = Field(
+        None,
+        description="The proxy (online: the labeller of the pairs; offline: logged): None, the "
+        "single proxy (ensemble member 0); else an aggregator (registry 'aggregator') over "
+        "the whole ensemble.",
+    )
+    aggregator_params: dict[str, float] | None = Field(
+        None, description="The aggregator's parameters (uwo: lam; None: its defaults)."
+    )
+    seed: int | None = Field(None, description="The run's seed (None: the study's).")
+
+    @model_validator(mode="after")
+    def _params_need_an_aggregator(self):
+        if self.aggregator_params is not None and self.aggregator is None:
+            raise ValueError(
+                "aggregator_params: the single proxy takes no aggregator parameters; give an "
+                "aggregator"
+            )
+        return self
 
 
 #: One direct-alignment run of the study: a loss with its β (DAAConfig's fields) and
@@ -458,22 +481,42 @@ class _DAAStageBase(BaseModel):
         return _unique_names(v, "run")
 
     def run_config(self, run, **study: Any) -> DAAConfig:
-        """The DAAConfig of one run: the stage's settings, the run's loss and overrides, and
-        what the study sets."""
-        given = run.model_dump(exclude={"name"}, exclude_none=True)
+        """The DAAConfig of one run: the stage's settings, the run's loss, overrides and
+        proxy pipeline, and what the study sets (its ``seed`` unless the run's)."""
+        # The fields themselves, not a dump with exclude_none, which would also drop the
+        # None values inside a nested setting (monitor: {alarm: null}).
+        exclude = {"name", "aggregator", "aggregator_params", "seed"}
+        given = {
+            f: getattr(run, f)
+            for f in type(run).model_fields
+            if f not in exclude and getattr(run, f) is not None
+        }
         settings = {f: getattr(self, f) for f in _DAA_FIELDS} | given
-        return DAAConfig(**settings, name=run.name, **study)
+        if run.seed is not None:
+            study = {**study, "seed": run.seed}
+        reward = RewardPipelineConfig(
+            aggregator=run.aggregator or "mean", aggregator_params=run.aggregator_params or {}
+        )
+        return DAAConfig(**settings, name=run.name, reward=reward, **study)
 
     @model_validator(mode="after")
     def _check_runs(self):
         _check_each(self.runs, self.run_config, "runs")
+        for i, run in enumerate(self.runs):
+            given = [f for f in _DAA_ONLINE if getattr(run, f) is not None]
+            if given and not self.run_config(run).online:
+                raise ValueError(
+                    f"runs.{i} ({run.name}).{given[0]}: only an online run samples rounds of "
+                    "pairs; set online: true (on the run or the stage) or leave it out"
+                )
         return self
 
 
 DAAStageConfig = create_model(
     "DAAStageConfig",
     __base__=_DAAStageBase,
-    __doc__="The direct-alignment stage (offline, on the proxies stage's noisy pairs).",
+    __doc__="The direct-alignment stage: offline on the proxies stage's noisy pairs, or "
+    "online on pairs the study's proxies label.",
     **fields_from(DAAConfig, _DAA_FIELDS, defaults=_DAA_STAGE_DEFAULTS),
 )
 
@@ -647,24 +690,35 @@ def _reward(config: StudyConfig, proxy_info: dict, key: str, rewards: dict):
 
 
 def _daa_run(config: StudyConfig, tb, proxy_info: dict, run: DAARunConfig, run_dir, rewards):
-    """One offline DAA run on the study's noisy pairs (the single proxy is logged, not trained
-    on); a half-done run directory is resumed from its checkpoint."""
-    from goodhartlab.data import read_pairs
+    """One DAA run: offline on the study's noisy pairs (the proxy is logged, not trained on),
+    or online on the testbed's training prompts, its pairs labelled by the proxy (the single
+    proxy, or the ensemble and the run's aggregator); the monitor reads what an RL run's reads.
+    A half-done run directory is resumed from its checkpoint."""
+    from goodhartlab.data import PreferencePair, read_pairs
     from goodhartlab.optimize.daa import run_daa
 
     daa_config = config.daa.run_config(
         run, seed=config.seed, device=config.device, max_new_tokens=tb.max_new_tokens
     )
+    if daa_config.online:  # only the prompts: each round's labels come from the proxy
+        pairs = [PreferencePair(prompt=p, chosen="", rejected="") for p in tb.train_prompts]
+    else:
+        pairs = read_pairs(proxy_info["pairs"])
+    key = "single" if run.aggregator is None else "ensemble"
+    sources = None
+    if daa_config.monitor is not None:
+        sources = _monitor_sources(config, proxy_info, run, rewards)
     out = Path(run_dir) / "daa" / run.name
     result = run_daa(
         out,
         policy=tb.policy_path,
-        pairs=read_pairs(proxy_info["pairs"]),
+        pairs=pairs,
         gold=tb.gold,
         eval_prompts=tb.eval_prompts,
         config=daa_config,
-        proxy=_reward(config, proxy_info, "single", rewards),
+        proxy=_reward(config, proxy_info, key, rewards),
         resume=(out / "config.yaml").is_file(),
+        monitor_sources=sources,
     )
     return json.loads((result.out_dir / "summary.json").read_text())
 
@@ -699,10 +753,10 @@ def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, r
 
 
 def _monitor_sources(config: StudyConfig, proxy_info: dict, method, rewards: dict) -> dict:
-    """What the monitor of a study's RL run reads, the same for every run: the ensemble's
-    members, the latents of member 0 (the single proxy), and as the held-out reward the mean
-    of the members the run is not trained on (members 1.. for a run on the single proxy or
-    on gold; none for a run on the whole ensemble)."""
+    """What the monitor of a study's RL or DAA run reads, the same for every run: the
+    ensemble's members, the latents of member 0 (the single proxy), and as the held-out reward
+    the mean of the members the run is not trained on (members 1.. for a run on the single
+    proxy or on gold; none for a run on the whole ensemble)."""
     ensemble = _reward(config, proxy_info, "ensemble", rewards)
     sources = {"members": ensemble, "latents": ensemble.members[0]}
     if method.aggregator is None and len(ensemble) > 1:

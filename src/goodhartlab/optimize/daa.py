@@ -18,6 +18,13 @@ samples whose gold beats the base policy's sample in the same row (same prompt, 
 index, same random numbers), ties counting ½. At step 0 every row is a tie, so the win rate
 of the base policy is exactly 0.5.
 
+With ``monitor`` (a :class:`~goodhartlab.monitor.live.MonitorConfig`, as in the RL loop), every
+evaluation also logs the monitor's inputs (no gold: the proxy's, the members' and a held-out
+reward's scores, tokens, log-probs, latents) to ``monitor.jsonl`` and its reading to the
+metrics line's ``monitor``, writes ``alarm.json`` when the alarm is first raised, and with
+``stop_on_alarm`` stops the run there (``before_alarm/`` holds the last quiet policy), all
+through :class:`~goodhartlab.optimize.monitoring.RunMonitor`.
+
 Pairs the losses cannot use are skipped and counted in manifest.json and summary.json
 (``skipped``): ``identical`` (chosen == rejected: h ≡ 0, no signal), ``empty_completion``
 (chosen or rejected is ""), ``empty_prompt`` (no token to condition on), ``too_long``
@@ -57,6 +64,8 @@ from goodhartlab.measure.evaluate import Rollouts, completion_logprobs, evaluate
 from goodhartlab.models.generation import left_pad
 from goodhartlab.models.loading import load_policy_and_reference, resolve_autocast_dtype
 from goodhartlab.models.prompts import encode_prompts
+from goodhartlab.monitor.live import MonitorConfig
+from goodhartlab.optimize.monitoring import MONITOR_LOG, RunMonitor, resolve_sources
 from goodhartlab.optimize.rundir import (
     RunDir,
     append_jsonl,
@@ -153,6 +162,12 @@ class DAAConfig(BaseModel):
         default_factory=RewardPipelineConfig,
         description="online: how the proxy labels pairs (the ensemble aggregator; shaping is "
         "irrelevant to a comparison and must stay 'none').",
+    )
+    monitor: MonitorConfig | None = Field(
+        None,
+        description="The hacking monitor (no gold) at every evaluation: detectors in "
+        "metrics.jsonl, inputs in monitor.jsonl, alarm.json when it fires (None: off; needs "
+        "a proxy, whose scores it reads).",
     )
 
     @model_validator(mode="after")
@@ -369,11 +384,15 @@ def _zero_proxy(prompts: Sequence[str], completions: Sequence[str]) -> Tensor:
 
 
 def _evaluate(
-    run: _Run, eval_prompts: list[str], gold: Any, pipeline: RewardPipeline | None
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    run: _Run,
+    eval_prompts: list[str],
+    gold: Any,
+    pipeline: RewardPipeline | None,
+    sources: dict[str, Any] | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
     cfg = run.cfg
     n = len(eval_prompts) * cfg.eval_samples
-    metrics, samples, _ = evaluate_policy(
+    metrics, samples, record = evaluate_policy(
         run.policy,
         run.reference,
         run.tokenizer,
@@ -387,10 +406,11 @@ def _evaluate(
         batch_size=cfg.eval_batch_size,
         num_logged_samples=n,
         autocast_dtype=run.autocast_dtype,
+        monitor=sources,
     )
     if pipeline is None:
         metrics.update(proxy=None, proxy_std=None)
-    return metrics, samples
+    return metrics, samples, record
 
 
 def _win_rate(samples: list[dict], base: list[dict]) -> float:
@@ -411,13 +431,16 @@ def _log_eval(
     pipeline: RewardPipeline | None,
     steps_per_epoch: int,
     progress: bool,
+    watch: RunMonitor | None,
+    sources: dict[str, Any] | None,
     step: int,
     round_: int,
-) -> None:
-    """Evaluates at ``step``: a metrics.jsonl line, its samples (step 0: base_eval.jsonl)."""
+) -> bool:
+    """Evaluates at ``step``: a metrics.jsonl line, its samples (step 0: base_eval.jsonl)
+    and, with a monitor, its inputs and reading; True when the monitor stops the run."""
     cfg = run.cfg
     base_path = rundir.log("base_eval")
-    line_metrics, samples = _evaluate(run, eval_prompts, gold, pipeline)
+    line_metrics, samples, record = _evaluate(run, eval_prompts, gold, pipeline, sources)
     if step == 0:
         for s in samples:
             append_jsonl(base_path, s)
@@ -432,6 +455,10 @@ def _log_eval(
         "loss": cfg.loss,
         "beta": cfg.beta,
     }
+    reading = None
+    if watch is not None:
+        reading = watch.observe(step, record, run.policy, run.tokenizer, line["kl"])
+        line["monitor"] = reading.to_json()
     for s in samples[: cfg.logged_samples]:  # first: the metrics line says they are written
         rundir.append("samples", {"step": step, **s})
     rundir.append("metrics", line)
@@ -439,9 +466,11 @@ def _log_eval(
         print(
             f"[{cfg.method} β={cfg.beta}] step {step:>5} ep {line['epoch_fraction']:5.2f}  "
             f"kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  win {line['win_rate']:.3f}  "
-            f"len {line['length']:5.1f}",
+            f"len {line['length']:5.1f}"
+            + (f"  ALARM (step {reading.alarm_step})" if reading and reading.alarm else ""),
             flush=True,
         )
+    return watch is not None and watch.stops(reading)
 
 
 # --------------------------------------------------------------------------------------
@@ -650,7 +679,8 @@ def _restore(rundir: RunDir, run: _Run, resume: bool) -> int:
     recomputed."""
 
     def logged(step: int) -> dict[str, range | list[int]]:
-        return {"train": range(1, step + 1), "metrics": [0, step]}
+        evals = {"metrics": [0, step]} | ({MONITOR_LOG: [0, step]} if run.cfg.monitor else {})
+        return {"train": range(1, step + 1), **evals}
 
     ckpt, start = rundir.resume_checkpoint(logged) if resume else (None, 0)
     if ckpt is not None:
@@ -658,7 +688,8 @@ def _restore(rundir: RunDir, run: _Run, resume: bool) -> int:
             ckpt, policy=run.policy, optimizer=run.optimizer, value_model=None, device=run.device
         )
         rundir.resumed(start)
-    rundir.truncate(("metrics", "train", "samples"), start if ckpt is not None else -1)
+    logs = ("metrics", "train", "samples", MONITOR_LOG)
+    rundir.truncate(logs, start if ckpt is not None else -1)
     base_path = rundir.log("base_eval")
     if ckpt is None and base_path.exists():
         base_path.unlink()
@@ -717,6 +748,7 @@ def run_daa(
     tokenizer=None,
     resume: bool = False,
     progress: bool = False,
+    monitor_sources: dict[str, Any] | None = None,
 ) -> DAAResult:
     """Train a policy with a direct-alignment loss and track gold, win rate, proxy and KL.
 
@@ -735,6 +767,10 @@ def run_daa(
         tokenizer: the policy's tokenizer (default: loaded from the policy directory).
         resume: continue from the newest checkpoint; the configuration must match.
         progress: print one line per evaluation.
+        monitor_sources: with ``config.monitor``, the rewards the monitor reads besides the
+            proxy: ``members`` (an ensemble), ``heldout`` (a reward not optimized against) or
+            ``heldout_members`` (indices of members: their mean), ``latents`` (a
+            ``RewardModel``; default: the proxy, member 0 of an ensemble). Never gold.
 
     Returns:
         :class:`DAAResult`.
@@ -747,6 +783,8 @@ def run_daa(
     eval_prompts = _held_out_prompts(eval_prompts, cfg.eval_prompts)
     if cfg.online and proxy is None:
         raise ValueError("proxy: online mode labels its pairs with a proxy; none was given")
+    if cfg.monitor is not None and proxy is None:
+        raise ValueError("proxy: the monitor reads the proxy's scores; none was given")
 
     model, reference, tokenizer, policy_id = load_policy_and_reference(
         policy, tokenizer, device=device
@@ -760,20 +798,34 @@ def run_daa(
     run = _Run(cfg, model, reference, tokenizer, optimizer, device, autocast_dtype)
     rundir.manifest["pairs"] = {"given": len(pairs), "used": len(offline_pairs), "skipped": skipped}
     start = _restore(rundir, run, resume)
+    watch = RunMonitor(rundir, cfg.monitor, start) if cfg.monitor is not None else None
+    sources = resolve_sources(proxy, monitor_sources) if watch is not None else None
 
     n_train = cfg.pairs_per_round if cfg.online else len(offline_pairs)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     steps_per_round = steps_per_epoch * cfg.epochs
     eval_at = _eval_steps(cfg, steps_per_epoch)
     log_eval = partial(
-        _log_eval, run, rundir, eval_prompts, gold, pipeline, steps_per_epoch, progress
+        _log_eval,
+        run,
+        rundir,
+        eval_prompts,
+        gold,
+        pipeline,
+        steps_per_epoch,
+        progress,
+        watch,
+        sources,
     )
 
+    stopped_at = None
     try:
         if start == 0:
             log_eval(0, 0)
         rounds = cfg.rounds if cfg.online else 1
         for round_ in range(1, rounds + 1):
+            if stopped_at is not None:
+                break
             first = (round_ - 1) * steps_per_round  # global step before this round
             if start >= first + steps_per_round:
                 continue
@@ -782,6 +834,8 @@ def run_daa(
             else:
                 round_pairs = offline_pairs
             for epoch in range(cfg.epochs):
+                if stopped_at is not None:
+                    break
                 order = _pair_order(cfg, len(round_pairs), round_, epoch)
                 for k in range(steps_per_epoch):
                     local = epoch * steps_per_epoch + k + 1
@@ -793,8 +847,11 @@ def run_daa(
                     rundir.append("train", {"step": step, **stats})
                     in_first = round_ == 1 or local % steps_per_epoch == 0
                     if local in eval_at and in_first:
-                        log_eval(step, round_)
+                        stop = log_eval(step, round_)
                         _checkpoint(run, out_dir, step)
+                        if stop:
+                            stopped_at = step
+                            break
     except BaseException as e:
         rundir.fail(e)
         raise
@@ -802,6 +859,7 @@ def run_daa(
     metrics = rundir.read("metrics")
     if cfg.online:
         skipped = _skipped_over_rounds(skipped, rundir.manifest)
-    atomic_write_json(out_dir / "summary.json", _summary(cfg, metrics, skipped))
+    summary = _summary(cfg, metrics, skipped) | (watch.summary(stopped_at) if watch else {})
+    atomic_write_json(out_dir / "summary.json", summary)
     rundir.finish()
     return DAAResult(out_dir=out_dir, metrics=metrics, policy=model)

@@ -12,6 +12,11 @@ last policy before the alarm.
 - with ``stop_on_alarm``, the policy of every quiet evaluation is saved to ``before_alarm/``
   (replacing the previous one), so after the alarm stops the run it holds the last policy
   the monitor had not flagged.
+
+Both training loops (``optimize.rl`` and ``optimize.daa``) use it the same way: the sources the
+monitor reads (:func:`resolve_sources`), one :meth:`RunMonitor.observe` per evaluation (its
+reading in the metrics line), and the alarm's fields of summary.json
+(:meth:`RunMonitor.summary`).
 """
 
 from __future__ import annotations
@@ -28,11 +33,24 @@ from goodhartlab.monitor.history import EvalPoint
 from goodhartlab.monitor.live import Monitor, MonitorConfig, Reading
 from goodhartlab.optimize.rundir import RunDir
 
-__all__ = ["ALARM_FILE", "BEFORE_ALARM_DIR", "MONITOR_LOG", "RunMonitor"]
+__all__ = ["ALARM_FILE", "BEFORE_ALARM_DIR", "MONITOR_LOG", "RunMonitor", "resolve_sources"]
 
 MONITOR_LOG = "monitor"
 ALARM_FILE = "alarm.json"
 BEFORE_ALARM_DIR = "before_alarm"
+
+
+def resolve_sources(reward: Any, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The monitor's reward sources: the caller's (``members``, ``heldout``,
+    ``heldout_members``, ``latents``), latents by default from the optimized reward model
+    (member 0 of an ensemble). Gold is never one of them."""
+    from goodhartlab.rewards import Ensemble, RewardModel
+
+    sources = dict(given or {})
+    if "latents" not in sources:
+        model = reward.members[0] if isinstance(reward, Ensemble) else reward
+        sources["latents"] = model if isinstance(model, RewardModel) else None
+    return sources
 
 
 class RunMonitor:
@@ -90,6 +108,14 @@ class RunMonitor:
         elif not reading.alarm and self.config.stop_on_alarm:
             self._save_policy(policy, tokenizer, step)
         return reading
+
+    def stops(self, reading: Reading) -> bool:
+        """Whether the run stops after this reading (the alarm is raised, ``stop_on_alarm``)."""
+        return bool(reading.alarm and self.config.stop_on_alarm)
+
+    def summary(self, stopped_at: int | None) -> dict[str, int | None]:
+        """summary.json's monitor fields: the alarm's step and the step the run stopped at."""
+        return {"alarm_step": self.alarm_step, "stopped_at_step": stopped_at}
 
     def _save_policy(self, policy: nn.Module, tokenizer: Any, step: int) -> None:
         """``before_alarm/`` ← this policy, replaced whole (a temp dir, then a rename)."""

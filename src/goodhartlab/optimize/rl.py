@@ -63,7 +63,7 @@ from goodhartlab.optimize.gardo import (
     penalty_reference,
     reset_reference_if_due,
 )
-from goodhartlab.optimize.monitoring import MONITOR_LOG, RunMonitor
+from goodhartlab.optimize.monitoring import MONITOR_LOG, RunMonitor, resolve_sources
 from goodhartlab.optimize.occupancy import occupancy_penalized
 from goodhartlab.optimize.rundir import (
     RunDir,
@@ -642,18 +642,6 @@ def _logged_by(cfg: RLConfig) -> Callable[[int], dict[str, range | list[int]]]:
     return logged
 
 
-def _monitor_sources(reward: Any, given: dict[str, Any] | None) -> dict[str, Any]:
-    """The monitor's reward sources: the caller's (``members``, ``heldout``, ``latents``),
-    latents by default from the optimized reward model (member 0 of an ensemble)."""
-    from goodhartlab.rewards import Ensemble, RewardModel
-
-    sources = dict(given or {})
-    if "latents" not in sources:
-        model = reward.members[0] if isinstance(reward, Ensemble) else reward
-        sources["latents"] = model if isinstance(model, RewardModel) else None
-    return sources
-
-
 def _evaluate(
     run: _Run, step: int, eval_prompts: list[str], gold: Any, monitor: dict[str, Any] | None
 ) -> tuple[dict, list[dict], dict | None]:
@@ -901,7 +889,7 @@ def run_rl(
     logs = ("metrics", "train", "samples", MONITOR_LOG)
     rundir.truncate(logs, start if ckpt is not None else -1)
     watch = RunMonitor(rundir, cfg.monitor, start) if cfg.monitor is not None else None
-    sources = _monitor_sources(reward, monitor_sources) if watch is not None else None
+    sources = resolve_sources(reward, monitor_sources) if watch is not None else None
 
     def log_eval(step: int) -> bool:
         """Evaluate and log; True when the monitor asks the run to stop."""
@@ -922,7 +910,7 @@ def run_rl(
                 f"proxy {line['proxy']:7.3f}  len {line['length']:5.1f}{alarm}",
                 flush=True,
             )
-        return bool(reading and reading.alarm and cfg.monitor.stop_on_alarm)
+        return watch is not None and watch.stops(reading)
 
     stopped_at = None
     try:
@@ -956,7 +944,7 @@ def run_rl(
         raise
 
     metrics = rundir.read("metrics")
-    alarm = {"alarm_step": watch.alarm_step, "stopped_at_step": stopped_at} if watch else {}
+    alarm = watch.summary(stopped_at) if watch else {}
     _write_summary(out_dir, cfg, metrics, alarm)
     rundir.finish()
     return RLResult(out_dir=out_dir, metrics=metrics, policy=model)
