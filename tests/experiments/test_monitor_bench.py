@@ -5,6 +5,7 @@ monitor inputs are written by hand."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -113,6 +114,10 @@ def test_goodhart_monitor_replays_a_study_and_a_run(tmp_path):
     assert not runs["rl/quiet-s0"]["alarm"]
     (one,) = monitor_path(study / "rl" / "hack-s1", config)
     assert one["alarm_step"] == 25 and len(one["readings"]) == len(STEPS)
+    # A study's online-DPO runs (daa/) are read beside its RL runs.
+    shutil.copytree(study / "rl" / "hack-s0", study / "daa" / "odpo-s0")
+    runs = {r["run"]: r for r in monitor_path(study, config)}
+    assert len(runs) == 7 and runs["daa/odpo-s0"]["alarm_step"] == 25
 
 
 def _write_trl_logs(folder, rewards_by_step, completions_by_step):

@@ -26,7 +26,8 @@ RUNS = [
 
 
 def test_the_packaged_alarm_fires_on_a_hacking_run_and_not_on_gold(tmp_path):
-    config = load_config("monitor-bench", ["rl.steps=40", f"rl.methods={json.dumps(RUNS)}"])
+    overrides = ["rl.steps=40", f"rl.methods={json.dumps(RUNS)}", "daa.enabled=false"]
+    config = load_config("monitor-bench", overrides)
     study = run_study(config, tmp_path / "study", progress=False)
     runs = {r["run"]: r for r in monitor_path(study, MonitorConfig())}
     hacking, gold = runs["rl/grpo-single-kl0-s2"], runs["rl/grpo-gold-kl0-s2"]

@@ -4,7 +4,7 @@ Reads what a run logged, never gold, and replays the monitor over it evaluation 
 (the same readings a live monitor would have given, since every detector is causal):
 
 - a goodhart RL run directory (its ``monitor.jsonl``, written with ``--monitor``), or a study
-  directory (each ``rl/*/monitor.jsonl``);
+  directory (each ``rl/*/monitor.jsonl`` and ``daa/*/monitor.jsonl``);
 - the completion logs TRL's GRPOTrainer writes with ``log_completions=True``
   (``OUTPUT_DIR/completions/completions_NNNNN.parquet``: columns ``step``, ``prompt``,
   ``completion``, one column per reward function, ``advantage``): each file is one point, the
@@ -139,10 +139,17 @@ def monitor_path(
         raise FileNotFoundError(f"{path}: no such run directory or folder")
     if (path / f"{MONITOR_LOG}.jsonl").is_file():
         return [_summary(path.name, _replay(run_dir_points(path), config))]
-    if (path / "rl").is_dir():
-        runs = sorted(p for p in (path / "rl").iterdir() if (p / f"{MONITOR_LOG}.jsonl").is_file())
-        if runs:
-            return [_summary(f"rl/{p.name}", _replay(run_dir_points(p), config)) for p in runs]
+    runs = [
+        run
+        for stage in ("rl", "daa")
+        if (path / stage).is_dir()
+        for run in sorted((path / stage).iterdir())
+        if (run / f"{MONITOR_LOG}.jsonl").is_file()
+    ]
+    if runs:
+        return [
+            _summary(f"{p.parent.name}/{p.name}", _replay(run_dir_points(p), config)) for p in runs
+        ]
     trl = path / "completions" if (path / "completions").is_dir() else path
     if any(_TRL_FILE.match(p.name) for p in trl.iterdir()):
         points, skipped = trl_points(trl, reward_columns)
@@ -151,6 +158,6 @@ def monitor_path(
         return [out]
     raise ValueError(
         f"{path}: nothing to monitor: expected a goodhart RL run directory with monitor.jsonl "
-        "(goodhart rl --monitor), a study directory with rl/*/monitor.jsonl, or TRL's "
+        "(goodhart rl --monitor), a study directory with rl/*/ or daa/*/monitor.jsonl, or TRL's "
         "completions/completions_NNNNN.parquet"
     )
