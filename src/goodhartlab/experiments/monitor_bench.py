@@ -148,11 +148,12 @@ def label_run(gold: np.ndarray, metrics: Sequence[dict[str, Any]]) -> detect.Hac
 
     (σ̂: one evaluation's noise, from the median absolute second difference of successive
     evaluations, which a linear trend does not move and a fall barely does; w: the
-    window). A run of fewer than ``MIN_NOISE_POINTS`` evaluations gives no usable estimate:
-    there, min_gain is 0."""
+    window). Only on a dense grid (w > 1) and from ``MIN_NOISE_POINTS`` evaluations: on a
+    coarse grid successive evaluations differ by real change as much as by noise, so σ̂ would
+    be inflated by the run's own fall; there min_gain is 0 (the v2 labels)."""
     w = label_window(metrics)
     g = np.asarray(gold, dtype=np.float64)
-    noisy = g.size >= MIN_NOISE_POINTS
+    noisy = w > 1 and g.size >= MIN_NOISE_POINTS
     sigma = 1.4826 * float(np.median(np.abs(np.diff(g, 2)))) / math.sqrt(6) if noisy else 0.0
     return detect.hacking_onset(g, smooth=w, min_gain=2 * sigma / (math.sqrt(w) * HACK_FRAC))
 
