@@ -1005,9 +1005,7 @@ def _add_rm_downstream_command(sub, common) -> None:
     r.add_argument("--prompts", type=_positive_int, default=64, help="held-out pool prompts")
     r.add_argument("--pool-size", type=_positive_int, default=256, help="samples per prompt")
     r.add_argument("--ns", nargs="+", type=_positive_int, default=[64, 256], help="best-of-n")
-    r.add_argument(
-        "--rl-steps", type=int, default=40, help="GRPO steps per proxy (0: no RL) (40)"
-    )
+    r.add_argument("--rl-steps", type=int, default=40, help="GRPO steps per proxy (0: no RL) (40)")
     r.add_argument("--rl-eval-prompts", type=_positive_int, default=64)
     r.add_argument("--bootstrap", type=_positive_int, default=1000, help="resamples of proxies")
     r.add_argument("--cache-dir", default=None, help="testbed cache (default: $GOODHART_CACHE)")
@@ -1029,7 +1027,9 @@ def _add_serve_command(sub, common) -> None:
     )  # fmt: skip
     s.add_argument("--aggregator", default="mean", help="how an ensemble's members combine")
     s.add_argument(
-        "--heldout", metavar="DIR", help="a reward model the policy is not trained on (monitor only)"
+        "--heldout",
+        metavar="DIR",
+        help="a reward model the policy is not trained on (monitor only)",
     )
     s.add_argument("--monitor-config", metavar="FILE", help="MonitorConfig fields (YAML or JSON)")
     s.add_argument("--detectors", nargs="+", metavar="NAME", help="detectors to compute")

@@ -458,9 +458,7 @@ def _sft_samples(run: _Run, prompts: list[str], step: int) -> Rollouts:
     """The SFT regularizer's targets: ``sft_samples`` completions of each prompt from the
     frozen base policy, seeded by (seed, step)."""
     cfg = run.cfg
-    generator = torch.Generator(device=run.device).manual_seed(
-        derived_seed(cfg.seed, "sft", step)
-    )
+    generator = torch.Generator(device=run.device).manual_seed(derived_seed(cfg.seed, "sft", step))
     return sample_rollouts(
         run.reference,
         run.tokenizer,
