@@ -9,6 +9,7 @@ import json
 import shutil
 
 import pytest
+from test_daa import TINY as DAA_TINY  # the tiny world of the DAA loop tests
 
 from goodhartlab.models.tiny import build_causal_lm, build_reward_model
 from goodhartlab.monitor.history import EvalPoint
@@ -23,19 +24,14 @@ EVAL_PROMPTS = ["review of a chair:", "review of a coffee:"]
 # Gold: a count of "e" the tests can recompute, so that they can look for it in the logs.
 GOLD = ProgrammaticReward(lambda p, c: c.count("e") + 0.125, name="gold_e", version="1")
 WORDS = ProgrammaticReward(lambda p, c: float(len(c.split())), name="words", version="1")
-TINY = dict(
-    batch_size=4,
-    lr=1e-2,
-    beta=0.5,
-    max_new_tokens=6,
-    eval_prompts=2,
-    eval_samples=2,
-    online=True,
-    rounds=2,
-    pairs_per_round=8,
-    epochs=1,
-    eval_points_in_first_epoch=(0.5,),
-)
+TINY = {  # test_daa's tiny run, online
+    **DAA_TINY,
+    "online": True,
+    "rounds": 2,
+    "pairs_per_round": 8,
+    "epochs": 1,
+    "eval_points_in_first_epoch": (0.5,),
+}
 QUIET = MonitorConfig(alarm=None)  # every detector, no alarm rule
 FLAT = [p for p in EVAL_PROMPTS for _ in range(2)]  # the evaluation rows: 2 samples a prompt
 
