@@ -378,3 +378,15 @@ def test_a_watched_study_logs_the_monitor_in_every_rl_run(tmp_path):
         # trained on neither).
         assert all("r_heldout" in r for r in records)
     assert (run_dir / "plots" / "monitor.png").is_file()
+
+
+def test_a_methods_own_monitor_keeps_its_none_values():
+    # alarm: null on one method means "no alarm rule", not the packaged alarm (a dump with
+    # exclude_none dropped the nested None once).
+    c = load_config(
+        None, ["rl.methods=[{name: a, monitor: {alarm: null, patience: 2}}, {name: b}]"]
+    )
+    watched, plain = (c.rl.run_config(m, seed=0, device="cpu") for m in c.rl.methods)
+    assert watched.monitor is not None and watched.monitor.alarm is None
+    assert watched.monitor.patience == 2
+    assert plain.monitor is None

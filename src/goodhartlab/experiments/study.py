@@ -380,19 +380,23 @@ class _RLStageBase(BaseModel):
         """The RLConfig of one method: the stage's settings, the method's overrides and
         reward pipeline, and what the study sets (``name``, ``seed``, ``device``,
         ``max_new_tokens``)."""
-        given = method.model_dump(
-            exclude={
-                "name",
-                "aggregator",
-                "optimize",
-                "seed",
-                "group",
-                "baseline",
-                "components",
-                "proxy",
-            },
-            exclude_none=True,
-        )
+        # The fields themselves, not a dump with exclude_none, which would also drop the
+        # None values inside a nested setting (monitor: {alarm: null}).
+        exclude = {
+            "name",
+            "aggregator",
+            "optimize",
+            "seed",
+            "group",
+            "baseline",
+            "components",
+            "proxy",
+        }
+        given = {
+            f: getattr(method, f)
+            for f in type(method).model_fields
+            if f not in exclude and getattr(method, f) is not None
+        }
         reward = {k: given.pop(k) for k in RewardPipelineConfig.model_fields if k in given}
         settings = {f: getattr(self, f) for f in _RL_FIELDS} | given
         if method.seed is not None:
