@@ -60,6 +60,17 @@ def _summary(metrics: list[dict]) -> dict[str, float]:
     }
 
 
+def study_single_proxy(tb) -> Path:
+    """The packaged mitigations study's single proxy (member 0 of its ensemble; cached)."""
+    from goodhartlab.experiments.proxies import train_proxies
+
+    proxies = train_proxies(
+        tb, pairs=6000, noise=0.25, size="small", seeds=(0, 1, 2, 3, 4), pretrain_seeds=True,
+        epochs=2, lr=1e-3,
+    )  # fmt: skip
+    return Path(proxies.paths[0])
+
+
 def _iv(values: list[float]) -> dict[str, float]:
     from goodhartlab.core.stats import t_interval
 
@@ -89,7 +100,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from goodhartlab.experiments.proxies import train_proxies
     from goodhartlab.optimize.rl import RLConfig, run_rl
     from goodhartlab.rewards import RewardModel
     from goodhartlab.rewards.cooper import CooperConfig
@@ -97,11 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     cooper = CooperConfig(**(yaml.safe_load(args.cooper) or {}))
     tb = get_testbed("toy_text", cache_dir=args.cache_dir or os.environ.get("GOODHART_CACHE"))
-    proxies = train_proxies(
-        tb, pairs=6000, noise=0.25, size="small", seeds=(0, 1, 2, 3, 4), pretrain_seeds=True,
-        epochs=2, lr=1e-3,
-    )  # fmt: skip
-    proxy_dir = proxies.paths[0]
+    proxy_dir = study_single_proxy(tb)
     out = Path(args.out)
     methods = {"grpo": None, args.label: cooper}
     runs: dict[str, dict[int, dict]] = {m: {} for m in methods}

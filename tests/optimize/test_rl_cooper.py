@@ -4,6 +4,7 @@ uninterrupted one."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 
@@ -88,8 +89,6 @@ def test_cooper_trains_a_copy_of_the_reward_model_and_never_the_proxy_or_its_fil
 
 
 def test_cooper_weights_change_against_the_loaded_copy(tmp_path, tiny_tokenizer):
-    import copy
-
     from goodhartlab.optimize.rl import _build_run, rl_step
 
     proxy = RewardModel.from_pretrained(_proxy_dir(tmp_path, tiny_tokenizer))
@@ -127,6 +126,49 @@ def test_a_resumed_cooper_run_equals_an_uninterrupted_one(tmp_path, tiny_tokeniz
         for n in ("straight", "resumed")
     ]
     assert untimed[0] == untimed[1]
+
+
+def test_the_run_saves_its_co_trained_reward_model_and_it_loads_as_a_proxy(
+    tmp_path, tiny_tokenizer
+):
+    import json
+
+    from goodhartlab.optimize.rl import COOPER_RM, _build_run, rl_step
+
+    d = _proxy_dir(tmp_path, tiny_tokenizer)
+    frozen = RewardModel.from_pretrained(d)
+    _run(tmp_path, tiny_tokenizer, "cooper", frozen, 2)
+    run_dir = tmp_path / "cooper"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary[COOPER_RM] == COOPER_RM
+    saved = RewardModel.from_pretrained(run_dir / COOPER_RM)  # sealed: verified on load
+    info = json.loads((run_dir / COOPER_RM / "goodhart_rm.json").read_text())
+    assert info["objective"] == "cooper" and info["cooper"]["steps"] == 2
+    # The same two steps again, in memory: the saved model is the copy at the run's end.
+    policy = build_causal_lm("small", tiny_tokenizer, seed=0)
+    cfg = RLConfig(**{**TINY, "steps": 2, "cooper": COOPER})
+    run = _build_run(
+        cfg, policy, copy.deepcopy(policy), tiny_tokenizer, RewardModel.from_pretrained(d),
+        PROMPTS, torch.device("cpu"),
+    )  # fmt: skip
+    for step in (1, 2):
+        rl_step(run, step)
+    texts = ["a b c", "c c", "b a"]
+    prompts = [EVAL_PROMPTS[0]] * len(texts)
+    expected = run.cooper.model.score(prompts, texts)
+    assert torch.allclose(saved.score(prompts, texts), expected, atol=1e-5)
+    # ... and it is not the frozen proxy any more.
+    assert not torch.allclose(saved.score(prompts, texts), frozen.score(prompts, texts), atol=1e-4)
+
+
+def test_cooper_refuses_a_reward_model_with_a_feature_layer(tmp_path, tiny_tokenizer):
+    from goodhartlab.rewards.cooper import CooperConfig, CooperReward
+    from goodhartlab.rewards.feature_head import FeatureHead
+
+    proxy = RewardModel.from_pretrained(_proxy_dir(tmp_path, tiny_tokenizer))
+    proxy.feature_head = FeatureHead("toy_text_domain", torch.zeros(16), torch.ones(16))
+    with pytest.raises(ValueError, match="feature_head"):
+        CooperReward(CooperConfig(check="none"), proxy, lambda p: ["a"])
 
 
 def test_cooper_refuses_a_reward_that_is_not_a_reward_model(tmp_path, tiny_tokenizer):

@@ -70,6 +70,7 @@ from goodhartlab.optimize.rundir import (
     check_steps_reach,
     derived_seed,
     load_checkpoint,
+    package_versions,
     prompts_hash,
     reward_identity,
     save_checkpoint,
@@ -78,6 +79,7 @@ from goodhartlab.registry import OCCUPANCY_DIVERGENCES, name_in
 from goodhartlab.rewards.constrained import ConstrainedConfig, ConstrainedReward
 from goodhartlab.rewards.cooper import CooperConfig, CooperReward
 from goodhartlab.rewards.pipeline import KLPenalty, RewardPipeline, RewardPipelineConfig
+from goodhartlab.train.rm import save_reward_model
 
 __all__ = ["METRICS_VERSION", "RLConfig", "RLResult", "ValueModel", "rl_step", "run_rl"]
 
@@ -787,6 +789,34 @@ def _write_summary(
     )
 
 
+#: A Cooper run's co-trained reward model at its end, a reward-model directory in the run dir.
+COOPER_RM = "cooper_rm"
+
+
+def save_cooper_reward_model(cooper: CooperReward, out_dir: Path, step: int) -> Path | None:
+    """Write Cooper's co-trained reward model as ``out_dir/cooper_rm`` (atomic, sealed);
+    ``RewardModel.from_pretrained`` loads it, so best-of-n, RL, ``goodhart eval-rm`` and the
+    monitor take it like any proxy. None (nothing written) for a model whose score head is
+    not a linear layer (ArmoRM, PAL), whose saved form this copy does not rebuild."""
+    model = cooper.model.model
+    if hasattr(getattr(model, "score", None), "spec"):
+        return None
+    info = {
+        "format_version": 1,
+        "objective": "cooper",
+        "max_length": cooper.model.max_length,
+        **({"tool": cooper.model.tool} if cooper.model.tool is not None else {}),
+        "cooper": {
+            "config": cooper.config.model_dump(),
+            "steps": step,
+            "initial_model": cooper.frozen.name,
+        },
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "versions": package_versions(),
+    }
+    return save_reward_model(model, cooper.model.tokenizer, out_dir / COOPER_RM, info)
+
+
 def run_rl(
     out_dir: str | os.PathLike,
     *,
@@ -942,7 +972,10 @@ def run_rl(
         raise
 
     metrics = rundir.read("metrics")
-    alarm = watch.summary(stopped_at) if watch else {}
-    _write_summary(out_dir, cfg, metrics, alarm)
+    fields = watch.summary(stopped_at) if watch else {}
+    if run.cooper is not None:  # the co-trained reward model, for use as a proxy after the run
+        saved = save_cooper_reward_model(run.cooper, out_dir, metrics[-1]["step"])
+        fields[COOPER_RM] = saved and COOPER_RM
+    _write_summary(out_dir, cfg, metrics, fields)
     rundir.finish()
     return RLResult(out_dir=out_dir, metrics=metrics, policy=model)

@@ -107,6 +107,12 @@ class CooperReward:
                 f"cooper: trains a learned reward model (a RewardModel); the reward is "
                 f"{type(reward).__name__}"
             )
+        if reward.feature_head is not None:
+            raise ValueError(
+                "cooper: the reward model has a domain-feature layer (feature_head), which "
+                "Cooper's Bradley-Terry update does not train; use a reward model without "
+                "features"
+            )
         self.config = config
         self.frozen = reward
         self.model = RewardModel(
