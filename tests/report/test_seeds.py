@@ -117,6 +117,12 @@ def test_claims_are_checked_on_the_seeds(tmp_path):
          "methods": ["single"], "baseline": "mean"},
         {"paper": "F", "claim": "par beats single", "check": "better",
          "methods": ["par"], "baseline": "single"},
+        {"paper": "G", "claim": "mean is the best", "check": "best",
+         "methods": ["single"], "baseline": "mean"},
+        {"paper": "H", "claim": "single is the best", "check": "best",
+         "methods": ["mean"], "baseline": "single"},
+        {"paper": "I", "claim": "mean is better than itself", "check": "best",
+         "methods": ["mean"], "baseline": "mean"},
     ]  # fmt: skip
     report = build_report(_study(tmp_path, claims))
     verdicts = {c["paper"]: c["verdict"] for c in report["claims"]}
@@ -128,7 +134,12 @@ def test_claims_are_checked_on_the_seeds(tmp_path):
         "D": "reproduced",
         "E": "contradicted",
         "F": "not run",
+        "G": "reproduced",
+        "H": "contradicted",
+        "I": "not reproduced",  # a difference of 0 on every seed: not significant
     }
+    g = next(c for c in report["claims"] if c["paper"] == "G")
+    assert g["measured"].startswith("mean − single, final gold: +1.97 [")
     # D: both reach a proxy gain of 1.5 (mean's largest); at it mean has gained 1.0, 0.9,
     # 1.0 and single (gain 1.5 at step 15, between 0.5 and 0.2 relative gold) less.
     d = next(c for c in report["claims"] if c["paper"] == "D")

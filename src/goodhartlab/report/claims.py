@@ -89,6 +89,21 @@ def better(claim: ClaimConfig, figures: dict, rows: dict) -> tuple[str, str]:
 
 
 @CLAIM_CHECKS.register(
+    "best",
+    description="The baseline (the method claimed best) is significantly above every method "
+    "(paired by seed); contradicted where one is significantly above it.",
+)
+def best(claim: ClaimConfig, figures: dict, rows: dict) -> tuple[str, str]:
+    diffs = [(m, paired(figures, claim.baseline, m, claim.metric)) for m in claim.methods]
+    what = FIGURES[claim.metric]
+    measured = "; ".join(f"{claim.baseline} − {m}, {what}: {_fmt(iv)}" for m, iv in diffs)
+    signs = [_sign(iv) for _, iv in diffs]
+    if any(s == -1 for s in signs):
+        return measured, "contradicted"
+    return measured, "reproduced" if all(s == 1 for s in signs) else "not reproduced"
+
+
+@CLAIM_CHECKS.register(
     "not_worse",
     description="No method is significantly below the baseline ('at least as good').",
 )
