@@ -161,6 +161,41 @@ def test_the_run_saves_its_co_trained_reward_model_and_it_loads_as_a_proxy(
     assert not torch.allclose(saved.score(prompts, texts), frozen.score(prompts, texts), atol=1e-4)
 
 
+def test_the_saved_co_trained_model_is_a_proxy_for_rl_and_the_monitor(tmp_path, tiny_tokenizer):
+    import numpy as np
+
+    from goodhartlab.monitor.history import EvalPoint
+    from goodhartlab.monitor.live import MonitorConfig
+    from goodhartlab.optimize.rl import COOPER_RM
+
+    d = _proxy_dir(tmp_path, tiny_tokenizer)
+    _run(tmp_path, tiny_tokenizer, "cooper", RewardModel.from_pretrained(d), 2)
+    co_trained = RewardModel.from_pretrained(tmp_path / "cooper" / COOPER_RM)
+    # Optimized against in a new run (no Cooper), the frozen proxy as the monitor's held-out.
+    frozen = RewardModel.from_pretrained(d)
+    run_rl(
+        tmp_path / "next",
+        policy=build_causal_lm("small", tiny_tokenizer, seed=0),
+        tokenizer=tiny_tokenizer,
+        reward=co_trained,
+        gold=WORDS,
+        train_prompts=PROMPTS,
+        eval_prompts=EVAL_PROMPTS,
+        config=RLConfig(
+            **{**TINY, "steps": 2, "eval_every": 1, "monitor": MonitorConfig(alarm=None)}
+        ),
+        monitor_sources={"heldout": frozen},
+    )
+    points = [
+        EvalPoint.from_record(r, f"line {i}")
+        for i, r in enumerate(read_jsonl(tmp_path / "next" / "monitor.jsonl"))
+    ]
+    assert len(points) == 3 and all(np.isfinite(p.r_heldout).all() for p in points)
+    assert all(p.latents is not None for p in points)  # read from the co-trained model
+    # The optimized scores are the co-trained model's, the held-out ones the frozen proxy's.
+    assert not np.allclose(points[0].r_heldout, points[0].r_proxy, atol=1e-4)
+
+
 def test_cooper_refuses_a_reward_model_with_a_feature_layer(tmp_path, tiny_tokenizer):
     from goodhartlab.rewards.cooper import CooperConfig, CooperReward
     from goodhartlab.rewards.feature_head import FeatureHead
