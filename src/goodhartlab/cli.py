@@ -292,13 +292,16 @@ def cmd_rl(args) -> int:
 def cmd_dpo(args) -> int:
     from goodhartlab.data import PreferencePair, read_pairs
     from goodhartlab.optimize.daa import DAAConfig, run_daa
-    from goodhartlab.optimize.rl_launch import _reward_source
+    from goodhartlab.optimize.rl_launch import monitor_sources, reward_source
     from goodhartlab.rewards.pipeline import RewardPipelineConfig
 
     tb = _testbed(args)
     proxy = None
     if args.proxy or args.ensemble:
-        proxy = _reward_source({"proxy": args.proxy, "ensemble": args.ensemble}, args.device)
+        proxy = reward_source({"proxy": args.proxy, "ensemble": args.ensemble}, args.device)
+    extra = {k: getattr(args, k, None) for k in ("monitor_heldout", "monitor_ensemble")}
+    if any(extra.values()) and getattr(args, "monitor", None) is None:
+        raise ValueError("--monitor-heldout / --monitor-ensemble: they are read by --monitor")
     reward = given_fields(args, ("aggregator", "aggregator_params"))
     fields = given_fields(args, DAAConfig.model_fields, ("device",))
     if getattr(args, "stop_on_alarm", False):
@@ -327,6 +330,7 @@ def cmd_dpo(args) -> int:
         proxy=proxy,
         resume=args.resume,
         progress=True,
+        monitor_sources=monitor_sources(extra, args.device) if config.monitor else None,
     )
     summary = json.loads((result.out_dir / "summary.json").read_text())
     base, final, peak = summary["base"], summary["final"], summary["peak_gold"]
@@ -834,6 +838,9 @@ def _add_dpo_command(sub, common) -> None:
         aliases={"eval_points_in_first_epoch": ["--eval-points"]},
     )
     _add_monitor_flags(dpo, "--monitor")
+    from goodhartlab.optimize.rl_launch import RLLaunch
+
+    add_model_arguments(dpo, RLLaunch, ("monitor_heldout", "monitor_ensemble"))
     add_model_arguments(dpo, RewardPipelineConfig, ("aggregator", "aggregator_params"))
     dpo.add_argument("--out", required=True, help="run directory")
     dpo.add_argument("--resume", action="store_true", help="continue --out from its checkpoint")

@@ -137,3 +137,43 @@ def test_monitor_config_errors_name_the_field(tmp_path, tiny_tokenizer):
             eval_prompts=EVAL_PROMPTS,
             config=DAAConfig(monitor=QUIET),
         )
+
+
+def test_goodhart_dpo_monitor_reads_the_held_out_and_ensemble_flags(
+    tmp_path, tiny_tokenizer, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from goodhartlab import cli
+
+    dirs = {}
+    for name, seed in (("policy", 0), ("proxy", 3), ("heldout", 4), ("m1", 5), ("m2", 6)):
+        dirs[name] = tmp_path / name
+        build = build_causal_lm if name == "policy" else build_reward_model
+        build("small", tiny_tokenizer, seed=seed).save_pretrained(dirs[name])
+        tiny_tokenizer.save_pretrained(dirs[name])
+    fake = SimpleNamespace(
+        policy_path=dirs["policy"], tokenizer=tiny_tokenizer, gold=GOLD,
+        eval_prompts=EVAL_PROMPTS, train_prompts=PROMPTS, max_new_tokens=6,
+    )  # fmt: skip
+    monkeypatch.setattr(cli, "_testbed", lambda args: fake)
+    argv = (
+        f"dpo --online --rounds 1 --pairs-per-round 8 --epochs 1 --batch-size 4 "
+        f"--eval-prompts 2 --eval-points 0.5 --proxy {dirs['proxy']} "
+        f"--monitor-heldout {dirs['heldout']} --monitor-ensemble {dirs['m1']} {dirs['m2']}"
+    ).split()
+    # Without --monitor the flags would be ignored: refused, nothing written.
+    assert cli.main([*argv, "--out", str(tmp_path / "refused")]) == 2
+    assert not (tmp_path / "refused").exists()
+    assert cli.main([*argv, "--monitor", "alarm=none", "--out", str(tmp_path / "run")]) == 0
+    records = read_jsonl(tmp_path / "run" / "monitor.jsonl")
+    points = [EvalPoint.from_record(r, f"line {i}") for i, r in enumerate(records)]
+    assert len(points) >= 2
+    heldout = RewardModel.from_pretrained(dirs["heldout"])
+    m1 = RewardModel.from_pretrained(dirs["m1"])
+    for p in points:
+        assert p.r_members is not None and p.r_members.shape[0] == 2
+        # The held-out scores are the --monitor-heldout model's, recomputed here.
+        rows = [EVAL_PROMPTS[i // 2] for i in range(len(p.completions))]
+        assert p.r_heldout == pytest.approx(heldout.score(rows, p.completions).numpy(), abs=1e-5)
+        assert p.r_members[0] == pytest.approx(m1.score(rows, p.completions).numpy(), abs=1e-5)

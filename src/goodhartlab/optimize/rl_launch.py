@@ -83,7 +83,7 @@ def _check_proxy_given(s: dict[str, Any]) -> None:
         raise ValueError("a proxy is required: --proxy RM_DIR or --ensemble DIR [DIR ...]")
 
 
-def _reward_source(s: dict[str, Any], device: str):
+def reward_source(s: dict[str, Any], device: str):
     """The proxy of the settings: a reward model or an ensemble (registry 'reward_source')."""
     from goodhartlab.rewards import REWARD_SOURCES
 
@@ -93,7 +93,7 @@ def _reward_source(s: dict[str, Any], device: str):
     return REWARD_SOURCES["ensemble"](list(s["ensemble"]), device=device)
 
 
-def _monitor_sources(s: dict[str, Any], device: str) -> dict[str, Any]:
+def monitor_sources(s: dict[str, Any], device: str) -> dict[str, Any]:
     """The rewards the monitor reads besides the optimized one (``--monitor-*``)."""
     from goodhartlab.rewards import REWARD_SOURCES
 
@@ -167,9 +167,9 @@ def launch_rl(
         gold = RewardModel.from_pretrained(s["gold"], device=device)
     else:
         gold = tb.gold
-    reward = _reward_source(s, device)
+    reward = reward_source(s, device)
 
-    sources = _monitor_sources(s, device) if cfg.get("monitor") is not None else None
+    sources = monitor_sources(s, device) if cfg.get("monitor") is not None else None
     if tb is not None:
         cfg.setdefault("max_new_tokens", tb.max_new_tokens)
     config = RLConfig(**cfg, reward=RewardPipelineConfig(**reward_cfg))
