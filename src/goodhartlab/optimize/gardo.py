@@ -1,11 +1,11 @@
 """GARDO in the RL loop (He et al. 2025, arXiv 2512.24138; formulas in ``core.gardo``).
 
-Three switches of ``RLConfig``, each usable alone (so they can be ablated):
+Switches of ``RLConfig``, each usable alone (so they can be ablated):
 
 - ``kl_gate``: the KL penalty in the reward applies only to the most uncertain samples of
   the batch (``kl_gate_fraction`` of them, or those above ``kl_gate_threshold``; with
-  ``kl_gate_adaptive`` the fraction follows the batch's uncertainty: ``core.gardo.
-  adapted_gate_fraction``, the released code's controller); the
+  ``kl_gate_adaptive`` the fraction follows the batch's uncertainty, by the released code's
+  controller ``core.gardo.adapted_gate_fraction``); the
   uncertainty is read from the ensemble's members (``member_std``: their disagreement about
   the sample's rank in the batch; ``proxy_gap``: how much higher the optimized reward ranks
   it than the members do). The paper optimizes one reward model and consults auxiliary
