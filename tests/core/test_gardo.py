@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from goodhartlab.core.gardo import (
+    adapted_gate_fraction,
     diversity_weights,
+    mean_nonnegative_uncertainty,
     member_disagreement,
     nearest_neighbour_distance,
     proxy_overestimation,
@@ -80,6 +82,54 @@ def test_uncertainty_gate_top_fraction_and_threshold():
     assert uncertainty_gate(u, 0.1, threshold=0.55).nonzero().flatten().tolist() == [1, 3, 8, 9]
     with pytest.raises(ValueError, match="fraction"):
         uncertainty_gate(u, 0.0)
+
+
+def test_mean_nonnegative_uncertainty_by_hand():
+    # U = [−0.5, 0, 0.25, 0.5]: the non-negative ones are 0, 0.25, 0.5, mean 0.25.
+    assert mean_nonnegative_uncertainty(torch.tensor([-0.5, 0.0, 0.25, 0.5])) == 0.25
+    with pytest.raises(ValueError, match="no uncertainty is >= 0"):
+        mean_nonnegative_uncertainty(torch.tensor([-0.1, -0.2]))
+    # proxy_gap's gaps sum to 0 (win rates sum to B/2 under every model): one is always >= 0.
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        u = proxy_overestimation(torch.randn(7, generator=g), torch.randn(3, 7, generator=g))
+        assert float(u.sum()) == pytest.approx(0.0, abs=1e-6)
+        assert mean_nonnegative_uncertainty(u) >= 0.0
+
+
+def test_adapted_gate_fraction_by_hand():
+    h = torch.tensor([0.2, 0.4], dtype=torch.float64)  # previous signals: min 0.2, max 0.4
+    # A new high: f·(1 + α) = 0.1 · 1.1 = 0.11; a new low: 0.1 · 0.9 = 0.09; in between, or
+    # equal to an extreme (the comparisons are strict): unchanged.
+    assert adapted_gate_fraction(0.1, 0.5, h) == pytest.approx(0.11)
+    assert adapted_gate_fraction(0.1, 0.1, h) == pytest.approx(0.09)
+    assert adapted_gate_fraction(0.1, 0.3, h) == 0.1
+    assert adapted_gate_fraction(0.1, 0.4, h) == 0.1 and adapted_gate_fraction(0.1, 0.2, h) == 0.1
+    # Clipped to [0.02, 0.2]: 0.19 · 1.1 = 0.209 -> 0.2; 0.021 · 0.9 = 0.0189 -> 0.02.
+    assert adapted_gate_fraction(0.19, 0.5, h) == 0.2
+    assert adapted_gate_fraction(0.021, 0.1, h) == 0.02
+    # No history (the first step): the fraction itself, clipped; α and the bounds are parameters.
+    assert adapted_gate_fraction(0.1, 9.0, torch.zeros(0)) == 0.1
+    assert adapted_gate_fraction(0.5, 9.0, torch.zeros(0)) == 0.2
+    assert adapted_gate_fraction(0.1, 0.5, h, rate=0.5, low=0.01, high=1.0) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="rate"):
+        adapted_gate_fraction(0.1, 0.5, h, rate=1.0)
+    with pytest.raises(ValueError, match="low, high"):
+        adapted_gate_fraction(0.1, 0.5, h, low=0.3, high=0.2)
+
+
+def test_adapted_gate_fraction_rises_geometrically_to_its_cap():
+    # Signals 1, 2, 3, ...: every step after the first is a new high, so f_k = 0.1 · 1.1^(k−1)
+    # until 0.1 · 1.1^8 = 0.214 > 0.2 is capped (step 9), and it stays at 0.2.
+    f, history = 0.1, []
+    fractions = []
+    for s in range(1, 12):
+        f = adapted_gate_fraction(f, float(s), torch.tensor(history, dtype=torch.float64))
+        history.append(float(s))
+        fractions.append(f)
+    expected = [min(0.1 * 1.1**k, 0.2) for k in range(11)]
+    assert fractions == pytest.approx(expected)
+    assert fractions[7] < 0.2 and fractions[8:] == [0.2, 0.2, 0.2]
 
 
 def test_nearest_neighbour_distance_by_hand():

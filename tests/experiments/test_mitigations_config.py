@@ -19,6 +19,7 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     existing = {"single", "single-nokl", "mean", "wco", "uwo", "par"}
     new = {"wco-std", "uwo-std", "clip", "delta", "sft", "ppo-clip", "ppo-delta", "sqrtchi2"}
     new |= {"chi2", "nashmp", "gardo", "gardo-gate", "lenfit", "mu-ppo", "fixed-sum", "par-long"}
+    new |= {"gardo-adaptive", "gardo-adaptive-gate"}
     assert existing | new <= set(seeds)
     assert all(s == {0, 1, 2} for s in seeds.values())
     resolved = {
@@ -44,6 +45,13 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     assert resolved["sqrtchi2-s2"].kl_coef == 0.0
     assert resolved["mu-ppo-s0"].constrained is not None and config.proxies.components
     assert resolved["single-s0"].kl_coef == 0.01 and resolved["single-nokl-s0"].kl_coef == 0.0
+    # GARDO: the fixed schedule against the released code's adaptive fraction and KL trigger.
+    fixed, adaptive = resolved["gardo-s0"], resolved["gardo-adaptive-s0"]
+    assert fixed.ref_reset_every == 10 and fixed.ref_reset_kl is None and not fixed.kl_gate_adaptive
+    assert adaptive.kl_gate_adaptive and adaptive.ref_reset_kl == 0.5
+    assert adaptive.ref_reset_every == 16 and adaptive.diversity_bonus
+    gate = resolved["gardo-adaptive-gate-s1"]
+    assert gate.kl_gate_adaptive and gate.ref_reset_kl is None and gate.ref_reset_every is None
 
 
 def test_mitigations_pairs_each_method_with_its_own_algorithms_single_proxy():

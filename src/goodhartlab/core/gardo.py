@@ -29,7 +29,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "adapted_gate_fraction",
     "diversity_weights",
+    "mean_nonnegative_uncertainty",
     "member_disagreement",
     "nearest_neighbour_distance",
     "proxy_overestimation",
@@ -117,8 +119,9 @@ def uncertainty_gate(
         g(i) = 1[ U(i) > τ ]                           (threshold τ)
 
     GARDO penalizes a small fraction of the batch (the released code: the top 10 % by its
-    uncertainty, the fraction then adapted between 2 % and 20 %; the fraction is fixed
-    here). Ties at the cut are broken by position (the earlier row), so exactly ⌈f · B⌉
+    uncertainty at first, the fraction then adapted between 2 % and 20 % by
+    :func:`adapted_gate_fraction`; the code takes the fraction of the samples whose
+    uncertainty is ≥ 0, we of the whole batch). Ties at the cut are broken by position (the earlier row), so exactly ⌈f · B⌉
     rows are gated.
 
     Args:
@@ -139,6 +142,80 @@ def uncertainty_gate(
     gate = torch.zeros_like(u, dtype=torch.bool)
     gate[order[:k]] = True
     return gate
+
+
+def mean_nonnegative_uncertainty(u: Tensor) -> float:
+    """The signal the adaptive gate fraction follows: the batch's mean non-negative uncertainty.
+
+        s = mean{ U(i) : U(i) ≥ 0 }
+
+    The released code (``scripts/train_sd3_grpo_gardo.py``, l. 834-835) feeds its controller
+    the uncertainties of the batch that are ≥ 0 and the controller takes their mean (l. 231,
+    233, 236; commit 1cc77fb). For :func:`member_disagreement` (U ≥ 0) that is the batch's mean; for
+    :func:`proxy_overestimation` it is the mean overestimation of the samples the proxy ranks
+    at or above the auxiliaries (never empty: win rates sum to B/2 under every model, so the
+    gaps sum to 0 and one of them is ≥ 0).
+
+    Args:
+        u: uncertainty of each sample. Shape: (B,)
+
+    Returns:
+        s, a float.
+    """
+    assert u.ndim == 1, u.shape
+    nonnegative = u[u >= 0]
+    if nonnegative.numel() == 0:
+        raise ValueError("mean_nonnegative_uncertainty: no uncertainty is >= 0 in the batch")
+    return float(nonnegative.double().mean())
+
+
+def adapted_gate_fraction(
+    fraction: float,
+    signal: float,
+    history: Tensor,
+    *,
+    rate: float = 0.1,
+    low: float = 0.02,
+    high: float = 0.2,
+) -> float:
+    """GARDO's adaptive gate fraction: more of the batch penalized when its uncertainty
+    reaches a new high over the recent steps, less at a new low.
+
+        f_t = clip( f_{t−1} · (1 + α)   if s_t > max(H_t)
+                    f_{t−1} · (1 − α)   if s_t < min(H_t)
+                    f_{t−1}             otherwise,           [f_lo, f_hi] )
+
+    with s_t this step's signal (:func:`mean_nonnegative_uncertainty`) and H_t the signals of
+    the previous W steps; with no history (the first step) f_t = clip(f_{t−1}), f_0 the
+    initial fraction. f_t gates this step's batch (:func:`uncertainty_gate`), then s_t joins
+    the history. The released code's ``RiskCompensator`` (``scripts/train_sd3_grpo_gardo.py``,
+    l. 219-238, the same in ``train_flux_grpo_gardo.py`` and ``train_sd3_nft_gardo.py``):
+    f_0 = 0.1, α = 0.1, [f_lo, f_hi] = [0.02, 0.2], W = 20 (l. 220-226, 237-238); it is
+    updated before the batch's gate is drawn (l. 835-836). The rule compares s_t with the
+    history's extremes only, so any positive rescaling of U (the code's ranks, our win
+    rates) leaves it unchanged.
+
+    Args:
+        fraction: f_{t−1}.
+        signal: s_t.
+        history: the previous signals H_t (the caller keeps the last W). Shape: (W',), W' ≥ 0.
+        rate: α in (0, 1).
+        low, high: the bounds, 0 < low ≤ high ≤ 1.
+
+    Returns:
+        f_t, a float.
+    """
+    assert history.ndim == 1, history.shape
+    if not 0 < rate < 1:
+        raise ValueError(f"rate: expected α in (0, 1), got {rate}")
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"low, high: expected 0 < low <= high <= 1, got {low}, {high}")
+    if history.numel() > 0:
+        if signal > float(history.max()):
+            fraction = fraction * (1 + rate)
+        elif signal < float(history.min()):
+            fraction = fraction * (1 - rate)
+    return min(max(fraction, low), high)
 
 
 def nearest_neighbour_distance(emb: Tensor, group_size: int) -> Tensor:

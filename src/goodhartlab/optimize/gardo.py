@@ -1,9 +1,11 @@
 """GARDO in the RL loop (He et al. 2025, arXiv 2512.24138; formulas in ``core.gardo``).
 
-Three switches of ``RLConfig``, each usable alone (so they can be ablated):
+Switches of ``RLConfig``, each usable alone (so they can be ablated):
 
 - ``kl_gate``: the KL penalty in the reward applies only to the most uncertain samples of
-  the batch (``kl_gate_fraction`` of them, or those above ``kl_gate_threshold``); the
+  the batch (``kl_gate_fraction`` of them, or those above ``kl_gate_threshold``; with
+  ``kl_gate_adaptive`` the fraction follows the batch's uncertainty, by the released code's
+  controller ``core.gardo.adapted_gate_fraction``); the
   uncertainty is read from the ensemble's members (``member_std``: their disagreement about
   the sample's rank in the batch; ``proxy_gap``: how much higher the optimized reward ranks
   it than the members do). The paper optimizes one reward model and consults auxiliary
@@ -14,6 +16,25 @@ Three switches of ``RLConfig``, each usable alone (so they can be ablated):
   to the current policy every K steps (after steps K, 2K, ...). Only the penalty moves: the
   KL of metrics.jsonl (evaluation) stays the KL to the base policy, so the gold-vs-KL
   frontier is comparable with every other run; train.jsonl's ``kl`` is the penalty's.
+- ``ref_reset_kl``: the reference code's trigger instead of the fixed schedule: the
+  reference is reset at the start of a step when the previous step's penalized samples (the
+  gated ones, or all without a gate) had a mean KL to it above ``ref_reset_kl``, and at the
+  latest ``ref_reset_every`` steps after the last reset (when given). The released code
+  (``scripts/train_sd3_grpo_gardo.py``, commit 1cc77fb): the KL loss on the gated samples
+  (l. 982-984), averaged over the micro-batches of an optimizer step, above ``kl_thres``
+  sets a flag (l. 1042-1043); at the next epoch, after sampling, the reference is copied
+  from the policy if the flag is set or more than ``reset_freq`` epochs have passed since
+  the last copy (l. 788-798; ``config/gardo.py``: ``reset_freq = 15``, ``kl_thres = 3e-4``,
+  "set according to specific tasks"); no minimum interval. Ours differs in three ways: the
+  KL is the sequence KL estimate of the penalty (nats per completion, measured when the
+  batch is sampled, i.e. the code's first optimizer step of an epoch), not the code's
+  per-dimension Gaussian KL of the denoising steps; the cap is "at the latest K steps
+  after" (so ``ref_reset_every`` means at most K steps against one reference with or
+  without the trigger; the code's ``reset_freq = 15`` with its ``>`` is K = 16); and the
+  code's threshold adaptation is left out (commented out in the SD3 and Flux GRPO scripts;
+  only ``train_sd3_nft_gardo.py`` l. 777-780 moves it, between bounds that cross).
+  Resets then fall on any step, so the checkpoint carries the reference's weights, the
+  last reset step and the pending trigger.
 - ``diversity_bonus``: advantages of the samples above their group's mean reward are
   multiplied by their diversity (cosine distance of their token n-gram counts to the
   nearest other completion of the prompt) over the group's mean diversity.
@@ -23,13 +44,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from goodhartlab.core.gardo import (
+    adapted_gate_fraction,
     diversity_weights,
+    mean_nonnegative_uncertainty,
     member_disagreement,
     nearest_neighbour_distance,
     proxy_overestimation,
@@ -37,15 +61,52 @@ from goodhartlab.core.gardo import (
 )
 
 __all__ = [
+    "GardoState",
+    "adapt_gate_fraction",
     "check_gardo_resume",
     "check_gardo_run",
     "diversity_amplified",
+    "gardo_state",
     "gate_kl_penalty",
     "ngram_counts",
+    "note_penalized_kl",
     "penalty_reference",
     "reset_penalty_reference",
     "reset_reference_if_due",
 ]
+
+
+@dataclass
+class GardoState:
+    """What GARDO carries from step to step besides the reference's weights (checkpointed).
+
+    ``fraction``: the gate fraction of the last step (kl_gate_adaptive); ``signals``: the
+    last W uncertainty signals (``core.gardo.mean_nonnegative_uncertainty``), oldest first;
+    ``last_reset``: the step at whose start the reference was last set to the policy (1: the
+    copy of π0 the run starts with); ``reset_pending``: the last step's penalized KL
+    exceeded ``ref_reset_kl``, so the next step starts with a reset.
+    """
+
+    fraction: float
+    signals: list[float] = field(default_factory=list)
+    last_reset: int = 1
+    reset_pending: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fraction = float(state["fraction"])
+        self.signals = [float(x) for x in state["signals"]]
+        self.last_reset = int(state["last_reset"])
+        self.reset_pending = bool(state["reset_pending"])
+
+
+def gardo_state(cfg: Any) -> GardoState | None:
+    """The state of a run with an adaptive fraction or a KL-triggered reset, else None."""
+    if not cfg.kl_gate_adaptive and cfg.ref_reset_kl is None:
+        return None
+    return GardoState(fraction=cfg.kl_gate_fraction)
 
 
 def check_gardo_run(cfg: Any, pipeline: Any) -> None:
@@ -60,7 +121,7 @@ def check_gardo_run(cfg: Any, pipeline: Any) -> None:
 def penalty_reference(cfg: Any, reference: nn.Module) -> nn.Module | None:
     """A frozen copy of the base policy for the KL penalty, when it is to be reset (else
     None: the penalty uses the base policy itself)."""
-    if cfg.ref_reset_every is None:
+    if cfg.ref_reset_every is None and cfg.ref_reset_kl is None:
         return None
     return copy.deepcopy(reference).eval().requires_grad_(False)
 
@@ -74,21 +135,45 @@ def reset_penalty_reference(target: nn.Module, policy: nn.Module) -> None:
 
 
 def reset_reference_if_due(run: Any, step: int) -> dict[str, float]:
-    """Reset the penalty's reference to the policy at the start of steps 1, K + 1, 2K + 1, ...
-    (after steps K, 2K, ...; the first is a no-op). Returns ``{"ref_reset": 0 or 1}`` when
-    the reference moves, else ``{}``."""
+    """Reset the penalty's reference to the policy at the start of a step, when due.
+
+    Fixed schedule (``ref_reset_every`` alone): steps 1, K + 1, 2K + 1, ... (after steps K,
+    2K, ...; the first is a no-op). KL trigger (``ref_reset_kl``): a step after one whose
+    penalized KL exceeded the threshold (``note_penalized_kl``), or K steps after the last
+    reset with ``ref_reset_every`` = K. Returns ``{"ref_reset": 0 or 1}`` when the reference
+    moves, else ``{}``."""
     if run.kl_reference is None:
         return {}
-    due = (step - 1) % run.cfg.ref_reset_every == 0
+    cfg, state = run.cfg, run.gardo
+    if cfg.ref_reset_kl is None:
+        due = (step - 1) % cfg.ref_reset_every == 0
+    else:
+        capped = cfg.ref_reset_every is not None and step - state.last_reset >= cfg.ref_reset_every
+        due = step > 1 and (state.reset_pending or capped)
     if due:
         reset_penalty_reference(run.kl_reference, run.policy)
+        if state is not None:
+            state.last_reset, state.reset_pending = step, False
     return {"ref_reset": float(due)}
 
 
+def note_penalized_kl(run: Any, kl_seq: Tensor, stats: dict[str, float]) -> dict[str, float]:
+    """With ``ref_reset_kl``: whether the next step starts with a reset, from this step's
+    mean KL of the penalized samples (``kl_gated`` with a gate, else the batch's mean; the
+    released code's KL loss is on the gated samples only, 0 when none is gated). Returns
+    ``stats`` with ``kl_penalized`` and ``ref_reset_due`` (0 or 1)."""
+    if run.cfg.ref_reset_kl is None:
+        return stats
+    kl = stats["kl_gated"] if run.cfg.kl_gate is not None else float(kl_seq.mean())
+    run.gardo.reset_pending = kl > run.cfg.ref_reset_kl
+    return {**stats, "kl_penalized": kl, "ref_reset_due": float(run.gardo.reset_pending)}
+
+
 def check_gardo_resume(cfg: Any, start: int) -> None:
-    """A resumed run with a moving reference must resume where the reference was just reset
-    (at a multiple of K, which checkpoint_every is): it is then the checkpointed policy."""
-    if cfg.ref_reset_every is not None and start % cfg.ref_reset_every:
+    """A resumed run with a reference on the fixed schedule must resume where the reference
+    was just reset (at a multiple of K, which checkpoint_every is): it is then the
+    checkpointed policy. (With the KL trigger the checkpoint holds the reference itself.)"""
+    if cfg.ref_reset_kl is None and cfg.ref_reset_every is not None and start % cfg.ref_reset_every:
         raise ValueError(
             f"ref_reset_every: the checkpoint at step {start} is not a multiple of "
             f"{cfg.ref_reset_every}, so the penalty's reference it ran against is not saved; "
@@ -96,25 +181,50 @@ def check_gardo_resume(cfg: Any, start: int) -> None:
         )
 
 
+def adapt_gate_fraction(cfg: Any, state: GardoState, u: Tensor) -> dict[str, float]:
+    """Move the gate fraction by this batch's uncertainty (``core.gardo.adapted_gate_fraction``)
+    and add its signal to the history (the last ``kl_gate_window``). Returns the signal
+    (``gate_signal``)."""
+    signal = mean_nonnegative_uncertainty(u)
+    state.fraction = adapted_gate_fraction(
+        state.fraction,
+        signal,
+        torch.tensor(state.signals, dtype=torch.float64),
+        rate=cfg.kl_gate_adapt_rate,
+        low=cfg.kl_gate_fraction_min,
+        high=cfg.kl_gate_fraction_max,
+    )
+    state.signals = [*state.signals, signal][-cfg.kl_gate_window :]
+    return {"gate_signal": signal}
+
+
 def gate_kl_penalty(
-    cfg: Any, pipeline: Any, scored: Any, kl_seq: Tensor, stats: dict[str, float]
+    run: Any, scored: Any, kl_seq: Tensor, stats: dict[str, float]
 ) -> tuple[Any, dict[str, float]]:
     """The pipeline's output with the KL penalty in the reward on the gated samples only.
 
     r_final = r_shaped − β · g · KL, g = ``core.gardo.uncertainty_gate`` of the uncertainty,
-    β the penalty's. Returns that output and ``stats`` with the gate's: the fraction gated
+    β the penalty's; with ``kl_gate_adaptive`` the fraction is first adapted to the batch
+    (:func:`adapt_gate_fraction`). Returns that output and ``stats`` with the gate's: the
+    fraction asked for (``kl_gate_fraction``, with a fraction gate) and the fraction gated
     (``kl_gated_frac``), the mean uncertainty (``uncertainty``) and the mean KL of the gated
     and of the other samples (``kl_gated``, ``kl_ungated``; 0 where there are none: the log
     takes no NaN).
     """
-    members = scored.r_members
+    cfg, members = run.cfg, scored.r_members
     if cfg.kl_gate == "member_std":
         u = member_disagreement(members)
     else:
         u = proxy_overestimation(scored.r_proxy, members)
-    gate = uncertainty_gate(u, cfg.kl_gate_fraction, cfg.kl_gate_threshold)
+    fraction = cfg.kl_gate_fraction
+    if cfg.kl_gate_adaptive:
+        stats = {**stats, **adapt_gate_fraction(cfg, run.gardo, u)}
+        fraction = run.gardo.fraction
+    if cfg.kl_gate_threshold is None:
+        stats = {**stats, "kl_gate_fraction": fraction}
+    gate = uncertainty_gate(u, fraction, cfg.kl_gate_threshold)
     kl = kl_seq.detach().cpu().to(scored.r_shaped.dtype)
-    r_final = pipeline.kl_penalty.apply(scored.r_shaped, gate.to(kl.dtype) * kl)
+    r_final = run.pipeline.kl_penalty.apply(scored.r_shaped, gate.to(kl.dtype) * kl)
     n_gated = int(gate.sum())
     stats = {
         **stats,

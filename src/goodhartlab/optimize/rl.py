@@ -56,10 +56,13 @@ from goodhartlab.models.loading import load_policy_and_reference, resolve_autoca
 from goodhartlab.monitor.live import MonitorConfig
 from goodhartlab.optimize.algorithms import RL_ALGORITHMS, AdvantageInputs
 from goodhartlab.optimize.gardo import (
+    GardoState,
     check_gardo_resume,
     check_gardo_run,
     diversity_amplified,
+    gardo_state,
     gate_kl_penalty,
+    note_penalized_kl,
     penalty_reference,
     reset_reference_if_due,
 )
@@ -148,7 +151,31 @@ class RLConfig(BaseModel):
         "std), proxy_gap (the optimized reward's win rate minus the members' mean). None: off.",
     )
     kl_gate_fraction: float = Field(
-        0.1, gt=0, le=1, description="kl_gate: the fraction of the batch penalized (the top)."
+        0.1,
+        gt=0,
+        le=1,
+        description="kl_gate: the fraction of the batch penalized (the top); with "
+        "kl_gate_adaptive, the fraction of the first step.",
+    )
+    kl_gate_adaptive: bool = Field(
+        False,
+        description="kl_gate: adapt the fraction every step as GARDO's released code does "
+        "(core.gardo.adapted_gate_fraction): × (1 + kl_gate_adapt_rate) when the batch's mean "
+        "non-negative uncertainty is above every one of the last kl_gate_window steps', × (1 − "
+        "rate) when below all of them, clipped to [kl_gate_fraction_min, kl_gate_fraction_max]. "
+        "False: fixed.",
+    )
+    kl_gate_adapt_rate: float = Field(
+        0.1, gt=0, lt=1, description="kl_gate_adaptive: α, the fraction's relative step."
+    )
+    kl_gate_fraction_min: float = Field(
+        0.02, gt=0, le=1, description="kl_gate_adaptive: the fraction's lower bound."
+    )
+    kl_gate_fraction_max: float = Field(
+        0.2, gt=0, le=1, description="kl_gate_adaptive: the fraction's upper bound."
+    )
+    kl_gate_window: int = Field(
+        20, ge=1, description="kl_gate_adaptive: W, the steps whose signals the rule compares."
     )
     kl_gate_threshold: float | None = Field(
         None,
@@ -160,7 +187,17 @@ class RLConfig(BaseModel):
         ge=1,
         description="GARDO's adaptive reference: the KL penalty's reference reset to the "
         "current policy after every K steps (metrics.jsonl's KL stays to the base policy; "
-        "train.jsonl's kl is the penalty's). Must divide checkpoint_every. None: fixed.",
+        "train.jsonl's kl is the penalty's). Must divide checkpoint_every, except with "
+        "ref_reset_kl, where it is the longest interval between resets. None: fixed (or, with "
+        "ref_reset_kl, no longest interval).",
+    )
+    ref_reset_kl: float | None = Field(
+        None,
+        gt=0,
+        description="GARDO's KL-triggered reset (its released code): the reference is reset "
+        "at the start of a step when the previous step's penalized samples (the gated ones "
+        "with kl_gate, else all) had a mean sequence KL to it above this (nats), and at the "
+        "latest ref_reset_every steps after the last reset (optimize.gardo). None: off.",
     )
     diversity_bonus: bool = Field(
         False,
@@ -329,11 +366,24 @@ class RLConfig(BaseModel):
                 f"kl_gate / diversity_bonus: exist for group-based algorithms (groups of G "
                 f"completions, the advantage from r_final); got algorithm={self.algorithm!r}"
             )
-        if self.ref_reset_every is not None:
-            if self.kl_coef <= 0:
+        if self.kl_gate_adaptive:
+            if self.kl_gate is None or self.kl_gate_threshold is not None:
                 raise ValueError(
-                    "ref_reset_every: resets the KL penalty's reference; needs kl_coef > 0"
+                    "kl_gate_adaptive: adapts the fraction of a fraction gate; needs kl_gate "
+                    f"and kl_gate_threshold=None, got kl_gate={self.kl_gate!r}, "
+                    f"kl_gate_threshold={self.kl_gate_threshold}"
                 )
+            lo, hi = self.kl_gate_fraction_min, self.kl_gate_fraction_max
+            if not lo <= self.kl_gate_fraction <= hi:
+                raise ValueError(
+                    f"kl_gate_fraction: with kl_gate_adaptive, the first fraction must lie in "
+                    f"[kl_gate_fraction_min, kl_gate_fraction_max] = [{lo}, {hi}]; got "
+                    f"{self.kl_gate_fraction}"
+                )
+        for name in ("ref_reset_every", "ref_reset_kl"):
+            if getattr(self, name) is not None and self.kl_coef <= 0:
+                raise ValueError(f"{name}: resets the KL penalty's reference; needs kl_coef > 0")
+        if self.ref_reset_every is not None and self.ref_reset_kl is None:
             if self.checkpoint_every % self.ref_reset_every:
                 raise ValueError(
                     f"ref_reset_every: must divide checkpoint_every ({self.checkpoint_every}), so "
@@ -405,7 +455,10 @@ class _Run:
     device: torch.device
     autocast_dtype: torch.dtype | None
     kl_reference: nn.Module | None = None
-    """The KL penalty's reference when it moves (GARDO's ref_reset_every), else None: π0."""
+    """The KL penalty's reference when it moves (GARDO's ref_reset_every / ref_reset_kl),
+    else None: π0."""
+    gardo: GardoState | None = None
+    """GARDO's adaptive fraction and reset state (kl_gate_adaptive / ref_reset_kl), else None."""
     constrained: ConstrainedReward | None = None
     """μ-PPO's multipliers (``cfg.constrained``), else None."""
     cooper: CooperReward | None = None
@@ -533,7 +586,9 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     in_reward = run.pipeline.kl_penalty is not None
     scored = run.pipeline(flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None)
     if cfg.kl_gate is not None:  # GARDO: the penalty on the uncertain samples only
-        scored, gardo = gate_kl_penalty(cfg, run.pipeline, scored, kl_seq, gardo)
+        scored, gardo = gate_kl_penalty(run, scored, kl_seq, gardo)
+    if cfg.ref_reset_kl is not None:  # GARDO: the KL that triggers the next step's reset
+        gardo = note_penalized_kl(run, kl_seq, gardo)
     if run.constrained is not None:  # μ-PPO's Lagrangian of component proxies
         scored = run.constrained.apply(scored, kl_seq if in_reward else None)
     r_final = scored.r_final.to(run.device)
@@ -763,6 +818,7 @@ def _build_run(
         device,
         autocast_dtype,
         kl_reference=penalty_reference(cfg, reference),
+        gardo=gardo_state(cfg),
         constrained=ConstrainedReward(cfg.constrained) if cfg.constrained is not None else None,
         cooper=cooper,
         eval_proxy=eval_proxy,
@@ -788,6 +844,9 @@ def _write_summary(
         },
     )
 
+
+#: The checkpoint's name for GARDO's KL reference when resets are KL-triggered.
+KL_REFERENCE = "kl_reference"
 
 #: A Cooper run's co-trained reward model at its end, a reward-model directory in the run dir.
 COOPER_RM = "cooper_rm"
@@ -901,7 +960,10 @@ def run_rl(
     run = _build_run(cfg, model, reference, tokenizer, reward, train_prompts, device)
     optimizer, value_model, pipeline = run.optimizer, run.value_model, run.pipeline
 
-    extra = {"cooper_rm": (run.cooper.model.model, run.cooper.optimizer)} if run.cooper else None
+    extra = {"cooper_rm": (run.cooper.model.model, run.cooper.optimizer)} if run.cooper else {}
+    if cfg.ref_reset_kl is not None:  # resets fall on any step: the checkpoint keeps the reference
+        extra[KL_REFERENCE] = (run.kl_reference, None)
+    extra = extra or None
     ckpt, start = rundir.resume_checkpoint(_logged_by(cfg)) if resume else (None, 0)
     if ckpt is not None:
         state = load_checkpoint(
@@ -911,6 +973,8 @@ def run_rl(
         pipeline.load_state_dict(state["pipeline"])
         if run.constrained is not None:
             run.constrained.load_state_dict(state["constrained"])
+        if run.gardo is not None:
+            run.gardo.load_state_dict(state["gardo"])
         check_gardo_resume(cfg, start)
         rundir.resumed(start)
     # Lines past the checkpoint are recomputed; without a checkpoint, everything is.
@@ -960,6 +1024,7 @@ def run_rl(
                     state={
                         "pipeline": pipeline.state_dict(),
                         "constrained": run.constrained and run.constrained.state_dict(),
+                        "gardo": run.gardo and run.gardo.state_dict(),
                     },
                     keep=cfg.keep_checkpoints,
                     extra=extra,

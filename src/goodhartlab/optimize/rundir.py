@@ -570,12 +570,13 @@ def save_checkpoint(
     value_model: nn.Module | None,
     state: dict[str, Any],
     keep: int,
-    extra: dict[str, tuple[nn.Module, torch.optim.Optimizer]] | None = None,
+    extra: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None,
 ) -> Path:
     """Write ``checkpoints/step_{step}`` atomically and keep only the newest ``keep``.
 
-    ``extra``: more trained models with their own optimizers (e.g. Cooper's reward model),
-    saved as ``{name}.safetensors`` and ``{name}_optimizer.safetensors``."""
+    ``extra``: more models with their own optimizers (e.g. Cooper's reward model), saved as
+    ``{name}.safetensors`` and ``{name}_optimizer.safetensors``; a model that is not
+    trained (e.g. GARDO's moving KL reference) has the optimizer None and no such file."""
     root = run_dir / CHECKPOINTS
     path = root / f"step_{step:06d}"
     with building(path, info={"step": step}) as tmp:
@@ -589,8 +590,10 @@ def save_checkpoint(
         extra_meta = {}
         for name, (module, opt) in (extra or {}).items():
             save_model(module, str(tmp / f"{name}.safetensors"))
-            tensors, extra_meta[name] = _optimizer_tensors(opt)
-            save_file(tensors, str(tmp / f"{name}_optimizer.safetensors"))
+            extra_meta[name] = None
+            if opt is not None:
+                tensors, extra_meta[name] = _optimizer_tensors(opt)
+                save_file(tensors, str(tmp / f"{name}_optimizer.safetensors"))
         payload = {"step": step, "optimizer": opt_meta, "rng": rng_meta, **state}
         if extra_meta:
             payload["extra_optimizers"] = extra_meta
@@ -638,7 +641,7 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     value_model: nn.Module | None,
     device: torch.device,
-    extra: dict[str, tuple[nn.Module, torch.optim.Optimizer]] | None = None,
+    extra: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None,
 ) -> dict[str, Any]:
     """Restore weights, optimizer and RNG states in place (and ``extra``'s, as
     :func:`save_checkpoint` wrote them); returns state.json's contents."""
@@ -659,9 +662,10 @@ def load_checkpoint(
             raise ValueError(
                 f"{path}: {name} weights do not match the model ({missing or unexpected})"
             )
-        _load_optimizer(
-            opt, path / f"{name}_optimizer.safetensors", payload["extra_optimizers"][name]
-        )
+        if opt is not None:
+            _load_optimizer(
+                opt, path / f"{name}_optimizer.safetensors", payload["extra_optimizers"][name]
+            )
 
     rng = load_file(str(path / "rng.safetensors"))
     torch.set_rng_state(rng["torch"])
