@@ -66,6 +66,38 @@ def test_dual_ascent_step_hand_computed():
     assert multipliers(torch.tensor([-50.0]), "ge").item() >= 0.0
 
 
+def test_xi_ppo_mix_and_multiplier_step_hand_computed():
+    # ξ-PPO (kind "eq"), K = 2, λ = (atanh 0.5, atanh −0.5) -> ξ = (0.5, −0.5), Σ ξ = 0:
+    # the KL weight is K − Σ ξ = 2. Items: r_0 = (−1, 0), r_1 = (2, 4), r_2 = (6, 2):
+    #   item 0: 2·(−1) + 0.5·2 − 0.5·6 = −2 + 1 − 3 = −4
+    #   item 1: 2·0 + 0.5·4 − 0.5·2 = 2 − 1 = 1
+    # The component with a negative multiplier (r_2, above its threshold) is penalized.
+    lam = torch.tensor([math.atanh(0.5), math.atanh(-0.5)], dtype=torch.float64)
+    xi = multipliers(lam, "eq")
+    assert torch.allclose(xi, torch.tensor([0.5, -0.5], dtype=torch.float64))
+    r0 = torch.tensor([-1.0, 0.0], dtype=torch.float64)
+    rk = torch.tensor([[2.0, 4.0], [6.0, 2.0]], dtype=torch.float64)
+    assert torch.allclose(lagrangian_reward(r0, rk, xi), torch.tensor([-4.0, 1.0]).double())
+    # Dual step: tanh' = 1 − ξ² = 0.75 for both. v − θ = (3 − 4, 4 − 2) = (−1, +2):
+    #   g = (−0.75, +1.5); momentum 0.1 on b = (0.2, 0.2): b = (0.02 − 0.75, 0.02 + 1.5)
+    #   = (−0.73, 1.52); lr 0.1: λ ← λ − (−0.073, 0.152). Below θ the multiplier rises, above
+    #   it falls further below 0.
+    v, theta = torch.tensor([3.0, 4.0]).double(), torch.tensor([4.0, 2.0]).double()
+    lam2, b = dual_ascent_step(
+        lam, v, theta, lr=0.1, kind="eq", momentum=0.1, velocity=torch.full((2,), 0.2).double()
+    )
+    assert torch.allclose(b, torch.tensor([-0.73, 1.52]).double())
+    assert torch.allclose(lam2 - lam, torch.tensor([0.073, -0.152]).double())
+    # The μ-PPO step from the same λ moves the same way but its multipliers stay in (0, 1).
+    lam_ge, _ = dual_ascent_step(lam, v, theta, lr=0.1, kind="ge")
+    assert ((multipliers(lam_ge, "ge") > 0) & (multipliers(lam_ge, "ge") < 1)).all()
+
+
+def test_an_unknown_constraint_kind_is_refused_naming_it():
+    with pytest.raises(ValueError, match="kind: expected 'ge' or 'eq', got 'xi'"):
+        multipliers(torch.zeros(1), "xi")  # type: ignore[arg-type]
+
+
 def test_dual_ascent_drives_a_linear_response_to_its_threshold():
     # A "policy" whose component value follows its weight: v = 2 μ. With θ = 1 the fixed
     # point of the equality form is μ = 0.5; dual ascent converges there.

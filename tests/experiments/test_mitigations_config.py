@@ -19,7 +19,7 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     existing = {"single", "single-nokl", "mean", "wco", "uwo", "par"}
     new = {"wco-std", "uwo-std", "clip", "delta", "sft", "ppo-clip", "ppo-delta", "sqrtchi2"}
     new |= {"chi2", "nashmp", "gardo", "gardo-gate", "lenfit", "mu-ppo", "fixed-sum", "par-long"}
-    new |= {"gardo-adaptive", "gardo-adaptive-gate"}
+    new |= {"gardo-adaptive", "gardo-adaptive-gate", "xi-ppo"}
     assert existing | new <= set(seeds)
     assert all(s == {0, 1, 2} for s in seeds.values())
     resolved = {
@@ -44,6 +44,8 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     assert resolved["sqrtchi2-s2"].occupancy_reg == "sqrt_chi2"
     assert resolved["sqrtchi2-s2"].kl_coef == 0.0
     assert resolved["mu-ppo-s0"].constrained is not None and config.proxies.components
+    mu, xi = resolved["mu-ppo-s1"].constrained, resolved["xi-ppo-s1"].constrained
+    assert (mu.kind, xi.kind) == ("ge", "eq") and mu.thresholds == xi.thresholds
     assert resolved["single-s0"].kl_coef == 0.01 and resolved["single-nokl-s0"].kl_coef == 0.0
     # GARDO: the fixed schedule against the released code's adaptive fraction and KL trigger.
     fixed, adaptive = resolved["gardo-s0"], resolved["gardo-adaptive-s0"]
@@ -60,7 +62,7 @@ def test_mitigations_pairs_each_method_with_its_own_algorithms_single_proxy():
         algorithm = config.rl.run_config(m, seed=0, device="cpu", max_new_tokens=64).algorithm
         if m.group.startswith("ppo-") and m.group != "ppo-single":
             assert m.baseline == "ppo-single" and algorithm == "ppo", m.name
-        elif m.group == "mu-ppo":  # the constrained run against the fixed sum of components
+        elif m.group in ("mu-ppo", "xi-ppo"):  # constrained runs against the fixed sum
             assert m.baseline == "fixed-sum" and m.components, m.name
         elif m.group != "ppo-single":
             assert m.baseline is None and algorithm in ("grpo", "nash_mp"), m.name  # 'single'

@@ -1,4 +1,4 @@
-"""μ-PPO in the RL loop (Moskovitz et al. 2023): component proxies as an ensemble, held at
+"""μ-PPO and ξ-PPO in the RL loop (Moskovitz et al. 2023): component proxies as an ensemble, held at
 thresholds by multipliers, under GRPO and PPO; the multipliers survive a resume."""
 
 from __future__ import annotations
@@ -53,6 +53,30 @@ def test_mu_ppo_trains_and_moves_the_multipliers_toward_the_violated_constraint(
         assert r["kl_coef"] == pytest.approx(beta_eff, rel=1e-5)
         assert r["r_final"] == pytest.approx(r["r_shaped"] - beta_eff * r["kl"], abs=1e-4)
         assert r["constraint_1"] > 0 > r["constraint_0"]
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_xi_ppo_gives_the_component_above_its_threshold_a_negative_multiplier(
+    tmp_path, tiny_tokenizer, algorithm
+):
+    # ξ-PPO (kind "eq"): the multipliers start at tanh(0) = 0 (the whole weight K on the KL
+    # reward) and take either sign; the component far above its threshold gets ξ < 0, which
+    # μ-PPO's σ(λ) never gives.
+    _, train, _ = _run(
+        tmp_path, tiny_tokenizer, algorithm, source=TwoComponents(), steps=3,
+        algorithm=algorithm, kl_coef=0.05, reward=RewardPipelineConfig(aggregator="mean"),
+        constrained={**CONSTRAINED, "kind": "eq"},
+    )  # fmt: skip
+    assert (train[0]["mu_0"], train[0]["mu_1"]) == (0.0, 0.0)
+    assert train[0]["kl_coef"] == pytest.approx(2 * 0.05)
+    for r in train[1:]:
+        assert r["mu_0"] > 0 > r["mu_1"]
+    for r in train:
+        beta_eff = (2 - r["mu_0"] - r["mu_1"]) * 0.05
+        assert r["kl_coef"] == pytest.approx(beta_eff, rel=1e-5)
+        assert r["r_final"] == pytest.approx(r["r_shaped"] - beta_eff * r["kl"], abs=1e-4)
+    # Step 1 scores with ξ = 0: no component in the reward, r_shaped = 0.
+    assert train[0]["r_shaped"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_a_single_reward_is_refused_naming_the_field(tmp_path, tiny_tokenizer):

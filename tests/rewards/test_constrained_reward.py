@@ -49,6 +49,15 @@ def test_equality_multipliers_start_at_zero_and_state_round_trips():
     assert math.isfinite(c.mu.item())
 
 
+def test_a_kind_other_than_ge_or_eq_is_refused_naming_the_field():
+    from pydantic import ValidationError
+
+    from goodhartlab.optimize.rl import RLConfig
+
+    with pytest.raises(ValidationError, match=r"constrained\.kind\n.*'ge' or 'eq'"):
+        RLConfig(constrained={"thresholds": [0.0], "kind": "xi"})
+
+
 def test_the_number_of_thresholds_must_match_the_members():
     c = ConstrainedReward(ConstrainedConfig(thresholds=[0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match=r"constrained\.thresholds: 3 thresholds"):

@@ -3,22 +3,32 @@ multipliers' dual ascent (Moskovitz et al. 2023, "Confronting Reward Model Overo
 with Constrained RLHF", arXiv 2310.04373).
 
 With K component reward models r_1..r_K and the KL reward r_0 = −β · KL(π ‖ π0) as the
-objective, μ-PPO solves
+objective, the paper's two formulations with the KL reward as the objective differ only in
+their constraints (``ConstraintKind``):
 
-    max_π  E[r_0]   s.t.  E[r_k] ≥ θ_k   (k = 1..K)
+    μ-PPO ("ge"):  max_π  E[r_0]   s.t.  E[r_k] ≥ θ_k   (k = 1..K),   multipliers μ_k ≥ 0
+    ξ-PPO ("eq"):  max_π  E[r_0]   s.t.  E[r_k] = θ_k   (k = 1..K),   multipliers ξ_k ∈ ℝ
 
 through the Lagrangian L(π, μ) = E[r_0] + Σ_k μ_k (E[r_k] − θ_k), maximized in π and
 minimized in μ. θ_k is component k's *proxy point* (:func:`proxy_point`): the value past
-which more of r_k lowers gold, so the objective (stay close to π0) stops each component at
-its threshold. The equality form (E[r_k] = θ_k, every component at its threshold) takes
-multipliers of either sign.
+which more of r_k lowers gold. Under μ-PPO a component may overshoot its threshold (its
+multiplier then falls to 0 and only the KL pulls it back); under ξ-PPO a component above its
+threshold gets a negative multiplier, so the policy is pushed *down* that component: every
+component is held at its proxy point, the paper's aim. The paper's All-PPO (the components
+bounded above, the KL constrained too) is not implemented here.
 
-As in the paper's reference code (github.com/tedmoskovitz/ConstrainedRL4LMs,
+As in the paper's reference code (github.com/tedmoskovitz/ConstrainedRL4LMs at 11ac8fe,
 ``rl4lms/algorithms/constrained_ppo/constrained_ppo.py``), the multipliers are squashed,
-μ_k = σ(λ_k) ∈ (0, 1) for inequalities and μ_k = tanh(λ_k) ∈ (−1, 1) for equalities, and the
-policy's signal is the mixture (K − Σ_k μ_k) · r_0 + Σ_k μ_k · r_k (a bounded scale: the
-weights sum to K). Where we differ: the code mixes per-batch-normalized advantages; we mix
-the rewards, which the RL algorithm then normalizes (GRPO per group, PPO after GAE).
+μ_k = σ(λ_k) ∈ (0, 1) for inequalities and ξ_k = tanh(λ_k) ∈ (−1, 1) for equalities
+(lines 186-189: ``equality_constraints`` selects tanh), and the policy's signal is the
+mixture (K − Σ_k μ_k) · r_0 + Σ_k μ_k · r_k (line 286; the weights sum to K). ξ-PPO is
+that code with ``equality_constraints: True``, as its dialog configs set it
+(``scripts/training/task_configs/dialog/gpt2_constrained_ppo.yml`` lines 40-46, "mu/xi-PPO -
+KL"; ``gpt2_nm_ppo.yml`` line 47, NM-PPO's inner solver). Where we differ: the code mixes
+per-batch-normalized advantages; we mix the rewards, which the RL algorithm then normalizes
+(GRPO per group, PPO after GAE). The code also clips the multipliers' gradient norm to
+``max_grad_norm`` (lines 369-370) and starts λ at N(0, 0.01²) (lines 192-196); we do
+neither (λ starts at ``init``).
 """
 
 from __future__ import annotations
@@ -38,12 +48,13 @@ __all__ = [
     "proxy_point",
 ]
 
-#: "ge": E[r_k] ≥ θ_k (μ-PPO, multipliers σ(λ) ∈ (0, 1)); "eq": E[r_k] = θ_k (tanh(λ)).
+#: "ge": E[r_k] ≥ θ_k (μ-PPO, multipliers σ(λ) ∈ (0, 1)); "eq": E[r_k] = θ_k (ξ-PPO,
+#: multipliers tanh(λ) ∈ (−1, 1)). Moskovitz et al. 2023 (arXiv 2310.04373).
 ConstraintKind = Literal["ge", "eq"]
 
 
 def multipliers(lam: Tensor, kind: ConstraintKind = "ge") -> Tensor:
-    """The squashed Lagrange multipliers μ = σ(λ) ("ge") or tanh(λ) ("eq").
+    """The squashed Lagrange multipliers μ = σ(λ) ("ge", μ-PPO) or ξ = tanh(λ) ("eq", ξ-PPO).
 
     Args:
         lam: the unconstrained parameters λ. Shape: (K,)
@@ -69,7 +80,8 @@ def lagrangian_reward(r_objective: Tensor, r_components: Tensor, mu: Tensor) -> 
     Args:
         r_objective: r_0, the objective's reward (the KL reward −β · KL). Shape: (B,)
         r_components: the component rewards r_k. Shape: (K, B)
-        mu: the squashed multipliers. Shape: (K,)
+        mu: the squashed multipliers (μ ∈ (0, 1) for μ-PPO, ξ ∈ (−1, 1) for ξ-PPO, whose
+            KL weight K − Σ ξ_k then lies in (0, 2K)). Shape: (K,)
 
     Returns:
         Shape: (B,)
@@ -95,7 +107,8 @@ def dual_ascent_step(
     """One step on the multipliers: SGD (with momentum) on Σ_k μ_k(λ_k) · (v_k − θ_k).
 
     The Lagrangian is minimized in μ, so a component below its threshold (v_k < θ_k) raises
-    its multiplier and one above lowers it (to 0 for "ge": σ(λ) → 0; below 0 for "eq"):
+    its multiplier and one above lowers it (to 0 for "ge", μ-PPO: σ(λ) → 0; below 0 for "eq",
+    ξ-PPO, which then pushes the component down toward θ_k):
 
         g_k = μ'(λ_k) · (v_k − θ_k)          (σ' = σ(1 − σ), tanh' = 1 − tanh²)
         b_k ← momentum · b_k + g_k,   λ_k ← λ_k − lr · b_k

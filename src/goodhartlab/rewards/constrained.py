@@ -1,4 +1,4 @@
-"""Constrained RLHF in the RL loop: μ-PPO's Lagrangian over component proxies.
+"""Constrained RLHF in the RL loop: μ-PPO's and ξ-PPO's Lagrangian over component proxies.
 
 The reward source of the run is an ensemble whose members are component reward models
 (``experiments.proxies.train_component_proxies``), and the pipeline's members r_k (Shape:
@@ -43,8 +43,9 @@ __all__ = ["ConstrainedConfig", "ConstrainedReward"]
 
 
 class ConstrainedConfig(BaseModel):
-    """μ-PPO (Moskovitz et al. 2023, arXiv 2310.04373): component proxies held at thresholds
-    by Lagrange multipliers, the KL reward as the objective."""
+    """μ-PPO / ξ-PPO (Moskovitz et al. 2023, arXiv 2310.04373; ``kind`` "ge" / "eq"): component
+    proxies held at (ξ) or above (μ) thresholds by Lagrange multipliers, the KL reward as the
+    objective."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,8 +59,9 @@ class ConstrainedConfig(BaseModel):
     kind: ConstraintKind = Field(
         "ge",
         description="ge: E[r_k] >= θ_k (μ-PPO; multipliers σ(λ) in (0, 1)); eq: E[r_k] = θ_k, "
-        "every component at its threshold (multipliers tanh(λ) in (−1, 1), the reference "
-        "code's equality_constraints).",
+        "every component at its threshold (ξ-PPO; multipliers tanh(λ) in (−1, 1), negative "
+        "for a component above its threshold; the reference code's equality_constraints). "
+        "Both take the KL reward as the objective (core.constrained).",
     )
     multiplier_lr: float = Field(
         0.1, gt=0, description="Learning rate of the multipliers' dual ascent (reference: 0.1)."
