@@ -24,9 +24,9 @@ As in the paper's reference code (github.com/tedmoskovitz/ConstrainedRL4LMs at 1
 mixture (K − Σ_k μ_k) · r_0 + Σ_k μ_k · r_k (line 286; the weights sum to K). ξ-PPO is
 that code with ``equality_constraints: True``, as its dialog configs set it
 (``scripts/training/task_configs/dialog/gpt2_constrained_ppo.yml`` lines 40-46, "mu/xi-PPO -
-KL"; ``gpt2_nm_ppo.yml`` line 47, NM-PPO's inner solver). Where we differ: the code mixes
-per-batch-normalized advantages; we mix the rewards, which the RL algorithm then normalizes
-(GRPO per group, PPO after GAE). The code also clips the multipliers' gradient norm to
+KL"; ``gpt2_nm_ppo.yml`` line 46, NM-PPO's inner solver, though its line 40 says "mu-PPO").
+Where we differ: the code mixes per-batch-normalized advantages; we mix the rewards, which
+the RL algorithm then normalizes (GRPO per group, PPO after GAE). The code also clips the multipliers' gradient norm to
 ``max_grad_norm`` (lines 369-370) and starts λ at N(0, 0.01²) (lines 192-196); we do
 neither (λ starts at ``init``).
 """
