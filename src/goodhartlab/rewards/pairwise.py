@@ -33,9 +33,9 @@ from goodhartlab.core.pairwise import pairwise_preference
 from goodhartlab.models.loading import check_vocabulary
 from goodhartlab.rewards.reward_model import (
     PAIRWISE_KIND,
-    saved_info,
     default_max_length,
     load_sequence_classifier,
+    saved_info,
     saved_kind,
     score_token_ids,
 )

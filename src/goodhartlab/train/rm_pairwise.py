@@ -133,6 +133,4 @@ class PairwiseTrainHead(RMHead):
     def evaluate(self, pairs: Sequence[PreferencePair]) -> dict[str, Any]:
         if not pairs:
             return {}
-        return evaluate_preference_model(
-            self.scorer, pairs, batch_size=self.config.eval_batch_size
-        )
+        return evaluate_preference_model(self.scorer, pairs, batch_size=self.config.eval_batch_size)

@@ -1,0 +1,204 @@
+"""Nash-MP against a pairwise preference model vs against the proxy's Bradley-Terry preference.
+
+    python benchmarks/nash_pairwise.py [--seeds 0 1 2] [--steps 60] [--variants bt pairwise]
+        [--out runs/nash_pairwise] [--json FILE]
+
+The packaged mitigations study's proxy data and settings: its 6,000 toy_text pairs (25 %
+flipped labels) and its single proxy (member 0: small backbone, pretrain seed 0, 2 epochs,
+lr 1e-3; cached, nothing is trained if the study has run), and its ``nashmp`` method (Nash-MP,
+60 steps of 8 prompts × 8 completions, lr 1e-4, β = 0.01 in the reward, an evaluation every 10
+steps on 100 held-out prompts × 2 samples).
+
+1. A pairwise preference model (``train-rm --objective pairwise``, ``core.pairwise``) on the
+   same backbone (small, pretrain seed 0), seed, recipe and train / held-out split as the
+   proxy (``eval_fraction`` 0.1, ``split_seed`` 0: the same 5,400 training pairs); both are
+   evaluated on the 600 held-out pairs against their noise-free labels (clean accuracy; the
+   paired difference with a 95 % bootstrap interval over pairs, ``core.stats.bootstrap_ci``).
+   The study's "last 1,000 pairs" are not held out from its proxy (its split is random), so
+   the held-out split is the one both models never saw.
+2. For each seed, Nash-MP once with the pairwise model (the payoff its preferences) and once
+   with the proxy's Bradley-Terry preference σ(r(y) − r(y')) (the study's ``nashmp``), the same
+   settings. Gold relative to each run's base-policy evaluation (step 0): final and peak gold,
+   the peak's step, final KL; the paired differences pairwise − bt with Student-t 95 %
+   intervals over seeds (``core.stats.t_interval``). The pairwise runs' ``proxy`` is their
+   win rate over base-policy samples (``rewards.pipeline``), not comparable with a BT score.
+Runs are resumed from their run directories when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+FIGURES = {
+    "final_gold": "final gold − base",
+    "peak_gold": "peak gold − base",
+    "peak_step": "peak step",
+    "final_kl": "final KL",
+}
+
+
+def _summary(metrics: list[dict]) -> dict[str, float]:
+    base, final = metrics[0], metrics[-1]
+    peak = max(metrics, key=lambda r: r["gold"])
+    return {
+        "final_gold": final["gold"] - base["gold"],
+        "peak_gold": peak["gold"] - base["gold"],
+        "peak_step": float(peak["step"]),
+        "final_kl": final["kl"],
+        "base_gold": base["gold"],
+        "final_proxy": final["proxy"],
+    }
+
+
+def _iv(values: list[float]) -> dict[str, float]:
+    from goodhartlab.core.stats import t_interval
+
+    lo, hi = t_interval(np.asarray(values, dtype=np.float64))
+    return {"mean": float(np.mean(values)), "lo": lo, "hi": hi, "n": len(values)}
+
+
+def _fmt(x: dict, f: str = "{:+.2f}") -> str:
+    return f"{f.format(x['mean'])} [{f.format(x['lo'])}, {f.format(x['hi'])}]"
+
+
+def _clean_correct(rm, pairs) -> np.ndarray:
+    """1 where the model orders a held-out pair as its noise-free label does (a tie is wrong)."""
+    from goodhartlab.rewards import PairwisePreferenceModel
+
+    prompts = [p.prompt for p in pairs]
+    chosen, rejected = [p.chosen for p in pairs], [p.rejected for p in pairs]
+    if isinstance(rm, PairwisePreferenceModel):
+        gap = rm.preference(prompts, chosen, rejected).double().numpy() - 0.5
+    else:
+        r = rm(prompts + prompts, chosen + rejected).double().numpy()
+        gap = r[: len(pairs)] - r[len(pairs) :]
+    flipped = np.array([bool(p.flipped) for p in pairs])
+    return np.where(flipped, gap < 0, gap > 0).astype(np.float64)
+
+
+def _accuracy_table(proxy, pm, held_out) -> dict:
+    from goodhartlab.core.stats import bootstrap_ci
+
+    bt, pw = _clean_correct(proxy, held_out), _clean_correct(pm, held_out)
+    out = {"n": len(held_out)}
+    for name, x in (("bt", bt), ("pairwise", pw), ("pairwise_minus_bt", pw - bt)):
+        lo, hi = bootstrap_ci(x[:, None], n_boot=2000, seed=0)
+        out[name] = {"mean": float(x.mean()), "lo": float(lo[0]), "hi": float(hi[0])}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--variants", nargs="+", default=["bt", "pairwise"])
+    ap.add_argument("--out", default="runs/nash_pairwise")
+    ap.add_argument("--json", default=None, help="write the results here (default OUT/nash.json)")
+    ap.add_argument("--cache-dir", default=None, help="testbed cache (default $GOODHART_CACHE)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from goodhartlab.data import read_pairs
+    from goodhartlab.experiments.proxies import train_proxies
+    from goodhartlab.optimize.rl import RLConfig, run_rl
+    from goodhartlab.rewards import PairwisePreferenceModel, RewardModel
+    from goodhartlab.testbeds import backbone_tokenizer, get_testbed
+    from goodhartlab.train import RMTrainConfig, train_reward_model
+    from goodhartlab.train.rm import _split
+
+    tb = get_testbed("toy_text", cache_dir=args.cache_dir or os.environ.get("GOODHART_CACHE"))
+    proxies = train_proxies(
+        tb, pairs=6000, noise=0.25, size="small", seeds=(0, 1, 2, 3, 4), pretrain_seeds=True,
+        epochs=2, lr=1e-3,
+    )  # fmt: skip
+    proxy_dir = proxies.paths[0]
+    proxy_info = json.loads((proxy_dir / "goodhart_rm.json").read_text())
+    out = Path(args.out)
+    t0 = time.perf_counter()
+
+    # 1. The pairwise model: the proxy's backbone, seed, recipe and split.
+    pairs = read_pairs(proxies.pairs_path)
+    recipe = {k: proxy_info["config"][k] for k in ("epochs", "lr", "seed", "split_seed")}
+    config = RMTrainConfig(objective="pairwise", **recipe)
+    pm_dir = out / "pairwise_pm"
+    pm_seconds = None
+    if not (pm_dir / "goodhart_rm.json").is_file():
+        t = time.perf_counter()
+        train_reward_model(
+            pairs, backbone_tokenizer(tb, "small"), str(tb.backbone_path("small", seed=0)),
+            config, out_dir=pm_dir, progress=False,
+        )  # fmt: skip
+        pm_seconds = time.perf_counter() - t
+    pm = PairwisePreferenceModel.from_pretrained(pm_dir)
+    proxy = RewardModel.from_pretrained(proxy_dir)
+    _, held_out = _split(list(pairs), config.eval_fraction, config.split_seed)
+    accuracy = _accuracy_table(proxy, pm, held_out)
+    print("clean held-out accuracy: " + json.dumps(accuracy), flush=True)
+
+    # 2. Nash-MP against each.
+    rewards = {"bt": proxy, "pairwise": pm}
+    runs: dict[str, dict[int, dict]] = {v: {} for v in args.variants}
+    for seed in args.seeds:
+        for name in args.variants:
+            cfg = RLConfig(
+                name=f"nashmp-{name}", algorithm="nash_mp", steps=args.steps,
+                prompts_per_step=8, group_size=8, lr=1e-4, kl_coef=0.01, eval_every=10,
+                eval_prompts=100, checkpoint_every=20, max_new_tokens=tb.max_new_tokens,
+                seed=seed,
+            )  # fmt: skip
+            run_dir = out / f"{name}-seed{seed}"
+            t = time.perf_counter()
+            result = run_rl(
+                run_dir, policy=tb.policy_path, reward=rewards[name], gold=tb.gold,
+                train_prompts=tb.train_prompts, eval_prompts=tb.eval_prompts, config=cfg,
+                resume=(run_dir / "config.yaml").is_file(),
+            )  # fmt: skip
+            runs[name][seed] = _summary(result.metrics) | {"seconds": time.perf_counter() - t}
+            print(f"seed {seed} {name}: " + json.dumps(runs[name][seed]), flush=True)
+
+    table = {
+        v: {k: _iv([runs[v][s][k] for s in args.seeds]) for k in FIGURES} for v in args.variants
+    }
+    paired = {}
+    if {"bt", "pairwise"} <= set(args.variants):
+        paired = {
+            k: _iv([runs["pairwise"][s][k] - runs["bt"][s][k] for s in args.seeds]) for k in FIGURES
+        }
+    report = {
+        "settings": {
+            "seeds": args.seeds, "steps": args.steps, "proxy": str(proxy_dir),
+            "pairwise_model": str(pm_dir), "pairwise_config": config.model_dump(),
+            "pairwise_train_s": pm_seconds,
+        },
+        "accuracy": accuracy, "runs": runs, "table": table, "paired_pairwise_minus_bt": paired,
+        "wall_s": time.perf_counter() - t0,
+    }  # fmt: skip
+    acc = {k: accuracy[k] for k in ("bt", "pairwise", "pairwise_minus_bt")}
+    print(f"\nclean held-out accuracy (n = {accuracy['n']}): " + ", ".join(
+        f"{k} {_fmt(v, '{:.3f}')}" for k, v in acc.items()))  # fmt: skip
+    fmt = {"peak_step": "{:.0f}", "final_kl": "{:.2f}"}
+    print("\n| preference | " + " | ".join(FIGURES.values()) + " |\n|---|" + "---|" * len(FIGURES))
+    for v in args.variants:
+        print(f"| {v} | " + " | ".join(_fmt(table[v][k], fmt.get(k, "{:+.2f}")) for k in FIGURES)
+              + " |")  # fmt: skip
+    if paired:
+        print("| pairwise − bt (paired) | " + " | ".join(
+            _fmt(paired[k], fmt.get(k, "{:+.2f}")) for k in FIGURES) + " |")  # fmt: skip
+    print(f"wall {report['wall_s']:.0f} s")
+    path = Path(args.json) if args.json else out / "nash.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
