@@ -1,6 +1,6 @@
 """Nash-MP against a pairwise preference model vs against the proxy's Bradley-Terry preference.
 
-    python benchmarks/nash_pairwise.py [--seeds 0 1 2] [--steps 60] [--variants bt pairwise]
+    python benchmarks/nash_pairwise.py [--seeds 0 1 2] [--steps 60] [--variants bt pairwise single]
         [--out runs/nash_pairwise] [--json FILE]
 
 The packaged mitigations study's proxy data and settings: its 6,000 toy_text pairs (25 %
@@ -20,8 +20,11 @@ steps on 100 held-out prompts × 2 samples).
    with the proxy's Bradley-Terry preference σ(r(y) − r(y')) (the study's ``nashmp``), the same
    settings. Gold relative to each run's base-policy evaluation (step 0): final and peak gold,
    the peak's step, final KL; the paired differences pairwise − bt with Student-t 95 %
-   intervals over seeds (``core.stats.t_interval``). The pairwise runs' ``proxy`` is their
-   win rate over base-policy samples (``rewards.pipeline``), not comparable with a BT score.
+   intervals over seeds (``core.stats.t_interval``). Also GRPO on the proxy at the same
+   settings (``single``, the study's RLHF baseline) and pairwise − single: NLHF's claim. Gold
+   at KL budgets of 0.5 and 1 nat (``core.scaling.gold_at_kl``) compares them at equal KL.
+   The pairwise runs' ``proxy`` is their win rate over base-policy samples
+   (``rewards.pipeline``), not comparable with a BT score.
 Runs are resumed from their run directories when present.
 """
 
@@ -40,31 +43,47 @@ FIGURES = {
     "peak_gold": "peak gold − base",
     "peak_step": "peak step",
     "final_kl": "final KL",
+    "gold_at_kl0.5": "gold − base @ KL 0.5",
+    "gold_at_kl1": "gold − base @ KL 1",
 }
 
 
 def _summary(metrics: list[dict]) -> dict[str, float]:
+    from goodhartlab.core.scaling import gold_at_kl
+
     base, final = metrics[0], metrics[-1]
     peak = max(metrics, key=lambda r: r["gold"])
+    kl, gold = [m["kl"] for m in metrics], [m["gold"] for m in metrics]
     return {
         "final_gold": final["gold"] - base["gold"],
         "peak_gold": peak["gold"] - base["gold"],
         "peak_step": float(peak["step"]),
         "final_kl": final["kl"],
+        # NaN where the run never reaches the budget (core.scaling.gold_at_kl).
+        "gold_at_kl0.5": gold_at_kl(kl, gold, 0.5) - base["gold"],
+        "gold_at_kl1": gold_at_kl(kl, gold, 1.0) - base["gold"],
         "base_gold": base["gold"],
         "final_proxy": final["proxy"],
     }
 
 
 def _iv(values: list[float]) -> dict[str, float]:
+    """Mean and Student-t 95 % interval over the seeds with a value (NaN: not reached)."""
     from goodhartlab.core.stats import t_interval
 
-    lo, hi = t_interval(np.asarray(values, dtype=np.float64))
-    return {"mean": float(np.mean(values)), "lo": lo, "hi": hi, "n": len(values)}
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        mean = float(x.mean()) if x.size else float("nan")
+        return {"mean": mean, "lo": float("nan"), "hi": float("nan"), "n": int(x.size)}
+    lo, hi = t_interval(x)
+    return {"mean": float(x.mean()), "lo": lo, "hi": hi, "n": int(x.size)}
 
 
-def _fmt(x: dict, f: str = "{:+.2f}") -> str:
-    return f"{f.format(x['mean'])} [{f.format(x['lo'])}, {f.format(x['hi'])}]"
+def _fmt(x: dict, f: str = "{:+.2f}", of: int | None = None) -> str:
+    """mean [lo, hi], and how many of the ``of`` seeds had a value when not all did."""
+    seeds = f" ({x['n']} of {of} seeds)" if of is not None and x["n"] < of else ""
+    return f"{f.format(x['mean'])} [{f.format(x['lo'])}, {f.format(x['hi'])}]{seeds}"
 
 
 def _clean_correct(rm, pairs) -> np.ndarray:
@@ -97,7 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--variants", nargs="+", default=["bt", "pairwise"])
+    ap.add_argument(
+        "--variants", nargs="+", default=["bt", "pairwise", "single"],
+        choices=["bt", "pairwise", "single"],
+    )  # fmt: skip
     ap.add_argument("--out", default="runs/nash_pairwise")
     ap.add_argument("--json", default=None, help="write the results here (default OUT/nash.json)")
     ap.add_argument("--cache-dir", default=None, help="testbed cache (default $GOODHART_CACHE)")
@@ -144,13 +166,15 @@ def main(argv: list[str] | None = None) -> dict:
     accuracy = _accuracy_table(proxy, pm, held_out)
     print("clean held-out accuracy: " + json.dumps(accuracy), flush=True)
 
-    # 2. Nash-MP against each.
-    rewards = {"bt": proxy, "pairwise": pm}
+    # 2. Nash-MP against each (and GRPO on the proxy: the study's ``single``, RLHF's baseline).
+    rewards = {"bt": proxy, "pairwise": pm, "single": proxy}
     runs: dict[str, dict[int, dict]] = {v: {} for v in args.variants}
     for seed in args.seeds:
         for name in args.variants:
+            algorithm = "grpo" if name == "single" else "nash_mp"
             cfg = RLConfig(
-                name=f"nashmp-{name}", algorithm="nash_mp", steps=args.steps,
+                name=name if name == "single" else f"nashmp-{name}", algorithm=algorithm,
+                steps=args.steps,
                 prompts_per_step=8, group_size=8, lr=1e-4, kl_coef=0.01, eval_every=10,
                 eval_prompts=100, checkpoint_every=20, max_new_tokens=tb.max_new_tokens,
                 seed=seed,
@@ -168,18 +192,20 @@ def main(argv: list[str] | None = None) -> dict:
     table = {
         v: {k: _iv([runs[v][s][k] for s in args.seeds]) for k in FIGURES} for v in args.variants
     }
-    paired = {}
-    if {"bt", "pairwise"} <= set(args.variants):
-        paired = {
-            k: _iv([runs["pairwise"][s][k] - runs["bt"][s][k] for s in args.seeds]) for k in FIGURES
+    paired = {
+        f"pairwise − {base}": {
+            k: _iv([runs["pairwise"][s][k] - runs[base][s][k] for s in args.seeds]) for k in FIGURES
         }
+        for base in ("bt", "single")
+        if {"pairwise", base} <= set(args.variants)
+    }
     report = {
         "settings": {
             "seeds": args.seeds, "steps": args.steps, "proxy": str(proxy_dir),
             "pairwise_model": str(pm_dir), "pairwise_config": config.model_dump(),
             "pairwise_train_s": pm_seconds,
         },
-        "accuracy": accuracy, "runs": runs, "table": table, "paired_pairwise_minus_bt": paired,
+        "accuracy": accuracy, "runs": runs, "table": table, "paired": paired,
         "wall_s": time.perf_counter() - t0,
     }  # fmt: skip
     acc = {k: accuracy[k] for k in ("bt", "pairwise", "pairwise_minus_bt")}
@@ -188,11 +214,11 @@ def main(argv: list[str] | None = None) -> dict:
     fmt = {"peak_step": "{:.0f}", "final_kl": "{:.2f}"}
     print("\n| preference | " + " | ".join(FIGURES.values()) + " |\n|---|" + "---|" * len(FIGURES))
     for v in args.variants:
-        print(f"| {v} | " + " | ".join(_fmt(table[v][k], fmt.get(k, "{:+.2f}")) for k in FIGURES)
-              + " |")  # fmt: skip
-    if paired:
-        print("| pairwise − bt (paired) | " + " | ".join(
-            _fmt(paired[k], fmt.get(k, "{:+.2f}")) for k in FIGURES) + " |")  # fmt: skip
+        print(f"| {v} | " + " | ".join(
+            _fmt(table[v][k], fmt.get(k, "{:+.2f}"), len(args.seeds)) for k in FIGURES) + " |")  # fmt: skip
+    for label, diff in paired.items():
+        print(f"| {label} (paired) | " + " | ".join(
+            _fmt(diff[k], fmt.get(k, "{:+.2f}"), len(args.seeds)) for k in FIGURES) + " |")  # fmt: skip
     print(f"wall {report['wall_s']:.0f} s")
     path = Path(args.json) if args.json else out / "nash.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -226,3 +226,20 @@ def test_a_pairwise_model_is_refused_where_a_scalar_reward_is_needed(
     with pytest.raises(ValueError, match=field):
         _run(tmp_path, tiny_tokenizer, "bad", reward=pairwise_model, **overrides)
     assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_goodhart_rl_loads_a_pairwise_proxy_directory_as_one(
+    tmp_path, tiny_tokenizer, pairwise_model
+):
+    from goodhartlab.optimize.rl_launch import _reward_source
+    from goodhartlab.rewards import PairwisePreferenceModel, RewardModel
+    from goodhartlab.train.rm import save_reward_model
+    from goodhartlab.train.rm_pairwise import saved_pairwise_info
+
+    info = {"format_version": 1, **saved_pairwise_info()}
+    save_reward_model(pairwise_model.model, tiny_tokenizer, tmp_path / "pm", info)
+    save_reward_model(pairwise_model.model, tiny_tokenizer, tmp_path / "rm", {"format_version": 1})
+    loaded = _reward_source({"proxy": str(tmp_path / "pm"), "ensemble": None}, "cpu")
+    assert isinstance(loaded, PairwisePreferenceModel)
+    plain = _reward_source({"proxy": str(tmp_path / "rm"), "ensemble": None}, "cpu")
+    assert isinstance(plain, RewardModel)
