@@ -15,7 +15,9 @@ steps on 100 held-out prompts × 2 samples).
    evaluated on the 600 held-out pairs against their noise-free labels (clean accuracy; the
    paired difference with a 95 % bootstrap interval over pairs, ``core.stats.bootstrap_ci``).
    The study's "last 1,000 pairs" are not held out from its proxy (its split is random), so
-   the held-out split is the one both models never saw.
+   the held-out split is the one both models never saw. Diagnostics on 4 base-policy samples
+   of each of 100 held-out prompts: cyclic triples, agreement with the proxy and with gold, and
+   how flat the two preferences are.
 2. For each seed, Nash-MP once with the pairwise model (the payoff its preferences) and once
    with the proxy's Bradley-Terry preference σ(r(y) − r(y')) (the study's ``nashmp``), the same
    settings. Gold relative to each run's base-policy evaluation (step 0): final and peak gold,
@@ -112,6 +114,54 @@ def _accuracy_table(proxy, pm, held_out) -> dict:
     return out
 
 
+def _diagnostics(tb, pm, proxy, prompts: list[str], G: int = 4, seed: int = 123) -> dict:
+    """How general the pairwise model is, on G base-policy samples of each prompt: cyclic
+    triples (a ≻ b ≻ c ≻ a; Bradley-Terry has none), sign agreement with the proxy, accuracy
+    against gold (pairs of unequal gold), the std of P(y ≻ y') and of the self-play payoff
+    within a group, for the pairwise model and the proxy's Bradley-Terry preference."""
+    import itertools
+
+    import torch
+
+    from goodhartlab.core.nash import bt_preference, win_rate_from_preferences
+    from goodhartlab.measure.evaluate import sample_rollouts
+
+    ro = sample_rollouts(
+        tb.load_policy("cpu"), tb.tokenizer, prompts, G, max_new_tokens=tb.max_new_tokens,
+        temperature=1.0, generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    flat = [p for p in prompts for _ in range(G)]
+    p_pm = pm.preference_matrix(prompts, ro.completions, G)
+    r = torch.as_tensor(proxy(flat, ro.completions)).double().reshape(-1, G)
+    p_bt = bt_preference(r[:, :, None], r[:, None, :])
+    gold = torch.as_tensor(tb.gold(flat, ro.completions)).double().reshape(-1, G)
+    cyclic, agree, pm_gold, bt_gold = 0, [], [], []
+    for b in range(len(prompts)):
+        for i, j, k in itertools.combinations(range(G), 3):
+            wins = [p_pm[b, i, j] > 0.5, p_pm[b, j, k] > 0.5, p_pm[b, k, i] > 0.5]
+            cyclic += all(wins) or not any(wins)
+        for i, j in itertools.combinations(range(G), 2):
+            agree.append(bool(p_pm[b, i, j] > 0.5) == bool(r[b, i] > r[b, j]))
+            if gold[b, i] != gold[b, j]:
+                truth = bool(gold[b, i] > gold[b, j])
+                pm_gold.append(bool(p_pm[b, i, j] > 0.5) == truth)
+                bt_gold.append(bool(r[b, i] > r[b, j]) == truth)
+    off = ~torch.eye(G, dtype=torch.bool)
+
+    def payoff_std(pref):
+        return float(win_rate_from_preferences(pref, self_play=True).reshape(-1, G).std(1).mean())
+
+    return {
+        "prompts": len(prompts), "samples_per_prompt": G,
+        "cyclic_triples": int(cyclic), "triples": len(prompts) * len(list(itertools.combinations(range(G), 3))),
+        "sign_agreement_with_proxy": float(np.mean(agree)),
+        "gold_accuracy": {"pairwise": float(np.mean(pm_gold)), "bt": float(np.mean(bt_gold)),
+                          "pairs": len(pm_gold)},
+        "preference_std": {"pairwise": float(p_pm[:, off].std()), "bt": float(p_bt[:, off].std())},
+        "payoff_std_in_group": {"pairwise": payoff_std(p_pm), "bt": payoff_std(p_bt)},
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -165,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     _, held_out = _split(list(pairs), config.eval_fraction, config.split_seed)
     accuracy = _accuracy_table(proxy, pm, held_out)
     print("clean held-out accuracy: " + json.dumps(accuracy), flush=True)
+    diagnostics = _diagnostics(tb, pm, proxy, list(tb.eval_prompts[:100]))
+    print("preference diagnostics: " + json.dumps(diagnostics), flush=True)
 
     # 2. Nash-MP against each (and GRPO on the proxy: the study's ``single``, RLHF's baseline).
     rewards = {"bt": proxy, "pairwise": pm, "single": proxy}
@@ -205,7 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
             "pairwise_model": str(pm_dir), "pairwise_config": config.model_dump(),
             "pairwise_train_s": pm_seconds,
         },
-        "accuracy": accuracy, "runs": runs, "table": table, "paired": paired,
+        "accuracy": accuracy, "diagnostics": diagnostics, "runs": runs, "table": table,
+        "paired": paired,
         "wall_s": time.perf_counter() - t0,
     }  # fmt: skip
     acc = {k: accuracy[k] for k in ("bt", "pairwise", "pairwise_minus_bt")}
