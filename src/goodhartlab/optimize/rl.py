@@ -67,6 +67,7 @@ from goodhartlab.optimize.gardo import (
     reset_reference_if_due,
 )
 from goodhartlab.optimize.monitoring import MONITOR_LOG, RunMonitor, resolve_sources
+from goodhartlab.optimize.nash_mp import check_pairwise_run
 from goodhartlab.optimize.occupancy import occupancy_penalized
 from goodhartlab.optimize.rundir import (
     RunDir,
@@ -103,7 +104,9 @@ class RLConfig(BaseModel):
         description="Registry 'rl_algorithm'. grpo: group-normalized advantage, token-level clipped loss; rloo: "
         "leave-one-out advantage, sequence-level clipped REINFORCE; ppo: GAE with a value "
         "model (a copy of the policy's body with a linear head), token-level clipped loss; "
-        "nash_mp: Nash Mirror Prox on the proxy's Bradley-Terry preference (optimize.nash_mp).",
+        "nash_mp: Nash Mirror Prox on a pairwise preference model's preference, or on the "
+        "proxy's Bradley-Terry preference (optimize.nash_mp); the only one that can optimize "
+        "a pairwise preference model.",
     )
     name: str | None = Field(None, description="Method label in metrics.jsonl (default rl-ALGO).")
     steps: int = Field(200, ge=1, description="Training steps (one batch of B·G completions each).")
@@ -584,7 +587,9 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
             logp_ref = completion_logprobs(ref, rollouts, cfg.temperature)
         kl_seq = sequence_kl(logp_old, logp_ref, mask, cfg.kl_estimator or "k1")
     in_reward = run.pipeline.kl_penalty is not None
-    scored = run.pipeline(flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None)
+    scored = run.pipeline(
+        flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None, group_size=G
+    )
     if cfg.kl_gate is not None:  # GARDO: the penalty on the uncertain samples only
         scored, gardo = gate_kl_penalty(run, scored, kl_seq, gardo)
     if cfg.ref_reset_kl is not None:  # GARDO: the KL that triggers the next step's reset
@@ -901,7 +906,10 @@ def run_rl(
             the reference).
         reward: the proxy: a ``RewardModel``, an ``Ensemble``, a ``ProgrammaticReward`` or
             any ``f(prompts, completions) -> Tensor[B]``; ``config.reward`` says how it is
-            aggregated and shaped.
+            aggregated and shaped. Or a pairwise preference model
+            (``rewards.pairwise.PairwisePreferenceModel``), for algorithm ``nash_mp`` only:
+            the evaluations' ``proxy`` is then its win rate over base-policy samples
+            (``rewards.pipeline``).
         gold: the gold reward, ``score(prompts, completions) -> Tensor[B]``.
         train_prompts: prompts the policy is trained on.
         eval_prompts: held-out prompts (the first ``config.eval_prompts`` are used).
@@ -933,6 +941,7 @@ def run_rl(
     if not eval_prompts:
         raise ValueError("eval_prompts: expected at least one held-out prompt")
     eval_prompts = eval_prompts[: cfg.eval_prompts] if cfg.eval_prompts else eval_prompts
+    check_pairwise_run(cfg, reward)
 
     model, reference, tokenizer, policy_id = load_policy_and_reference(
         policy, tokenizer, device=device
