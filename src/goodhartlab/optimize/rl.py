@@ -688,6 +688,31 @@ def run_identity(
     }
 
 
+def _base_policy_samples(
+    cfg: RLConfig,
+    reference: nn.Module,
+    tokenizer: Any,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    purpose: str,
+    prompt: str,
+    n: int,
+) -> list[str]:
+    """``n`` completions of ``prompt`` from the frozen base policy π0, seeded by (seed,
+    ``purpose``, prompt), so that a resumed run draws the same ones."""
+    gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, purpose, prompt))
+    return sample_rollouts(
+        reference,
+        tokenizer,
+        [prompt],
+        n,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        generator=gen,
+        autocast_dtype=autocast_dtype,
+    ).completions
+
+
 def _build_run(
     cfg: RLConfig,
     model: nn.Module,
@@ -699,40 +724,15 @@ def _build_run(
 ) -> _Run:
     """The reward pipeline, the value model (if the algorithm has one) and the optimizer."""
     autocast_dtype = resolve_autocast_dtype(cfg.bf16, device)
+    sample_base = partial(_base_policy_samples, cfg, reference, tokenizer, device, autocast_dtype)
 
-    # The reward pipeline: reference completions (PAR / LSC / centered) come from π0,
-    # seeded per prompt so a resumed run rebuilds the same cache.
-    def reference_sampler(prompts: Sequence[str]) -> list[list[str]]:
-        out = []
-        for p in prompts:
-            gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "reference", p))
-            ro = sample_rollouts(
-                reference,
-                tokenizer,
-                [p],
-                cfg.reward.reference_samples,
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                generator=gen,
-                autocast_dtype=autocast_dtype,
-            )
-            out.append(ro.completions)
-        return out
+    def reference_sampler(prompts: Sequence[str]) -> list[list[str]]:  # PAR / LSC / centered
+        return [sample_base("reference", p, cfg.reward.reference_samples) for p in prompts]
 
     cooper = eval_proxy = None
     if cfg.cooper is not None:  # the pipeline scores with a copy that the run trains
-
-        def cooper_sampler(prompt: str) -> list[str]:
-            gen = torch.Generator(device=device).manual_seed(
-                derived_seed(cfg.seed, "cooper_reference", prompt)
-            )
-            return sample_rollouts(
-                reference, tokenizer, [prompt], cfg.cooper.reference_samples,
-                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                generator=gen, autocast_dtype=autocast_dtype,
-            ).completions  # fmt: skip
-
-        cooper = CooperReward(cfg.cooper, reward, cooper_sampler)
+        positives = partial(sample_base, "cooper_reference", n=cfg.cooper.reference_samples)
+        cooper = CooperReward(cfg.cooper, reward, positives)
         reward, eval_proxy = cooper.model, RewardPipeline(reward)
 
     kl_penalty = (
