@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from goodhartlab.core.losses import grpo_loss
-from goodhartlab.core.nash import bt_preference, mirror_prox_step, nash_mp_loss, win_rate_against
+from goodhartlab.core.nash import (
+    bt_preference,
+    mirror_prox_step,
+    nash_mp_loss,
+    win_rate_against,
+    win_rate_from_preferences,
+)
 
 
 def test_bt_preference_hand_computed_and_antisymmetric():
@@ -119,3 +125,40 @@ def test_mirror_prox_reaches_the_regularized_equilibrium_fixed_point():
 def test_mirror_prox_step_rejects_a_bad_step_size():
     with pytest.raises(ValueError, match="eta"):
         mirror_prox_step(START, LOG_REF, PAYOFF, 0.0, 0.1)
+
+
+def test_win_rate_from_preferences_by_hand():
+    # One prompt, G = 2 against G' = 3 opponents: rows are the means 0.5 and 0.2.
+    pref = torch.tensor([[[0.9, 0.3, 0.3], [0.1, 0.2, 0.3]]], dtype=torch.float64)
+    torch.testing.assert_close(
+        win_rate_from_preferences(pref, self_play=False),
+        torch.tensor([0.5, 0.2], dtype=torch.float64),
+    )
+    # Self-play, G = 3: the diagonal is left out, (0.8 + 0.6) / 2 = 0.7, (0.2 + 0.5) / 2, ...
+    square = torch.tensor(
+        [[[0.5, 0.8, 0.6], [0.2, 0.5, 0.5], [0.4, 0.5, 0.5]]], dtype=torch.float64
+    )
+    torch.testing.assert_close(
+        win_rate_from_preferences(square, self_play=True),
+        torch.tensor([0.7, 0.35, 0.45], dtype=torch.float64),
+    )
+    with pytest.raises(ValueError, match="square"):
+        win_rate_from_preferences(pref, self_play=True)
+
+
+def test_win_rate_against_is_win_rate_from_the_bradley_terry_preferences():
+    g = torch.Generator().manual_seed(3)
+    r, r_opp = torch.randn(2 * 4, generator=g), torch.randn(2 * 5, generator=g)
+    mine, theirs = r.reshape(2, 4), r_opp.reshape(2, 5)
+    torch.testing.assert_close(
+        win_rate_against(r, 4),
+        win_rate_from_preferences(
+            bt_preference(mine[:, :, None], mine[:, None, :]), self_play=True
+        ),
+    )
+    torch.testing.assert_close(
+        win_rate_against(r, 4, r_opp, 5),
+        win_rate_from_preferences(
+            bt_preference(mine[:, :, None], theirs[:, None, :]), self_play=False
+        ),
+    )

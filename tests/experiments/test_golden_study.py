@@ -21,47 +21,27 @@ from pathlib import Path
 import pytest
 
 from goodhartlab.experiments.study import StudyConfig, run_study
+from tiny_study import tiny_study_config
 
 RECORD = Path(__file__).parent / "data" / "golden_tiny_study.metrics.jsonl"
 
-GOLDEN = {
-    "testbed_options": {
-        "policy_steps": 40,
-        "pretrain_steps": {"small": 40, "medium": 40, "large": 2},
-        "pretrain_batch_size": 16,
-        "tokenizer_corpus": 400,
-        "max_new_tokens": 24,
-    },
-    "proxies": {"pairs": 120, "seeds": [0, 1], "epochs": 1},
-    "bon": {"pool_size": 8, "prompts": 6, "n_boot": 50},
-    "rl": {
-        "steps": 4,
-        "eval_every": 2,
-        "prompts_per_step": 2,
-        "group_size": 2,
-        "eval_prompts": 4,
-        "lr": 1e-3,
+GOLDEN = tiny_study_config(
+    rl={
         "methods": [
             {"name": "single"},
             {"name": "wco", "aggregator": "wco"},
             {"name": "uwo", "aggregator": "uwo", "aggregator_params": {"lam": 0.1}},
             {"name": "par", "shaping": "par"},
             {"name": "nokl", "kl_coef": 0.0},
-        ],
+        ]
     },
-    "daa": {
-        "enabled": True,
-        "max_pairs": 16,
-        "batch_size": 8,
-        "eval_points_in_first_epoch": [0.5],
-        "eval_prompts": 4,
-        "lr": 1e-3,
+    daa={
         "runs": [
             {"name": "dpo", "loss": "dpo", "beta": 0.1},
             {"name": "ipo", "loss": "ipo", "beta": 0.5},
-        ],
+        ]
     },
-}
+)
 
 
 def _same(a, b, where: str) -> None:

@@ -20,15 +20,10 @@ from goodhartlab.experiments.proxies import train_proxies
 from goodhartlab.experiments.study import ProxyConfig
 from goodhartlab.optimize.bon import BonStudyConfig, run_bon_study
 from goodhartlab.testbeds import get_testbed
+from tiny_study import TESTBED_OPTIONS
 
-#: A toy_text world small enough to build in seconds (the golden study's).
-TINY = {
-    "policy_steps": 40,
-    "pretrain_steps": {"small": 40, "medium": 40, "large": 2},
-    "pretrain_batch_size": 16,
-    "tokenizer_corpus": 400,
-    "max_new_tokens": 24,
-}
+#: A toy_text world small enough to build in seconds (the study tests').
+TINY = TESTBED_OPTIONS
 PROXIES = dict(pairs=60, noise=0.25, size="small", seeds=(0, 1), pretrain_seeds=True, epochs=1)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from goodhartlab.experiments.study import StudyConfig, load_config, run_study
 from goodhartlab.optimize.rundir import read_jsonl
+from tiny_study import tiny_study_config
 
 
 def test_default_config_loads_with_the_documented_defaults():
@@ -48,35 +49,10 @@ def test_bad_yaml_file_names_the_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-TINY = {
-    "testbed_options": {
-        "policy_steps": 40,
-        "pretrain_steps": {"small": 40, "medium": 40, "large": 2},
-        "pretrain_batch_size": 16,
-        "tokenizer_corpus": 400,
-        "max_new_tokens": 24,
-    },
-    "proxies": {"pairs": 120, "seeds": [0, 1], "epochs": 1},
-    "bon": {"pool_size": 8, "prompts": 6, "n_boot": 50},
-    "rl": {
-        "steps": 4,
-        "eval_every": 2,
-        "prompts_per_step": 2,
-        "group_size": 2,
-        "eval_prompts": 4,
-        "lr": 1e-3,
-        "methods": [{"name": "single"}, {"name": "mean", "aggregator": "mean"}],
-    },
-    "daa": {
-        "enabled": True,
-        "max_pairs": 16,
-        "batch_size": 8,
-        "eval_points_in_first_epoch": [0.5],
-        "eval_prompts": 4,
-        "lr": 1e-3,
-        "runs": [{"name": "dpo", "loss": "dpo", "beta": 0.1}],
-    },
-}
+TINY = tiny_study_config(
+    rl={"methods": [{"name": "single"}, {"name": "mean", "aggregator": "mean"}]},
+    daa={"runs": [{"name": "dpo", "loss": "dpo", "beta": 0.1}]},
+)
 
 
 def test_daa_stage_is_off_by_default_and_validated():
@@ -360,12 +336,8 @@ def test_a_watched_study_logs_the_monitor_in_every_rl_run(tmp_path):
     """rl.monitor={} watches each RL run with the packaged alarm: readings in metrics.jsonl,
     inputs in monitor.jsonl (the ensemble's members, member 0's latents, the held-out mean
     of the members a single-proxy run is not trained on), and the report's monitor plot."""
-    tiny = {**TINY, "bon": {"enabled": False}, "daa": {"enabled": False}}
-    tiny["rl"] = {
-        **TINY["rl"],
-        "monitor": {},
-        "methods": [{"name": "single"}, {"name": "on-gold", "optimize": "gold", "seed": 3}],
-    }
+    methods = [{"name": "single"}, {"name": "on-gold", "optimize": "gold", "seed": 3}]
+    tiny = tiny_study_config(rl={"monitor": {}, "methods": methods}, daa=None, bon=False)
     config = StudyConfig.model_validate({**tiny, "cache_dir": str(tmp_path / "cache")})
     run_dir = run_study(config, tmp_path / "run", progress=False, workers=1)
     for name in ("single", "on-gold"):

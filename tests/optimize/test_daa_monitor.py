@@ -177,3 +177,21 @@ def test_goodhart_dpo_monitor_reads_the_held_out_and_ensemble_flags(
         rows = [EVAL_PROMPTS[i // 2] for i in range(len(p.completions))]
         assert p.r_heldout == pytest.approx(heldout.score(rows, p.completions).numpy(), abs=1e-5)
         assert p.r_members[0] == pytest.approx(m1.score(rows, p.completions).numpy(), abs=1e-5)
+
+
+def test_dpo_refuses_a_pairwise_preference_model_as_its_proxy(tmp_path, tiny_tokenizer):
+    from goodhartlab.rewards.pairwise import PairwisePreferenceModel
+
+    proxy = PairwisePreferenceModel.__new__(PairwisePreferenceModel)  # no scores needed
+    with pytest.raises(ValueError, match="pairwise preference model"):
+        run_daa(
+            tmp_path / "run",
+            policy=build_causal_lm("small", tiny_tokenizer, seed=0),
+            tokenizer=tiny_tokenizer,
+            pairs=_pairs(),
+            gold=GOLD,
+            eval_prompts=EVAL_PROMPTS,
+            config=DAAConfig(**TINY),
+            proxy=proxy,
+        )
+    assert not (tmp_path / "run").exists()

@@ -140,3 +140,106 @@ def test_without_extrapolation_no_opponents_are_sampled(tmp_path, tiny_tokenizer
     monkeypatch.setattr(nash_mp, "_opponents", no_opponents)
     _, train, moved = _run(tmp_path, tiny_tokenizer, "md", nash_extrapolate=False)
     assert len(train) == 2 and moved
+
+
+# -- against a pairwise preference model (rewards.pairwise) -------------------------------
+
+
+@pytest.fixture
+def pairwise_model(tiny_tokenizer):
+    """An untrained pairwise preference model, its head scaled up so that its preferences are
+    far from 1/2."""
+    from goodhartlab.models.tiny import build_reward_model
+    from goodhartlab.rewards import PairwisePreferenceModel
+
+    model = build_reward_model("small", tiny_tokenizer, seed=1)
+    with torch.no_grad():
+        model.score.weight.mul_(100.0)
+    return PairwisePreferenceModel(model, tiny_tokenizer, max_length=32)
+
+
+def test_the_payoffs_are_the_pairwise_models_preferences(
+    tmp_path, tiny_tokenizer, pairwise_model, monkeypatch
+):
+    # One step, β = 0 (no KL term in the payoff): the extrapolation's payoff is each
+    # completion's preference over the rest of its group, (1/(G − 1)) Σ_{j≠i} P(y_i ≻ y_j), the
+    # update's its preference over the opponents, (1/G') Σ_j P(y_i ≻ y'_j), each P read from
+    # the model one pair at a time here; no Bradley-Terry score is involved.
+    payoffs, seen = [], {}
+    real_advantages = nash_mp.group_normalized_advantages
+    real_payoff = nash_mp._pairwise_update_payoff
+
+    def recording_advantages(r, G, **kwargs):
+        payoffs.append(r.clone())
+        return real_advantages(r, G, **kwargs)
+
+    def recording_payoff(run, prompts, completions, opponents):
+        seen.update(prompts=prompts, completions=completions, opponents=opponents)
+        return real_payoff(run, prompts, completions, opponents)
+
+    monkeypatch.setattr(nash_mp, "group_normalized_advantages", recording_advantages)
+    monkeypatch.setattr(nash_mp, "_pairwise_update_payoff", recording_payoff)
+    G, G_opp = TINY["group_size"], 3
+    _run(tmp_path, tiny_tokenizer, "pw", reward=pairwise_model, steps=1, eval_every=1,
+         nash_opponents=G_opp)  # fmt: skip
+    extrapolation, update = payoffs
+    prompts, mine, theirs = seen["prompts"], seen["completions"], seen["opponents"]
+    assert len(mine) == len(prompts) * G and len(theirs) == len(prompts) * G_opp
+
+    def p(x, a, b):
+        return float(pairwise_model.preference([x], [a], [b]))
+
+    for b, x in enumerate(prompts):
+        group = mine[b * G : (b + 1) * G]
+        for i, y in enumerate(group):
+            own = sum(p(x, y, z) for j, z in enumerate(group) if j != i) / (G - 1)
+            vs = sum(p(x, y, z) for z in theirs[b * G_opp : (b + 1) * G_opp]) / G_opp
+            assert extrapolation[b * G + i].item() == pytest.approx(own, abs=1e-5)
+            assert update[b * G + i].item() == pytest.approx(vs, abs=1e-5)
+    assert float(update.std()) > 0.01  # the preferences differ between completions
+
+
+def test_a_nash_mp_run_on_a_pairwise_model_trains_and_reports_its_win_rate(
+    tmp_path, tiny_tokenizer, pairwise_model
+):
+    result, train, moved = _run(tmp_path, tiny_tokenizer, "pw", reward=pairwise_model,
+                                kl_coef=0.05)  # fmt: skip
+    assert moved and len(train) == 2
+    # Training's r_proxy is the self-play payoff, whose mean over a group is exactly 1/2.
+    assert all(r["r_proxy"] == pytest.approx(0.5, abs=1e-6) for r in train)
+    # The evaluations' proxy is the win rate over base-policy samples, in (0, 1).
+    assert [m["step"] for m in result.metrics] == [0, 2]
+    assert all(0.0 < m["proxy"] < 1.0 and math.isfinite(m["gold"]) for m in result.metrics)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(algorithm="grpo"), "algorithm: 'grpo' needs a scalar reward"),
+        (dict(algorithm="ppo"), "algorithm: 'ppo' needs a scalar reward"),
+        (dict(occupancy_reg="chi2", occupancy_coef=0.1), "occupancy_reg: not supported"),
+    ],
+)
+def test_a_pairwise_model_is_refused_where_a_scalar_reward_is_needed(
+    tmp_path, tiny_tokenizer, pairwise_model, overrides, field
+):
+    with pytest.raises(ValueError, match=field):
+        _run(tmp_path, tiny_tokenizer, "bad", reward=pairwise_model, **overrides)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_goodhart_rl_loads_a_pairwise_proxy_directory_as_one(
+    tmp_path, tiny_tokenizer, pairwise_model
+):
+    from goodhartlab.optimize.rl_launch import reward_source
+    from goodhartlab.rewards import PairwisePreferenceModel, RewardModel
+    from goodhartlab.train.rm import save_reward_model
+    from goodhartlab.train.rm_pairwise import saved_pairwise_info
+
+    info = {"format_version": 1, **saved_pairwise_info()}
+    save_reward_model(pairwise_model.model, tiny_tokenizer, tmp_path / "pm", info)
+    save_reward_model(pairwise_model.model, tiny_tokenizer, tmp_path / "rm", {"format_version": 1})
+    loaded = reward_source({"proxy": str(tmp_path / "pm"), "ensemble": None}, "cpu")
+    assert isinstance(loaded, PairwisePreferenceModel)
+    plain = reward_source({"proxy": str(tmp_path / "rm"), "ensemble": None}, "cpu")
+    assert isinstance(plain, RewardModel)

@@ -7,37 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tiny_study import tiny_study_config
+
 #: Proxies, best-of-n, two RL runs checkpointed every 2 steps, and one DAA run.
-TINY_STUDY = {
-    "testbed_options": {
-        "policy_steps": 40,
-        "pretrain_steps": {"small": 40, "medium": 40, "large": 2},
-        "pretrain_batch_size": 16,
-        "tokenizer_corpus": 400,
-        "max_new_tokens": 24,
-    },
-    "proxies": {"pairs": 120, "seeds": [0, 1], "epochs": 1},
-    "bon": {"pool_size": 8, "prompts": 6, "n_boot": 50},
-    "rl": {
+TINY_STUDY = tiny_study_config(
+    rl={
         "steps": 6,
-        "eval_every": 2,
         "checkpoint_every": 2,
-        "prompts_per_step": 2,
-        "group_size": 2,
-        "eval_prompts": 4,
-        "lr": 1e-3,
         "methods": [{"name": "single"}, {"name": "wco", "aggregator": "wco"}],
     },
-    "daa": {
-        "enabled": True,
-        "max_pairs": 16,
-        "batch_size": 8,
-        "eval_points_in_first_epoch": [0.5],
-        "eval_prompts": 4,
-        "lr": 1e-3,
-        "runs": [{"name": "dpo", "loss": "dpo", "beta": 0.1}],
-    },
-}
+    daa={"runs": [{"name": "dpo", "loss": "dpo", "beta": 0.1}]},
+)
 
 
 @pytest.fixture(scope="session")

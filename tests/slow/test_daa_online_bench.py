@@ -11,20 +11,12 @@ from goodhartlab.experiments.monitor_bench import load_bench_runs
 from goodhartlab.experiments.study import StudyConfig, run_study
 from goodhartlab.monitor.history import EvalPoint
 from goodhartlab.optimize.rundir import read_jsonl
+from tiny_study import tiny_study_config
 
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "testbed_options": {
-        "policy_steps": 40,
-        "pretrain_steps": {"small": 40, "medium": 40, "large": 2},
-        "pretrain_batch_size": 16,
-        "tokenizer_corpus": 400,
-        "max_new_tokens": 24,
-    },
-    "proxies": {"pairs": 120, "seeds": [0, 1], "epochs": 1},
-    "bon": {"enabled": False},
-    "rl": {"enabled": False},
+    **tiny_study_config(rl=None, daa=None, bon=False),
     "daa": {
         "enabled": True,
         "online": True,

@@ -1,10 +1,15 @@
 """A small version of the monitor's benchmark (slow: toy_text RL runs on the default study's
 proxies, cached by the default-study test when it ran first).
 
-Two runs of the packaged monitor-bench study, 40 steps each: GRPO on the single proxy without
+Two runs of the packaged monitor-bench study, 30 steps each: GRPO on the single proxy without
 KL (it hacks: measured in every seed of the full benchmark) and GRPO on gold itself (it cannot
 hack). The packaged combined alarm (fitted by ``goodhart monitor-bench`` on its training runs)
 must fire on the first and stay quiet on the second.
+
+Measured over 40 steps (the runs' first 30 steps are the same at any length: every step is
+seeded from (seed, step)): the hacking run's gold peaks at step 12 and the alarm fires at step
+16, its score 1.0 from step 19; the gold run's alarm score peaks at 0.06 at step 1 and is 0.000
+from step 17 on. 30 steps keep 14 steps after the alarm.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ RUNS = [
 
 
 def test_the_packaged_alarm_fires_on_a_hacking_run_and_not_on_gold(tmp_path):
-    overrides = ["rl.steps=40", f"rl.methods={json.dumps(RUNS)}", "daa.enabled=false"]
+    overrides = ["rl.steps=30", f"rl.methods={json.dumps(RUNS)}", "daa.enabled=false"]
     config = load_config("monitor-bench", overrides)
     study = run_study(config, tmp_path / "study", progress=False)
     runs = {r["run"]: r for r in monitor_path(study, MonitorConfig())}

@@ -757,10 +757,11 @@ RM_OBJECTIVES.register(
     },
 )
 
-# The variants of issue 14 (ordinal, noise_robust, armo) and ODIN (issue 18) register in
-# RM_OBJECTIVES from their modules.
+# The variants of issue 14 (ordinal, noise_robust, armo), ODIN and the pairwise preference
+# model (issue 18) register in RM_OBJECTIVES from their modules.
 from goodhartlab.core import armo as _armo  # noqa: E402,F401
 from goodhartlab.core import length_bias as _length_bias  # noqa: E402,F401
+from goodhartlab.core import pairwise as _pairwise  # noqa: E402,F401
 from goodhartlab.core import pal as _pal  # noqa: E402,F401
 from goodhartlab.core import reform as _reform  # noqa: E402,F401
 from goodhartlab.core import rm_objectives as _rm_objectives  # noqa: E402,F401

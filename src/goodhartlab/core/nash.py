@@ -24,10 +24,13 @@ regularizers of the loss: :func:`win_rate_against`, :func:`nash_mp_loss`), and
 ``optimize.nash_mp`` runs them. (Checked against the abstract and the two steps as quoted
 in a review of the paper; its practical section's exact estimator was not available to us.)
 
-The preference here is the Bradley-Terry one of a reward model, P(y ≻ y') = σ(r(y) − r(y'))
+The preference is either the Bradley-Terry one of a reward model, P(y ≻ y') = σ(r(y) − r(y'))
 (:func:`bt_preference`): it is transitive, so the game has no cycles to resolve, but its
 equilibrium is not reward maximization (the payoff saturates through σ: beating the other
-policy's samples by a wide margin earns nothing more than beating them by a logit or two).
+policy's samples by a wide margin earns nothing more than beating them by a logit or two);
+or a general pairwise preference model that reads both completions (``core.pairwise``,
+NLHF's own setting), whose preferences over a group come as a tensor
+(:func:`win_rate_from_preferences`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,13 @@ from torch import Tensor
 from goodhartlab.core.kl import token_kl
 from goodhartlab.core.losses import grpo_loss
 
-__all__ = ["bt_preference", "mirror_prox_step", "nash_mp_loss", "win_rate_against"]
+__all__ = [
+    "bt_preference",
+    "mirror_prox_step",
+    "nash_mp_loss",
+    "win_rate_against",
+    "win_rate_from_preferences",
+]
 
 
 def bt_preference(r_a: Tensor, r_b: Tensor) -> Tensor:
@@ -98,8 +107,7 @@ def win_rate_against(
         if G < 2:
             raise ValueError(f"group_size: self-play needs G >= 2 completions; got {G}")
         pref = bt_preference(mine.unsqueeze(2), mine.unsqueeze(1))  # (B, G, G)
-        off_diagonal = ~torch.eye(G, dtype=torch.bool, device=pref.device)
-        return (pref * off_diagonal).sum(dim=2).reshape(-1) / (G - 1)
+        return win_rate_from_preferences(pref, self_play=True)
     r_opp = torch.as_tensor(r_opp).to(r_self.dtype)
     assert r_opp.ndim == 1, r_opp.shape
     if opp_group_size is None or r_opp.shape[0] != B * opp_group_size:
@@ -108,7 +116,39 @@ def win_rate_against(
             f"with opp_group_size={opp_group_size}"
         )
     theirs = r_opp.reshape(B, opp_group_size)
-    return bt_preference(mine.unsqueeze(2), theirs.unsqueeze(1)).mean(dim=2).reshape(-1)
+    pref = bt_preference(mine.unsqueeze(2), theirs.unsqueeze(1))  # (B, G, G')
+    return win_rate_from_preferences(pref, self_play=False)
+
+
+def win_rate_from_preferences(preference: Tensor, *, self_play: bool) -> Tensor:
+    """Each completion's mean preference over its prompt's opponents, from the preferences.
+
+        P̂(y_i ≻ π') = 1/G' Σ_j P[b, i, j]                 (opponents y'_j ∼ π')
+        P̂(y_i ≻ π)  = 1/(G − 1) Σ_{j ≠ i} P[b, i, j]      (self-play: y'_j = y_j, G' = G)
+
+    the payoff of Nash-MP's policy-gradient steps (:func:`win_rate_against`, which builds
+    P from a reward model's Bradley-Terry preference; a pairwise preference model gives P
+    directly: ``rewards.pairwise.PairwisePreferenceModel.preference_matrix``). Self-play
+    leaves the diagonal P(y_i ≻ y_i) out (1/2 for any antisymmetric preference).
+
+    Args:
+        preference: P[b, i, j] = P(y_{b,i} ≻ y'_{b,j} | x_b). Shape: (B, G, G')
+        self_play: the opponents are the group itself (then G' = G ≥ 2).
+
+    Returns:
+        P̂ per completion, prompt-major. Shape: (B·G,)
+    """
+    assert preference.ndim == 3, preference.shape
+    if not self_play:
+        return preference.mean(dim=2).reshape(-1)
+    G = preference.shape[1]
+    if preference.shape[2] != G or G < 2:
+        raise ValueError(
+            f"preference: self-play needs a square (B, G, G) tensor with G >= 2; got "
+            f"{tuple(preference.shape)}"
+        )
+    off_diagonal = ~torch.eye(G, dtype=torch.bool, device=preference.device)
+    return (preference * off_diagonal).sum(dim=2).reshape(-1) / (G - 1)
 
 
 def nash_mp_loss(

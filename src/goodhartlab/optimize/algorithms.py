@@ -78,6 +78,9 @@ class RLAlgorithm:
     """Needs G ≥ 2 completions per prompt (the group is the baseline)."""
     kl_in_loss: bool = False
     """Can take the KL to π0 in its loss (``kl_in="loss"``) instead of in the reward."""
+    pairwise_payoff: bool = False
+    """Can optimize a pairwise preference model (``rewards.pairwise``): its payoff is a
+    completion's preference over other samples, so it needs no scalar reward."""
 
 
 def _grpo_advantages(run, x: AdvantageInputs):
@@ -157,9 +160,15 @@ RL_ALGORITHMS.register(
 )
 RL_ALGORITHMS.register(
     "nash_mp",
-    RLAlgorithm(nash_mp_advantages, nash_mp_loss_fn, group_based=True, kl_in_loss=True),
+    RLAlgorithm(
+        nash_mp_advantages,
+        nash_mp_loss_fn,
+        group_based=True,
+        kl_in_loss=True,
+        pairwise_payoff=True,
+    ),
     description="Nash Mirror Prox: an extrapolation step on the preference over the policy's "
     "own samples, then the update on the preference over the extrapolated policy's samples "
-    "(Bradley-Terry preference from the proxy; optimize.nash_mp)",
+    "(a pairwise preference model's, or the proxy's Bradley-Terry preference; optimize.nash_mp)",
     paper="Tiapkin et al. 2025, arXiv 2505.19731; Munos et al. 2023, arXiv 2312.00886",
 )

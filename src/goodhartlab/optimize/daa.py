@@ -785,6 +785,13 @@ def run_daa(
         raise ValueError("proxy: online mode labels its pairs with a proxy; none was given")
     if cfg.monitor is not None and proxy is None:
         raise ValueError("proxy: the monitor reads the proxy's scores; none was given")
+    from goodhartlab.rewards.pairwise import PairwisePreferenceModel
+
+    if isinstance(proxy, PairwisePreferenceModel):
+        raise ValueError(
+            "proxy: a pairwise preference model has no per-completion score, which DPO's "
+            "labelling and logging read; give a reward model (or use algorithm nash_mp in RL)"
+        )
 
     model, reference, tokenizer, policy_id = load_policy_and_reference(
         policy, tokenizer, device=device

@@ -15,9 +15,18 @@ each prompt; then
 
 Both steps reuse the samples of π_k (the update step's proximal objective is anchored at
 π_k, whose samples the loop has), so a step costs one extra set of updates and one extra
-sampling pass over the GRPO step. The preference is Bradley-Terry from the proxy
-(``core.nash.bt_preference`` on the aggregated proxy reward), with the KL penalty of the
-reward (``kl_in='reward'``) added to the payoff as in the regularized game.
+sampling pass over the GRPO step. The KL penalty of the reward (``kl_in='reward'``) is added
+to the payoff as in the regularized game. The preference is either
+
+- Bradley-Terry from a scalar proxy (``core.nash.bt_preference`` on the aggregated proxy
+  reward: ``win_rate_against``), or
+- a pairwise preference model's (``rewards.pairwise``; NLHF's setting, Munos et al. 2023,
+  arXiv 2312.00886): the self-play payoff is the reward pipeline's (its preference over the
+  rest of the group, ``RewardPipeline.self_play_payoff``), the update's payoff
+  P̂(y_i ≻ π_{k+1/2}) = 1/G' Σ_j P(y_i ≻ y'_j) is read from the model on every (y_i, y'_j)
+  (``PairwisePreferenceModel.preference_matrix``, ``core.nash.win_rate_from_preferences``):
+  no Bradley-Terry score anywhere. No other RL algorithm can optimize such a model
+  (:func:`check_pairwise_run`).
 """
 
 from __future__ import annotations
@@ -31,11 +40,47 @@ import torch
 from torch import Tensor
 
 from goodhartlab.core.advantages import group_normalized_advantages
-from goodhartlab.core.nash import nash_mp_loss, win_rate_against
+from goodhartlab.core.nash import nash_mp_loss, win_rate_against, win_rate_from_preferences
 from goodhartlab.measure.evaluate import Rollouts, completion_logprobs, sample_rollouts
 from goodhartlab.optimize.rundir import derived_seed
+from goodhartlab.registry import RL_ALGORITHMS
+from goodhartlab.rewards.pipeline import source_name
 
-__all__ = ["nash_mp_advantages", "nash_mp_loss_fn"]
+__all__ = ["check_pairwise_run", "nash_mp_advantages", "nash_mp_loss_fn"]
+
+
+def check_pairwise_run(cfg: Any, reward: Any) -> None:
+    """Refuse, naming the field, a pairwise preference model (a ``reward`` source with
+    ``preference_matrix``, ``rewards.pairwise``) with what needs a scalar reward: an algorithm
+    without ``pairwise_payoff`` (GRPO, RLOO, PPO), and the options that read or change
+    per-completion scores. Called before anything is loaded or written."""
+    if not callable(getattr(reward, "preference_matrix", None)):
+        return
+    name = source_name(reward)
+    if not RL_ALGORITHMS[cfg.algorithm].pairwise_payoff:
+        able = [e.name for e in RL_ALGORITHMS.entries() if e.obj.pairwise_payoff]
+        raise ValueError(
+            f"algorithm: {cfg.algorithm!r} needs a scalar reward per completion, but the "
+            f"reward source {name!r} is a pairwise preference model P(y ≻ y' | x) (objective "
+            f"'pairwise'); use algorithm {' or '.join(repr(a) for a in able)}, whose payoff is "
+            "a completion's preference over other samples, or a Bradley-Terry proxy"
+        )
+    scalar_only = {
+        "cooper": cfg.cooper is not None,
+        "constrained": cfg.constrained is not None,
+        "kl_gate": cfg.kl_gate is not None,
+        "diversity_bonus": cfg.diversity_bonus,
+        "occupancy_reg": cfg.occupancy_reg is not None,
+        "monitor": cfg.monitor is not None,
+        "reward.standardize_members": cfg.reward.standardize_members,
+    }
+    bad = [k for k, on in scalar_only.items() if on]
+    if bad:
+        raise ValueError(
+            f"{', '.join(bad)}: not supported with the pairwise preference model {name!r} "
+            "(these read or change per-completion scores or ensemble members, which it has "
+            "not); turn them off or use a Bradley-Terry proxy"
+        )
 
 
 @dataclass(frozen=True)
@@ -89,9 +134,9 @@ def _proximal_updates(run: Any, batch: _Batch, step: int) -> None:
     run.optimizer.zero_grad(set_to_none=True)
 
 
-def _opponents(run: Any, prompts: list[str], step: int) -> Tensor:
-    """Sample G' completions of each prompt from the current policy and score them with the
-    proxy (aggregated, unshaped). Shape: (B·G',)"""
+def _opponent_completions(run: Any, prompts: list[str], step: int) -> list[str]:
+    """G' completions of each prompt from the current policy, seeded by (seed, step),
+    prompt-major. Length: B·G'"""
     cfg = run.cfg
     g_opp = cfg.nash_opponents or cfg.group_size
     generator = torch.Generator(device=run.device).manual_seed(
@@ -102,21 +147,42 @@ def _opponents(run: Any, prompts: list[str], step: int) -> Tensor:
             run.policy, run.tokenizer, prompts, g_opp, max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature, generator=generator, autocast_dtype=run.autocast_dtype,
         )  # fmt: skip
+    return opp.completions
+
+
+def _opponents(run: Any, prompts: list[str], step: int) -> Tensor:
+    """Sample G' completions of each prompt from the current policy and score them with the
+    proxy (aggregated, unshaped). Shape: (B·G',)"""
+    g_opp = run.cfg.nash_opponents or run.cfg.group_size
     flat = [p for p in prompts for _ in range(g_opp)]
-    return run.pipeline.score_source(flat, opp.completions)[0]
+    return run.pipeline.score_source(flat, _opponent_completions(run, prompts, step))[0]
+
+
+def _pairwise_update_payoff(
+    run: Any, prompts: list[str], completions: list[str], opponents: list[str]
+) -> Tensor:
+    """P̂(y_i ≻ π_{k+1/2}) = 1/G' Σ_j P(y_i ≻ y'_j) from the pairwise preference model.
+    Shape: (B·G,)"""
+    cfg = run.cfg
+    pref = run.pipeline.source.preference_matrix(
+        prompts, completions, cfg.group_size, opponents, cfg.nash_opponents or cfg.group_size
+    )
+    return win_rate_from_preferences(torch.as_tensor(pref, dtype=torch.float64), self_play=False)
 
 
 def nash_mp_advantages(run: Any, x: Any) -> tuple[Tensor, None, None]:
     """The update step's advantages, after the extrapolation step (module docstring).
 
     ``x`` is the loop's ``AdvantageInputs``: its ``prompts`` (one per row) and ``step`` seed
-    the opponents' sampling; ``r_shaped`` is the proxy (Nash-MP takes no shaping).
+    the opponents' sampling; ``r_shaped`` is the proxy (Nash-MP takes no shaping), or for a
+    pairwise preference model already the self-play payoff P̂(y_i ≻ π_k).
     """
     cfg, G = run.cfg, x.group_size
     if len(x.prompts) != x.r_shaped.shape[0]:
         raise ValueError("nash_mp: AdvantageInputs.prompts must hold one prompt per row")
     prompts = list(x.prompts[::G])
-    r_self = x.r_shaped.to(torch.float64)
+    pairwise = getattr(run.pipeline, "is_pairwise", False)
+    r_self = x.r_shaped.cpu().to(torch.float64)
     kl_payoff = (x.r_final.cpu() - x.r_shaped.cpu()).to(torch.float64)  # −β·KL in the reward
     device = run.device
 
@@ -124,8 +190,9 @@ def nash_mp_advantages(run: Any, x: Any) -> tuple[Tensor, None, None]:
         adv = group_normalized_advantages(payoff + kl_payoff, G, scale_by_std=cfg.scale_rewards)
         return adv.to(device=device, dtype=torch.float32)
 
+    self_play = r_self if pairwise else win_rate_against(r_self, G)
     if not cfg.nash_extrapolate:  # the ablation: mirror descent, the opponent is π_k
-        return advantages(win_rate_against(r_self, G)), None, None
+        return advantages(self_play), None, None
 
     rollouts = x.rollouts
     logp_ref = None
@@ -137,13 +204,19 @@ def nash_mp_advantages(run: Any, x: Any) -> tuple[Tensor, None, None]:
     theta_k = {k: v.detach().clone() for k, v in run.policy.state_dict().items()}
     optimizer_k = copy.deepcopy(run.optimizer.state_dict())
     try:
-        half = _Batch(rollouts, rollouts.logp, logp_ref, advantages(win_rate_against(r_self, G)))
+        half = _Batch(rollouts, rollouts.logp, logp_ref, advantages(self_play))
         _proximal_updates(run, half, x.step)
-        r_opp = _opponents(run, prompts, x.step).to(torch.float64)
+        if pairwise:
+            opponents = _opponent_completions(run, prompts, x.step)
+        else:
+            r_opp = _opponents(run, prompts, x.step).to(torch.float64)
     finally:
         run.policy.load_state_dict(theta_k)
         run.optimizer.load_state_dict(optimizer_k)
 
     # 3. The update step's payoff: the preference over π_{k+1/2}'s samples.
+    if pairwise:
+        payoff = _pairwise_update_payoff(run, prompts, rollouts.completions, opponents)
+        return advantages(payoff), None, None
     g_opp = cfg.nash_opponents or cfg.group_size
     return advantages(win_rate_against(r_self, G, r_opp, g_opp)), None, None

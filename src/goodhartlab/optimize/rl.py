@@ -1,6 +1,7 @@
 """RL against a proxy reward (GRPO, RLOO, PPO) with gold / proxy / KL tracking.
 
-One loop, read top to bottom in :func:`run_rl`; each training step (:func:`rl_step`) is
+One loop, read top to bottom in :func:`run_rl` (build the run, restore a checkpoint, train,
+write the summary) and :func:`_train`; each training step (:func:`rl_step`) is
 
 1. sample G completions for each of B prompts from the current policy, keeping the token
    ids and the sampling-time log-probs (``logp_old``);
@@ -34,6 +35,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +69,7 @@ from goodhartlab.optimize.gardo import (
     reset_reference_if_due,
 )
 from goodhartlab.optimize.monitoring import MONITOR_LOG, RunMonitor, resolve_sources
+from goodhartlab.optimize.nash_mp import check_pairwise_run
 from goodhartlab.optimize.occupancy import occupancy_penalized
 from goodhartlab.optimize.rundir import (
     RunDir,
@@ -103,7 +106,9 @@ class RLConfig(BaseModel):
         description="Registry 'rl_algorithm'. grpo: group-normalized advantage, token-level clipped loss; rloo: "
         "leave-one-out advantage, sequence-level clipped REINFORCE; ppo: GAE with a value "
         "model (a copy of the policy's body with a linear head), token-level clipped loss; "
-        "nash_mp: Nash Mirror Prox on the proxy's Bradley-Terry preference (optimize.nash_mp).",
+        "nash_mp: Nash Mirror Prox on a pairwise preference model's preference, or on the "
+        "proxy's Bradley-Terry preference (optimize.nash_mp); the only one that can optimize "
+        "a pairwise preference model.",
     )
     name: str | None = Field(None, description="Method label in metrics.jsonl (default rl-ALGO).")
     steps: int = Field(200, ge=1, description="Training steps (one batch of B·G completions each).")
@@ -584,7 +589,9 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
             logp_ref = completion_logprobs(ref, rollouts, cfg.temperature)
         kl_seq = sequence_kl(logp_old, logp_ref, mask, cfg.kl_estimator or "k1")
     in_reward = run.pipeline.kl_penalty is not None
-    scored = run.pipeline(flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None)
+    scored = run.pipeline(
+        flat_prompts, rollouts.completions, kl=kl_seq if in_reward else None, group_size=G
+    )
     if cfg.kl_gate is not None:  # GARDO: the penalty on the uncertain samples only
         scored, gardo = gate_kl_penalty(run, scored, kl_seq, gardo)
     if cfg.ref_reset_kl is not None:  # GARDO: the KL that triggers the next step's reset
@@ -743,6 +750,31 @@ def run_identity(
     }
 
 
+def _base_policy_samples(
+    cfg: RLConfig,
+    reference: nn.Module,
+    tokenizer: Any,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    purpose: str,
+    prompt: str,
+    n: int,
+) -> list[str]:
+    """``n`` completions of ``prompt`` from the frozen base policy π0, seeded by (seed,
+    ``purpose``, prompt), so that a resumed run draws the same ones."""
+    gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, purpose, prompt))
+    return sample_rollouts(
+        reference,
+        tokenizer,
+        [prompt],
+        n,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        generator=gen,
+        autocast_dtype=autocast_dtype,
+    ).completions
+
+
 def _build_run(
     cfg: RLConfig,
     model: nn.Module,
@@ -754,40 +786,15 @@ def _build_run(
 ) -> _Run:
     """The reward pipeline, the value model (if the algorithm has one) and the optimizer."""
     autocast_dtype = resolve_autocast_dtype(cfg.bf16, device)
+    sample_base = partial(_base_policy_samples, cfg, reference, tokenizer, device, autocast_dtype)
 
-    # The reward pipeline: reference completions (PAR / LSC / centered) come from π0,
-    # seeded per prompt so a resumed run rebuilds the same cache.
-    def reference_sampler(prompts: Sequence[str]) -> list[list[str]]:
-        out = []
-        for p in prompts:
-            gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "reference", p))
-            ro = sample_rollouts(
-                reference,
-                tokenizer,
-                [p],
-                cfg.reward.reference_samples,
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                generator=gen,
-                autocast_dtype=autocast_dtype,
-            )
-            out.append(ro.completions)
-        return out
+    def reference_sampler(prompts: Sequence[str]) -> list[list[str]]:  # PAR / LSC / centered
+        return [sample_base("reference", p, cfg.reward.reference_samples) for p in prompts]
 
     cooper = eval_proxy = None
     if cfg.cooper is not None:  # the pipeline scores with a copy that the run trains
-
-        def cooper_sampler(prompt: str) -> list[str]:
-            gen = torch.Generator(device=device).manual_seed(
-                derived_seed(cfg.seed, "cooper_reference", prompt)
-            )
-            return sample_rollouts(
-                reference, tokenizer, [prompt], cfg.cooper.reference_samples,
-                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                generator=gen, autocast_dtype=autocast_dtype,
-            ).completions  # fmt: skip
-
-        cooper = CooperReward(cfg.cooper, reward, cooper_sampler)
+        positives = partial(sample_base, "cooper_reference", n=cfg.cooper.reference_samples)
+        cooper = CooperReward(cfg.cooper, reward, positives)
         reward, eval_proxy = cooper.model, RewardPipeline(reward)
 
     kl_penalty = (
@@ -823,6 +830,167 @@ def _build_run(
         cooper=cooper,
         eval_proxy=eval_proxy,
     )
+
+
+def _checked_prompts(
+    cfg: RLConfig, train_prompts: Sequence[str], eval_prompts: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The training prompts and the first ``cfg.eval_prompts`` held-out ones (None: all);
+    fewer training prompts than a step samples, or no held-out prompt, is an error."""
+    train_prompts, eval_prompts = list(train_prompts), list(eval_prompts)
+    if len(train_prompts) < cfg.prompts_per_step:
+        raise ValueError(
+            f"prompts_per_step: {cfg.prompts_per_step} prompts per step, but only "
+            f"{len(train_prompts)} training prompts"
+        )
+    if not eval_prompts:
+        raise ValueError("eval_prompts: expected at least one held-out prompt")
+    return train_prompts, eval_prompts[: cfg.eval_prompts] if cfg.eval_prompts else eval_prompts
+
+
+def _open_run_dir(
+    out_dir: Path,
+    cfg: RLConfig,
+    identity: dict[str, Any],
+    launch: dict[str, Any] | None,
+    resume: bool,
+) -> RunDir:
+    """The run directory with its config.yaml, created or resumed (only
+    ``RESUMABLE_CHANGES`` and the launch may differ); a resume with fewer steps than the
+    run has done is refused before anything is written."""
+    resolved = {
+        "study": "rl",
+        "metrics_version": METRICS_VERSION,
+        "config": cfg.model_dump(mode="json"),
+        "identity": identity,
+        "launch": launch or {},
+    }
+    if resume:
+        check_steps_reach(out_dir, cfg.steps)
+    return RunDir.open(
+        out_dir,
+        kind="rl",
+        config=resolved,
+        resume=resume,
+        name=cfg.method,
+        seed=cfg.seed,
+        metrics_version=METRICS_VERSION,
+        resumable=[*(f"config.{k}" for k in RESUMABLE_CHANGES), "launch."],
+    )
+
+
+def _extra_models(
+    run: _Run,
+) -> dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None:
+    """The models a checkpoint holds beside the policy: Cooper's reward model (and its
+    optimizer) and, when GARDO's resets are KL-triggered (they fall on any step), the KL
+    penalty's reference."""
+    extra = {"cooper_rm": (run.cooper.model.model, run.cooper.optimizer)} if run.cooper else {}
+    if run.cfg.ref_reset_kl is not None:
+        extra[KL_REFERENCE] = (run.kl_reference, None)
+    return extra or None
+
+
+def _restore(rundir: RunDir, run: _Run, resume: bool) -> int:
+    """The step to go on from (0: a new run), its checkpoint loaded (policy, optimizer,
+    value model, RNGs, the pipeline's, μ-PPO's and GARDO's state) and the logs cut back to it.
+
+    Lines past the checkpoint are recomputed; without a checkpoint, everything is."""
+    cfg = run.cfg
+    ckpt, start = rundir.resume_checkpoint(_logged_by(cfg)) if resume else (None, 0)
+    if ckpt is not None:
+        state = load_checkpoint(
+            ckpt, policy=run.policy, optimizer=run.optimizer, value_model=run.value_model,
+            device=run.device, extra=_extra_models(run),
+        )  # fmt: skip
+        run.pipeline.load_state_dict(state["pipeline"])
+        if run.constrained is not None:
+            run.constrained.load_state_dict(state["constrained"])
+        if run.gardo is not None:
+            run.gardo.load_state_dict(state["gardo"])
+        check_gardo_resume(cfg, start)
+        rundir.resumed(start)
+    logs = ("metrics", "train", "samples", MONITOR_LOG)
+    rundir.truncate(logs, start if ckpt is not None else -1)
+    return start
+
+
+def _progress_line(cfg: RLConfig, line: dict[str, Any], reading: Any) -> str:
+    """One evaluation as printed with ``progress``."""
+    alarm = f"  ALARM (step {reading.alarm_step})" if reading and reading.alarm else ""
+    return (
+        f"[{cfg.method}] step {line['step']:>5}  kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  "
+        f"proxy {line['proxy']:7.3f}  len {line['length']:5.1f}{alarm}"
+    )
+
+
+def _log_eval(
+    run: _Run,
+    rundir: RunDir,
+    eval_prompts: list[str],
+    gold: Any,
+    watch: RunMonitor | None,
+    sources: dict[str, Any] | None,
+    progress: bool,
+    step: int,
+) -> bool:
+    """Evaluates at ``step``: a metrics.jsonl line, its samples and, with a monitor, its
+    inputs and reading; True when the monitor asks the run to stop."""
+    line, samples, record = _evaluate(run, step, eval_prompts, gold, sources)
+    if run.constrained is not None:  # NM-PPO: this evaluation's gold moves the thresholds
+        line.update(run.constrained.observe_gold(step, line["gold"]))
+    reading = None
+    if watch is not None:
+        reading = watch.observe(step, record, run.policy, run.tokenizer, line.get("kl", math.nan))
+        line["monitor"] = reading.to_json()
+    for s in samples:  # before the metrics line, whose presence says they are all written
+        rundir.append("samples", s)
+    rundir.append("metrics", line)
+    if progress:
+        print(_progress_line(run.cfg, line, reading), flush=True)
+    return watch is not None and watch.stops(reading)
+
+
+def _checkpoint(run: _Run, out_dir: Path, step: int) -> None:
+    """Saves what a resumed run needs after ``step``: the trained models, their optimizers,
+    the RNGs, the pipeline's state (adaptive β, running statistics), μ-PPO's and GARDO's."""
+    save_checkpoint(
+        out_dir,
+        step,
+        policy=run.policy,
+        optimizer=run.optimizer,
+        value_model=run.value_model,
+        state={
+            "pipeline": run.pipeline.state_dict(),
+            "constrained": run.constrained and run.constrained.state_dict(),
+            "gardo": run.gardo and run.gardo.state_dict(),
+        },
+        keep=run.cfg.keep_checkpoints,
+        extra=_extra_models(run),
+    )
+
+
+def _train(
+    run: _Run, rundir: RunDir, out_dir: Path, start: int, log_eval: Callable[[int], bool]
+) -> int | None:
+    """Steps ``start`` + 1 .. ``steps`` (step 0: the base policy's evaluation first): a
+    train.jsonl line per step, an evaluation every ``eval_every`` steps and at the end, a
+    checkpoint every ``checkpoint_every`` steps, at the end and where the monitor stops the
+    run. Returns the step it stopped at, or None."""
+    cfg = run.cfg
+    if start == 0:
+        log_eval(0)  # the base policy
+    for step in range(start + 1, cfg.steps + 1):
+        stats = rl_step(run, step)
+        rundir.append("train", {"step": step, **stats})
+        stop = False
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            stop = log_eval(step)
+        if stop or step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _checkpoint(run, out_dir, step)
+        if stop:
+            return step
+    return None
 
 
 def _write_summary(
@@ -901,7 +1069,10 @@ def run_rl(
             the reference).
         reward: the proxy: a ``RewardModel``, an ``Ensemble``, a ``ProgrammaticReward`` or
             any ``f(prompts, completions) -> Tensor[B]``; ``config.reward`` says how it is
-            aggregated and shaped.
+            aggregated and shaped. Or a pairwise preference model
+            (``rewards.pairwise.PairwisePreferenceModel``), for algorithm ``nash_mp`` only:
+            the evaluations' ``proxy`` is then its win rate over base-policy samples
+            (``rewards.pipeline``).
         gold: the gold reward, ``score(prompts, completions) -> Tensor[B]``.
         train_prompts: prompts the policy is trained on.
         eval_prompts: held-out prompts (the first ``config.eval_prompts`` are used).
@@ -924,114 +1095,21 @@ def run_rl(
     out_dir = Path(out_dir)
     device = torch.device(cfg.device)
     resolve_autocast_dtype(cfg.bf16, device)  # an unsupported bf16 fails before any loading
-    train_prompts, eval_prompts = list(train_prompts), list(eval_prompts)
-    if len(train_prompts) < cfg.prompts_per_step:
-        raise ValueError(
-            f"prompts_per_step: {cfg.prompts_per_step} prompts per step, but only "
-            f"{len(train_prompts)} training prompts"
-        )
-    if not eval_prompts:
-        raise ValueError("eval_prompts: expected at least one held-out prompt")
-    eval_prompts = eval_prompts[: cfg.eval_prompts] if cfg.eval_prompts else eval_prompts
-
+    train_prompts, eval_prompts = _checked_prompts(cfg, train_prompts, eval_prompts)
+    check_pairwise_run(cfg, reward)
     model, reference, tokenizer, policy_id = load_policy_and_reference(
         policy, tokenizer, device=device
     )
-    resolved = {
-        "study": "rl",
-        "metrics_version": METRICS_VERSION,
-        "config": cfg.model_dump(mode="json"),
-        "identity": run_identity(policy_id, reward, gold, train_prompts, eval_prompts),
-        "launch": launch or {},
-    }
-    if resume:
-        check_steps_reach(out_dir, cfg.steps)
-    rundir = RunDir.open(
-        out_dir,
-        kind="rl",
-        config=resolved,
-        resume=resume,
-        name=cfg.method,
-        seed=cfg.seed,
-        metrics_version=METRICS_VERSION,
-        resumable=[*(f"config.{k}" for k in RESUMABLE_CHANGES), "launch."],
-    )
-
+    identity = run_identity(policy_id, reward, gold, train_prompts, eval_prompts)
+    rundir = _open_run_dir(out_dir, cfg, identity, launch, resume)
     run = _build_run(cfg, model, reference, tokenizer, reward, train_prompts, device)
-    optimizer, value_model, pipeline = run.optimizer, run.value_model, run.pipeline
-
-    extra = {"cooper_rm": (run.cooper.model.model, run.cooper.optimizer)} if run.cooper else {}
-    if cfg.ref_reset_kl is not None:  # resets fall on any step: the checkpoint keeps the reference
-        extra[KL_REFERENCE] = (run.kl_reference, None)
-    extra = extra or None
-    ckpt, start = rundir.resume_checkpoint(_logged_by(cfg)) if resume else (None, 0)
-    if ckpt is not None:
-        state = load_checkpoint(
-            ckpt, policy=model, optimizer=optimizer, value_model=value_model, device=device,
-            extra=extra,
-        )  # fmt: skip
-        pipeline.load_state_dict(state["pipeline"])
-        if run.constrained is not None:
-            run.constrained.load_state_dict(state["constrained"])
-        if run.gardo is not None:
-            run.gardo.load_state_dict(state["gardo"])
-        check_gardo_resume(cfg, start)
-        rundir.resumed(start)
-    # Lines past the checkpoint are recomputed; without a checkpoint, everything is.
-    logs = ("metrics", "train", "samples", MONITOR_LOG)
-    rundir.truncate(logs, start if ckpt is not None else -1)
+    start = _restore(rundir, run, resume)
     watch = RunMonitor(rundir, cfg.monitor, start) if cfg.monitor is not None else None
     sources = resolve_sources(reward, monitor_sources) if watch is not None else None
+    log_eval = partial(_log_eval, run, rundir, eval_prompts, gold, watch, sources, progress)
 
-    def log_eval(step: int) -> bool:
-        """Evaluate and log; True when the monitor asks the run to stop."""
-        line, samples, record = _evaluate(run, step, eval_prompts, gold, sources)
-        if run.constrained is not None:  # NM-PPO: this evaluation's gold moves the thresholds
-            line.update(run.constrained.observe_gold(step, line["gold"]))
-        reading = None
-        if watch is not None:
-            reading = watch.observe(step, record, model, tokenizer, line.get("kl", math.nan))
-            line["monitor"] = reading.to_json()
-        for s in samples:  # before the metrics line, whose presence says they are all written
-            rundir.append("samples", s)
-        rundir.append("metrics", line)
-        if progress:
-            alarm = f"  ALARM (step {reading.alarm_step})" if reading and reading.alarm else ""
-            print(
-                f"[{cfg.method}] step {step:>5}  kl {line['kl']:7.3f}  gold {line['gold']:7.3f}  "
-                f"proxy {line['proxy']:7.3f}  len {line['length']:5.1f}{alarm}",
-                flush=True,
-            )
-        return watch is not None and watch.stops(reading)
-
-    stopped_at = None
     try:
-        if start == 0:
-            log_eval(0)  # the base policy
-        for step in range(start + 1, cfg.steps + 1):
-            stats = rl_step(run, step)
-            rundir.append("train", {"step": step, **stats})
-            stop = False
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                stop = log_eval(step)
-            if stop or step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_checkpoint(
-                    out_dir,
-                    step,
-                    policy=model,
-                    optimizer=optimizer,
-                    value_model=value_model,
-                    state={
-                        "pipeline": pipeline.state_dict(),
-                        "constrained": run.constrained and run.constrained.state_dict(),
-                        "gardo": run.gardo and run.gardo.state_dict(),
-                    },
-                    keep=cfg.keep_checkpoints,
-                    extra=extra,
-                )
-            if stop:
-                stopped_at = step
-                break
+        stopped_at = _train(run, rundir, out_dir, start, log_eval)
     except BaseException as e:
         rundir.fail(e)
         raise

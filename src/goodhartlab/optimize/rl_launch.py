@@ -48,7 +48,11 @@ class RLLaunch(BaseModel):
     gold: str | None = Field(
         None, description="reward-model directory used as gold (instead of the testbed's)"
     )
-    proxy: str | None = Field(None, description="the proxy reward model directory")
+    proxy: str | None = Field(
+        None,
+        description="the proxy reward model directory (or a pairwise preference model's, "
+        "for --algorithm nash_mp)",
+    )
     ensemble: list[str] | None = Field(
         None, description="ensemble member directories, or one ensemble directory"
     )
@@ -84,10 +88,14 @@ def _check_proxy_given(s: dict[str, Any]) -> None:
 
 
 def reward_source(s: dict[str, Any], device: str):
-    """The proxy of the settings: a reward model or an ensemble (registry 'reward_source')."""
+    """The proxy of the settings: a reward model, a pairwise preference model (a --proxy
+    directory trained with objective 'pairwise') or an ensemble (registry 'reward_source')."""
     from goodhartlab.rewards import REWARD_SOURCES
+    from goodhartlab.rewards.pairwise import is_pairwise_model
 
     _check_proxy_given(s)
+    if s["proxy"] and is_pairwise_model(s["proxy"]):
+        return REWARD_SOURCES["pairwise_preference"](s["proxy"], device=device)
     if s["proxy"]:
         return REWARD_SOURCES["reward_model"](s["proxy"], device=device)
     return REWARD_SOURCES["ensemble"](list(s["ensemble"]), device=device)

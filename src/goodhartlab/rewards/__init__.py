@@ -8,6 +8,7 @@ from goodhartlab.rewards.judge import (
     RubricJudge,
     load_judge,
 )
+from goodhartlab.rewards.pairwise import PAIRWISE_TEMPLATE_VERSION, PairwisePreferenceModel
 from goodhartlab.rewards.programmatic import ProgrammaticReward
 from goodhartlab.rewards.reward_model import (
     RewardModel,
@@ -21,6 +22,7 @@ __all__ = [
     "REWARD_SOURCES",
     "Ensemble",
     "GenerativeJudge",
+    "PairwisePreferenceModel",
     "ProgrammaticReward",
     "RewardModel",
     "RubricJudge",
@@ -46,9 +48,22 @@ def _ensemble(paths: list[str], device: str = "cpu") -> Ensemble:
     return Ensemble.from_dirs(members, device=device)
 
 
+def _pairwise_preference(path: str, device: str = "cpu"):
+    """A pairwise preference model P(y ≻ y' | x) directory (objective 'pairwise'; nash_mp only).
+
+    It has no per-completion score: RL optimizes it with algorithm nash_mp only."""
+    return PairwisePreferenceModel.from_pretrained(path, device=device)
+
+
 REWARD_SOURCES.register(
     "reward_model", _reward_model, params={"path": "the reward model's directory"}
 )
+REWARD_SOURCES.register(
+    "pairwise_preference", _pairwise_preference,
+    paper="Munos et al. 2023, arXiv 2312.00886 (NLHF's preference model)",
+    params={"path": "the pairwise preference model's directory"},
+    version=PAIRWISE_TEMPLATE_VERSION,
+)  # fmt: skip
 REWARD_SOURCES.register(
     "ensemble", _ensemble, paper="Coste et al. 2023, arXiv 2310.02743",
     params={"paths": "member directories, or one ensemble directory"},

@@ -33,6 +33,17 @@ first use, from the same deterministic reference sampler.
 ``length_fit`` shaping (FiMi-RM, Zhao et al. 2025, arXiv 2505.12843) fits the proxy's length
 bias f(ℓ) once, on first use, on the same calibration samples (``core.length_bias``), and
 optimizes the residual r − f(ℓ).
+
+A pairwise preference model (``rewards.pairwise``: a source with ``preference_matrix``) has
+no per-completion score. In training (``__call__`` with ``group_size``) the reward of a
+completion is its self-play payoff, its preference over the other completions of its group,
+P̂(y_i ≻ π) = 1/(G − 1) Σ_{j ≠ i} P(y_i ≻ y_j) (``core.nash.win_rate_from_preferences``;
+Nash-MP's extrapolation payoff: ``optimize.nash_mp``); its mean over a batch is exactly 1/2.
+Everywhere else (``score_source``: the evaluations' ``proxy``) it is its win rate over the
+base policy, P̂(y ≻ π0) = 1/M Σ_m P(y ≻ y0_m) against the M = ``reference_samples``
+base-policy completions of its prompt (sampled once per prompt by the reference sampler,
+cached), NLHF's win rate against the reference policy. It takes no shaping and no
+standardization.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from goodhartlab.core import shaping as shaping_fns
 from goodhartlab.core.advantages import AdaptiveKLController, kl_penalized_rewards
 from goodhartlab.core.aggregate import AGGREGATORS, get_aggregator, standardize_members
 from goodhartlab.core.length_bias import completion_lengths, fit_length_bias
+from goodhartlab.core.nash import win_rate_from_preferences
 from goodhartlab.core.shaping import SHAPINGS, ShapingContext
 from goodhartlab.registry import name_in
 from goodhartlab.rewards.steps import sentence_ends
@@ -131,6 +143,21 @@ class RewardPipelineConfig(BaseModel):
         """What the shaping needs besides the rewards: "references", "moments", "steps",
         "length_bias" or None."""
         return SHAPINGS.entry(self.shaping).meta.get("needs")
+
+
+def _check_pairwise_config(name: str, config: RewardPipelineConfig) -> None:
+    """A pairwise preference model takes no shaping and no member standardization."""
+    if config.shaping != "none":
+        raise ValueError(
+            f"reward.shaping: reward source {name!r} is a pairwise preference model, whose "
+            f"payoff is a preference; it takes no shaping (expected 'none', got "
+            f"{config.shaping!r})"
+        )
+    if config.standardize_members:
+        raise ValueError(
+            f"reward.standardize_members: reward source {name!r} is a pairwise preference "
+            "model (no member scores to standardize); expected false"
+        )
 
 
 class KLPenalty:
@@ -268,7 +295,10 @@ class RewardPipeline:
         self.config = config or RewardPipelineConfig()
         self.name = source_name(source)
         self.is_ensemble = callable(getattr(source, "score_members", None))
-        if not self.is_ensemble and not (
+        self.is_pairwise = callable(getattr(source, "preference_matrix", None))
+        if self.is_pairwise:
+            _check_pairwise_config(self.name, self.config)
+        elif not self.is_ensemble and not (
             callable(getattr(source, "score", None)) or callable(source)
         ):
             raise ValueError(
@@ -310,6 +340,7 @@ class RewardPipeline:
         ]
         self.moments = shaping_fns.RunningMoments()
         self._references: dict[str, Tensor] = {}
+        self._reference_completions: dict[str, list[str]] = {}
         self._calibration: Tensor | None = None
         self._calibration_samples: tuple[list[str], list[str]] | None = None
         self._length_fit: Any = None
@@ -390,6 +421,8 @@ class RewardPipeline:
             raise ValueError(
                 f"prompts and completions: expected the same length, got {n} and {len(completions)}"
             )
+        if self.is_pairwise:
+            return self.win_rate_over_base(prompts, completions), None
         members = self._raw_members(prompts, completions)
         if self.config.standardize_members:
             members = standardize_members(members, self.calibration_scores())
@@ -403,6 +436,56 @@ class RewardPipeline:
             completions,
         )
         return r, members
+
+    # -- a pairwise preference model -----------------------------------------------------
+
+    def win_rate_over_base(self, prompts: Sequence[str], completions: Sequence[str]) -> Tensor:
+        """A pairwise source's P̂(y ≻ π0) = 1/M Σ_m P(y ≻ y0_m) of each completion against
+        the M base-policy references of its prompt (module docstring). Shape: (B,)"""
+        if self.reference_sampler is None:
+            raise ValueError(
+                f"reward source {self.name!r} is a pairwise preference model: its score of a "
+                "completion is its win rate over base-policy samples, which needs a "
+                "reference_sampler (the RL loop passes one)"
+            )
+        new = list(dict.fromkeys(p for p in prompts if p not in self._reference_completions))
+        if new:
+            refs = self.reference_sampler(new)
+            for p, cs in zip(new, refs, strict=True):
+                self._reference_completions[p] = list(cs)
+        refs = [self._reference_completions[p] for p in prompts]
+        m = len(refs[0]) if refs else 0
+        if any(len(r) != m for r in refs) or (refs and m == 0):
+            raise ValueError("reference_sampler: expected the same number (>= 1) for every prompt")
+        pref = self.source.preference(
+            [p for p in prompts for _ in range(m)],
+            [c for c in completions for _ in range(m)],
+            [y for r in refs for y in r],
+        )
+        pref = torch.as_tensor(pref, dtype=torch.float64).reshape(len(prompts), 1, m)
+        r = win_rate_from_preferences(pref, self_play=False)
+        return _checked(r, len(prompts), f"reward source {self.name!r}", prompts, completions)
+
+    def self_play_payoff(
+        self, prompts: Sequence[str], completions: Sequence[str], group_size: int | None
+    ) -> Tensor:
+        """A pairwise source's P̂(y_i ≻ π) = 1/(G − 1) Σ_{j ≠ i} P(y_i ≻ y_j) over the other
+        completions of its group (G contiguous rows per prompt). Shape: (B·G,)"""
+        if group_size is None:
+            raise ValueError(
+                f"group_size: reward source {self.name!r} is a pairwise preference model; the "
+                "reward of a completion in training is its preference over the other "
+                "completions of its group, so the batch's group size is needed"
+            )
+        G, n = int(group_size), len(prompts)
+        if G < 2 or n % G:
+            raise ValueError(f"group_size: expected G >= 2 dividing the {n} rows, got {G}")
+        heads = list(prompts[::G])
+        if any(prompts[b * G + i] != heads[b] for b in range(n // G) for i in range(G)):
+            raise ValueError("prompts: expected G contiguous rows of each prompt (its group)")
+        pref = self.source.preference_matrix(heads, list(completions), G)
+        r = win_rate_from_preferences(torch.as_tensor(pref, dtype=torch.float64), self_play=True)
+        return _checked(r, n, f"reward source {self.name!r}", prompts, completions)
 
     # -- shaping --------------------------------------------------------------------------
 
@@ -486,7 +569,12 @@ class RewardPipeline:
     # -- all stages -----------------------------------------------------------------------
 
     def __call__(
-        self, prompts: Sequence[str], completions: Sequence[str], *, kl: Tensor | None = None
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        *,
+        kl: Tensor | None = None,
+        group_size: int | None = None,
     ) -> PipelineOutput:
         """Score, shape and penalize one batch.
 
@@ -495,8 +583,14 @@ class RewardPipeline:
             completions: Shape: (B,)
             kl: sequence KL(π ‖ π_ref) of each completion in nats (k1 on the sampled
                 tokens), required when there is a KL penalty. Shape: (B,)
+            group_size: G, completions per prompt in contiguous groups; a pairwise source's
+                reward is the self-play payoff over the group (required for one; ignored
+                otherwise).
         """
-        r_proxy, r_members = self.score_source(prompts, completions)
+        if self.is_pairwise:
+            r_proxy, r_members = self.self_play_payoff(prompts, completions, group_size), None
+        else:
+            r_proxy, r_members = self.score_source(prompts, completions)
         r_shaped, steps = self._shape_with_steps(prompts, r_proxy, completions)
         _checked(
             r_shaped, len(prompts), f"shaped reward ({self.config.shaping})", prompts, completions

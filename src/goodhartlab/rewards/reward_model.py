@@ -237,30 +237,19 @@ class RewardModel:
             ValueError: naming the directory, if it is damaged (a file missing, truncated or
                 altered since it was sealed) or cannot be loaded as a reward model.
         """
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         local = Path(path_or_hub_name)
-        if local.is_file():
-            raise ValueError(f"{local}: expected a reward-model directory, got a file")
-        if (local / MANIFEST).is_file() and (why := verify(local)) is not None:
+        tokenizer, model = load_sequence_classifier(
+            path_or_hub_name,
+            trust_remote_code=trust_remote_code,
+            quiet=(saved_head := saved_info(path_or_hub_name).get("head")) is not None,
+        )
+        if saved_kind(path_or_hub_name) == PAIRWISE_KIND:
             raise ValueError(
-                f"{local}: the reward-model directory is damaged ({why}); delete it and train "
-                "it again (a study retrains a damaged cached proxy by itself)"
+                f"{path_or_hub_name}: a pairwise preference model (objective 'pairwise'): it "
+                "scores pairs of completions, not one completion; load it with "
+                "rewards.pairwise.PairwisePreferenceModel (reward source "
+                "'pairwise_preference'); RL optimizes it with algorithm 'nash_mp' only"
             )
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                path_or_hub_name, trust_remote_code=trust_remote_code
-            )
-            with _quiet_load(saved_head := _saved_info(path_or_hub_name).get("head")):
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    path_or_hub_name, trust_remote_code=trust_remote_code, use_safetensors=True
-                )
-        except Exception as e:  # OSError, SafetensorError, JSONDecodeError, ...: one line
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise ValueError(
-                f"{path_or_hub_name}: cannot load a reward model ({type(e).__name__}: {first})"
-            ) from e
         if saved_head is not None:
             if saved_head.get("kind") == "pal":
                 from goodhartlab.rewards.pal_head import attach_saved_head
@@ -275,14 +264,14 @@ class RewardModel:
             )
         if max_length is None:
             max_length = _saved_max_length(path_or_hub_name)
-        saved_features = _saved_info(path_or_hub_name).get("feature_head")
+        saved_features = saved_info(path_or_hub_name).get("feature_head")
         return cls(
             model,
             tokenizer,
             max_length=max_length,
             device=device,
             name=str(path_or_hub_name),
-            tool=_saved_info(path_or_hub_name).get("tool"),
+            tool=saved_info(path_or_hub_name).get("tool"),
             feature_head=None if saved_features is None else FeatureHead.from_spec(saved_features),
         )
 
@@ -416,6 +405,50 @@ def score_token_ids(
     return (scores, hidden) if return_hidden else scores
 
 
+#: ``goodhart_rm.json``'s ``kind`` of a pairwise preference model (``rewards.pairwise``).
+PAIRWISE_KIND = "pairwise"
+
+
+def saved_kind(path: str | os.PathLike) -> str:
+    """What a reward-model directory holds: its ``goodhart_rm.json`` ``kind`` ("pairwise" for a
+    pairwise preference model), else "reward_model" (a scalar reward model, or a hub name)."""
+    return str(saved_info(path).get("kind", "reward_model"))
+
+
+def load_sequence_classifier(
+    path_or_hub_name: str | os.PathLike, *, trust_remote_code: bool = False, quiet: bool = False
+):
+    """``(tokenizer, model)`` of a sequence-classification directory or hub name, weights from
+    safetensors only, a sealed directory verified first (``goodhartlab.artifacts``); every
+    failure is one ValueError naming the directory. ``quiet``: silence transformers' load
+    report (a saved head replaces the linear one)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    local = Path(path_or_hub_name)
+    if local.is_file():
+        raise ValueError(f"{local}: expected a reward-model directory, got a file")
+    if (local / MANIFEST).is_file() and (why := verify(local)) is not None:
+        raise ValueError(
+            f"{local}: the reward-model directory is damaged ({why}); delete it and train "
+            "it again (a study retrains a damaged cached proxy by itself)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path_or_hub_name, trust_remote_code=trust_remote_code
+        )
+        with _quiet_load({} if quiet else None):
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path_or_hub_name, trust_remote_code=trust_remote_code, use_safetensors=True
+            )
+    except Exception as e:  # OSError, SafetensorError, JSONDecodeError, ...: one line
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"{path_or_hub_name}: cannot load a reward model ({type(e).__name__}: {first})"
+        ) from e
+    return tokenizer, model
+
+
 @contextlib.contextmanager
 def _quiet_load(saved_head: dict | None):
     """Silence transformers' load report when a saved head replaces the linear one: it lists
@@ -433,11 +466,19 @@ def _quiet_load(saved_head: dict | None):
         hf_logging.set_verbosity(verbosity)
 
 
-def _saved_info(path: str | os.PathLike) -> dict:
+def saved_info(path: str | os.PathLike) -> dict:
+    """The ``goodhart_rm.json`` of a reward-model directory ({} without one)."""
     meta = Path(path) / "goodhart_rm.json"
-    return json.loads(meta.read_text()) if meta.is_file() else {}
+    if not meta.is_file():
+        return {}
+    try:
+        return json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path}: cannot load a reward model ({meta.name} is not valid JSON: {e})"
+        ) from e
 
 
 def _saved_max_length(path: str | os.PathLike) -> int | None:
-    value = _saved_info(path).get("max_length")
+    value = saved_info(path).get("max_length")
     return int(value) if value is not None else None

@@ -62,7 +62,8 @@ class RMTrainConfig(BaseModel):
         "fields; odin: length_coef, "
         "ortho_coef, length_sign; reform: the reform_* fields, label_smoothing, center_coef; "
         "causal_naive / causal_ips / causal_dr: the causal_* fields; pal: the pal_* fields, "
-        "pairs' meta['persona']).",
+        "pairs' meta['persona']; pairwise: label_smoothing, a preference model of both "
+        "completions, train.rm_pairwise).",
     )
     batch_size: int = Field(32, gt=0, description="Pairs per optimizer step (2x sequences).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
@@ -278,7 +279,8 @@ class RMTrainResult:
     """What ``train_reward_model`` returns."""
 
     reward_model: RewardModel
-    """The trained model, ready to score (on ``config.device``)."""
+    """The trained model, ready to score (on ``config.device``); for objective ``pairwise`` a
+    ``rewards.pairwise.PairwisePreferenceModel``."""
     history: list[dict[str, float]]
     """One entry per epoch (epoch 0 = before training): train_loss, eval_loss, eval_accuracy,
     eval_clean_accuracy when available."""
@@ -310,7 +312,9 @@ def evaluate_reward_model(
     wrong.
 
     Args:
-        rm: any ``score(prompts, completions) -> Tensor[B]`` (RewardModel, Ensemble, gold).
+        rm: any ``score(prompts, completions) -> Tensor[B]`` (RewardModel, Ensemble, gold),
+            or a pairwise preference model (``rewards.pairwise``; then
+            ``train.rm_pairwise.evaluate_preference_model``, the same metrics of P(c ≻ r)).
         pairs: labelled pairs.
 
     Returns:
@@ -321,6 +325,10 @@ def evaluate_reward_model(
         ``clean_ece`` (``core.rm_metrics.expected_calibration_error``, 10 bins) and
         ``clean_brier``; ``accuracy_by_subset`` when pairs have a ``subset``.
     """
+    if callable(getattr(rm, "preference", None)):  # rewards.pairwise: no scalar score
+        from goodhartlab.train.rm_pairwise import evaluate_preference_model
+
+        return evaluate_preference_model(rm, pairs, batch_size=batch_size)
     pairs = list(pairs)
     if not pairs:
         raise ValueError("pairs: expected at least one pair to evaluate")
@@ -465,7 +473,7 @@ def train_reward_model(
         record(config.epochs, losses[-1])
 
     result = RMTrainResult(
-        reward_model=reward_model,
+        reward_model=getattr(head, "scorer", reward_model),
         history=history,
         metrics=evals[-1],
         num_parameters=_count_parameters(reward_model),
@@ -526,7 +534,12 @@ def _build_head(
     config: RMTrainConfig,
 ) -> RMHead:
     """The objective's variant (``train.rm_loop.RMHead``): ArmoRM (meta ``multi_objective``),
-    PAL (meta ``ideal_point``), else one scalar reward (:class:`ScalarHead`)."""
+    PAL (meta ``ideal_point``), the pairwise preference model (meta ``pairwise``), else one
+    scalar reward (:class:`ScalarHead`)."""
+    if objective.meta.get("pairwise"):
+        from goodhartlab.train.rm_pairwise import PairwiseTrainHead
+
+        return PairwiseTrainHead(reward_model, objective, train_pairs, config)
     multi_objective = bool(objective.meta.get("multi_objective"))
     if multi_objective or objective.meta.get("ideal_point"):
         if config.features is not None:
@@ -656,9 +669,15 @@ def _rm_info(
 ) -> dict[str, Any]:
     """The contents of goodhart_rm.json."""
     model = result.reward_model.model
-    feature_head = result.reward_model.feature_head
+    feature_head = getattr(result.reward_model, "feature_head", None)
+    pairwise = {}
+    if objective.meta.get("pairwise"):  # rewards.pairwise reads this to load it
+        from goodhartlab.train.rm_pairwise import saved_pairwise_info
+
+        pairwise = saved_pairwise_info()
     return {
         "format_version": 1,
+        **pairwise,
         "backbone": _backbone_name(backbone),
         "config": config.model_dump(),
         "objective_version": objective.version,
