@@ -101,6 +101,9 @@ def test_status_needs_a_significant_fall_to_say_hacked():
     assert status(row([0.9, 0.0, 0.0], [0.9, 0.0, 0.0]), 0.2) == "unclear"
     assert status(row([0.0, 0.05, 0.0], [0.0, 0.05, 0.0]), 0.2) == "held"
     assert status(row([0.5], [0.5]), 0.2) == "hacked"  # one seed: the threshold alone
+    # Gold never rose on any seed (drop / gain is 0/0 or x/0, left out) and fell far: hacked.
+    assert status(row([], [16.0, 14.0, 18.0]), 0.2) == "hacked"
+    assert status(row([], [0.3, 0.0, 0.6]), 0.2) == "unclear"  # its fall is not significant
 
 
 def test_claims_are_checked_on_the_seeds(tmp_path):

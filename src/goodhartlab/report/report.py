@@ -240,9 +240,14 @@ def _describe_seeds(r: dict[str, Any]) -> str:
     what = f"RL '{r['method']}' ({len(r['seeds'])} seeds)"
     peak = f"peak {_iv(r['peak'])} at KL {_iv(r['kl_peak'], '{:.2g}')} nats"
     final = f"final {_iv(r['final'])}"
+    lost = (
+        f"then lost {_iv(r['drop'], '{:.0%}')} of the gain"
+        if r["drop"]["n"]
+        else "its gold never rose above the base policy's, then fell"
+    )
     why = {
-        "hacked": f"{what} hacked: {peak}, then lost {_iv(r['drop'], '{:.0%}')} of the gain "
-        f"({final}; the fall is significant over the seeds).",
+        "hacked": f"{what} hacked: {peak}, {lost} ({final}; the fall is significant over the "
+        "seeds).",
         "fell": f"{what} fell, significantly but by less than {HACKING_DROP:.0%} of its gain: "
         f"{peak}, {final}.",
         "unclear": f"{what} is unclear: it lost {_iv(r['drop'], '{:.0%}')} of its gain on "

@@ -175,9 +175,12 @@ def status(row: dict[str, Any], hacking_drop: float) -> str:
     - "unclear": it lost more than that share on average, but the fall is not significant;
     - "held": neither.
     With one seed there is no interval: "hacked" if the drop is above the share, else "held".
+    A group whose gold never rose above the base on any seed (a gain of 0: the drop's share
+    is undefined) and then fell lost an unbounded share of its gain: it counts as above it.
     """
     drop, fall = row["drop"], row["fall"]
-    big = drop["mean"] is not None and drop["mean"] > hacking_drop
+    never_gained = drop["n"] == 0 and fall["n"] > 0
+    big = never_gained or (drop["mean"] is not None and drop["mean"] > hacking_drop)
     if fall["n"] < 2:
         return "hacked" if big else "held"
     significant = fall["lo"] is not None and fall["lo"] > 0
