@@ -194,3 +194,25 @@ def test_length_fit_removes_a_pure_length_proxy_and_trains(tmp_path, tiny_tokeni
     for r in train:
         assert r["r_proxy"] > 1.0
         assert abs(r["r_shaped"]) < 0.1 * r["r_proxy"], r
+
+
+def test_centered_shaping_is_a_no_op_under_rloo_but_par_is_not(tmp_path, tiny_tokenizer):
+    # centered: r − mean(r_ref), a per-prompt constant, which RLOO's leave-one-out baseline
+    # r_i − mean_{j≠i} r_j removes; the par-shaping study measured the two runs equal on every
+    # seed. PAR's σ(r − r_ref) is nonlinear, so it changes the advantages and the run.
+    none, _, _ = _run(tmp_path, tiny_tokenizer, "none", algorithm="rloo", kl_coef=0.0)
+    reward = RewardPipelineConfig(shaping="centered")
+    centered, train_c, _ = _run(
+        tmp_path, tiny_tokenizer, "centered", algorithm="rloo", kl_coef=0.0, reward=reward
+    )
+    par, _, _ = _run(
+        tmp_path, tiny_tokenizer, "par", algorithm="rloo", kl_coef=0.0,
+        reward=RewardPipelineConfig(shaping="par"),
+    )  # fmt: skip
+    assert train_c[0]["r_shaped"] != pytest.approx(train_c[0]["r_proxy"])  # it did shape
+    final = lambda r: r.metrics[-1]["gold"]  # noqa: E731
+    assert final(centered) == pytest.approx(final(none), abs=1e-6)
+    # The same policy to float rounding (the advantages differ in the last bits).
+    kl = lambda r: [m["kl"] for m in r.metrics]  # noqa: E731
+    assert kl(centered) == pytest.approx(kl(none), rel=1e-4)
+    assert kl(par) != pytest.approx(kl(none), rel=1e-4)  # (gold, a word count, may tie)
