@@ -171,8 +171,39 @@ def test_measures_leave_out_the_downstream_gold_and_bookkeeping():
         {"proxy": "a", "size": "small", "clean_acc": 0.9, "disagreement": 0.1,
          "bon_gold_n64": 1.0, "rl_gold": 0.5, "rl_gold_seeds": [0.5], "seconds": 3.0},
         {"proxy": "b", "size": "large", "clean_acc": 0.7, "disagreement": 0.3,
-         "bon_gold_n64": 0.2, "seconds": 2.0},
+         "bon_gold_n64": 0.2, "seconds": 2.0, "cpu_seconds": 1.0},
     ]  # fmt: skip
     measures, targets = rm_downstream._measures_and_targets(rows, ["bon_gold_n64", "rl_gold"])
     assert set(measures) == {"clean_acc", "disagreement"}
     np.testing.assert_array_equal(targets["rl_gold"], [0.5, np.nan])
+
+
+def test_summarize_a_run_whose_rl_covers_some_proxies():
+    # four proxies, RL (two seeds) on three of them; row "c" has no RL keys at all
+    def row(name, acc, bon, golds=None):
+        r = {"proxy": name, "clean_acc": acc, "disagreement": 1 - acc, "bon_gold_n64": bon}
+        if golds is not None:
+            r |= {"rl_gold": float(np.mean(golds)), "rl_gold_sd": float(np.std(golds, ddof=1)),
+                  "rl_gold_seeds": golds}  # fmt: skip
+        return r
+
+    rows = [row("a", 0.6, 0.0, [0.0, 0.2]), row("b", 0.7, 0.5, [1.0, 0.6]),
+            row("c", 0.8, 0.4), row("d", 0.9, 1.0, [2.0, 1.6])]  # fmt: skip
+    meta = {"ns": [64], "rl_steps": 40, "rl_seeds": [0, 1]}
+    result = rm_downstream.summarize(rows, meta, n_boot=20)
+    assert result["target_proxies"] == {"bon_gold_n64": 4, "rl_gold": 3}
+    corr = result["correlations"]
+    assert set(corr) == {"clean_acc", "disagreement"}
+    assert corr["clean_acc"]["rl_gold"]["spearman"]["estimate"] == pytest.approx(1.0)
+    assert corr["disagreement"]["rl_gold"]["spearman"]["estimate"] == pytest.approx(-1.0)
+    # clean_acc (0.6, 0.7, 0.8, 0.9) vs bon (0, 0.5, 0.4, 1): ranks (1,2,3,4) vs (1,3,2,4),
+    # sum d^2 = 2, rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert corr["clean_acc"]["bon_gold_n64"]["spearman"]["estimate"] == pytest.approx(0.8)
+    rl = result["rl"]
+    assert rl["proxies"] == 3 and rl["seeds"] == [0, 1]
+    # seed sds: 0.1414, 0.2828, 0.2828 -> mean 0.2357; seed means 0.1, 0.8, 1.8 -> sd 0.8544
+    assert rl["mean_seed_sd"] == pytest.approx((np.sqrt(0.02) + 2 * np.sqrt(0.08)) / 3)
+    assert rl["between_proxy_sd"] == pytest.approx(np.std([0.1, 0.8, 1.8], ddof=1))
+    assert rl["seed_rank_agreement"] == pytest.approx(1.0)  # both seeds rank a < b < d
+    no_rl = rm_downstream.summarize(rows, {"ns": [64], "rl_steps": None}, n_boot=20)
+    assert no_rl["rl"] == {} and set(no_rl["target_proxies"]) == {"bon_gold_n64"}

@@ -57,6 +57,7 @@ __all__ = [
     "rl_proxy_indices",
     "run_rm_downstream",
     "seed_summary",
+    "summarize",
 ]
 
 DOWNSTREAM_VERSION = "rm-downstream/v2"
@@ -75,7 +76,7 @@ DEFAULT_RL_SEEDS = (0, 1, 2)
 SIBLING_SEED_STEP = 1000
 HELD_OUT_PAIRS = 1000
 #: Row keys that are not benchmark measures (the downstream gold and bookkeeping).
-_NOT_MEASURES = ("proxy", "size", "seconds", "bon_gold_", "rl_")
+_NOT_MEASURES = ("proxy", "size", "seconds", "cpu_seconds", "bon_gold_", "rl_")
 
 
 @dataclass(frozen=True)
@@ -543,7 +544,7 @@ def run_rm_downstream(
     study = load_config(None, [f"cache_dir={cache_dir}"] if cache_dir else [])
     specs = parse_grid(grid, max_pairs=study.proxies.pairs - HELD_OUT_PAIRS,
                        sizes=ToyText.backbone_sizes)  # fmt: skip
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
 
     def elapsed() -> str:
         return f"{time.perf_counter() - t_start:.0f} s"
@@ -555,40 +556,65 @@ def run_rm_downstream(
         raise ValueError(f"only {len(proxies)} reward models; a rank correlation needs >= 3")
     log(f"{len(proxies)} reward models, {siblings} siblings each ({elapsed()})")
 
-    with_rl = set(rl_proxy_indices(len(proxies), rl_proxies)) if rl_steps else set()
     rows = []
-    for i, proxy in enumerate(proxies):
-        t = time.perf_counter()
+    for proxy in proxies:
+        t, cpu = time.perf_counter(), time.process_time()
         row = _benchmark_row(proxy, world, ns)
-        if i in with_rl:
-            run_root = out / "work" / "rl" / proxy.name
-            row |= _rl_row(proxy.model, world, run_root, rl_steps, rl_eval_prompts, rl_seeds)
-        row["seconds"] = round(time.perf_counter() - t, 1)
-        rows.append(row)
-        _log_row(log, row)
+        rows.append(row | _timing(t, cpu))
+        _log_row(log, rows[-1])
+    _write_rows(out, rows)
+    for i in rl_proxy_indices(len(proxies), rl_proxies) if rl_steps else []:
+        t, cpu = time.perf_counter(), time.process_time()
+        run_root = out / "work" / "rl" / proxies[i].name
+        rows[i] |= _rl_row(proxies[i].model, world, run_root, rl_steps, rl_eval_prompts, rl_seeds)
+        rows[i] |= {f"rl_{k}": v for k, v in _timing(t, cpu).items()}
+        _write_rows(out, rows)
+        log(f"RL on {proxies[i].name}: gold {rows[i]['rl_gold_seeds']} ({elapsed()})")
 
-    target_names = [f"bon_gold_n{n}" for n in ns] + (["rl_gold"] if rl_steps else [])
+    meta = {
+        "prompts": world.gold.shape[0], "pool_size": pool_size, "ns": ns, "siblings": siblings,
+        "rl_steps": rl_steps or None, "rl_seeds": rl_seeds if rl_steps else None,
+        "bench": world.bench_name, "gold_version": world.tb.gold_version,
+    }  # fmt: skip
+    result = summarize(rows, meta, n_boot)
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    # this process's CPU time: the wall time of the run on an otherwise idle machine, at
+    # one torch thread (the wall time above depends on what else the machine runs)
+    result["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
+    _write_outputs(out, _nan_to_none(result))
+    return _nan_to_none(result)
+
+
+def _timing(t: float, cpu: float) -> dict[str, float]:
+    return {
+        "seconds": round(time.perf_counter() - t, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+    }
+
+
+def _write_rows(out: Path, rows: list[dict]) -> None:
+    """The rows so far (``rm_downstream.rows.json``): a run stopped during its RL runs can
+    still be summarized from them (:func:`summarize`)."""
+    atomic_write_json(out / "rm_downstream.rows.json", _nan_to_none(rows))
+
+
+def summarize(rows: list[dict], meta: dict[str, Any], n_boot: int) -> dict[str, Any]:
+    """The result of a run from its rows: ``meta`` (``ns``, ``rl_steps``, ``rl_seeds``, ...),
+    the RL seed summary, how many proxies have each target, and every correlation."""
+    rows = [{k: math.nan if v is None else v for k, v in r.items()} for r in rows]
+    ns, rl = meta["ns"], bool(meta.get("rl_steps")) and any("rl_gold" in r for r in rows)
+    target_names = [f"bon_gold_n{n}" for n in ns] + (["rl_gold"] if rl else [])
     measures, targets = _measures_and_targets(rows, target_names)
-    result = {
+    return {
         "version": DOWNSTREAM_VERSION,
         "proxies": len(rows),
-        "prompts": world.gold.shape[0],
-        "pool_size": pool_size,
-        "ns": ns,
-        "siblings": siblings,
-        "rl_steps": rl_steps or None,
-        "rl": _rl_summary(rows, rl_seeds) if rl_steps else {},
-        "bench": world.bench_name,
-        "gold_version": world.tb.gold_version,
+        **meta,
+        "rl": _rl_summary(rows, meta.get("rl_seeds") or []) if rl else {},
         "n_boot": n_boot,
         "rows": rows,
         "target_proxies": {t: int(np.isfinite(y).sum()) for t, y in targets.items()},
         "correlations": correlations(measures, targets, n_boot),
     }
-    result["seconds"] = round(time.perf_counter() - t_start, 1)
-    result = _nan_to_none(result)
-    _write_outputs(out, result)
-    return result
 
 
 def _nan_to_none(x: Any) -> Any:
