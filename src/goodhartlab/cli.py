@@ -990,6 +990,7 @@ def _add_rm_downstream_command(sub, common) -> None:
     """``goodhart rm-downstream``."""
     from goodhartlab.experiments.rm_downstream import (
         DEFAULT_GRID,
+        DEFAULT_RL_PROXIES,
         DEFAULT_RL_SEEDS,
         DEFAULT_SIBLINGS,
     )
@@ -1031,8 +1032,9 @@ def _add_rm_downstream_command(sub, common) -> None:
     r.add_argument(
         "--rl-proxies",
         type=_positive_int,
-        default=None,
-        help="RL on this many proxies, spread evenly over the list (default: all)",
+        default=DEFAULT_RL_PROXIES,
+        help="RL on this many proxies, spread evenly over the list (a number at least the "
+        f"list's: all) ({DEFAULT_RL_PROXIES})",
     )
     r.add_argument("--bootstrap", type=_positive_int, default=1000, help="resamples of proxies")
     r.add_argument("--cache-dir", default=None, help="testbed cache (default: $GOODHART_CACHE)")

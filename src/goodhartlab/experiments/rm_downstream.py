@@ -22,7 +22,7 @@ policy's samples.
 Downstream gold: best-of-n at each ``ns`` on one shared pool (unbiased estimator,
 ``core.bon``) and, with ``rl_steps``, the final gold of GRPO runs (8 x 8 rollouts, lr 1e-4,
 KL 0.01), one per ``rl_seeds``, averaged over the seeds (``rl_gold``; the seed spread beside
-it), on every proxy or on ``rl_proxies`` of them spread evenly over the list. Then Spearman
+it), on ``rl_proxies`` of the proxies (default 12) spread evenly over the list. Then Spearman
 and Kendall (tau-b) correlations of every score with every downstream gold across the proxies
 that have it, with percentile bootstrap intervals over proxies
 (``core.rm_metrics.rank_correlation_interval``). Results record ``DOWNSTREAM_VERSION``.
@@ -72,6 +72,9 @@ DEFAULT_GRID = ("50x0.1", "150x0.05", "150x0.4", "500x0.05", "500x0.4", "1500x0.
 DEFAULT_SIBLINGS = 2
 #: The seeds of each proxy's RL runs; ``rl_gold`` is their mean.
 DEFAULT_RL_SEEDS = (0, 1, 2)
+#: How many proxies get RL runs by default (spread evenly over the list; ``rl_proxies``):
+#: 12 x 3 seeds keeps the default run inside 30 minutes of one core (BENCHMARKS.md).
+DEFAULT_RL_PROXIES = 12
 #: Sibling j of a proxy trained with seed s is trained with seed s + j * SIBLING_SEED_STEP.
 SIBLING_SEED_STEP = 1000
 HELD_OUT_PAIRS = 1000
@@ -366,7 +369,7 @@ def _study_proxies(world: _World, siblings: int) -> list[_Proxy]:
         kin = [_cached_reward_model(world, lambda: read_pairs(world.pairs_path),
                                     info["backbone"], c, key)
                for c in _sibling_configs(config, siblings)]  # fmt: skip
-        name = f"study-{ps.ensemble_dir.name[:40]}-{Path(path).name}"
+        name = f"study-{p.size}-n{p.pairs}-noise{p.noise:g}-{Path(path).name}"
         proxies.append(_Proxy(name, p.size, RewardModel.from_pretrained(path), kin))
     return proxies
 
@@ -519,7 +522,7 @@ def run_rm_downstream(
     rl_steps: int = 40,
     rl_eval_prompts: int = 64,
     rl_seeds: Sequence[int] = DEFAULT_RL_SEEDS,
-    rl_proxies: int | None = None,
+    rl_proxies: int | None = DEFAULT_RL_PROXIES,
     n_boot: int = 1000,
     cache_dir: str | None = None,
     log: Callable[[str], Any] = print,
