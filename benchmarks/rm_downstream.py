@@ -5,7 +5,8 @@ this runs it with the settings of BENCHMARKS.md ("Benchmark versus downstream"):
 
     python benchmarks/rm_downstream.py [--out rm_downstream]
 
-One torch thread; about 10 minutes on the 2-core reference machine.
+One torch thread; about 16 minutes of one core with the caches built (estimated from the
+measured rows and RL runs of BENCHMARKS.md; the first run also trains and caches the proxies).
 """
 
 from __future__ import annotations

@@ -414,8 +414,11 @@ def cmd_rm_downstream(args) -> int:
         prompts=args.prompts,
         pool_size=args.pool_size,
         ns=args.ns,
+        siblings=args.siblings,
         rl_steps=args.rl_steps,
         rl_eval_prompts=args.rl_eval_prompts,
+        rl_seeds=args.rl_seeds,
+        rl_proxies=args.rl_proxies,
         n_boot=args.bootstrap,
         cache_dir=args.cache_dir,
     )
@@ -992,7 +995,12 @@ def _add_reward_bench_command(sub, common) -> None:
 
 def _add_rm_downstream_command(sub, common) -> None:
     """``goodhart rm-downstream``."""
-    from goodhartlab.experiments.rm_downstream import DEFAULT_GRID
+    from goodhartlab.experiments.rm_downstream import (
+        DEFAULT_GRID,
+        DEFAULT_RL_PROXIES,
+        DEFAULT_RL_SEEDS,
+        DEFAULT_SIBLINGS,
+    )
 
     r = sub.add_parser(
         "rm-downstream",
@@ -1004,9 +1012,16 @@ def _add_rm_downstream_command(sub, common) -> None:
         "--grid",
         nargs="+",
         default=list(DEFAULT_GRID),
-        metavar="PAIRSxNOISE",
-        help="proxies to train besides the default study's cached ones (default: "
-        f"{' '.join(DEFAULT_GRID)})",
+        metavar="PAIRSxNOISE[@SIZE]",
+        help="proxies to train besides the default study's members, on the small backbone "
+        f"unless @SIZE says otherwise (default: {' '.join(DEFAULT_GRID)})",
+    )
+    r.add_argument(
+        "--siblings",
+        type=int,
+        default=DEFAULT_SIBLINGS,
+        help="reward models per proxy, other fine-tune seeds, for its ensemble disagreement "
+        f"(0: not measured) ({DEFAULT_SIBLINGS})",
     )
     r.add_argument("--per-subset", type=_positive_int, default=100, help="bench rows per subset")
     r.add_argument("--prompts", type=_positive_int, default=64, help="held-out pool prompts")
@@ -1014,6 +1029,20 @@ def _add_rm_downstream_command(sub, common) -> None:
     r.add_argument("--ns", nargs="+", type=_positive_int, default=[64, 256], help="best-of-n")
     r.add_argument("--rl-steps", type=int, default=40, help="GRPO steps per proxy (0: no RL) (40)")
     r.add_argument("--rl-eval-prompts", type=_positive_int, default=64)
+    r.add_argument(
+        "--rl-seeds",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_RL_SEEDS),
+        help=f"RL seeds per proxy; RL gold is their mean ({' '.join(map(str, DEFAULT_RL_SEEDS))})",
+    )
+    r.add_argument(
+        "--rl-proxies",
+        type=_positive_int,
+        default=DEFAULT_RL_PROXIES,
+        help="RL on this many proxies, spread evenly over the list (a number at least the "
+        f"list's: all) ({DEFAULT_RL_PROXIES})",
+    )
     r.add_argument("--bootstrap", type=_positive_int, default=1000, help="resamples of proxies")
     r.add_argument("--cache-dir", default=None, help="testbed cache (default: $GOODHART_CACHE)")
     r.set_defaults(func=cmd_rm_downstream)
