@@ -47,12 +47,11 @@ from cooper import _fmt, _iv, study_single_proxy
 from goodhartlab.core.bon import expected_best_of_n
 from goodhartlab.experiments.study import load_config, make_testbed
 from goodhartlab.models.generation import sample_completions
-from goodhartlab.optimize.pool import build_pool
 from goodhartlab.optimize.rl import COOPER_RM
 from goodhartlab.optimize.rundir import complete_checkpoints
 from goodhartlab.rewards import RewardModel
 from goodhartlab.train.rm import evaluate_reward_model
-from rm_variants import paired_prompt_interval, study_pairs
+from rm_variants import paired_prompt_interval, study_pairs, study_pool
 
 NS = (1, 16, 256, 1024)
 
@@ -116,12 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     tb = make_testbed(study, progress=False)
     _, held_out = study_pairs(tb, study, 0)
     prompts = tb.eval_prompts[: args.prompts]
-    pool = build_pool(
-        args.pool_dir, tb.load_policy("cpu"), tb.tokenizer, prompts, args.pool_size,
-        max_new_tokens=tb.max_new_tokens, seed=study.seed, chunk_size=args.pool_size,
-    )  # fmt: skip
-    flat_p, flat_y = pool.flat()
-    gold = tb.gold(flat_p, flat_y).double().numpy().reshape(len(prompts), -1)
+    flat_p, flat_y, gold = study_pool(tb, study, args.prompts, args.pool_size, args.pool_dir)
     ns = [n for n in NS if n <= args.pool_size]
 
     def measure(rm) -> tuple[dict, np.ndarray]:

@@ -50,9 +50,9 @@ from goodhartlab.core.stats import t_interval
 from goodhartlab.data import read_pairs
 from goodhartlab.experiments.proxies import preference_pairs
 from goodhartlab.experiments.study import load_config, make_testbed
-from goodhartlab.optimize.pool import build_pool
 from goodhartlab.train.rm import RMTrainConfig, evaluate_reward_model, train_reward_model
 from goodhartlab.train.rm_features import train_feature_only
+from rm_variants import study_pool
 
 ARMS = ("bt", "bt_features", "features_only")
 
@@ -103,13 +103,9 @@ def main() -> None:
     pool = None
     ns = [n for n in (16, 256, 1024) if n <= args.pool_size]
     if args.bon:
-        prompts = tb.eval_prompts[: args.prompts]
-        pool = build_pool(
-            args.pool_dir, tb.load_policy("cpu"), tb.tokenizer, prompts, args.pool_size,
-            max_new_tokens=tb.max_new_tokens, seed=study.seed, chunk_size=args.pool_size,
-        )  # fmt: skip
-        flat_prompts, flat_completions = pool.flat()
-        gold = tb.gold(flat_prompts, flat_completions).double().numpy().reshape(len(prompts), -1)
+        flat_prompts, flat_completions, gold = study_pool(
+            tb, study, args.prompts, args.pool_size, args.pool_dir
+        )
 
     rows, bon = [], {}
     for size in sorted(args.sizes):

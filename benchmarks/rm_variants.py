@@ -140,6 +140,20 @@ def study_pairs(tb, study, train_pairs: int) -> tuple[list, list]:
     return pairs[:train_pairs], held_out
 
 
+def study_pool(tb, study, prompts: int, pool_size: int, pool_dir) -> tuple[list, list, np.ndarray]:
+    """(prompts, completions, gold): ``pool_size`` base-policy samples of each of the first
+    ``prompts`` held-out prompts, flat and prompt-major, cached in ``pool_dir``, and their gold.
+    Shape of gold: (prompts, pool_size)."""
+    held_out = tb.eval_prompts[:prompts]
+    pool = build_pool(
+        pool_dir, tb.load_policy("cpu"), tb.tokenizer, held_out, pool_size,
+        max_new_tokens=tb.max_new_tokens, seed=study.seed, chunk_size=pool_size,
+    )  # fmt: skip
+    flat_prompts, flat_completions = pool.flat()
+    gold = tb.gold(flat_prompts, flat_completions).double().numpy()
+    return flat_prompts, flat_completions, gold.reshape(len(held_out), -1)
+
+
 def train_variant(name: str, seed: int, train: list, tb, study, sampler, out_dir=None):
     """Train variant ``name`` (of ``VARIANTS``) of seed ``seed`` on ``train`` with the study's
     recipe from its size-``small`` backbone; REFORM searches with ``sampler`` and the gold and
@@ -191,18 +205,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     prompts = tb.eval_prompts[: args.prompts]
-    pool = build_pool(
-        args.pool_dir,
-        tb.load_policy("cpu"),
-        tb.tokenizer,
-        prompts,
-        args.pool_size,
-        max_new_tokens=tb.max_new_tokens,
-        seed=study.seed,
-        chunk_size=args.pool_size,
+    flat_prompts, flat_completions, gold = study_pool(
+        tb, study, args.prompts, args.pool_size, args.pool_dir
     )
-    flat_prompts, flat_completions = pool.flat()
-    gold = tb.gold(flat_prompts, flat_completions).double().numpy().reshape(len(prompts), -1)
     pool_seconds = time.perf_counter() - t0
 
     sampler = policy_sampler(
