@@ -339,10 +339,20 @@ def evaluate_reward_model(
     r = torch.as_tensor(rm(prompts + prompts, completions, **kwargs)).detach().double().cpu()
     if r.shape != (2 * n,):
         raise ValueError(f"reward: expected shape ({2 * n},), got {tuple(r.shape)}")
-    gap = r[:n] - r[n:]
+    return pair_metrics(r[:n] - r[n:], pairs)
+
+
+def pair_metrics(margin: torch.Tensor, pairs: Sequence[PreferencePair]) -> dict[str, Any]:
+    """The held-out metrics of a model's margins z = logit P(chosen ≻ rejected) on ``pairs``
+    (a reward gap r_c − r_r, or a pairwise preference model's logit): accuracy, the
+    Bradley-Terry loss softplus(−z), the mean margin; against the noise-free labels when every
+    pair records ``flipped``, clean accuracy and the calibration of σ(z) (ECE, Brier); and the
+    accuracy per subset when pairs name one. Shape of margin: (len(pairs),)."""
+    assert margin.shape == (len(pairs),), margin.shape
+    gap = margin.double()
     correct = gap > 0
     out: dict[str, Any] = {
-        "n": n,
+        "n": len(pairs),
         "accuracy": correct.double().mean().item(),
         "loss": F.softplus(-gap).mean().item(),
         "margin_mean": gap.mean().item(),

@@ -17,15 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from goodhartlab.core.pairwise import pairwise_preference_logit
-from goodhartlab.core.rm_metrics import brier_score, expected_calibration_error
 from goodhartlab.data.schema import PreferencePair
 from goodhartlab.rewards.pairwise import PAIRWISE_TEMPLATE_VERSION, PairwisePreferenceModel
 from goodhartlab.rewards.reward_model import PAIRWISE_KIND, collate_rm_inputs, reward_at_last_token
+from goodhartlab.train.rm import pair_metrics
 from goodhartlab.train.rm_loop import RMHead
 
 
@@ -72,28 +70,7 @@ def evaluate_preference_model(
     prompts = [p.prompt for p in pairs]
     chosen, rejected = [p.chosen for p in pairs], [p.rejected for p in pairs]
     f = pm.logits(prompts + prompts, chosen + rejected, rejected + chosen, batch_size=batch_size)
-    z = pairwise_preference_logit(f[:n], f[n:]).double()
-    correct = z > 0
-    out: dict[str, Any] = {
-        "n": n,
-        "accuracy": correct.double().mean().item(),
-        "loss": F.softplus(-z).mean().item(),
-        "margin_mean": z.mean().item(),
-    }
-    flips = [p.flipped for p in pairs]
-    if all(x is not None for x in flips):
-        flipped = torch.tensor(flips)
-        out["clean_accuracy"] = torch.where(flipped, z < 0, z > 0).double().mean().item()
-        forecast, truly_chosen = torch.sigmoid(z), (~flipped).double()
-        out["clean_ece"] = expected_calibration_error(forecast, truly_chosen)
-        out["clean_brier"] = brier_score(forecast, truly_chosen)
-    subsets = [p.subset for p in pairs]
-    if any(s is not None for s in subsets):
-        by_subset: dict[str, list[bool]] = {}
-        for s, c in zip(subsets, correct.tolist(), strict=True):
-            by_subset.setdefault(str(s), []).append(c)
-        out["accuracy_by_subset"] = {s: sum(v) / len(v) for s, v in sorted(by_subset.items())}
-    return out
+    return pair_metrics(pairwise_preference_logit(f[:n], f[n:]), pairs)
 
 
 class PairwiseTrainHead(RMHead):
