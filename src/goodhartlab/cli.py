@@ -435,10 +435,17 @@ def cmd_run(args) -> int:
         config_path, overrides = None, [args.config, *overrides]
     where = {"backend": args.backend, "workers": args.workers, "threads": args.threads}
     if args.resume:
+        if args.methods:
+            raise ValueError(
+                "--methods with --resume: a resumed study runs the methods of its config.yaml"
+            )
         config = load_config(Path(args.resume) / "config.yaml", overrides, plugins=args.plugin)
         run_dir = run_study(config, args.resume, resume=True, **where)
     else:
-        config = load_config(config_path, overrides, plugins=args.plugin)
+        methods = (
+            [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+        )
+        config = load_config(config_path, overrides, plugins=args.plugin, methods=methods)
         bon = (
             f"best-of-n over {config.bon.prompts} prompts x {config.bon.pool_size}"
             if config.bon.enabled
@@ -528,6 +535,13 @@ def _add_run_command(sub, common) -> None:
     r.add_argument("config", nargs="?", help="study config YAML")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. bon.pool_size=128")
     r.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted study")
+    r.add_argument(
+        "--methods",
+        default=None,
+        metavar="A,B,...",
+        help="run only these rl.methods of the config (and the baselines they name), with the "
+        "claims about them alone: a part of a study with its settings",
+    )
     r.add_argument(
         "--run-dir", default=None, help="run directory (default runs/<name>/<timestamp>)"
     )

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from goodhartlab.core.shaping import (
     RunningMoments,
+    base_quantile,
     ceil,
     centered,
     clip_to_band,
@@ -92,6 +93,18 @@ def test_ceil_clip_minmax_hand_computed():
     torch.testing.assert_close(
         ceil(r, torch.tensor([-3.0, 0.0, 5.0])), torch.tensor([-3.0, 0.0, 3.0])
     )
+
+
+def test_base_quantile_hand_computed():
+    r_base = torch.tensor([4.0, 0.0, 2.0, 1.0, 3.0])  # sorted 0, 1, 2, 3, 4
+    assert base_quantile(r_base, 0.5).item() == 2.0
+    # q = 0.9: position 0.9 * (5 - 1) = 3.6 -> 3 + 0.6 * (4 - 3).
+    assert base_quantile(r_base, 0.9).item() == pytest.approx(3.6)
+    assert base_quantile(r_base, 1.0).item() == 4.0
+    with pytest.raises(ValueError, match="r_base"):
+        base_quantile(torch.zeros(0), 0.5)
+    with pytest.raises(ValueError, match="q"):
+        base_quantile(r_base, 0.0)
 
 
 def test_ceil_above_every_reward_is_identity():

@@ -291,6 +291,25 @@ def test_length_fit_subtracts_the_length_bias_fitted_on_base_samples():
     assert sampler.asked == ["c"]  # sampled and fitted once
 
 
+def test_ceil_base_caps_at_the_quantile_of_base_sample_rewards():
+    sampler = GoodBadSampler(6)
+    config = RewardPipelineConfig(
+        shaping="ceil_base", shaping_params={"quantile": 0.5}, reference_samples=6
+    )
+    pipe = RewardPipeline(BREVITY, config, reference_sampler=sampler, calibration_prompts=["c"])
+    # Calibration rewards: -1/2, -1, -3/2, 1/2, 0, -1/2; sorted -3/2, -1, -1/2, -1/2, 0, 1/2;
+    # the median (position 2.5) is -1/2: rewards above it are capped there.
+    out = pipe(["q"] * 3, [" a b c", " a", " good"])
+    torch.testing.assert_close(out.r_proxy, torch.tensor([-1.5, -0.5, 0.5]))
+    torch.testing.assert_close(out.r_shaped, torch.tensor([-1.5, -0.5, -0.5]))
+    pipe(["q"], [" a"])
+    assert sampler.asked == ["c"]  # the base samples are drawn and scored once
+    with pytest.raises(ValueError, match="ceil_base"):
+        RewardPipeline(BREVITY, config)
+    with pytest.raises(ValueError, match="quantile"):
+        RewardPipelineConfig(shaping="ceil_base")
+
+
 def test_length_fit_needs_a_sampler_and_prompts_and_checks_its_params():
     with pytest.raises(ValueError, match="length_fit"):
         RewardPipeline(WORDS, RewardPipelineConfig(shaping="length_fit"))

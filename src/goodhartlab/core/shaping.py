@@ -24,6 +24,7 @@ __all__ = [
     "SHAPINGS",
     "RunningMoments",
     "ShapingContext",
+    "base_quantile",
     "ceil",
     "centered",
     "clip_to_band",
@@ -148,6 +149,31 @@ def ceil(r: TensorLike, c: TensorLike) -> torch.Tensor:
             f"c must be a scalar or have shape (B,) = {tuple(r.shape)}; got {tuple(c.shape)}"
         )
     return torch.minimum(r, c)
+
+
+def base_quantile(r_base: TensorLike, q: float) -> torch.Tensor:
+    """The q-quantile of the proxy's rewards on base-policy samples: a cap for ``ceil``
+    expressed in the proxy's own distribution, c = Q_q(r_base) (linear interpolation between
+    order statistics, ``torch.quantile``'s default).
+
+    Fu et al. 2025 (arXiv 2502.18770) cap their reward model at absolute values (3, 4 and 5,
+    ``--reward_ceil`` in PorUna-byte/PAR); an absolute value means nothing across proxies, so
+    the cap is set at a quantile of the base policy's rewards: the policy earns nothing for
+    pushing the proxy past where the top (1 − q) of base samples already are.
+
+    Args:
+        r_base: proxy rewards of base-policy samples. Shape: (N,), N ≥ 1.
+        q: the quantile, in (0, 1].
+
+    Returns:
+        Shape: ().
+    """
+    r_base = _as_rewards(r_base, "r_base").reshape(-1)
+    if r_base.numel() == 0:
+        raise ValueError("r_base: expected at least one base-policy reward")
+    if not 0 < q <= 1:
+        raise ValueError(f"q: expected a quantile in (0, 1], got {q}")
+    return torch.quantile(r_base.double(), q).to(r_base.dtype)
 
 
 def clip_to_band(r: TensorLike, mu: TensorLike, sigma: TensorLike) -> torch.Tensor:
@@ -328,6 +354,9 @@ class ShapingContext:
     Shape: (B, K)."""
     step_mask: torch.Tensor | None = None
     """1 on each row's steps (left-aligned), 0 on padding (``needs="steps"``). Shape: (B, K)."""
+    r_base: torch.Tensor | None = None
+    """The proxy's rewards on the base-policy samples of the calibration prompts, scored once
+    (``needs="calibration"``). Shape: (N,)."""
     length_bias: torch.Tensor | None = None
     """The fitted length bias f(ℓ) of each completion (``needs="length_bias"``: FiMi-RM's fit
     on base-policy samples, ``core.length_bias.fit_length_bias``). Shape: (B,)."""
@@ -377,6 +406,31 @@ class CeilParams(BaseModel):
 def _ceil(r: TensorLike, context: ShapingContext, c: float) -> torch.Tensor:
     """min(r, c): the reward capped."""
     return ceil(r, c)
+
+
+class CeilBaseParams(BaseModel):
+    """The parameter of ceil_base shaping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    quantile: float = Field(
+        ...,
+        gt=0,
+        le=1,
+        description="q (required): the cap is the q-quantile of the proxy on base-policy "
+        "samples, e.g. quantile: 0.9",
+    )
+
+
+@SHAPINGS.register(
+    "ceil_base",
+    paper=PAR_PAPER,
+    needs="calibration",
+    params=CeilBaseParams,
+    description="min(r, Q_q(r_base)): ceil with its cap at the q-quantile of the proxy on "
+    "base-policy samples of the calibration prompts",
+)
+def _ceil_base(r: TensorLike, context: ShapingContext, quantile: float) -> torch.Tensor:
+    return ceil(r, base_quantile(context.r_base, quantile))
 
 
 @SHAPINGS.register("clip", paper=PAR_PAPER, needs="moments")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -98,6 +99,14 @@ class ProxyVariantConfig(BaseModel):
                 "trains; a study cannot train it as a proxy variant (use goodhart train-rm)"
             )
         return v
+
+
+def _pairwise_variant(variant: ProxyVariantConfig) -> bool:
+    """Whether the variant is a pairwise preference model (no per-completion score)."""
+    from goodhartlab.registry import RM_OBJECTIVES
+
+    objective = RMTrainConfig(**variant.rm).objective
+    return bool(RM_OBJECTIVES.entry(objective).meta.get("pairwise"))
 
 
 class _ProxyBase(BaseModel):
@@ -584,6 +593,15 @@ class StudyConfig(BaseModel):
                     f"rl.methods.{i} ({m.name}): proxy {m.proxy!r} is not one of "
                     f"proxies.variants ({known})"
                 )
+        for i, m in enumerate(self.rl.methods):
+            algorithm = m.algorithm or self.rl.algorithm
+            if m.proxy is not None and _pairwise_variant(self.proxies.variants[m.proxy]):
+                if algorithm != "nash_mp":
+                    raise ValueError(
+                        f"rl.methods.{i} ({m.name}): proxy {m.proxy!r} is a pairwise preference "
+                        f"model (objective pairwise), which only algorithm nash_mp optimizes; "
+                        f"got {algorithm!r}"
+                    )
         wanting = [m.name for m in self.rl.methods if m.components]
         if wanting and not self.proxies.components:
             raise ValueError(
@@ -614,13 +632,52 @@ def _set_path(d: dict, dotted: str, value) -> None:
     d[keys[-1]] = value
 
 
+def select_methods(raw: dict, names: Sequence[str], where: str) -> dict:
+    """``raw`` (a study config as parsed YAML) with only the RL methods ``names`` and the
+    baselines they name (transitively), and only the claims all of whose methods and baseline
+    are kept: a part of a study, run with the same settings (``goodhart run --methods``).
+
+    Raises:
+        ValueError: a name that is not one of the config's ``rl.methods``."""
+    methods = (raw.get("rl") or {}).get("methods")
+    if not isinstance(methods, list) or not methods:
+        raise ValueError(f"{where}: --methods: the config lists no rl.methods to choose from")
+    by_name = {m.get("name"): m for m in methods if isinstance(m, dict)}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(
+            f"{where}: --methods: {', '.join(unknown)} not among rl.methods "
+            f"({', '.join(str(n) for n in by_name)})"
+        )
+    keep, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        baseline = by_name[name].get("baseline")
+        if baseline in by_name:
+            todo.append(baseline)
+    out = {**raw, "rl": {**raw["rl"], "methods": [m for m in methods if m.get("name") in keep]}}
+    out["claims"] = [
+        c
+        for c in raw.get("claims") or []
+        if all(m in keep for m in [*c.get("methods", []), c.get("baseline")] if m is not None)
+    ]
+    return out
+
+
 def load_config(
-    path: str | Path | None = None, overrides: list[str] = (), plugins: list[str] = ()
+    path: str | Path | None = None,
+    overrides: list[str] = (),
+    plugins: list[str] = (),
+    methods: Sequence[str] | None = None,
 ) -> StudyConfig:
     """The packaged default (or ``path``) with ``key=value`` overrides (values parsed as YAML).
 
     The config's ``plugins`` (and ``plugins`` given here, e.g. by ``goodhart --plugin``) are
-    imported first, so that the parts they register can be named in it.
+    imported first, so that the parts they register can be named in it. ``methods``: run only
+    these RL methods, their baselines and the claims about them (:func:`select_methods`).
     """
     if path is None:
         text, where = default_config_text(), "default.yaml"
@@ -650,6 +707,8 @@ def load_config(
             raise ValueError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
         _set_path(raw, key.strip(), yaml.safe_load(value))
+    if methods:
+        raw = select_methods(raw, methods, where)
     from pydantic import ValidationError
 
     from goodhartlab.plugins import load_plugins
@@ -676,8 +735,10 @@ def make_testbed(config: StudyConfig, progress: bool = True):
 
 def _reward(config: StudyConfig, proxy_info: dict, key: str, rewards: dict):
     """The single proxy (ensemble member 0), the ensemble, the component proxies or
-    (``variant:NAME``) a reward-model variant's first model, loaded once and shared."""
-    from goodhartlab.rewards import Ensemble, RewardModel
+    (``variant:NAME``) a reward-model variant's first model (a pairwise preference model for
+    objective pairwise), loaded once and shared."""
+    from goodhartlab.rewards import Ensemble, PairwisePreferenceModel, RewardModel
+    from goodhartlab.rewards.reward_model import PAIRWISE_KIND, saved_kind
 
     members = proxy_info["members"]
     if key == "components":  # one proxy per gold component (proxies.components)
@@ -685,11 +746,12 @@ def _reward(config: StudyConfig, proxy_info: dict, key: str, rewards: dict):
     if key.startswith("variant:"):
         members = proxy_info["variants"][key.removeprefix("variant:")]["members"]
     if key not in rewards:
-        rewards[key] = (
-            RewardModel.from_pretrained(members[0], device=config.device)
-            if key == "single" or key.startswith("variant:")
-            else Ensemble.from_dirs([Path(m) for m in members], device=config.device)
-        )
+        if key.startswith("variant:") and saved_kind(members[0]) == PAIRWISE_KIND:
+            rewards[key] = PairwisePreferenceModel.from_pretrained(members[0], device=config.device)
+        elif key == "single" or key.startswith("variant:"):
+            rewards[key] = RewardModel.from_pretrained(members[0], device=config.device)
+        else:
+            rewards[key] = Ensemble.from_dirs([Path(m) for m in members], device=config.device)
     return rewards[key]
 
 
@@ -972,9 +1034,12 @@ def _proxies_stage(config: StudyConfig, tb, stage_workers) -> dict:
 def variant_bon_proxies(proxies: ProxyConfig, proxy_info: dict) -> dict[str, str]:
     """Best-of-n picks of the reward-model variants: ``NAME-sSEED`` for each seed's model of
     each variant, and ``bt-sSEED`` for the proxies' member of every such seed (the
-    Bradley-Terry model of the same backbone and data order); empty without variants."""
+    Bradley-Terry model of the same backbone and data order); empty without variants. A
+    pairwise preference model has no per-completion score to pick by: it is left out."""
     picks: dict[str, str] = {}
     for name, v in proxy_info.get("variants", {}).items():
+        if _pairwise_variant(proxies.variants[name]):
+            continue
         for s, path in zip(v["seeds"], v["members"], strict=True):
             picks[f"bt-s{s}"] = proxy_info["members"][proxies.seeds.index(s)]
             picks[f"{name}-s{s}"] = path

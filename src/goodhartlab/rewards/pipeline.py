@@ -141,7 +141,7 @@ class RewardPipelineConfig(BaseModel):
     @property
     def shaping_needs(self) -> str | None:
         """What the shaping needs besides the rewards: "references", "moments", "steps",
-        "length_bias" or None."""
+        "length_bias", "calibration" or None."""
         return SHAPINGS.entry(self.shaping).meta.get("needs")
 
 
@@ -325,13 +325,16 @@ class RewardPipeline:
                 "standardize_members needs a reference_sampler and calibration_prompts (the "
                 "members are standardized on base-policy samples of those prompts)"
             )
-        if self.config.shaping_needs == "length_bias" and (
+        if self.config.shaping_needs in ("length_bias", "calibration") and (
             reference_sampler is None or not calibration_prompts
         ):
+            what = {
+                "length_bias": "the length bias is fitted on",
+                "calibration": "the shaping reads the proxy's rewards of",
+            }[self.config.shaping_needs]
             raise ValueError(
                 f"shaping {self.config.shaping!r} needs a reference_sampler and "
-                "calibration_prompts (the length bias is fitted on base-policy samples of "
-                "those prompts)"
+                f"calibration_prompts ({what} base-policy samples of those prompts)"
             )
         self.reference_sampler = reference_sampler
         self.kl_penalty = kl_penalty
@@ -343,6 +346,7 @@ class RewardPipeline:
         self._reference_completions: dict[str, list[str]] = {}
         self._calibration: Tensor | None = None
         self._calibration_samples: tuple[list[str], list[str]] | None = None
+        self._calibration_rewards: Tensor | None = None
         self._length_fit: Any = None
         self.length_bias_report: Any = None
         """``core.length_bias.LengthBiasReport`` of the length_fit shaping's fit (else None)."""
@@ -387,17 +391,23 @@ class RewardPipeline:
             self._calibration_samples = (flat_p, [c for cs in refs for c in cs])
         return self._calibration_samples
 
+    def calibration_rewards(self) -> Tensor:
+        """The proxy reward (as ``score_source`` returns it: standardized and aggregated) of
+        the base-policy samples of the calibration prompts, scored once. Shape: (N,)"""
+        if self._calibration_rewards is None:
+            self._calibration_rewards = self.score_source(*self.calibration_samples())[0]
+        return self._calibration_rewards
+
     def length_bias(self, completions: Sequence[str]) -> Tensor:
         """FiMi-RM's fitted length bias f(ℓ) of each completion (``core.length_bias``), f
         fitted on first use to the proxy (as ``score_source`` returns it: standardized and
         aggregated) on the calibration samples. Shape: (B,)"""
         if self._length_fit is None:
-            cal_p, cal_c = self.calibration_samples()
-            r_cal, _ = self.score_source(cal_p, cal_c)
+            _, cal_c = self.calibration_samples()
             p = self._shaping_params
             self._length_fit, self.length_bias_report = fit_length_bias(
                 completion_lengths(cal_c),
-                r_cal,
+                self.calibration_rewards(),
                 dim=p["dim"],
                 hidden=p["hidden"],
                 steps=p["fit_steps"],
@@ -560,6 +570,8 @@ class RewardPipeline:
             if completions is None:
                 raise ValueError(f"shaping {self.config.shaping!r} needs the completions")
             context = ShapingContext(length_bias=self.length_bias(completions))
+        elif needs == "calibration":
+            context = ShapingContext(r_base=self.calibration_rewards())
         elif needs == "moments":
             # As the PAR reference code: update the running statistics with the batch first.
             self.moments = self.moments.update(r)
