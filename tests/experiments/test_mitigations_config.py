@@ -19,7 +19,7 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     existing = {"single", "single-nokl", "mean", "wco", "uwo", "par"}
     new = {"wco-std", "uwo-std", "clip", "delta", "sft", "ppo-clip", "ppo-delta", "sqrtchi2"}
     new |= {"chi2", "nashmp", "gardo", "gardo-gate", "lenfit", "mu-ppo", "fixed-sum", "par-long"}
-    new |= {"gardo-adaptive", "gardo-adaptive-gate", "xi-ppo"}
+    new |= {"gardo-adaptive", "gardo-adaptive-gate", "xi-ppo", "nashmp-pairwise"}
     assert existing | new <= set(seeds)
     assert all(s == {0, 1, 2} for s in seeds.values())
     resolved = {
@@ -41,6 +41,10 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     assert resolved["sft-s0"].sft_coef > 0 and resolved["single-s0"].sft_coef == 0
     assert resolved["ppo-clip-s0"].algorithm == "ppo"
     assert resolved["nashmp-s1"].algorithm == "nash_mp"
+    # Nash-MP on the pairwise preference model trained beside the proxies, not on the proxy.
+    pairwise = {m.name: m for m in config.rl.methods}["nashmp-pairwise-s0"]
+    assert resolved["nashmp-pairwise-s0"].algorithm == "nash_mp" and pairwise.proxy == "pairwise"
+    assert config.proxies.variants["pairwise"].rm == {"objective": "pairwise"}
     assert resolved["sqrtchi2-s2"].occupancy_reg == "sqrt_chi2"
     assert resolved["sqrtchi2-s2"].kl_coef == 0.0
     assert resolved["mu-ppo-s0"].constrained is not None and config.proxies.components

@@ -39,6 +39,7 @@ def test_the_robust_claims_hold_over_three_seeds(tmp_path):
         "mitigations",
         [
             "proxies.components=false",
+            "proxies.variants={}",
             "rl.steps=40",
             "rl.eval_prompts=50",
             f"rl.methods={json.dumps(METHODS)}",
