@@ -598,8 +598,8 @@ def _sft_samples(run: _Run, prompts: list[str], step: int) -> Rollouts:
     (:meth:`ChosenTargets.draw`: the prompt's own where the pairs have it, as Liu et al.'s
     SFT term is on the chosen answers of the same prompts; the study's toy_text pairs are
     drawn with replacement from the training prompts, and its 6000 cover all 600 of them
-    (at least 2 each, median 10), a smaller set not every one; pairs of any prompt stand in for a
-    prompt without any), tokenized as the policy's samples are (completion + EOS,
+    (at least 2 each, median 10), a smaller set not every one; pairs of any prompt stand in
+    for a prompt without any), tokenized as the policy's samples are (completion + EOS,
     :func:`completion_rollouts`) so that ``completion_logprobs`` and ``sft_nll_loss`` apply
     unchanged."""
     cfg = run.cfg
