@@ -92,9 +92,9 @@ def test_sample_completions_feeds_templated_prompts(policy, chat_tokenizer, monk
 
 
 def test_dpo_batches_condition_on_the_templated_prompt(chat_tokenizer):
-    from goodhartlab.optimize.daa import _completion_batch
+    from goodhartlab.measure.evaluate import completion_rollouts
 
-    batch = _completion_batch(chat_tokenizer, PROMPTS[:1], [" great"])
+    batch = completion_rollouts(chat_tokenizer, PROMPTS[:1], [" great"])
     assert batch.prompt_ids[0].tolist() == templated_ids(chat_tokenizer, PROMPTS[0])
 
 

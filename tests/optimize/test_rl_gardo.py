@@ -63,7 +63,8 @@ def test_two_steps_of_full_gardo_penalize_only_the_gated_quarter(tmp_path, tiny_
         # r_final = r_shaped − β·g·KL, averaged: mean r_shaped − β · (8/32) · mean KL of the gated.
         assert r["r_final"] == pytest.approx(r["r_shaped"] - 0.05 * 0.25 * r["kl_gated"], abs=1e-5)
         assert 0.0 <= r["diversity"] <= 2.0 and r["diversity_mult"] > 0.0
-    assert [r["ref_reset"] for r in train] == [1.0, 0.0]  # steps 1 (a no-op: π = π0) and 3, ...
+    # K = 2: the first reset is at step 3; step 1's reference is π0, already the policy.
+    assert [r["ref_reset"] for r in train] == [0.0, 0.0]
 
 
 def test_a_threshold_no_sample_reaches_gates_nothing(tmp_path, tiny_tokenizer):
@@ -110,13 +111,15 @@ def test_after_k_steps_the_penalty_reference_equals_the_policy(tiny_tokenizer):
         ref = reference.state_dict()
         return all(torch.equal(v, ref[k]) for k, v in policy.state_dict().items())
 
-    assert reset_reference_if_due(run, 1) == {"ref_reset": 1.0} and same()
+    # Step 1 is no reset: in a run the reference is then a copy of π0, the policy itself (a
+    # reference that differs, as here, shows that nothing is copied).
+    assert reset_reference_if_due(run, 1) == {"ref_reset": 0.0} and not same()
     for step in (2, 3, 4):
         with torch.no_grad():  # the step's update
             for p in policy.parameters():
                 p.add_(0.01)
         due = reset_reference_if_due(run, step)
-        # Steps 2 and 3 leave the reference at π after step 0; step 4 starts after K = 3 steps.
+        # Steps 2 and 3 leave the reference as it was; step 4 starts after K = 3 steps.
         assert due == {"ref_reset": float(step == 4)} and same() == (step == 4)
     assert reset_reference_if_due(SimpleNamespace(kl_reference=None), 5) == {}
 
@@ -130,10 +133,13 @@ def test_a_moving_reference_moves_the_penalty_not_the_logged_kl(tmp_path, tiny_t
     fixed, fixed_train, _ = _run(
         tmp_path, tiny_tokenizer, "fixed", steps=5, kl_coef=0.05, checkpoint_every=2, eval_every=5
     )
-    # Steps 1, 3, 5 sample from the policy the reference was just reset to: KL ≈ 0 (the noise
-    # of sampler against forward); the fixed reference's KL at steps 3 and 5 is not.
+    # Steps 1, 3, 5 sample from the policy the reference equals (π0 at step 1, else just reset
+    # to it): KL ≈ 0 (the noise of sampler against forward); the fixed reference's KL at
+    # steps 3 and 5 is not.
     for step in (1, 3, 5):
         assert abs(train[step - 1]["kl"]) < 1e-4
+    # Resets at steps 3 and 5 (after K = 2 and 4); none logged at step 1, where π = π0.
+    assert [r["ref_reset"] for r in train] == [0, 0, 1, 0, 1]
     assert fixed_train[2]["kl"] > 1e-3 and fixed_train[4]["kl"] > 1e-3
     # The evaluation's KL is to the base policy in both runs: well away from 0 at step 5.
     assert moving.metrics[-1]["kl"] > 1e-3 and fixed.metrics[-1]["kl"] > 1e-3

@@ -790,7 +790,10 @@ def _daa_run(config: StudyConfig, tb, proxy_info: dict, run: DAARunConfig, run_d
 
 
 def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, run_dir, rewards):
-    """One RL run of the study; a half-done run directory is resumed from its checkpoint."""
+    """One RL run of the study; a half-done run directory is resumed from its checkpoint.
+    With ``sft_source`` chosen, the SFT term's targets are the chosen sides of the proxies'
+    (noisy) training pairs."""
+    from goodhartlab.data import read_pairs
     from goodhartlab.optimize.rl import run_rl
 
     key = "single" if method.aggregator is None else "ensemble"
@@ -814,6 +817,7 @@ def _rl_run(config: StudyConfig, tb, proxy_info: dict, method: RLMethodConfig, r
         config=rl_config,
         resume=(out / "config.yaml").is_file(),
         monitor_sources=sources,
+        sft_pairs=read_pairs(proxy_info["pairs"]) if rl_config.sft_source == "chosen" else None,
     )
     return json.loads((result.out_dir / "summary.json").read_text())
 

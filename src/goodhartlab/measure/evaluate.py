@@ -13,6 +13,7 @@ the layer below it):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "EvalOutput",
     "Rollouts",
     "completion_logprobs",
+    "completion_rollouts",
     "distinct_n",
     "evaluate_policy",
     "position_ids",
@@ -72,6 +74,18 @@ class Rollouts:
     def attention_mask(self) -> Tensor:
         """Shape: (B, P + T)"""
         return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+
+    def to(self, device: torch.device) -> Rollouts:
+        """The rows with their token tensors on ``device`` (``num_tokens`` and ``eos`` stay
+        on the CPU, as :func:`sample_rollouts` leaves them)."""
+        return dataclasses.replace(
+            self,
+            prompt_ids=self.prompt_ids.to(device),
+            prompt_mask=self.prompt_mask.to(device),
+            completion_ids=self.completion_ids.to(device),
+            completion_mask=self.completion_mask.to(device),
+            logp=self.logp.to(device),
+        )
 
     def select(self, idx: Tensor) -> Rollouts:
         """The rows ``idx``."""
@@ -168,6 +182,39 @@ def sample_rollouts(
         num_tokens=batch.num_tokens,
         eos=batch.eos,
         completions=completions,
+    )
+
+
+def completion_rollouts(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> Rollouts:
+    """Given texts as :class:`Rollouts` rows, as a policy's samples of them would be: the
+    prompt (through the chat template, left-padded) and the completion's tokens + EOS
+    (right-padded, EOS in the mask), so that :func:`completion_logprobs` scores them; the
+    rows' ``logp`` (no sampling here) are 0. On the CPU; row i is (prompts[i], completions[i]).
+
+    Used for the chosen / rejected completions of preference pairs (DPO and its kin, the RL
+    loop's SFT term on chosen data)."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    prompt_ids, prompt_mask = left_pad(encode_prompts(tokenizer, prompts), pad)
+    toks = [
+        [*ids, eos] for ids in tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+    ]
+    width = max(len(t) for t in toks)
+    completion_ids = torch.full((len(toks), width), pad, dtype=torch.long)
+    completion_mask = torch.zeros((len(toks), width), dtype=torch.long)
+    for i, t in enumerate(toks):
+        completion_ids[i, : len(t)] = torch.as_tensor(t)
+        completion_mask[i, : len(t)] = 1
+    num_tokens = completion_mask.sum(dim=1) - 1
+    return Rollouts(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        logp=torch.zeros(completion_ids.shape),
+        num_tokens=num_tokens,
+        eos=torch.ones(len(toks), dtype=torch.bool),
+        completions=list(completions),
     )
 
 

@@ -60,8 +60,12 @@ from goodhartlab.artifacts import atomic_write_json
 from goodhartlab.core.losses import DAA_LOSSES
 from goodhartlab.core.scaling import fit_rl_law, overoptimization
 from goodhartlab.data.schema import PreferencePair
-from goodhartlab.measure.evaluate import Rollouts, completion_logprobs, evaluate_policy
-from goodhartlab.models.generation import left_pad
+from goodhartlab.measure.evaluate import (
+    Rollouts,
+    completion_logprobs,
+    completion_rollouts,
+    evaluate_policy,
+)
 from goodhartlab.models.loading import load_policy_and_reference, resolve_autocast_dtype
 from goodhartlab.models.prompts import encode_prompts
 from goodhartlab.monitor.live import MonitorConfig
@@ -246,33 +250,6 @@ def filter_pairs(
     return kept, skipped
 
 
-def _completion_batch(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> Rollouts:
-    """Prompt (left-padded) + completion + EOS (right-padded) as :class:`Rollouts` rows."""
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    prompt_ids, prompt_mask = left_pad(encode_prompts(tokenizer, prompts), pad)
-    toks = [
-        [*ids, eos] for ids in tokenizer(list(completions), add_special_tokens=False)["input_ids"]
-    ]
-    width = max(len(t) for t in toks)
-    completion_ids = torch.full((len(toks), width), pad, dtype=torch.long)
-    completion_mask = torch.zeros((len(toks), width), dtype=torch.long)
-    for i, t in enumerate(toks):
-        completion_ids[i, : len(t)] = torch.as_tensor(t)
-        completion_mask[i, : len(t)] = 1
-    num_tokens = completion_mask.sum(dim=1) - 1
-    return Rollouts(
-        prompt_ids=prompt_ids,
-        prompt_mask=prompt_mask,
-        completion_ids=completion_ids,
-        completion_mask=completion_mask,
-        logp=torch.zeros(completion_ids.shape),
-        num_tokens=num_tokens,
-        eos=torch.ones(len(toks), dtype=torch.bool),
-        completions=list(completions),
-    )
-
-
 @dataclass(frozen=True)
 class PairBatch:
     """B pairs tokenized for scoring: the chosen and the rejected rows, row-aligned."""
@@ -281,25 +258,15 @@ class PairBatch:
     rejected: Rollouts
 
     def to(self, device: torch.device) -> PairBatch:
-        def move(r: Rollouts) -> Rollouts:
-            return dataclasses.replace(
-                r,
-                prompt_ids=r.prompt_ids.to(device),
-                prompt_mask=r.prompt_mask.to(device),
-                completion_ids=r.completion_ids.to(device),
-                completion_mask=r.completion_mask.to(device),
-                logp=r.logp.to(device),
-            )
-
-        return PairBatch(move(self.chosen), move(self.rejected))
+        return PairBatch(self.chosen.to(device), self.rejected.to(device))
 
 
 def tokenize_pairs(tokenizer, pairs: Sequence[PreferencePair]) -> PairBatch:
     """Tokenize pairs (already through :func:`filter_pairs`) for :func:`sequence_logps`."""
     prompts = [p.prompt for p in pairs]
     return PairBatch(
-        _completion_batch(tokenizer, prompts, [p.chosen for p in pairs]),
-        _completion_batch(tokenizer, prompts, [p.rejected for p in pairs]),
+        completion_rollouts(tokenizer, prompts, [p.chosen for p in pairs]),
+        completion_rollouts(tokenizer, prompts, [p.rejected for p in pairs]),
     )
 
 

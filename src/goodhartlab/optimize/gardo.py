@@ -137,16 +137,18 @@ def reset_penalty_reference(target: nn.Module, policy: nn.Module) -> None:
 def reset_reference_if_due(run: Any, step: int) -> dict[str, float]:
     """Reset the penalty's reference to the policy at the start of a step, when due.
 
-    Fixed schedule (``ref_reset_every`` alone): steps 1, K + 1, 2K + 1, ... (after steps K,
-    2K, ...; the first is a no-op). KL trigger (``ref_reset_kl``): a step after one whose
-    penalized KL exceeded the threshold (``note_penalized_kl``), or K steps after the last
-    reset with ``ref_reset_every`` = K. Returns ``{"ref_reset": 0 or 1}`` when the reference
-    moves, else ``{}``."""
+    Fixed schedule (``ref_reset_every`` alone): steps K + 1, 2K + 1, ... (after steps K,
+    2K, ...). KL trigger (``ref_reset_kl``): a step after one whose penalized KL exceeded the
+    threshold (``note_penalized_kl``), or K steps after the last reset with
+    ``ref_reset_every`` = K. Never step 1: it starts a new run (a resumed one starts after
+    its checkpoint), whose reference is a copy of π0 and so already the policy, and a copy
+    there would be a no-op logged as a reset. Returns ``{"ref_reset": 0 or 1}`` when the
+    reference can move, else ``{}``."""
     if run.kl_reference is None:
         return {}
     cfg, state = run.cfg, run.gardo
     if cfg.ref_reset_kl is None:
-        due = (step - 1) % cfg.ref_reset_every == 0
+        due = step > 1 and (step - 1) % cfg.ref_reset_every == 0
     else:
         capped = cfg.ref_reset_every is not None and step - state.last_reset >= cfg.ref_reset_every
         due = step > 1 and (state.reset_pending or capped)

@@ -10,7 +10,8 @@ write the summary) and :func:`_train`; each training step (:func:`rl_step`) is
    gradient term (χ², √χ², TV, KL: Laidlaw et al. 2024, arXiv 2403.03185; optimize.occupancy);
 3. advantages: GRPO group-normalized, RLOO leave-one-out, PPO GAE with a value model;
 4. a few epochs of PPO-style clipped steps over minibatches (``core.losses``), plus, with
-   ``sft_coef`` > 0, η times the NLL of base-policy samples of the batch's prompts (the SFT
+   ``sft_coef`` > 0, η times the NLL of SFT targets of the batch's prompts, base-policy
+   samples or (``sft_source`` chosen) the chosen completions of preference pairs (the SFT
    regularizer of Liu et al. 2024, arXiv 2405.16436: ``core.losses.sft_nll_loss``);
 5. with ``cooper``, a few Bradley-Terry steps on a copy of the reward model, a reference
    completion of each prompt over the policy's sample of it that a rule rejects and the
@@ -30,6 +31,7 @@ loss (k3 per token: Shao et al. 2024, arXiv 2402.03300).
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import time
@@ -47,9 +49,11 @@ from torch import Tensor, nn
 from goodhartlab.artifacts import atomic_write_json
 from goodhartlab.core.kl import REGULARIZERS, sequence_kl, token_kl
 from goodhartlab.core.losses import sft_nll_loss
+from goodhartlab.data.schema import PreferencePair
 from goodhartlab.measure.evaluate import (
     Rollouts,
     completion_logprobs,
+    completion_rollouts,
     evaluate_policy,
     position_ids,
     sample_rollouts,
@@ -87,7 +91,16 @@ from goodhartlab.rewards.cooper import CooperConfig, CooperReward
 from goodhartlab.rewards.pipeline import KLPenalty, RewardPipeline, RewardPipelineConfig
 from goodhartlab.train.rm import save_reward_model
 
-__all__ = ["METRICS_VERSION", "RLConfig", "RLResult", "ValueModel", "rl_step", "run_rl"]
+__all__ = [
+    "METRICS_VERSION",
+    "ChosenTargets",
+    "RLConfig",
+    "RLResult",
+    "ValueModel",
+    "chosen_targets",
+    "rl_step",
+    "run_rl",
+]
 
 #: Bump on any change of what metrics.jsonl / train.jsonl fields mean.
 METRICS_VERSION = "rl/v1"
@@ -221,10 +234,18 @@ class RLConfig(BaseModel):
         0.0,
         ge=0,
         description="η of the SFT regularizer (Liu et al. 2024, arXiv 2405.16436): the loss "
-        "adds η × the per-token NLL of base-policy samples of the step's prompts (0: off).",
+        "adds η × the per-token NLL of sft_samples targets per prompt of the step "
+        "(sft_source says which) (0: off).",
     )
     sft_samples: int = Field(
-        2, ge=1, description="Base-policy completions per prompt of a step for the SFT term."
+        2, ge=1, description="SFT targets (completions) per prompt of a step for the SFT term."
+    )
+    sft_source: Literal["base", "chosen"] = Field(
+        "base",
+        description="The SFT term's targets: base: samples of the step's prompts from the "
+        "base policy π0; chosen: the chosen completions of preference pairs (run_rl's "
+        "sft_pairs, e.g. the pairs the proxies were trained on; RPO's form, Liu et al. 2024), "
+        "each prompt's own where the pairs have it, else pairs drawn from all of them.",
     )
     occupancy_reg: name_in(OCCUPANCY_DIVERGENCES) | None = Field(
         None,
@@ -340,6 +361,11 @@ class RLConfig(BaseModel):
             raise ValueError(
                 f"reward.shaping: nash_mp's payoff is the preference σ(r(y) − r(y')) of the "
                 f"proxy itself; it takes no shaping (expected 'none', got {self.reward.shaping!r})"
+            )
+        if self.sft_source != "base" and self.sft_coef == 0:
+            raise ValueError(
+                f"sft_source: {self.sft_source!r} picks the SFT term's targets, but the term is "
+                "off (sft_coef = 0); set sft_coef > 0, or leave sft_source at 'base'"
             )
         if self.kl_target is not None and (self.kl_in != "reward" or self.kl_coef <= 0):
             raise ValueError(
@@ -471,6 +497,8 @@ class _Run:
     eval_proxy: Any = None
     """The reward the evaluations report as ``proxy`` when it is not the pipeline (Cooper:
     the frozen proxy), else None."""
+    sft_chosen: ChosenTargets | None = None
+    """The SFT term's targets with ``sft_source`` chosen (run_rl's ``sft_pairs``), else None."""
 
     def autocast(self):
         return torch.autocast(
@@ -502,7 +530,8 @@ def _loss(
     run: _Run, exp: _Experience, sft: Rollouts | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The algorithm's loss on a minibatch (``optimize.algorithms``), and its statistics;
-    with ``sft`` (base-policy samples), plus η · their NLL under the policy."""
+    with ``sft`` (the step's SFT targets, :func:`_sft_samples`), plus η · their NLL under
+    the policy."""
     with run.autocast():
         logp = completion_logprobs(run.policy, exp.rollouts, run.cfg.temperature)
         loss, stats = RL_ALGORITHMS[run.cfg.algorithm].loss(run, exp, logp)
@@ -514,11 +543,72 @@ def _loss(
         return loss, stats
 
 
+@dataclass(frozen=True)
+class ChosenTargets:
+    """The chosen completions of preference pairs as the SFT term's targets (``sft_source``
+    chosen): Liu et al. 2024 (arXiv 2405.16436) regularize with the NLL of the preference
+    data's chosen answers; here, of the pairs the proxy was trained on (their labelled-chosen
+    side, label noise included)."""
+
+    pairs: list[tuple[str, str]]
+    """Every (prompt, chosen), in file order."""
+    by_prompt: dict[str, list[int]]
+    """A prompt's rows of ``pairs``."""
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[PreferencePair]) -> ChosenTargets:
+        """The targets of ``pairs``; none, or a pair with an empty prompt, is an error."""
+        if not pairs:
+            raise ValueError(
+                "sft_pairs: no preference pairs (empty file?); sft_source 'chosen' needs at "
+                "least one, whose chosen completion is an SFT target"
+            )
+        by_prompt: dict[str, list[int]] = {}
+        for i, pair in enumerate(pairs):
+            if not pair.prompt:
+                raise ValueError(
+                    f"sft_pairs: pair {i} has an empty prompt (nothing to condition its chosen "
+                    "completion on)"
+                )
+            by_prompt.setdefault(pair.prompt, []).append(i)
+        return cls([(p.prompt, p.chosen) for p in pairs], by_prompt)
+
+    def draw(self, prompts: Sequence[str], n: int, seed: int) -> list[tuple[str, str]]:
+        """``n`` (prompt, chosen) rows for each of ``prompts``, prompt-major, a pure function
+        of the arguments: the prompt's own pairs where it has some, else pairs of any prompt
+        (a chosen completion is a target for its own prompt only; the term then keeps its
+        weight, as RPO's SFT term on the preference data keeps it). Uniform, without
+        replacement when the pool has ``n`` rows or more."""
+        rng = np.random.default_rng(seed)
+        rows = []
+        for prompt in prompts:
+            pool = self.by_prompt.get(prompt) or range(len(self.pairs))
+            for i in rng.choice(len(pool), n, replace=len(pool) < n):
+                rows.append(self.pairs[pool[i]])
+        return rows
+
+
 def _sft_samples(run: _Run, prompts: list[str], step: int) -> Rollouts:
-    """The SFT regularizer's targets: ``sft_samples`` completions of each prompt from the
-    frozen base policy, seeded by (seed, step)."""
+    """The SFT regularizer's targets: ``sft_samples`` rows for each of the step's prompts,
+    prompt-major, their randomness seeded by (seed, step) so that a resumed run draws the
+    same ones.
+
+    ``sft_source`` base: completions of each prompt sampled from the frozen base policy.
+    ``sft_source`` chosen: chosen completions of the preference pairs
+    (:meth:`ChosenTargets.draw`: the prompt's own where the pairs have it, as Liu et al.'s
+    SFT term is on the chosen answers of the same prompts; the study's toy_text pairs are
+    drawn with replacement from the training prompts, and its 6000 cover all 600 of them
+    (at least 2 each, median 10), a smaller set not every one; pairs of any prompt stand in
+    for a prompt without any), tokenized as the policy's samples are (completion + EOS,
+    :func:`completion_rollouts`) so that ``completion_logprobs`` and ``sft_nll_loss`` apply
+    unchanged."""
     cfg = run.cfg
-    generator = torch.Generator(device=run.device).manual_seed(derived_seed(cfg.seed, "sft", step))
+    seed = derived_seed(cfg.seed, "sft", step)
+    if run.sft_chosen is not None:
+        rows = run.sft_chosen.draw(prompts, cfg.sft_samples, seed)
+        targets = completion_rollouts(run.tokenizer, [p for p, _ in rows], [c for _, c in rows])
+        return targets.to(run.device)
+    generator = torch.Generator(device=run.device).manual_seed(seed)
     return sample_rollouts(
         run.reference,
         run.tokenizer,
@@ -676,6 +766,8 @@ def rl_step(run: _Run, step: int) -> dict[str, float]:
     out.update(gardo)
     out.update(run.constrained.last_stats if run.constrained is not None else {})
     out.update(cooper)
+    if run.sft_chosen is not None:  # the share of the step's prompts with their own targets
+        out["sft_own_prompts"] = sum(p in run.sft_chosen.by_prompt for p in prompts) / B
     if kl_seq is not None:
         out["kl"] = float(kl_seq.mean())
     if scored.steps is not None:
@@ -736,8 +828,13 @@ def run_identity(
     gold: Any,
     train_prompts: Sequence[str],
     eval_prompts: Sequence[str],
+    sft_chosen: ChosenTargets | None = None,
 ) -> dict[str, Any]:
     """What a run optimizes and measures, for config.yaml (a resume must match it)."""
+    sft = {}
+    if sft_chosen is not None:
+        rows = [json.dumps(row) for row in sft_chosen.pairs]
+        sft = {"sft_pairs": {"count": len(rows), "sha256": prompts_hash(rows)}}
     return {
         "policy": policy_id,
         "reward": reward_identity(reward),
@@ -747,6 +844,7 @@ def run_identity(
         },
         "train_prompts": {"count": len(train_prompts), "sha256": prompts_hash(train_prompts)},
         "eval_prompts": {"count": len(eval_prompts), "sha256": prompts_hash(eval_prompts)},
+        **sft,
     }
 
 
@@ -783,6 +881,7 @@ def _build_run(
     reward: Any,
     train_prompts: Sequence[str],
     device: torch.device,
+    sft_chosen: ChosenTargets | None = None,
 ) -> _Run:
     """The reward pipeline, the value model (if the algorithm has one) and the optimizer."""
     autocast_dtype = resolve_autocast_dtype(cfg.bf16, device)
@@ -829,7 +928,29 @@ def _build_run(
         constrained=ConstrainedReward(cfg.constrained) if cfg.constrained is not None else None,
         cooper=cooper,
         eval_proxy=eval_proxy,
+        sft_chosen=sft_chosen,
     )
+
+
+def chosen_targets(
+    cfg: RLConfig, sft_pairs: Sequence[PreferencePair] | None
+) -> ChosenTargets | None:
+    """The SFT term's chosen targets with ``sft_source`` chosen, else None; the pairs are
+    needed exactly then."""
+    if cfg.sft_source != "chosen":
+        if sft_pairs is not None:
+            raise ValueError(
+                f"sft_pairs: given, but sft_source is {cfg.sft_source!r}; the pairs are the SFT "
+                "targets of sft_source 'chosen' only"
+            )
+        return None
+    if sft_pairs is None:
+        raise ValueError(
+            "sft_pairs: sft_source 'chosen' takes the SFT term's targets from the chosen "
+            "completions of preference pairs; none given (run_rl's sft_pairs; goodhart rl "
+            "--sft-pairs FILE)"
+        )
+    return ChosenTargets.from_pairs(sft_pairs)
 
 
 def _checked_prompts(
@@ -1058,6 +1179,7 @@ def run_rl(
     launch: dict[str, Any] | None = None,
     progress: bool = False,
     monitor_sources: dict[str, Any] | None = None,
+    sft_pairs: Sequence[PreferencePair] | None = None,
 ) -> RLResult:
     """Train a policy against a proxy reward and track gold, proxy and KL; write a run dir.
 
@@ -1086,6 +1208,9 @@ def run_rl(
         monitor_sources: with ``config.monitor``, the rewards the monitor reads besides the
             optimized one: ``members`` (an ensemble), ``heldout`` (a reward not optimized
             against), ``latents`` (a ``RewardModel``; default: the optimized one).
+        sft_pairs: with ``config.sft_source`` chosen (and only then), the preference pairs
+            whose chosen completions are the SFT term's targets (e.g. the proxy's training
+            pairs); their count and hash are part of the run's identity.
 
     Returns:
         :class:`RLResult`.
@@ -1096,13 +1221,14 @@ def run_rl(
     device = torch.device(cfg.device)
     resolve_autocast_dtype(cfg.bf16, device)  # an unsupported bf16 fails before any loading
     train_prompts, eval_prompts = _checked_prompts(cfg, train_prompts, eval_prompts)
+    sft_chosen = chosen_targets(cfg, sft_pairs)
     check_pairwise_run(cfg, reward)
     model, reference, tokenizer, policy_id = load_policy_and_reference(
         policy, tokenizer, device=device
     )
-    identity = run_identity(policy_id, reward, gold, train_prompts, eval_prompts)
+    identity = run_identity(policy_id, reward, gold, train_prompts, eval_prompts, sft_chosen)
     rundir = _open_run_dir(out_dir, cfg, identity, launch, resume)
-    run = _build_run(cfg, model, reference, tokenizer, reward, train_prompts, device)
+    run = _build_run(cfg, model, reference, tokenizer, reward, train_prompts, device, sft_chosen)
     start = _restore(rundir, run, resume)
     watch = RunMonitor(rundir, cfg.monitor, start) if cfg.monitor is not None else None
     sources = resolve_sources(reward, monitor_sources) if watch is not None else None

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from goodhartlab.optimize.rl import RLConfig, RLResult, run_rl
+from goodhartlab.data import read_pairs
+from goodhartlab.optimize.rl import RLConfig, RLResult, chosen_targets, run_rl
 from goodhartlab.registry import TESTBEDS, name_in
 from goodhartlab.rewards.pipeline import RewardPipelineConfig
 
@@ -55,6 +56,11 @@ class RLLaunch(BaseModel):
     )
     ensemble: list[str] | None = Field(
         None, description="ensemble member directories, or one ensemble directory"
+    )
+    sft_pairs: str | None = Field(
+        None,
+        description="with --sft-source chosen: a preference pairs file (.jsonl or .parquet, "
+        "e.g. the proxy's training pairs) whose chosen completions are the SFT term's targets",
     )
     monitor_heldout: str | None = Field(
         None,
@@ -148,8 +154,14 @@ def launch_rl(
     # Bad settings fail here, before the testbed is built (minutes from an empty cache).
     cfg = {k: v for k, v in given_now.items() if k in CONFIG_FIELDS}
     reward_cfg = {k: v for k, v in given_now.items() if k in REWARD_FIELDS}
-    RLConfig(**cfg, reward=RewardPipelineConfig(**reward_cfg))
+    checked = RLConfig(**cfg, reward=RewardPipelineConfig(**reward_cfg))
     _check_proxy_given(s)
+    sft_pairs = None
+    if s["sft_pairs"]:
+        sft_pairs = read_pairs(s["sft_pairs"])
+        if not sft_pairs:
+            raise ValueError(f"sft_pairs: {s['sft_pairs']} holds no preference pairs")
+    chosen_targets(checked, sft_pairs)
 
     testbed = s["testbed"] or ("toy_text" if s["policy"] is None else None)
     tb = None
@@ -194,4 +206,5 @@ def launch_rl(
         launch=given_now,
         progress=progress,
         monitor_sources=sources,
+        sft_pairs=sft_pairs,
     )
