@@ -3,8 +3,12 @@ one recorded on main before it (``data/golden_tiny_study.metrics.jsonl``, commit
 
 The study covers every part the refactor moves: best-of-n over every aggregator, GRPO against
 the single proxy and WCO / UWO ensembles, PAR shaping, no KL penalty, and offline DPO and IPO.
-Integers and strings must match exactly; floats to 1e-6 relative (the record is byte-identical
-on the machine it was made on; the slack only absorbs last-bit differences of another CPU).
+Integers and strings must match exactly; floats to 1e-4 relative (the record is byte-identical
+on the machine it was made on; the slack absorbs another CPU's rounding: on an AVX-512 machine
+the float32 KL sums of the 4 RL steps differ by up to 4e-5 relative, measured 2026-12-07, while
+a change of the computation moves them by far more). ``d`` = sqrt(KL) at step 0, where KL is
+rounding noise around 0 (|KL| < 1e-6), is compared to 1e-3 absolute (the square root of that
+noise), and any float to 1e-5 absolute.
 
 A change that is *meant* to change the numbers re-records the file with
 ``GOODHART_RECORD_GOLDEN=1 python -m pytest tests/experiments/test_golden_study.py`` and says
@@ -47,7 +51,8 @@ GOLDEN = tiny_study_config(
 def _same(a, b, where: str) -> None:
     if isinstance(a, float) or isinstance(b, float):
         assert isinstance(a, int | float) and isinstance(b, int | float), where
-        assert math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9), f"{where}: {a} != {b} (recorded)"
+        abs_tol = 1e-3 if where.endswith(".d") and abs(b) < 1e-3 else 1e-5
+        assert math.isclose(a, b, rel_tol=1e-4, abs_tol=abs_tol), f"{where}: {a} != {b} (recorded)"
     elif isinstance(a, dict):
         assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys {sorted(a)} vs {sorted(b)}"
         for k in a:

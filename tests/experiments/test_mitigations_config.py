@@ -19,7 +19,7 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     existing = {"single", "single-nokl", "mean", "wco", "uwo", "par"}
     new = {"wco-std", "uwo-std", "clip", "delta", "sft", "ppo-clip", "ppo-delta", "sqrtchi2"}
     new |= {"chi2", "nashmp", "gardo", "gardo-gate", "lenfit", "mu-ppo", "fixed-sum", "par-long"}
-    new |= {"gardo-adaptive", "gardo-adaptive-gate", "xi-ppo", "nashmp-pairwise"}
+    new |= {"gardo-adaptive", "gardo-adaptive-gate", "xi-ppo", "nashmp-pairwise", "sft-chosen"}
     assert existing | new <= set(seeds)
     assert all(s == {0, 1, 2} for s in seeds.values())
     resolved = {
@@ -39,6 +39,9 @@ def test_mitigations_runs_every_method_for_three_seeds_on_one_schedule():
     assert resolved["delta-s1"].reward.shaping == "step_delta"
     assert resolved["wco-std-s2"].reward.standardize_members
     assert resolved["sft-s0"].sft_coef > 0 and resolved["single-s0"].sft_coef == 0
+    assert resolved["sft-s0"].sft_source == "base"
+    chosen = resolved["sft-chosen-s1"]
+    assert chosen.sft_source == "chosen" and chosen.sft_coef == resolved["sft-s0"].sft_coef
     assert resolved["ppo-clip-s0"].algorithm == "ppo"
     assert resolved["nashmp-s1"].algorithm == "nash_mp"
     # Nash-MP on the pairwise preference model trained beside the proxies, not on the proxy.
