@@ -359,7 +359,9 @@ TESTBEDS: Registry[Callable[..., Any]] = Registry(
 DETECTORS: Registry[Callable[..., Any]] = Registry(
     "detector",
     home="goodhartlab.monitor",
-    doc="A pure function over a run's history (no gold) -> an alarm score per point.",
+    doc="A pure function over a run's history (no gold) -> an alarm score per point; meta "
+    "'needs' names the EvalPoint fields it reads, meta 'incremental' its incremental form (a "
+    "monitor.detectors.DetectorStream class, built as cls(streams, **params)).",
 )
 METRICS: Registry[Callable[..., Any]] = Registry(
     "metric",

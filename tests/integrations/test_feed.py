@@ -204,3 +204,58 @@ def test_a_monitor_failure_is_counted_not_raised(monkeypatch):
     reading = feed.close()
     assert reading.verdict == COULD_NOT_TELL
     assert feed.bad_rows["monitor_error"] == 1
+
+
+INPUTS = ["entropy_collapse", "kl_acceleration", "mahalanobis_outliers", "length_drift"]
+
+
+def _rows(step: int, n: int = 4):
+    """n completions of 3 tokens; the policy sharpens and drifts from the reference with the
+    step (log π rises towards 0, log π_0 stays), the latents move away across the direction
+    the base's latents spread along."""
+    logp = [[-1.0 / (1 + step)] * 3 for _ in range(n)]
+    logp_ref = [[-1.0] * 3 for _ in range(n)]
+    latents = np.arange(n * 2, dtype=float).reshape(n, 2) + 3.0 * step * np.array([1.0, -1.0])
+    return logp, logp_ref, latents
+
+
+def test_log_probs_and_latents_reach_the_monitor_and_its_detectors_read_them():
+    feed = MonitorFeed(MonitorConfig(detectors=INPUTS, alarm=None))
+    for step in range(4):
+        logp, logp_ref, latents = _rows(step)
+        feed.add(["p"] * 4, ["a b c"] * 4, completion_ids=[[1, 2, 3]] * 4, r_proxy=[0.0] * 4,
+                 logp=logp, logp_ref=logp_ref, latents=latents, step=step)  # fmt: skip
+    feed.close()
+    points = feed.monitor.points
+    assert [p.latents.shape for p in points] == [(4, 2)] * 4
+    # k1 KL: Σ_t (log π − log π_0) = 3 (1 − 1 / (1 + step)).
+    assert [p.kl_estimate() for p in points] == pytest.approx([0.0, 1.5, 2.0, 2.25])
+    last = feed.readings[-1].scores
+    assert all(math.isfinite(last[n]) for n in INPUTS), last
+    assert last["entropy_collapse"] == pytest.approx(1 - 0.25)  # entropy 1/4 of the base's
+    assert last["mahalanobis_outliers"] == 1.0  # moved 9 across the base's spread: all outliers
+    assert not feed.bad_rows
+
+
+def test_without_log_probs_or_latents_those_detectors_cannot_tell_and_the_rest_read():
+    feed = MonitorFeed(MonitorConfig(detectors=INPUTS, alarm=None))
+    for step in range(4):
+        feed.add(["p"] * 4, ["a b c"] * 4, r_proxy=[0.0] * 4, step=step)
+    feed.close()
+    last = feed.readings[-1].scores
+    assert [math.isnan(last[n]) for n in INPUTS] == [True, True, True, False]
+    assert feed.monitor.points[0].latents is None and not feed.bad_rows
+
+
+def test_bad_latents_are_skipped_and_counted():
+    feed = MonitorFeed(MonitorConfig(detectors=["mahalanobis_outliers"], alarm=None))
+    latents = [[0.0, 1.0], [1.0, 0.0], [math.nan, 0.0], "x"]
+    feed.add(["p"] * 4, ["a", "b", "c", "d"], latents=latents, step=0)
+    # A point whose rows disagree on the dimension keeps its rows, not their latents.
+    feed.add(["p"] * 2, ["a", "b"], latents=[[0.0, 1.0], [1.0, 0.0, 2.0]], step=1)
+    # A point of another dimension than the run's first: the same.
+    feed.add(["p"] * 2, ["a", "b"], latents=[[0.0, 1.0, 2.0]] * 2, step=2)
+    feed.close()
+    assert dict(feed.bad_rows) == {"nan:latents": 1, "bad:latents": 1, "partial:latents": 4}
+    assert [p.latents is None for p in feed.monitor.points] == [False, True, True]
+    assert [r.rows for r in feed.readings] == [2, 2, 2]

@@ -223,3 +223,17 @@ def test_goodhart_serve_command_serves_a_reward_model_directory(
     out = proc.stdout.read()
     assert "Application shutdown complete" in out
     assert '"points": 1' in out.splitlines()[-1]  # the summary after the stop
+
+
+def test_reward_func_gives_the_monitor_our_reward_models_latents(fake_latents):
+    config = MonitorConfig(detectors=["mahalanobis_outliers", "entropy_collapse"], alarm=None)
+    reward_func = make_reward_func(words, config, samples_per_point=2, latents=fake_latents)
+    for c in [" a b", " a b c", " a b c d", " b c d e"] + [" w" * 12] * 2:
+        reward_func([f"Q: hi{c}"], ["Q: hi"], [None])
+    points = reward_func.scorer.feed.monitor.points
+    assert [p.latents.shape for p in points] == [(2, 3)] * 3
+    logs = reward_func.scorer.metrics()
+    # Twelve repeated words sit far from the reference's short varied ones.
+    assert logs["goodhart/mahalanobis_outliers"] == 1.0
+    # OpenRLHF hands the reward no log-probs: entropy could not tell.
+    assert math.isnan(logs["goodhart/entropy_collapse"])

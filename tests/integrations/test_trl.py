@@ -205,3 +205,77 @@ def test_callback_skips_evaluation_calls_and_rejects_other_rewards():
     assert not math.isnan(monitored.readings[0].scores["length_drift"])
     with pytest.raises(ValueError, match="MonitoredReward"):
         GoodhartCallback(lambda **k: [])
+
+
+INPUTS = [
+    "entropy_collapse",
+    "kl_acceleration",
+    "proxy_gain_per_kl",
+    "mahalanobis_outliers",
+    "length_drift",
+]
+
+
+def _grpo_calls(monitored, steps: int, with_inputs: bool) -> None:
+    """Reward calls as GRPOTrainer makes them, with the per-token log-probs a rollout_func
+    forwards (its extra keys reach reward functions): the policy sharpens and leaves the
+    reference as the steps go; completions grow."""
+    for step in range(steps):
+        completions = ["a b " + "c " * step, "a c " + "b " * step]
+        ids = [list(range(len(c.split()))) for c in completions]
+        extra = {}
+        if with_inputs:
+            extra = {
+                "logp": [[-1.0 / (1 + step)] * len(i) for i in ids],
+                "logp_ref": [[-1.0] * len(i) for i in ids],
+            }
+        monitored(prompts=["p", "p"], completions=completions, completion_ids=ids,
+                  trainer_state=type("S", (), {"global_step": step})(), **extra)  # fmt: skip
+    monitored.close_step(math.inf)
+
+
+def test_log_probs_from_the_rollout_and_our_latents_reach_the_detectors(fake_latents):
+    # A plain reward f(prompts, completions): the latents come from the latent model, the
+    # log-probs from the reward call's kwargs.
+    monitored = MonitoredReward(
+        lambda p, c: [float(len(x.split())) for x in c],
+        MonitorConfig(detectors=INPUTS, alarm=None),
+        latents=fake_latents,
+    )
+    _grpo_calls(monitored, steps=6, with_inputs=True)
+    points = monitored.feed.monitor.points
+    assert len(points) == 6 and all(p.logp is not None and p.logp_ref is not None for p in points)
+    assert [p.latents.shape for p in points] == [(2, 3)] * 6
+    assert points[2].kl_estimate() == pytest.approx(4 * (1 - 1 / 3))  # 4 tokens each
+    last = monitored.readings[-1].scores
+    assert all(math.isfinite(last[n]) for n in INPUTS), last
+    assert not monitored.feed.bad_rows
+
+
+def test_a_trl_reward_function_still_works_without_log_probs_or_latents():
+    def trl_reward(prompts, completions, completion_ids, **kwargs):
+        return [float(len(c)) for c in completions]
+
+    monitored = MonitoredReward(trl_reward, MonitorConfig(detectors=INPUTS, alarm=None))
+    assert monitored.latents.model is None  # "auto" finds no goodhart reward model
+    _grpo_calls(monitored, steps=6, with_inputs=False)
+    last = monitored.readings[-1].scores
+    assert [math.isnan(last[n]) for n in INPUTS] == [True, True, True, True, False]
+    assert not monitored.feed.bad_rows
+
+
+def test_a_goodhart_reward_model_gives_its_latents_from_the_pass_that_scores(
+    tiny_tokenizer, tiny_reward_model
+):
+    from goodhartlab.rewards import RewardModel
+
+    rm = RewardModel(tiny_reward_model, tiny_tokenizer)
+    monitored = MonitoredReward(rm, MonitorConfig(detectors=["mahalanobis_outliers"], alarm=None))
+    assert monitored.latents.model is rm
+    out = monitored(prompts=["review:", "review:"], completions=[" nice.", " bad."],
+                    trainer_state=type("S", (), {"global_step": 0})())  # fmt: skip
+    monitored.close_step(math.inf)
+    expected = rm.score(["review:", "review:"], [" nice.", " bad."])
+    assert out == pytest.approx(expected.tolist(), abs=1e-6)
+    point = monitored.feed.monitor.points[0]
+    assert point.latents.shape == (2, tiny_reward_model.config.hidden_size)

@@ -130,5 +130,75 @@ def test_reward_manager_with_a_proxy_directory_and_verl_steps(
     expected = RewardModel.from_pretrained(rm_dir).score(["review of a phone:"], [" nice."])
     assert out["reward_extra_info"]["score"][0] == pytest.approx(expected.item(), abs=1e-6)
     assert manager.scorer.last.step == 3  # verl's global_steps
+    # The latents come from the proxy's own forward pass (no engine gives them).
+    point = manager.scorer.feed.monitor.points[0]
+    assert point.latents.shape == (1, tiny_reward_model.config.hidden_size)
     with pytest.raises(ValueError, match="goodhart_proxy"):
         GoodhartRewardManager(tiny_tokenizer, 0, None)
+
+
+INPUTS = ["entropy_collapse", "kl_acceleration", "proxy_gain_per_kl", "length_drift"]
+
+
+def _with_log_probs(data, step: int, keys=("rollout_log_probs", "ref_log_prob")):
+    """The per-token log-probs a verl batch may hold, (B, T) with padding after each response
+    (filled with 0.5: a value the monitor would refuse, so reading past a response fails)."""
+    n, t = data.batch["responses"].shape
+    lengths = data.batch["attention_mask"][:, -t:].sum(-1)
+    for key in keys:
+        fill = -1.0 if key == "ref_log_prob" else -1.0 / (1 + step)
+        value = torch.full((n, t), 0.5)
+        for i, m in enumerate(lengths):
+            value[i, : int(m)] = fill
+        data.batch[key] = value
+    return data
+
+
+def _manager_run(tiny_tokenizer, keys, steps=6):
+    manager = GoodhartRewardManager(
+        tiny_tokenizer, 0, rule_score, "data_source",
+        goodhart_monitor={"detectors": INPUTS, "alarm": None},
+    )  # fmt: skip
+    prompts = ["review of a phone:"] * 2
+    for step in range(steps):
+        responses = [" the screen is" + " great" * step, " it was" + " nice" * step]
+        data = DataProto(tiny_tokenizer, prompts, responses, uid=["a", "a"], steps=step)
+        manager(_with_log_probs(data, step, keys), return_dict=True)
+    return manager
+
+
+def test_reward_manager_reads_the_log_probs_the_batch_holds(tiny_tokenizer):
+    manager = _manager_run(tiny_tokenizer, ("rollout_log_probs", "ref_log_prob"))
+    points = manager.scorer.feed.monitor.points
+    # Cut to each response's tokens, as its ids are.
+    assert all(
+        [a.size for a in p.logp]
+        == [a.size for a in p.completion_ids]
+        == [a.size for a in p.logp_ref]
+        for p in points
+    )
+    last = manager.scorer.last.scores
+    assert all(math.isfinite(last[n]) for n in INPUTS), last
+    assert not manager.scorer.feed.bad_rows
+
+
+def test_reward_manager_prefers_the_actors_log_probs_and_works_without_any(tiny_tokenizer):
+    data = DataProto(tiny_tokenizer, ["review of a phone:"], [" nice ."], uid=["a"], steps=0)
+    data = _with_log_probs(data, 1, ("rollout_log_probs",))
+    data.batch["old_log_probs"] = data.batch["rollout_log_probs"] - 1.0
+    manager = GoodhartRewardManager(
+        tiny_tokenizer,
+        0,
+        rule_score,
+        "data_source",
+        goodhart_monitor={"detectors": INPUTS, "alarm": None},
+    )
+    manager(data)
+    manager.scorer.feed.close()
+    (logp,) = manager.scorer.feed.monitor.points[0].logp
+    assert np.all(logp == -1.5)  # old_log_probs, not the rollout's -0.5
+    # verl's default order: no reference log-probs at the reward; no log-probs at all.
+    for keys in [("rollout_log_probs",), ()]:
+        last = _manager_run(tiny_tokenizer, keys).scorer.last.scores
+        assert math.isnan(last["kl_acceleration"]) and math.isfinite(last["length_drift"])
+        assert math.isfinite(last["entropy_collapse"]) == bool(keys)

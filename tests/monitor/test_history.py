@@ -69,6 +69,22 @@ def test_history_checks_order_and_dimensions():
         )
 
 
+def test_append_checks_the_new_point_as_the_constructor_does():
+    # Members first given at step 1 (none at step 0): the reference for later points.
+    points = [EvalPoint(step=0), EvalPoint(step=1, r_members=np.zeros((2, 4)))]
+    h = RunHistory(points[:1]).append(points[1])
+    assert h.points == RunHistory(points).points and len(h) == 2
+    with pytest.raises(ValueError, match=r"points\[2\] has step 1 after step 1"):
+        h.append(EvalPoint(step=1))
+    with pytest.raises(
+        ValueError, match=r"step 2: r_members: has 3 members, the point at step 1 has 2"
+    ):
+        h.append(EvalPoint(step=2, r_members=np.zeros((3, 4))))
+    with pytest.raises(ValueError, match=r"points\[2\]: expected an EvalPoint"):
+        h.append({"step": 2})
+    assert len(h) == 2  # a refused point leaves the history as it was
+
+
 def test_kl_falls_back_to_the_k1_estimate_from_log_probs():
     # Sample 0: Σ (−1 − (−2)) over 2 tokens = 2; sample 1: (−0.5 − (−0.5)) = 0 -> mean 1.
     p = EvalPoint(step=1, logp=[[-1.0, -1.0], [-0.5]], logp_ref=[[-2.0, -2.0], [-0.5]])

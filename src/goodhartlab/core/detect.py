@@ -8,13 +8,16 @@ Inputs are NumPy arrays (or anything ``np.asarray`` takes); outputs are float64.
   Eisenstein et al. 2023).
 - :func:`standardized_gain`: the gain of a score over a reference sample, in reference
   standard deviations.
-- :func:`ledoit_wolf_covariance`, :func:`mahalanobis_tail_probability`: InfoRM's Mahalanobis
+- :func:`ledoit_wolf_covariance`, :func:`mahalanobis_tail_probability` (and its two halves,
+  :func:`shrinkage_reference`, :func:`tail_probability_against`): InfoRM's Mahalanobis
   outlier test of reward-model latents (Miao et al. 2024).
 - :func:`token_entropy`: the Monte Carlo estimate of the policy's per-token entropy.
 - :func:`mean_within_group_std`: the reward spread within groups of samples of one prompt.
-- :func:`kl_acceleration`: the change of the KL rate between evaluations.
+- :func:`kl_acceleration` (:func:`kl_rate_acceleration` at one point): the change of the KL
+  rate between evaluations.
 - :func:`early_law_residuals`: proxy gain against a Gao et al. 2023 law fitted on early points.
-- :func:`cusum`: Page's one-sided CUSUM over any signal.
+- :func:`cusum` (:func:`cusum_reference` and :func:`cusum_step`, one point at a time): Page's
+  one-sided CUSUM over any signal.
 - :func:`fit_logistic`, :func:`sigmoid`: the L2-regularized logistic regression behind the
   combined alarm.
 - :func:`hacking_onset` (gold enters here, for labelling benchmark runs only) and
@@ -43,17 +46,23 @@ __all__ = [
     "LogisticFit",
     "auroc",
     "centered_moving_average",
+    "check_cusum_params",
     "cusum",
+    "cusum_reference",
+    "cusum_step",
     "early_law_residuals",
     "fit_logistic",
     "hacking_onset",
     "kl_acceleration",
+    "kl_rate_acceleration",
     "ledoit_wolf_covariance",
     "mahalanobis_tail_probability",
     "mean_within_group_std",
     "member_disagreement",
+    "shrinkage_reference",
     "sigmoid",
     "standardized_gain",
+    "tail_probability_against",
     "token_entropy",
 ]
 
@@ -185,9 +194,45 @@ def mahalanobis_tail_probability(
     assert x.ndim == 2 and ref.ndim == 2, (x.shape, ref.shape)
     if x.shape[1] != ref.shape[1]:
         raise ValueError(f"x has dimension {x.shape[1]}, x_ref {ref.shape[1]}; expected the same")
+    return tail_probability_against(x, shrinkage_reference(ref, reg_eps))
+
+
+def shrinkage_reference(x_ref: np.ndarray, reg_eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """The reference of :func:`mahalanobis_tail_probability`: μ and Σ* + ε I of the latents.
+
+    Computed once per run by the monitor (the reference is the base policy's samples), so that
+    scoring a point costs one solve, not a covariance fit.
+
+    Args:
+        x_ref: reference latents. Shape: (K, D), K ≥ 2.
+        reg_eps: ε added to the diagonal of the Ledoit-Wolf covariance Σ*.
+
+    Returns:
+        ``(μ, Σ* + ε I)``: Shapes (D,) and (D, D).
+    """
+    ref = np.asarray(x_ref, dtype=np.float64)
+    assert ref.ndim == 2, ref.shape
     cov, _ = ledoit_wolf_covariance(ref)
-    cov = cov + reg_eps * np.eye(cov.shape[0])
-    delta = x - ref.mean(axis=0)
+    return ref.mean(axis=0), cov + reg_eps * np.eye(cov.shape[0])
+
+
+def tail_probability_against(x: np.ndarray, reference: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """P(χ²_D ≥ d²_b) for d²_b = (x_b − μ)ᵀ C⁻¹ (x_b − μ), ``(μ, C)`` from
+    :func:`shrinkage_reference` (the formula is :func:`mahalanobis_tail_probability`'s).
+
+    Args:
+        x: latents to test. Shape: (B, D).
+        reference: ``(μ, C)``. Shapes (D,) and (D, D).
+
+    Returns:
+        Shape: (B,).
+    """
+    mean, cov = reference
+    x = _finite(np.asarray(x, dtype=np.float64), "x")
+    assert x.ndim == 2, x.shape
+    if x.shape[1] != mean.shape[0]:
+        raise ValueError(f"x has dimension {x.shape[1]}, x_ref {mean.shape[0]}; expected the same")
+    delta = x - mean
     d2 = np.sum(delta * np.linalg.solve(cov, delta.T).T, axis=1)
     return scipy.stats.chi2.sf(d2, df=x.shape[1])
 
@@ -261,10 +306,24 @@ def kl_acceleration(kl: np.ndarray, step: np.ndarray) -> np.ndarray:
     out = np.full(kl.shape, math.nan)
     v = np.diff(kl) / np.diff(step)  # v[k-1] is v_k
     for k in range(2, kl.size):
-        scale = np.mean(np.abs(v[:k]))
-        dv = v[k - 1] - v[k - 2]
-        out[k] = dv / scale if scale > 0 else 0.0  # scale 0: every v_j so far is 0
+        out[k] = kl_rate_acceleration(v[:k])
     return out
+
+
+def kl_rate_acceleration(v: np.ndarray) -> float:
+    """a_k of :func:`kl_acceleration` from the KL rates so far: (v_k − v_{k−1}) / mean_j |v_j|.
+
+    Args:
+        v: the rates v_1..v_k between consecutive evaluations (``np.diff(kl) / np.diff(step)``),
+            k ≥ 2. Shape: (k,).
+
+    Returns:
+        a_k; 0 when every v_j is 0.
+    """
+    assert v.ndim == 1 and v.size >= 2, v.shape
+    scale = np.mean(np.abs(v))
+    dv = v[-1] - v[-2]
+    return dv / scale if scale > 0 else 0.0  # scale 0: every v_j so far is 0
 
 
 @dataclass(frozen=True)
@@ -359,22 +418,41 @@ def cusum(x: np.ndarray, k: int = 5, drift: float = 0.5, min_std: float = 1e-6) 
     """
     x = np.asarray(x, dtype=np.float64)
     assert x.ndim == 1, x.shape
-    if k < 2:
-        raise ValueError(f"k: the reference window needs at least 2 points; got {k}")
-    if drift < 0:
-        raise ValueError(f"drift: expected >= 0; got {drift}")
+    check_cusum_params(k, drift)
     out = np.full(x.shape, math.nan)
     finite = np.flatnonzero(np.isfinite(x))
     if finite.size < k:
         return out
-    window = x[finite[:k]]
-    mu, sd = float(window.mean()), max(float(window.std(ddof=1)), min_std)
+    mu, sd = cusum_reference(x[finite[:k]], min_std)
     s = 0.0
     for t in range(finite[k - 1] + 1, x.size):
         if np.isfinite(x[t]):
-            s = max(0.0, s + (x[t] - mu) / sd - drift)
+            s = cusum_step(s, x[t], mu, sd, drift)
         out[t] = s
     return out
+
+
+def check_cusum_params(k: int, drift: float) -> None:
+    """ValueError unless k ≥ 2 and drift ≥ 0 (:func:`cusum`'s parameters)."""
+    if k < 2:
+        raise ValueError(f"k: the reference window needs at least 2 points; got {k}")
+    if drift < 0:
+        raise ValueError(f"drift: expected >= 0; got {drift}")
+
+
+def cusum_reference(window: np.ndarray, min_std: float = 1e-6) -> tuple[float, float]:
+    """μ and max(σ, min_std) of :func:`cusum`'s reference window (sample sd, ddof 1).
+
+    Args:
+        window: the signal's first k finite values. Shape: (k,).
+    """
+    assert window.ndim == 1, window.shape
+    return float(window.mean()), max(float(window.std(ddof=1)), min_std)
+
+
+def cusum_step(s: float, x: float, mu: float, sd: float, drift: float) -> float:
+    """One step of :func:`cusum`: S_t = max(0, S_{t−1} + (x_t − μ) / σ − drift)."""
+    return max(0.0, s + (x - mu) / sd - drift)
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

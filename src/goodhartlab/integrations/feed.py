@@ -3,7 +3,8 @@
 Engines hand a reward function one sample (verl's ``compute_score``, OpenRLHF's
 ``reward_func``) or one batch (TRL's reward functions, reward managers, an HTTP request) at a
 time. A :class:`MonitorFeed` keeps what the batch detectors need: it collects the rows
-(prompt, completion text and ids, proxy / member / held-out scores, log-probs), groups them
+(prompt, completion text and ids, proxy / member / held-out scores, policy and reference
+log-probs, the reward model's last hidden state), groups them
 into evaluation points (one per training step, or one per ``samples_per_point`` rows) and
 runs a :class:`~goodhartlab.monitor.live.Monitor` on each closed point. The first point is the
 reference of the drift detectors, so it should hold the base policy's samples (TRL's step 0,
@@ -20,6 +21,8 @@ cannot be read is skipped and counted in :attr:`MonitorFeed.bad_rows` by reason 
 - ``none:<field>`` / ``nan:<field>``: a missing (None) or NaN / infinite score;
 - ``bad_ids:completion_ids``, ``bad_logp:<field>``: token ids that are not integers,
   log-probabilities that are NaN or positive, token counts that disagree between fields;
+- ``bad:latents`` / ``nan:latents``: a latent that is not one vector of the point's
+  dimension, or holds NaN;
 - ``late_rows``: rows of a step whose point was already closed;
 - ``partial:<field>``: rows of a point lacking a field the other rows have (the field is
   left out of that point, the rows kept);
@@ -207,6 +210,7 @@ class MonitorFeed:
         r_heldout: Sequence[float | None] | None = None,
         logp: Sequence[Sequence[float]] | None = None,
         logp_ref: Sequence[Sequence[float]] | None = None,
+        latents: Any = None,
         group_ids: Sequence[Any] | None = None,
         kl: float | None = None,
         step: int | None = None,
@@ -214,8 +218,9 @@ class MonitorFeed:
         """Add one call's rows; returns the readings of the points this closed (oldest first).
 
         Shapes: B = len(completions); ``completion_ids``, ``r_proxy``, ``r_heldout``,
-        ``logp``, ``logp_ref``, ``group_ids`` and ``prompts`` have B entries; ``r_members``
-        is (M, B). ``group_ids`` (default: the prompts) put rows in the groups of
+        ``logp``, ``logp_ref`` (per-token log π and log π_0 of each completion's tokens,
+        without padding), ``group_ids`` and ``prompts`` have B entries; ``r_members`` is
+        (M, B); ``latents`` (the reward model's last hidden state per completion) is (B, D). ``group_ids`` (default: the prompts) put rows in the groups of
         ``group_variance_collapse``. ``kl``: KL(π ‖ π_0) of the policy that produced them.
         ``step``: the training step (None: the feed numbers its points). Never raises on bad
         rows: they are skipped and counted.
@@ -225,7 +230,7 @@ class MonitorFeed:
                 return self._add(
                     prompts, completions, completion_ids=completion_ids, r_proxy=r_proxy,
                     r_members=r_members, r_heldout=r_heldout, logp=logp, logp_ref=logp_ref,
-                    group_ids=group_ids, kl=kl, step=step,
+                    latents=latents, group_ids=group_ids, kl=kl, step=step,
                 )  # fmt: skip
             except Exception:  # a bug of ours must not stop the user's training run
                 logger.exception("goodhart monitor: could not add a batch; its rows are skipped")
@@ -307,6 +312,14 @@ class MonitorFeed:
                 self._count("nan:r_members", 1)
                 return None
             values["r_members"] = m
+        if "latents" in given:
+            h = _float_list(given["latents"][b])
+            if h is None or h.size == 0:
+                bad = _as_floats(given["latents"][b])
+                nan = bad is not None and bad.ndim == 1 and bad.size > 0
+                self._count("nan:latents" if nan else "bad:latents", 1)
+                return None
+            values["latents"] = h
         if "completion_ids" in given:
             ids = _int_list(given["completion_ids"][b])
             if ids is None:
@@ -382,23 +395,37 @@ class MonitorFeed:
 
     def _point(self, step: int, rows: list[_Row], bad: Counter, kl: float | None) -> EvalPoint:
         fields: dict[str, Any] = {}
-        for name in ("r_proxy", "r_heldout", "r_members", "completion_ids", *_ROW_TOKENS):
+        for name in (
+            "r_proxy",
+            "r_heldout",
+            "r_members",
+            "completion_ids",
+            *_ROW_TOKENS,
+            "latents",
+        ):
             have = sum(name in r.values for r in rows)
             if have == len(rows):
                 values = [r.values[name] for r in rows]
-                fields[name] = np.stack(values, axis=1) if name == "r_members" else values
+                if name == "latents" and len({v.size for v in values}) > 1:
+                    self._partial(bad, name, len(rows))  # rows of different dimensions
+                    continue
+                if name == "r_members":
+                    fields[name] = np.stack(values, axis=1)
+                elif name == "latents":
+                    fields[name] = np.stack(values, axis=0)
+                else:
+                    fields[name] = values
             elif have:
-                bad[f"partial:{name}"] += len(rows) - have
-                self.bad_rows[f"partial:{name}"] += len(rows) - have
-        members = fields.get("r_members")
-        if members is not None and self.monitor.points:
+                self._partial(bad, name, len(rows) - have)
+        for name, axis in (("r_members", 0), ("latents", 1)):
+            value = fields.get(name)
             first = next(
-                (p.r_members for p in self.monitor.points if p.r_members is not None), None
+                (getattr(p, name) for p in self.monitor.points if getattr(p, name) is not None),
+                None,
             )
-            if first is not None and first.shape[0] != members.shape[0]:
-                bad["partial:r_members"] += len(rows)
-                self.bad_rows["partial:r_members"] += len(rows)
-                del fields["r_members"]
+            if value is not None and first is not None and first.shape[axis] != value.shape[axis]:
+                self._partial(bad, name, len(rows))  # not the run's members / dimension
+                del fields[name]
         if "r_members" in fields and fields["r_members"].shape[0] < 2:
             del fields["r_members"]  # one member is no ensemble: nothing to disagree
         if "r_proxy" in fields:
@@ -406,6 +433,10 @@ class MonitorFeed:
             if groups is not None:
                 fields["r_groups"] = groups
         return EvalPoint(step=step, kl=kl, completions=[r.completion for r in rows], **fields)
+
+    def _partial(self, bad: Counter, name: str, n: int) -> None:
+        bad[f"partial:{name}"] += n
+        self.bad_rows[f"partial:{name}"] += n
 
     def _reading(
         self, step: int, rows: list[_Row], bad: Counter, reading: Reading | None
@@ -502,11 +533,15 @@ def _int_list(v: Any) -> np.ndarray | None:
     return a.astype(np.int64)
 
 
-def _float_list(v: Any) -> np.ndarray | None:
+def _as_floats(v: Any) -> np.ndarray | None:
     try:
-        a = np.asarray(v.tolist() if hasattr(v, "tolist") else list(v), dtype=np.float64)
+        return np.asarray(v.tolist() if hasattr(v, "tolist") else list(v), dtype=np.float64)
     except (TypeError, ValueError):
         return None
-    if a.ndim != 1 or not np.all(np.isfinite(a)):
+
+
+def _float_list(v: Any) -> np.ndarray | None:
+    a = _as_floats(v)
+    if a is None or a.ndim != 1 or not np.all(np.isfinite(a)):
         return None
     return a

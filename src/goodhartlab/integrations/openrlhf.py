@@ -26,6 +26,15 @@ A file to point OpenRLHF at (``goodhart_reward.py``)::
 
 Or point it at ``goodhartlab/integrations/openrlhf_reward.py`` and configure it with
 environment variables (see that file).
+
+Log-probs and latents. OpenRLHF hands the reward only ``queries``, ``prompts`` and
+``labels`` (the Python file's ``reward_func`` and the HTTP body alike; read from
+OpenRLHF/OpenRLHF ``openrlhf/utils/agent.py``): the sampler's ``rollout_log_probs`` stay in
+the executor's output and the reference's log-probs are computed later, when the experience
+is made. So ``entropy_collapse``, ``kl_acceleration`` and ``proxy_gain_per_kl`` read NaN
+(could not tell) here. The latents (``mahalanobis_outliers``) come from our own reward model:
+by default the optimized ``RewardModel`` (member 0 of an ensemble), from the pass that scores
+(``latents=``, ``integrations.scoring.latent_model``).
 """
 
 from __future__ import annotations
@@ -87,18 +96,21 @@ def make_reward_func(
     aggregator: str = "mean",
     samples_per_point: int = 128,
     device: str = "cpu",
+    latents: Any = "auto",
 ) -> Callable[..., dict[str, Any]]:
     """An OpenRLHF ``reward_func(queries, prompts, labels, **kwargs)`` scoring with ``reward``
     (a source object) or the reward model at ``proxy`` / the ensemble ``ensemble``, and
     monitoring what it scores. ``heldout``: a source object or a reward-model directory.
-    The returned function has ``.scorer`` (its :class:`MonitoredScorer`)."""
+    ``latents``: the reward model whose last hidden state the monitor reads
+    (:func:`~goodhartlab.integrations.scoring.latent_model`). The returned function has
+    ``.scorer`` (its :class:`MonitoredScorer`)."""
     if reward is None:
         reward = load_reward(proxy, ensemble, device=device)
     if isinstance(heldout, str):
         heldout = load_reward(heldout, device=device)
     scorer = MonitoredScorer(
         reward, monitor, heldout=heldout, aggregator=aggregator,
-        samples_per_point=samples_per_point,
+        samples_per_point=samples_per_point, latents=latents,
     )  # fmt: skip
 
     def reward_func(queries, prompts, labels=None, **kwargs) -> dict[str, Any]:

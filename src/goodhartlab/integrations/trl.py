@@ -22,6 +22,25 @@ which).
 The reading of the last point is in ``MonitoredReward.feed.readings`` and in the log (a
 warning on an alarm).
 
+Log-probs and latents. TRL 1.16 computes the policy's and the reference's per-token
+log-probs of a batch (``old_per_token_logps`` when generation and optimization are out of
+step, ``ref_per_token_logps`` when ``beta != 0``) before it calls the reward functions, but
+does not pass them: a reward function gets the dataset's columns, ``trainer_state``,
+``log_extra``, ``log_metric`` (and ``environments``), and callbacks get no batch at all
+(``on_log`` sees only the scalars ``kl``, ``entropy``, means over the logged steps). So:
+
+- ``latents`` (``mahalanobis_outliers``) come from our own reward model: by default the
+  optimized one when it is a goodhart ``RewardModel`` (member 0 of an ``Ensemble``), from
+  the same forward pass that scores (``latents=``: another ``RewardModel``, or None);
+- ``logp`` / ``logp_ref`` (``entropy_collapse``; with both, the KL of ``kl_acceleration`` and
+  ``proxy_gain_per_kl``) are read from the reward call's kwargs when present, one list of
+  per-token values per completion. The supported way to put them there is TRL's
+  (experimental) ``rollout_func``: every key of its output other than ``prompt_ids``,
+  ``completion_ids`` and ``logprobs`` is forwarded to the reward functions, so a rollout
+  that returns ``"logp": logprobs`` (the sampler's per-token log-probs) and, if it computes
+  them, ``"logp_ref"`` feeds them to the monitor. Without them those detectors read NaN
+  (could not tell), the others are unaffected.
+
 >>> from goodhartlab.monitor.live import MonitorConfig
 >>> words = lambda prompts, completions: [float(len(c.split())) for c in completions]
 >>> reward = MonitoredReward(words, MonitorConfig(detectors=["length_drift"], alarm=None,
@@ -43,7 +62,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from goodhartlab.integrations.feed import FeedReading, MonitorFeed, completion_text
-from goodhartlab.integrations.scoring import score_with
+from goodhartlab.integrations.scoring import LatentScorer, score_with
 from goodhartlab.monitor.live import Monitor, MonitorConfig
 
 __all__ = ["GoodhartCallback", "MonitoredReward"]
@@ -74,6 +93,8 @@ class MonitoredReward:
             ``heldout_divergence`` only; its scores never reach TRL).
         aggregator: how an ensemble's members are combined into the reward.
         name: the reward's name in TRL's logs (default ``goodhart_<reward's name>``).
+        latents: the reward model whose last hidden state the monitor reads
+            (``integrations.scoring.latent_model``; default ``"auto"``: the optimized one).
     """
 
     def __init__(
@@ -84,10 +105,12 @@ class MonitoredReward:
         heldout: Any = None,
         aggregator: str = "mean",
         name: str | None = None,
+        latents: Any = "auto",
     ):
         from goodhartlab.rewards.pipeline import source_name
 
         self.reward = reward
+        self.latents = LatentScorer(reward, latents, aggregator)
         self.heldout = heldout
         self.aggregator = aggregator
         self.feed = MonitorFeed(monitor)
@@ -114,7 +137,7 @@ class MonitoredReward:
         """Score the batch with the inner reward (its errors are its own and propagate);
         record it for the monitor (which never raises); return the scores unchanged."""
         texts = None if completions is None else [completion_text(c) for c in completions]
-        members = None
+        members = latents = None
         if _trl_style(getattr(self.reward, "score", self.reward)) and not callable(
             getattr(self.reward, "score_members", None)
         ):
@@ -126,14 +149,14 @@ class MonitoredReward:
         else:
             ptexts = [completion_text(p) or "" for p in prompts or []]
             safe = [t if t is not None else "" for t in texts or []]
-            scores, members = score_with(self.reward, ptexts, safe, self.aggregator)
+            scores, members, latents = self.latents.score(ptexts, safe)
             r_proxy = [
                 s if t is not None else None for s, t in zip(scores, texts or [], strict=False)
             ]
-        self._record(prompts, texts, completion_ids, r_proxy, members, kwargs)
+        self._record(prompts, texts, completion_ids, r_proxy, members, latents, kwargs)
         return scores
 
-    def _record(self, prompts, texts, completion_ids, r_proxy, members, kwargs) -> None:
+    def _record(self, prompts, texts, completion_ids, r_proxy, members, latents, kwargs) -> None:
         try:
             self._calls += 1
             if self.in_step is False:
@@ -144,14 +167,17 @@ class MonitoredReward:
             if not isinstance(step, int):
                 step = None
             heldout = None
+            ptexts = [completion_text(p) or "" for p in prompts or []]
             if self.heldout is not None and texts:
-                ptexts = [completion_text(p) or "" for p in prompts or []]
                 heldout, _ = score_with(self.heldout, ptexts, [t or "" for t in texts])
+            if latents is None and texts:  # a TRL reward function: the latents apart
+                latents = self.latents.latents_only(ptexts, [t or "" for t in texts])
             if not isinstance(r_proxy, list):
                 r_proxy = list(r_proxy) if r_proxy is not None else None
             closed = self.feed.add(
                 prompts, texts, completion_ids=completion_ids, r_proxy=r_proxy,
-                r_members=members, r_heldout=heldout, step=step,
+                r_members=members, r_heldout=heldout, step=step, latents=latents,
+                logp=kwargs.get("logp"), logp_ref=kwargs.get("logp_ref"),
             )  # fmt: skip
             self._unlogged += closed
             self._log(kwargs.get("log_metric"))

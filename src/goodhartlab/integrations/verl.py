@@ -23,6 +23,22 @@ alone, prompt "").
   ``group_variance_collapse``. Scores come from ``goodhart_proxy`` / ``goodhart_ensemble``
   (reward-model directories, batched) when given in ``reward_kwargs``, else from verl's
   ``compute_score`` per sample (rule-based rewards).
+
+Log-probs and latents. ``compute_score`` gets one sample's text and the dataset's fields,
+nothing of the policy. A reward manager gets the batch (``DataProto``) as it is when
+``RayPPOTrainer.fit`` computes the reward (read from volcengine/verl, ``ray_trainer.py``):
+after generation and before ``old_log_prob`` and ``ref``, so the actor's recomputed
+log-probs (``old_log_probs``) and the reference's (``ref_log_prob``) are not in it yet. What
+can be there is ``rollout_log_probs``, the inference engine's log-probs of the sampled
+tokens, when the rollout is asked for them (``actor_rollout_ref.rollout.calculate_log_probs=
+True``). :class:`GoodhartRewardManager` reads the policy's per-token log-probs from
+``old_log_probs`` or else ``rollout_log_probs``, and the reference's from ``ref_log_prob``,
+whichever the batch holds (a trainer that computes the reward later hands it all): with the
+policy's, ``entropy_collapse`` reads; with both, the KL of ``kl_acceleration`` and
+``proxy_gain_per_kl``. In verl's default order the reference's are never there, so those two
+read NaN (could not tell). The latents (``mahalanobis_outliers``) come from our own reward
+model, in both adapters: by default the optimized ``RewardModel`` (member 0 of an ensemble),
+from the pass that scores (``integrations.scoring.latent_model``).
 """
 
 from __future__ import annotations
@@ -63,17 +79,19 @@ def make_compute_score(
     aggregator: str = "mean",
     samples_per_point: int = 128,
     device: str = "cpu",
+    latents: Any = "auto",
 ) -> Callable[..., dict[str, float]]:
     """verl's ``compute_score(data_source, solution_str, ground_truth, extra_info=None,
     **kwargs) -> {"score", goodhart/...}`` scoring with ``reward`` (or the directories
-    ``proxy`` / ``ensemble``). The function has ``.scorer``."""
+    ``proxy`` / ``ensemble``), the monitor's latents from ``latents``
+    (:func:`~goodhartlab.integrations.scoring.latent_model`). The function has ``.scorer``."""
     if reward is None:
         reward = load_reward(proxy, ensemble, device=device)
     if isinstance(heldout, str):
         heldout = load_reward(heldout, device=device)
     scorer = MonitoredScorer(
         reward, monitor, heldout=heldout, aggregator=aggregator,
-        samples_per_point=samples_per_point,
+        samples_per_point=samples_per_point, latents=latents,
     )  # fmt: skip
 
     def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
@@ -209,6 +227,7 @@ class GoodhartRewardManager:
             ],
             "extras": list(nt.get("extra_info", [{}] * n)),
         }
+        logp, logp_ref = _log_probs(data.batch, response_lengths)
         step = (getattr(data, "meta_info", None) or {}).get("global_steps")
         if not isinstance(step, int | np.integer):
             step = self._calls
@@ -216,7 +235,7 @@ class GoodhartRewardManager:
         uid = nt.get("uid")
         scores = self.scorer.score(
             prompts, texts, group_ids=None if uid is None else list(uid), step=int(step),
-            completion_ids=ids,
+            completion_ids=ids, logp=logp, logp_ref=logp_ref,
         )  # fmt: skip
         reading = self.scorer.feed.close()
         metrics = reading.metrics() if reading is not None else self.scorer.metrics()
@@ -229,3 +248,27 @@ class GoodhartRewardManager:
         extra = {k: [v] * n for k, v in metrics.items()}
         extra["score"] = [math.nan if s is None else float(s) for s in scores]
         return {"reward_tensor": reward_tensor, "reward_extra_info": extra}
+
+
+#: Where a verl batch holds the policy's and the reference's per-token log-probs, in order of
+#: preference (``old_log_probs``: the actor's, recomputed; ``rollout_log_probs``: the sampler's).
+POLICY_LOGP_KEYS = ("old_log_probs", "rollout_log_probs")
+REF_LOGP_KEYS = ("ref_log_prob",)
+
+
+def _log_probs(batch: Any, response_lengths: torch.Tensor) -> tuple[list | None, list | None]:
+    """Each response's per-token log-probs under the policy and the reference, cut to its
+    length; None for what the batch does not hold."""
+
+    def rows(keys: tuple[str, ...]) -> list | None:
+        for key in keys:
+            try:
+                if key not in batch.keys():
+                    continue
+                value = torch.as_tensor(batch[key]).detach().float().cpu()
+                return [value[i, : int(n)].tolist() for i, n in enumerate(response_lengths)]
+            except Exception:  # never break the reward: the monitor goes without them
+                logger.warning("goodhart monitor: could not read %s from the batch", key)
+        return None
+
+    return rows(POLICY_LOGP_KEYS), rows(REF_LOGP_KEYS)

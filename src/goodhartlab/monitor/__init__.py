@@ -11,6 +11,8 @@ stronger alarm). The statistics themselves live in ``goodhartlab.core.detect``.
   divergence, Mahalanobis outliers, length / repetition / distinct-n drift, proxy gain per
   KL, KL acceleration, entropy and group-variance collapse, CUSUM over any of them).
 - ``combine``: the combined alarm, fitted on training runs (gold labels at fit time only).
+- ``DetectorStreams``: the detectors' incremental forms, which a live monitor feeds one point
+  at a time (``live``).
 """
 
 from goodhartlab.monitor.combine import (
@@ -19,13 +21,20 @@ from goodhartlab.monitor.combine import (
     detector_matrix,
     fit_combined_alarm,
 )
-from goodhartlab.monitor.detectors import run_detector, run_detectors
+from goodhartlab.monitor.detectors import (
+    DetectorStream,
+    DetectorStreams,
+    run_detector,
+    run_detectors,
+)
 from goodhartlab.monitor.history import EvalPoint, RunHistory
 from goodhartlab.registry import DETECTORS
 
 __all__ = [
     "DETECTORS",
     "CombinedAlarm",
+    "DetectorStream",
+    "DetectorStreams",
     "EvalPoint",
     "RunHistory",
     "combined_alarm",

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from goodhartlab.core import detect
-from goodhartlab.monitor.detectors import run_detector
+from goodhartlab.monitor.detectors import DetectorStream, DetectorStreams, run_detector
 from goodhartlab.monitor.history import RunHistory
 from goodhartlab.registry import DETECTORS
 
@@ -213,6 +213,32 @@ class CombinedParams(BaseModel):
     alarm: CombinedAlarm = Field(description="a fitted alarm (fit_combined_alarm)")
 
 
+def _probability(alarm: CombinedAlarm, x: np.ndarray) -> np.ndarray:
+    """σ(w · z + b) per row of detector scores x (K, F); NaN where a row is all NaN."""
+    finite = np.isfinite(x)
+    z = np.where(finite, (x - np.array(alarm.mean)) / np.array(alarm.std), 0.0)
+    p = detect.sigmoid(z @ np.array(alarm.weights) + alarm.bias)
+    return np.where(finite.any(axis=1), p, math.nan)
+
+
+def _check_alarm(alarm: Any) -> list[tuple[str, dict]]:
+    if not isinstance(alarm, CombinedAlarm):
+        raise ValueError(f"combined: alarm: expected a CombinedAlarm; got {type(alarm).__name__}")
+    return _specs(list(zip(alarm.detectors, alarm.detector_params, strict=True)))
+
+
+class _CombinedStream(DetectorStream):
+    """The combined alarm from its detectors' streams (shared with any other reader)."""
+
+    def __init__(self, streams: DetectorStreams, alarm: CombinedAlarm):
+        self.alarm = alarm
+        self.members = [streams.stream(n, p) for n, p in _check_alarm(alarm)]
+
+    def update(self, history: RunHistory) -> float:
+        x = np.array([[m.update(history) for m in self.members]])
+        return float(_probability(self.alarm, x)[0])
+
+
 @DETECTORS.register(
     "combined",
     paper="logistic regression on standardized detector scores, fitted on training runs "
@@ -220,6 +246,7 @@ class CombinedParams(BaseModel):
     params=CombinedParams,
     higher_is_better=False,
     needs=("those of its detectors",),
+    incremental=_CombinedStream,
 )
 def combined_alarm(history: RunHistory, alarm: CombinedAlarm) -> np.ndarray:
     """Combined alarm probability from the fitted detectors' standardized scores.
@@ -230,10 +257,4 @@ def combined_alarm(history: RunHistory, alarm: CombinedAlarm) -> np.ndarray:
     A detector with NaN at a point contributes 0 (its training mean); NaN where all are NaN.
     Compare with ``alarm.threshold`` for a yes/no alarm.
     """
-    if not isinstance(alarm, CombinedAlarm):
-        raise ValueError(f"combined: alarm: expected a CombinedAlarm; got {type(alarm).__name__}")
-    x = detector_matrix(history, list(zip(alarm.detectors, alarm.detector_params, strict=True)))
-    finite = np.isfinite(x)
-    z = np.where(finite, (x - np.array(alarm.mean)) / np.array(alarm.std), 0.0)
-    p = detect.sigmoid(z @ np.array(alarm.weights) + alarm.bias)
-    return np.where(finite.any(axis=1), p, math.nan)
+    return _probability(alarm, detector_matrix(history, _check_alarm(alarm)))

@@ -263,6 +263,37 @@ class EvalPoint:
         return float(kl.mean())
 
 
+def _check_points(points: tuple[EvalPoint, ...], start: int) -> None:
+    """Check ``points[start:]`` (ValueError naming the point and the field): each an EvalPoint,
+    steps strictly increasing, members and latent dimensions those of the first point that has
+    them. ``points[:start]`` were checked before."""
+    for i in range(start, len(points)):
+        if not isinstance(points[i], EvalPoint):
+            raise ValueError(
+                f"run history: points[{i}]: expected an EvalPoint; got {type(points[i]).__name__}"
+            )
+    for i in range(max(start, 1), len(points)):
+        if points[i].step <= points[i - 1].step:
+            raise ValueError(
+                f"run history: points[{i}] has step {points[i].step} after step "
+                f"{points[i - 1].step}; expected strictly increasing steps"
+            )
+    for name, axis in (("r_members", 0), ("latents", 1)):
+        if all(getattr(p, name) is None for p in points[start:]):
+            continue
+        first = next(q for q in points if getattr(q, name) is not None)
+        dim0 = getattr(first, name).shape[axis]
+        for p in points[start:]:
+            value = getattr(p, name)
+            if value is not None and value.shape[axis] != dim0:
+                what = "members" if name == "r_members" else "latent dimensions"
+                raise ValueError(
+                    f"evaluation point at step {p.step}: {name}: has {value.shape[axis]} "
+                    f"{what}, the point at step {first.step} has {dim0}; expected the same in "
+                    "every point"
+                )
+
+
 @dataclass(frozen=True)
 class RunHistory:
     """The evaluation points of one run, in strictly increasing step order.
@@ -277,32 +308,18 @@ class RunHistory:
         points = tuple(self.points)
         if not points:
             raise ValueError("run history: expected at least one evaluation point; got none")
-        for i, p in enumerate(points):
-            if not isinstance(p, EvalPoint):
-                raise ValueError(
-                    f"run history: points[{i}]: expected an EvalPoint; got {type(p).__name__}"
-                )
-        steps = [p.step for p in points]
-        for i in range(1, len(steps)):
-            if steps[i] <= steps[i - 1]:
-                raise ValueError(
-                    f"run history: points[{i}] has step {steps[i]} after step {steps[i - 1]}; "
-                    "expected strictly increasing steps"
-                )
-        for name, axis in (("r_members", 0), ("latents", 1)):
-            dims = [
-                (p.step, getattr(p, name).shape[axis])
-                for p in points
-                if getattr(p, name) is not None
-            ]
-            for step, dim in dims[1:]:
-                if dim != dims[0][1]:
-                    what = "members" if name == "r_members" else "latent dimensions"
-                    raise ValueError(
-                        f"evaluation point at step {step}: {name}: has {dim} {what}, the point "
-                        f"at step {dims[0][0]} has {dims[0][1]}; expected the same in every point"
-                    )
+        _check_points(points, 0)
         object.__setattr__(self, "points", points)
+
+    def append(self, point: EvalPoint) -> RunHistory:
+        """This history with ``point`` added after its last point, checking only the new point
+        (its step after the last, its members and latent dimension as before): what a live
+        monitor does at each evaluation, in time independent of the points already checked."""
+        points = (*self.points, point)
+        _check_points(points, len(self.points))
+        new = object.__new__(RunHistory)
+        object.__setattr__(new, "points", points)
+        return new
 
     def __len__(self) -> int:
         return len(self.points)

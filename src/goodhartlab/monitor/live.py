@@ -2,9 +2,13 @@
 the alarm.
 
 A :class:`Monitor` holds the run's history (:class:`RunHistory`, no gold). Each
-:meth:`Monitor.observe` appends a point, runs the configured detectors over the history so far
-(every built-in detector is causal, so the value at point k is what an offline pass over the
-finished run gives at k) and applies the alarm rule:
+:meth:`Monitor.observe` appends a point, scores the configured detectors at it over the history
+so far, each detector's score what its batch form gives on that history
+(``run_detector(history, name)[-1]``), and applies the alarm rule. The scores come from the
+detectors' incremental forms (:class:`~goodhartlab.monitor.detectors.DetectorStreams`), so an
+evaluation costs the same at the 200th point as at the 2nd, where rerunning every detector over
+the whole history made a run's monitoring cost grow with the square of its evaluations. The
+alarm rule:
 
 - with a fitted combined alarm (:class:`~goodhartlab.monitor.combine.CombinedAlarm`, from
   ``goodhart monitor-bench`` or :func:`fit_combined_alarm`), the alarm is its probability above
@@ -33,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from goodhartlab.monitor.combine import CombinedAlarm, combined_alarm
-from goodhartlab.monitor.detectors import run_detector
+from goodhartlab.monitor.detectors import DetectorStreams, run_detector
 from goodhartlab.monitor.history import EvalPoint, RunHistory
 from goodhartlab.registry import DETECTORS
 
@@ -173,19 +177,42 @@ class Monitor:
     True
     """
 
-    def __init__(self, config: MonitorConfig | None = None, *, alarm: CombinedAlarm | None = None):
+    def __init__(
+        self,
+        config: MonitorConfig | None = None,
+        *,
+        alarm: CombinedAlarm | None = None,
+        incremental: bool = True,
+    ):
+        """``incremental=False`` reruns every detector's batch form over the whole history at
+        each point instead (the same readings, at a cost quadratic in the number of points:
+        the reference the incremental forms are tested and benchmarked against)."""
         self.config = config or MonitorConfig()
         if alarm is None and self.config.alarm is not None:
             alarm = load_alarm(self.config.alarm)
         self.alarm = alarm
         names = list(self.config.detectors or default_detectors())
         self.detectors = names + [n for n in self.config.thresholds if n not in names]
+        self.incremental = incremental
         self.points: list[EvalPoint] = []
         self.readings: list[Reading] = []
+        self._history: RunHistory | None = None
+        self._streams = DetectorStreams()
 
     @property
     def history(self) -> RunHistory:
-        return RunHistory(self.points)
+        return self._history if self._history is not None else RunHistory(self.points)
+
+    def _scores(self, history: RunHistory) -> tuple[dict[str, float], float | None]:
+        """Each detector's score at the newest point of ``history``, and the alarm's."""
+        if not self.incremental:
+            scores = {n: float(run_detector(history, n)[-1]) for n in self.detectors}
+            alarm = None if self.alarm is None else float(combined_alarm(history, self.alarm)[-1])
+            return scores, alarm
+        scores = {n: self._streams.score(history, n) for n in self.detectors}
+        if self.alarm is None:
+            return scores, None
+        return scores, self._streams.score(history, "combined", {"alarm": self.alarm})
 
     @property
     def alarm_step(self) -> int | None:
@@ -198,19 +225,25 @@ class Monitor:
                 f"monitor: step {point.step} after step {self.points[-1].step}; expected "
                 "increasing steps"
             )
-        history = RunHistory([*self.points, point])  # checks members / latents agree
-        # Scored before the point is kept, so a detector that raises leaves the monitor as it was.
-        scores = {n: float(run_detector(history, n)[-1]) for n in self.detectors}
+        # Checks the new point's members / latents against the earlier points'.
+        history = RunHistory([point]) if self._history is None else self._history.append(point)
+        # Scored before the point is kept, so a detector that raises leaves the monitor as it
+        # was: the streams, which may have taken the point in, are rebuilt from the kept ones.
+        try:
+            scores, alarm_score = self._scores(history)
+        except Exception:
+            if self.incremental:
+                self._streams = DetectorStreams()
+                for k in range(1, len(self.points) + 1):
+                    self._scores(RunHistory(self.points[:k]))
+            raise
         reasons = [
             n
             for n, t in self.config.thresholds.items()
             if math.isfinite(scores[n]) and scores[n] > t
         ]
-        alarm_score = None
-        if self.alarm is not None:
-            p = float(combined_alarm(history, self.alarm)[-1])
-            alarm_score = p
-            if math.isfinite(p) and p > self.alarm.threshold:
+        if alarm_score is not None and math.isfinite(alarm_score):
+            if alarm_score > self.alarm.threshold:
                 reasons.insert(0, "combined")
         alarming = bool(reasons) and len(history) > 1  # the first point is the reference
         previous = self.readings[-1] if self.readings else None
@@ -224,6 +257,7 @@ class Monitor:
             if run >= self.config.patience:
                 alarm_step = self.readings[-(run - 1)].step if run > 1 else point.step
         self.points.append(point)
+        self._history = history
         reading = Reading(
             step=point.step,
             scores=scores,
