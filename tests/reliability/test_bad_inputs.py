@@ -167,6 +167,16 @@ def test_a_study_with_an_unknown_proxy_size_fails_at_load(tmp_path, capsys):
     assert not run.exists() and not (tmp_path / "c").exists()
 
 
+def test_run_methods_unknown_or_with_resume_fails_before_writing(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["run", "par-shaping", "cache_dir=" + str(tmp_path / "c"), "--run-dir", str(run)]
+    assert main([*argv, "--methods", "rloo-par,rloo-nope"]) == 2
+    assert "--methods: rloo-nope not among rl.methods" in _err(capsys)
+    assert main(["run", "--resume", str(run), "--methods", "rloo-par"]) == 2
+    assert "--methods with --resume" in _err(capsys)
+    assert not run.exists() and not (tmp_path / "c").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
 def test_a_study_on_cuda_without_cuda_fails_before_writing(tmp_path, capsys):
     run = tmp_path / "run"
