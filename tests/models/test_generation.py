@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from goodhartlab.models.generation import sample_completions
+from goodhartlab.models.generation import right_pad, sample_completions
 from goodhartlab.models.tiny import build_causal_lm
 
 
@@ -65,3 +65,10 @@ def test_bad_arguments_name_the_argument(policy, tiny_tokenizer):
         sample_completions(policy, tiny_tokenizer, [], 2)
     with pytest.raises(ValueError, match="temperature"):
         sample_completions(policy, tiny_tokenizer, ["x"], 2, temperature=0)
+
+
+def test_right_pad_pads_on_the_right_with_a_mask_of_the_tokens():
+    ids, mask = right_pad([[5, 6, 7], [8], []], pad_token_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert ids.dtype == mask.dtype == torch.long

@@ -27,6 +27,7 @@ from goodhartlab.models.generation import (
     decode_completion,
     left_pad,
     position_ids,
+    right_pad,
     sample_token_ids,
 )
 from goodhartlab.models.prompts import encode_prompts
@@ -199,12 +200,7 @@ def completion_rollouts(tokenizer, prompts: Sequence[str], completions: Sequence
     toks = [
         [*ids, eos] for ids in tokenizer(list(completions), add_special_tokens=False)["input_ids"]
     ]
-    width = max(len(t) for t in toks)
-    completion_ids = torch.full((len(toks), width), pad, dtype=torch.long)
-    completion_mask = torch.zeros((len(toks), width), dtype=torch.long)
-    for i, t in enumerate(toks):
-        completion_ids[i, : len(t)] = torch.as_tensor(t)
-        completion_mask[i, : len(t)] = 1
+    completion_ids, completion_mask = right_pad(toks, pad)
     num_tokens = completion_mask.sum(dim=1) - 1
     return Rollouts(
         prompt_ids=prompt_ids,

@@ -58,6 +58,18 @@ def left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Te
     return input_ids, mask
 
 
+def right_pad(rows: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """Token-id rows padded on the right to the longest, and their attention mask (1 on the
+    tokens). Shapes: B rows -> (B, T), (B, T)."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+        mask[i, : len(ids)] = 1
+    return input_ids, mask
+
+
 def _top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     # As transformers' TopPLogitsWarper: drop the tokens whose ascending cumulative
     # probability stays ≤ 1 − top_p, always keeping the most likely one.

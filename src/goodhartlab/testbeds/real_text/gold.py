@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from goodhartlab.models.generation import right_pad
 from goodhartlab.testbeds.real_text.prompts import parse_prompt
 
 GOLD_VERSION = "real_text-gold-v1"
@@ -269,12 +270,7 @@ def lm_mean_logprob(
         ids = [
             prefix_ids + x[:max_tokens] for x in tok(texts, add_special_tokens=False)["input_ids"]
         ]
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, x in enumerate(ids):
-            input_ids[i, : len(x)] = torch.as_tensor(x)
-            mask[i, : len(x)] = 1
+        input_ids, mask = right_pad(ids, pad)
         logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
         logp = torch.log_softmax(logits[:, :-1].float(), -1)
         target = input_ids[:, 1:].to(device)

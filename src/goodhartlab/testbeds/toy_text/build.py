@@ -11,6 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
+from goodhartlab.models.generation import right_pad
 from goodhartlab.models.tiny import build_causal_lm
 from goodhartlab.testbeds.toy_text.language import (
     Prompt,
@@ -99,12 +100,7 @@ def pretrain_causal_lm(
             encode_lm_example(tokenizer, p, c)
             for p, c in corpus[step * batch_size : (step + 1) * batch_size]
         ]
-        T = max(len(r) for r in rows)
-        ids = torch.full((len(rows), T), pad, dtype=torch.long)
-        att = torch.zeros((len(rows), T), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            att[i, : len(r)] = 1
+        ids, att = right_pad(rows, pad)
         labels = ids.masked_fill(att == 0, -100)
         loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
         opt.zero_grad(set_to_none=True)
