@@ -194,3 +194,34 @@ def test_train_rm_cli_takes_lora(tmp_path, tiny_tokenizer, capsys):
     capsys.readouterr()
     assert main([*argv, "--lora", "r=0"]) == 2
     assert "lora.r" in capsys.readouterr().err
+
+
+def test_lora_training_is_deterministic_for_a_seed(tiny_tokenizer):
+    backbone = build_reward_model("small", tiny_tokenizer, seed=0)
+    pairs = synthetic_pairs(32, seed=0)
+
+    def weights(seed: int) -> dict[str, torch.Tensor]:
+        config = RMTrainConfig(**CONFIG, lora={**LORA, "dropout": 0.1}, seed=seed)
+        result = train_reward_model(pairs, tiny_tokenizer, backbone, config, progress=False)
+        return {n: p.detach() for n, p in result.reward_model.model.named_parameters()}
+
+    a, b, other = weights(0), weights(0), weights(1)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"],
+                           other["model.layers.0.self_attn.q_proj.weight"])  # fmt: skip
+
+
+def test_lora_with_odin_keeps_the_trunk_and_trains_its_heads(tiny_tokenizer):
+    # ODIN reads the last hidden state through the wrapped trunk for its length head.
+    backbone = build_reward_model("small", tiny_tokenizer, seed=0)
+    config = RMTrainConfig(**CONFIG, objective="odin", lora={"target_modules": ["v_proj"]})
+    result = train_reward_model(
+        synthetic_pairs(32, seed=0), tiny_tokenizer, backbone, config, progress=False
+    )
+    base = dict(backbone.named_parameters())
+    merged = dict(result.reward_model.model.named_parameters())
+    changed = {n for n in merged if not torch.equal(merged[n], base[n])}
+    assert changed == {"score.weight"} | {
+        f"model.layers.{i}.self_attn.v_proj.weight" for i in range(2)
+    }
+    assert "length_heads" in result.pair_inputs
