@@ -225,3 +225,45 @@ def test_lora_with_odin_keeps_the_trunk_and_trains_its_heads(tiny_tokenizer):
         f"model.layers.{i}.self_attn.v_proj.weight" for i in range(2)
     }
     assert "length_heads" in result.pair_inputs
+
+
+def _tiny_bert(tokenizer):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+        num_labels=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return BertForSequenceClassification(config)
+
+
+def test_lora_on_an_encoder_trains_its_pooler_with_the_head(tmp_path, tiny_tokenizer):
+    # MiniLM-style: the classifier reads BERT's pooler, which trains with it. r = 2, hidden 32:
+    # query, value 2·(32 + 32) = 128 each, 2 layers: 512; pooler 32·32 + 32 = 1056;
+    # classifier 32 + 1 = 33. Total 1601.
+    backbone = _tiny_bert(tiny_tokenizer)
+    config = RMTrainConfig(**CONFIG, lora={"r": 2, "target_modules": ["query", "value"]})
+    result = train_reward_model(
+        synthetic_pairs(32, seed=0), tiny_tokenizer, backbone, config,
+        out_dir=tmp_path / "rm", progress=False,
+    )  # fmt: skip
+    assert result.num_trainable_parameters == 1601
+    base = dict(backbone.named_parameters())
+    merged = dict(result.reward_model.model.named_parameters())
+    changed = {n for n in merged if not torch.equal(merged[n], base[n])}
+    assert changed == {
+        *(f"bert.encoder.layer.{i}.attention.self.{m}.weight" for i in range(2)
+          for m in ("query", "value")),
+        "bert.pooler.dense.weight", "bert.pooler.dense.bias",
+        "classifier.weight", "classifier.bias",
+    }  # fmt: skip
+    texts = synthetic_pairs(4, seed=3)
+    prompts, completions = [p.prompt for p in texts], [p.chosen for p in texts]
+    torch.testing.assert_close(
+        RewardModel.from_pretrained(result.path).score(prompts, completions),
+        result.reward_model.score(prompts, completions),
+        atol=1e-5,
+        rtol=0,
+    )

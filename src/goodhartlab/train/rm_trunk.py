@@ -33,6 +33,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+#: Modules of a trunk that only the head reads, trained with it: an encoder's pooler (BERT,
+#: MiniLM: dense + tanh over [CLS], which the classifier reads; a sentence-embedding
+#: checkpoint may not even hold pretrained pooler weights).
+HEAD_PARTS = ("pooler",)
+
 #: Layer types LoRA can adapt (peft's ``LoraModel`` supports these and a few rarer ones).
 _ADAPTABLE = ("Linear", "Embedding", "Conv1d", "Conv2d", "Conv1D")
 
@@ -89,8 +94,9 @@ def trunk_of(model: nn.Module) -> tuple[str, nn.Module]:
 def prepare_trunk(model: nn.Module, lora: LoraSettings | None, freeze_trunk: bool) -> None:
     """Make ``model``'s trunk train as the settings say, in place: LoRA adapters on the
     ``lora.target_modules`` (everything else of the trunk frozen), or the trunk frozen
-    (``freeze_trunk``), or nothing changed (full fine-tuning). The score head and any other
-    module outside the trunk stays trainable.
+    (``freeze_trunk``), or nothing changed (full fine-tuning). The score head, any other
+    module outside the trunk and the trunk's pooler (an encoder's, :data:`HEAD_PARTS`) stay
+    trainable.
 
     Call it after the head is initialised and under the run's seed (peft draws A from the
     global torch generator; B starts at zero).
@@ -100,6 +106,7 @@ def prepare_trunk(model: nn.Module, lora: LoraSettings | None, freeze_trunk: boo
     prefix, trunk = trunk_of(model)
     if freeze_trunk:
         trunk.requires_grad_(False)
+        _unfreeze_head_parts(trunk)
         return
     _check_targets(trunk, lora.target_modules)
     try:
@@ -121,6 +128,7 @@ def prepare_trunk(model: nn.Module, lora: LoraSettings | None, freeze_trunk: boo
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
         setattr(model, prefix, get_peft_model(trunk, peft_config))
+    _unfreeze_head_parts(trunk)
 
 
 def merge_trunk(model: nn.Module) -> nn.Module:
@@ -157,3 +165,10 @@ def _check_targets(trunk: nn.Module, targets: list[str]) -> None:
             f"({type(trunk).__name__}) that LoRA can adapt; its layers are named "
             f"{', '.join(leaf_names)}"
         )
+
+
+def _unfreeze_head_parts(trunk: nn.Module) -> None:
+    for name in HEAD_PARTS:
+        part = getattr(trunk, name, None)
+        if isinstance(part, nn.Module):
+            part.requires_grad_(True)
