@@ -269,8 +269,8 @@ class RMTrainConfig(BaseModel):
     )
     freeze_trunk: bool = Field(
         False,
-        description="Train the score head alone, the trunk frozen (train.rm_trunk). "
-        "Bradley-Terry-style objectives only; not with lora.",
+        description="Train the score head alone (with an encoder's pooler), the trunk frozen "
+        "(train.rm_trunk). Bradley-Terry-style objectives only; not with lora.",
     )
     eval_fraction: float = Field(
         0.1,
