@@ -311,8 +311,9 @@ class RMTrainResult:
     num_parameters: int
     """Parameters the saved model has (the network's and the domain-feature layer's)."""
     num_trainable_parameters: int = 0
-    """Parameters training updated (with 'lora': the adapters and the score head; with
-    'freeze_trunk': the score head; else every one, plus heads trained but not kept)."""
+    """Parameters training updated: with 'lora' the adapters and the score head, with
+    'freeze_trunk' the score head (each with an encoder's pooler), else every one; plus heads
+    trained but not kept (ODIN's length head)."""
     path: Path | None = None
     """Directory the model was saved to, if ``out_dir`` was given."""
     pair_inputs: dict[str, Any] = field(default_factory=dict)
