@@ -499,7 +499,6 @@ def train_reward_model(
     )
     reward_model = _build_reward_model(tokenizer, backbone, config)
     head = _build_head(objective, reward_model, train_pairs, eval_pairs, margins, inputs, config)
-    num_trained = _count_trained(head)
 
     evals = [head.evaluate(eval_pairs)]
     history = [_epoch_record(0, None, evals[-1])]
@@ -509,6 +508,7 @@ def train_reward_model(
         history.append(_epoch_record(epoch, train_loss, evals[-1]))
 
     losses = head.fit(progress=progress, on_epoch=record if head.eval_each_epoch else None)
+    num_trained = _count_trained(head)  # after fit: a variant may install its modules in it
     inputs_report.update(head.report())
     if not head.eval_each_epoch:  # ArmoRM, PAL: held-out pairs once, after training
         record(config.epochs, losses[-1])
@@ -583,8 +583,10 @@ def _check_trunk_settings(objective, config: RMTrainConfig) -> None:
 
 
 def _count_trained(head: RMHead) -> int:
-    """Parameters the head's optimizer updates (its tensors that require a gradient)."""
-    trained = {id(p): p for p in head.parameters() if p.requires_grad}
+    """Parameters training updated: the network's that require a gradient (not a frozen
+    trunk's; ArmoRM's gating too) and the head's others (feature layer, ODIN's length head)."""
+    params = [*head.model.parameters(), *head.parameters()]
+    trained = {id(p): p for p in params if p.requires_grad}
     return sum(p.numel() for p in trained.values())
 
 
