@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from goodhartlab.artifacts import atomic_write_text, dir_mode, seal
@@ -43,6 +43,7 @@ from goodhartlab.train.rm_length_head import (
 )
 from goodhartlab.train.rm_loop import RMHead
 from goodhartlab.train.rm_pair_inputs import pair_inputs
+from goodhartlab.train.rm_trunk import LoraSettings, merge_trunk, prepare_trunk
 
 #: Name of the metadata file written next to a trained reward model.
 RM_INFO_FILE = "goodhart_rm.json"
@@ -259,6 +260,18 @@ class RMTrainConfig(BaseModel):
         description="Re-initialise the score head from `seed` (also for a module backbone); "
         "False keeps the head a module backbone already has.",
     )
+    lora: LoraSettings | None = Field(
+        None,
+        description="LoRA adapters on the trunk (train.rm_trunk, peft), the score head trained "
+        "fully; merged into the weights before saving, so the saved model loads like any "
+        "other; e.g. {r: 8, alpha: 16, dropout: 0, target_modules: [q_proj, v_proj]}. "
+        "None: the whole trunk trains. Bradley-Terry-style objectives only.",
+    )
+    freeze_trunk: bool = Field(
+        False,
+        description="Train the score head alone (with an encoder's pooler), the trunk frozen "
+        "(train.rm_trunk). Bradley-Terry-style objectives only; not with lora.",
+    )
     eval_fraction: float = Field(
         0.1,
         ge=0,
@@ -272,6 +285,15 @@ class RMTrainConfig(BaseModel):
     )
     eval_batch_size: int = Field(64, gt=0, description="Sequences per scoring batch in eval.")
     device: str = Field("cpu", description="torch device to train on, e.g. 'cpu', 'cuda'.")
+
+    @model_validator(mode="after")
+    def _one_trunk_setting(self) -> RMTrainConfig:
+        if self.lora is not None and self.freeze_trunk:
+            raise ValueError(
+                "lora, freeze_trunk: expected at most one (LoRA already freezes the trunk's "
+                "own weights)"
+            )
+        return self
 
 
 @dataclass
@@ -287,6 +309,11 @@ class RMTrainResult:
     metrics: dict[str, Any]
     """Final held-out evaluation (see ``evaluate_reward_model``); empty without eval pairs."""
     num_parameters: int
+    """Parameters the saved model has (the network's and the domain-feature layer's)."""
+    num_trainable_parameters: int = 0
+    """Parameters training updated: with 'lora' the adapters and the score head, with
+    'freeze_trunk' the score head (each with an encoder's pooler), else every one; plus heads
+    trained but not kept (ODIN's length head)."""
     path: Path | None = None
     """Directory the model was saved to, if ``out_dir`` was given."""
     pair_inputs: dict[str, Any] = field(default_factory=dict)
@@ -442,7 +469,9 @@ def train_reward_model(
     forward pass and minimises ``config.objective`` (default
     :func:`goodhartlab.core.losses.bradley_terry_loss`) with
     AdamW. Held-out loss and accuracy are computed before training (epoch 0) and after
-    every epoch.
+    every epoch. With ``config.lora`` the trunk trains as LoRA adapters, with
+    ``config.freeze_trunk`` not at all (``train.rm_trunk``); adapters are merged into the
+    weights before the model is returned and saved.
 
     Args:
         pairs: labelled training pairs (all of them, if ``eval_pairs`` is given; otherwise
@@ -464,6 +493,7 @@ def train_reward_model(
     config = config or RMTrainConfig()
     train_pairs, eval_pairs, margins = _training_pairs(pairs, eval_pairs, config)
     objective = RM_OBJECTIVES.entry(config.objective)
+    _check_trunk_settings(objective, config)
     inputs, inputs_report = _objective_inputs(
         objective, train_pairs, tokenizer, backbone, config, extra_pair_inputs
     )
@@ -478,15 +508,19 @@ def train_reward_model(
         history.append(_epoch_record(epoch, train_loss, evals[-1]))
 
     losses = head.fit(progress=progress, on_epoch=record if head.eval_each_epoch else None)
+    num_trained = _count_trained(head)  # after fit: a variant may install its modules in it
     inputs_report.update(head.report())
     if not head.eval_each_epoch:  # ArmoRM, PAL: held-out pairs once, after training
         record(config.epochs, losses[-1])
+    if config.lora is not None or config.freeze_trunk:
+        merge_trunk(reward_model.model)  # LoRA: adapters into the weights (train.rm_trunk)
 
     result = RMTrainResult(
         reward_model=getattr(head, "scorer", reward_model),
         history=history,
         metrics=evals[-1],
         num_parameters=_count_parameters(reward_model),
+        num_trainable_parameters=num_trained,
         pair_inputs=inputs_report,
     )
     if out_dir is not None:
@@ -524,6 +558,7 @@ def _build_reward_model(
     check_vocabulary(tokenizer, model)
     if config.reinit_head:
         _reinit_score_head(model, config.seed)
+    prepare_trunk(model, config.lora, config.freeze_trunk)
     model.to(config.device)
     return RewardModel(
         model,
@@ -532,6 +567,27 @@ def _build_reward_model(
         name=_backbone_name(backbone),
         tool=config.tool,
     )
+
+
+def _check_trunk_settings(objective, config: RMTrainConfig) -> None:
+    """``lora`` and ``freeze_trunk`` are the scalar head's (:class:`ScalarHead`); the
+    variants with their own loop (ArmoRM, PAL, pairwise) choose their trained modules."""
+    if config.lora is None and not config.freeze_trunk:
+        return
+    if any(objective.meta.get(k) for k in ("pairwise", "multi_objective", "ideal_point")):
+        name = "lora" if config.lora is not None else "freeze_trunk"
+        raise ValueError(
+            f"{name}: not supported with objective {config.objective!r}, which trains in its "
+            "own loop; use a Bradley-Terry-style objective"
+        )
+
+
+def _count_trained(head: RMHead) -> int:
+    """Parameters training updated: the network's that require a gradient (not a frozen
+    trunk's; ArmoRM's gating too) and the head's others (feature layer, ODIN's length head)."""
+    params = [*head.model.parameters(), *head.parameters()]
+    trained = {id(p): p for p in params if p.requires_grad}
+    return sum(p.numel() for p in trained.values())
 
 
 def _build_head(
@@ -617,7 +673,9 @@ class ScalarHead(RMHead):
 
     def _network_parameters(self) -> list[torch.Tensor]:
         length = list(self.length_head.parameters()) if self.length_head is not None else []
-        return list(self.model.parameters()) + length
+        # A frozen trunk (lora, freeze_trunk: train.rm_trunk) is neither updated nor clipped.
+        network = [p for p in self.model.parameters() if p.requires_grad]
+        return network + length
 
     def parameters(self) -> list[torch.Tensor]:
         feature = [] if self.feature_head is None else list(self.feature_head.parameters())
@@ -702,6 +760,9 @@ def _rm_info(
         # A domain-knowledge model (core.feature_reward) scores with its feature layer.
         **({"feature_head": feature_head.spec()} if feature_head is not None else {}),
         "num_parameters": result.num_parameters,
+        "num_trainable_parameters": result.num_trainable_parameters,
+        # LoRA: trained as adapters, saved merged into the weights (train.rm_trunk).
+        **({"lora": {**config.lora.model_dump(), "merged": True}} if config.lora else {}),
         "num_train_pairs": n_train,
         "num_eval_pairs": n_eval,
         # A head that is not a linear layer (ArmoRM's) is rebuilt from its spec on load.
