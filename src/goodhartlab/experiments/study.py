@@ -87,26 +87,28 @@ class ProxyVariantConfig(BaseModel):
     @field_validator("rm")
     @classmethod
     def _rm_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from goodhartlab.registry import RM_OBJECTIVES
-
         fixed = [k for k in _VARIANT_SET_BY_STUDY if k in v]
         if fixed:
             raise ValueError(f"{', '.join(fixed)}: set by the study for every proxy; leave out")
-        config = RMTrainConfig(**v)
-        if RM_OBJECTIVES.entry(config.objective).meta.get("adversarial_search"):
+        objective = _objective_entry(v)
+        if objective.meta.get("adversarial_search"):
             raise ValueError(
-                f"objective {config.objective!r} searches with the policy and the gold while it "
+                f"objective {objective.name!r} searches with the policy and the gold while it "
                 "trains; a study cannot train it as a proxy variant (use goodhart train-rm)"
             )
         return v
 
+    @property
+    def pairwise(self) -> bool:
+        """Whether the variant is a pairwise preference model (no per-completion score)."""
+        return bool(_objective_entry(self.rm).meta.get("pairwise"))
 
-def _pairwise_variant(variant: ProxyVariantConfig) -> bool:
-    """Whether the variant is a pairwise preference model (no per-completion score)."""
+
+def _objective_entry(rm: dict[str, Any]):
+    """The RM_OBJECTIVES entry of a variant's RMTrainConfig settings (checked)."""
     from goodhartlab.registry import RM_OBJECTIVES
 
-    objective = RMTrainConfig(**variant.rm).objective
-    return bool(RM_OBJECTIVES.entry(objective).meta.get("pairwise"))
+    return RM_OBJECTIVES.entry(RMTrainConfig(**rm).objective)
 
 
 class _ProxyBase(BaseModel):
@@ -595,7 +597,7 @@ class StudyConfig(BaseModel):
                 )
         for i, m in enumerate(self.rl.methods):
             algorithm = m.algorithm or self.rl.algorithm
-            if m.proxy is not None and _pairwise_variant(self.proxies.variants[m.proxy]):
+            if m.proxy is not None and self.proxies.variants[m.proxy].pairwise:
                 if algorithm != "nash_mp":
                     raise ValueError(
                         f"rl.methods.{i} ({m.name}): proxy {m.proxy!r} is a pairwise preference "
@@ -1042,7 +1044,7 @@ def variant_bon_proxies(proxies: ProxyConfig, proxy_info: dict) -> dict[str, str
     pairwise preference model has no per-completion score to pick by: it is left out."""
     picks: dict[str, str] = {}
     for name, v in proxy_info.get("variants", {}).items():
-        if _pairwise_variant(proxies.variants[name]):
+        if proxies.variants[name].pairwise:
             continue
         for s, path in zip(v["seeds"], v["members"], strict=True):
             picks[f"bt-s{s}"] = proxy_info["members"][proxies.seeds.index(s)]
